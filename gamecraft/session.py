@@ -1,0 +1,161 @@
+"""The world session: chunk after chunk, each conditioned on the last, resumable across requests.
+
+A :class:`WorldSession` owns the state of one world (``gamecraft.state.WorldState``) and the encoded
+prompt; :meth:`WorldSession.generate_chunk` turns one chunk of camera motion into 33 new frames:
+
+1. Plücker embeddings of the chunk's poses (cond, and identity poses for the unconditional row);
+2. initial noise from the prediction's own seed — ``derive_seed(seed, "chunk", index)`` — so chunk
+   ``k`` of a continued world gets exactly the noise it would get in an uninterrupted run;
+3. :func:`gamecraft.sampling.denoise_chunk` with the preset's schedule, guidance and step cache;
+4. the 9 new latents become the history of the next chunk and are decoded to 33 frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from gamecraft.camera import ChunkPoses, chunk_plucker
+from gamecraft.model import GameCraftTransformer, rope_tables
+from gamecraft.presets import Preset, step_cache_flags
+from gamecraft.sampling import (LATENT_CHANNELS, StepInfo, TextConditioning, camera_rows, chunk_frames, denoise_chunk,
+                                log_steps)
+from gamecraft.scheduler import get_schedule
+from gamecraft.state import WorldState
+from gamecraft.vae import GameCraftVae
+
+log = logging.getLogger(__name__)
+
+SPATIAL_COMPRESSION = 8
+
+
+class Engine(Protocol):
+    """The loaded models a session runs on (see ``gamecraft.engine.GameCraftEngine``)."""
+
+    device: torch.device
+    vae: GameCraftVae
+    attention_backend: str
+
+    def transformer(self, variant: str) -> GameCraftTransformer: ...
+
+    def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning: ...
+
+
+def derive_seed(seed: int, *labels: object) -> int:
+    """A 63-bit seed for the stream named by ``labels`` (e.g. ``("chunk", 3)``), independent per stream."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *labels))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def cpu_generator(seed: int, *labels: object) -> torch.Generator:
+    """A CPU generator for one stream: noise is drawn on the CPU so a seed means the same on any device."""
+    return torch.Generator("cpu").manual_seed(derive_seed(seed, *labels))
+
+
+def chunk_noise(seed: int, chunk_index: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Initial latents of chunk ``chunk_index`` [1, 16, T, h, w] float32 (CPU)."""
+    return torch.randn(shape, generator=cpu_generator(seed, "chunk", chunk_index), dtype=torch.float32)
+
+
+def latent_size(height: int, width: int) -> tuple[int, int]:
+    if height % 16 or width % 16:
+        raise ValueError(f"height and width must be multiples of 16, got {height}×{width}")
+    return height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION
+
+
+@dataclass
+class ChunkResult:
+    """One generated chunk: ``frames`` [33, H, W, 3] float32 in [0, 1] (CPU), ``latents`` [1, 16, 9, h, w]."""
+
+    index: int
+    label: str
+    frames: torch.Tensor
+    latents: torch.Tensor
+    seconds_denoise: float
+    seconds_decode: float
+
+
+def encode_start_image(vae: GameCraftVae, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+    """Start image [1, 3, 1, H, W] in [−1, 1] → its conditioning latent [1, 16, 1, h, w] (float16, scaled).
+
+    The reference samples the VAE posterior (quirk Q3); the noise comes from the prediction's seed.
+    """
+    return vae.encode_image(pixels, cpu_generator(seed, "image"))
+
+
+def encode_start_video(vae: GameCraftVae, clip: torch.Tensor, first_frame: torch.Tensor, seed: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A video start: last 33 frames [1, 3, 33, H, W] → 9 history latents; frame −33 → reference latent."""
+    history = vae.encode_video(clip, cpu_generator(seed, "video"))
+    ref = vae.encode_image(first_frame, cpu_generator(seed, "video-ref"))
+    return history, ref
+
+
+class WorldSession:
+    """One world: the encoded prompt, the preset and the evolving :class:`WorldState`."""
+
+    def __init__(self, engine: Engine, preset: Preset, state: WorldState, text: TextConditioning):
+        self.engine = engine
+        self.preset = preset
+        self.state = state
+        self.text = text
+        self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def start(cls, engine: Engine, preset: Preset, prompt: str, seed: int, height: int, width: int, *,
+              history: torch.Tensor, ref_latents: torch.Tensor, negative_prompt: str = "",
+              chunks_done: int = 0, pose=None, actions=()) -> "WorldSession":
+        """A session from known history latents (an encoded image or video, or a loaded state)."""
+        latent_size(height, width)
+        state = WorldState(last_latents=history.float().cpu(), ref_latents=ref_latents.float().cpu(), height=height,
+                           width=width, seed=seed, chunks_done=chunks_done, prompt=prompt,
+                           pose=np.eye(4).tolist() if pose is None else pose, actions=list(actions))
+        text = engine.encode_text(prompt, negative_prompt, preset.uses_cfg)
+        return cls(engine, preset, state, text)
+
+    def _rope_for(self, frames: int, transformer: GameCraftTransformer) -> tuple[torch.Tensor, torch.Tensor]:
+        if frames not in self._rope:
+            h, w = latent_size(self.state.height, self.state.width)
+            self._rope[frames] = rope_tables(frames, h, w, transformer.config, device=self.engine.device)
+        return self._rope[frames]
+
+    def generate_chunk(self, poses: ChunkPoses, label: str = "", noise: torch.Tensor | None = None,
+                       on_step: Callable[[StepInfo], None] | None = None) -> ChunkResult:
+        """Generate the next chunk along ``poses``; updates :attr:`state`. ``noise`` overrides the seeded noise."""
+        state, preset, device = self.state, self.preset, self.engine.device
+        index = state.chunks_done
+        transformer = self.engine.transformer(preset.variant)
+        history = state.last_latents.to(device)
+        frames = chunk_frames(history)
+        h, w = latent_size(state.height, state.width)
+        if noise is None:
+            noise = chunk_noise(state.seed, index, (1, LATENT_CHANNELS, frames, h, w))
+        start = time.perf_counter()
+        cond, uncond = chunk_plucker(poses, state.height, state.width)
+        with torch.no_grad():
+            cam = camera_rows(cond, uncond, preset.uses_cfg).to(device)
+            tokens = transformer.camera_tokens(cam, frames)
+            timesteps, sigmas = get_schedule(preset.num_inference_steps, preset.flow_shift)
+            latents = denoise_chunk(
+                transformer, noise.to(device), history, self.text, tokens, timesteps.to(device), sigmas,
+                preset.guidance_scale, step_cache_flags(preset.num_inference_steps, preset.step_cache),
+                rope=self._rope_for(frames, transformer), attention_backend=self.engine.attention_backend,
+                on_step=on_step or log_steps(index, device))
+            denoised = time.perf_counter()
+            video = self.engine.vae.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
+        frames_out = video[0].permute(1, 2, 3, 0).float().cpu()
+        decoded = time.perf_counter()
+        state.last_latents = latents.float().cpu()
+        state.ref_latents = state.last_latents[:, :, -1:].clone()
+        state.chunks_done += 1
+        state.pose = (np.asarray(state.pose) @ poses.advance).tolist()
+        state.actions.append(label)
+        log.info("chunk %d (%s) done: denoise %.2fs, decode %.2fs", index + 1, label or "custom",
+                 denoised - start, decoded - denoised)
+        return ChunkResult(index, label, frames_out, state.last_latents, denoised - start, decoded - denoised)
