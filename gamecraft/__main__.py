@@ -1,19 +1,35 @@
-"""Command line: ``python -m gamecraft preview …`` (camera-path preview of an action list).
+"""Command line: ``python -m gamecraft generate …`` (videos) and ``python -m gamecraft preview …`` (camera path).
 
-``generate`` (the full video pipeline) is added by the pipeline issue.
+``generate`` runs the real pipeline. Without a GPU or without complete weights it writes a tiny random
+weights directory and runs the same code on the CPU — the video is then a pipeline smoke run, not the
+model's output, and the command says so loudly. Environment: ``GAMECRAFT_WEIGHTS`` (weights directory,
+default ``./weights``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from gamecraft.actions import parse_actions
 from gamecraft.camera import chunk_poses, world_poses
 from gamecraft.preview import save_preview
 from gamecraft.trajectory import load_trajectory
+
+log = logging.getLogger("gamecraft")
+
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "start.png"
+TINY_SIZE = (128, 224)
+SMOKE_BANNER = """
+############################################################################################
+#  NO GPU OR NO COMPLETE WEIGHTS: using TINY RANDOM WEIGHTS on the CPU ({reason}).
+#  The videos below are a PIPELINE SMOKE RUN (noise-like frames), NOT GameCraft's output.
+#  For real videos: a CUDA GPU and the weights in {weights} (see weights/README.md).
+############################################################################################"""
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -33,18 +49,95 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_config(args: argparse.Namespace, preset_variant: str):
+    import torch
+
+    from gamecraft.engine import EngineConfig
+    from gamecraft.weights import MissingWeightsError, check_layout, write_tiny_weights
+
+    weights = Path(args.weights or os.environ.get("GAMECRAFT_WEIGHTS", "weights"))
+    reason = None
+    if args.tiny:
+        reason = "--tiny given"
+    elif not torch.cuda.is_available():
+        reason = "no CUDA GPU"
+    else:
+        try:
+            check_layout(weights, preset_variant)
+        except MissingWeightsError as err:
+            reason = f"weights incomplete: {str(err).splitlines()[0]}"
+    if reason is None:
+        return EngineConfig(weights, device="cuda", preload=(preset_variant,)), None
+    print(SMOKE_BANNER.format(reason=reason, weights=weights), file=sys.stderr, flush=True)
+    tiny_dir = Path(args.tiny_dir)
+    if not (tiny_dir / "gamecraft_models").is_dir():
+        write_tiny_weights(tiny_dir)
+    return EngineConfig.for_cpu(tiny_dir, preload=(preset_variant,)), reason
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from gamecraft.engine import GameCraftEngine
+    from gamecraft.generate import GenerationReport, GenerationRequest, generate
+    from gamecraft.presets import resolve_preset
+
+    preset = resolve_preset(args.preset, args.steps, args.guidance)
+    trajectory = load_trajectory(args.trajectory) if args.trajectory else None
+    segments = () if trajectory is not None else parse_actions(args.actions, args.speeds)
+    config, smoke = _engine_config(args, preset.variant)
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else (TINY_SIZE if smoke else (704, 1216))
+    image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
+    request = GenerationRequest(
+        prompt=args.prompt, preset=preset, segments=segments, trajectory=trajectory, image=image, video=args.video,
+        continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=size,
+        fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
+    engine = GameCraftEngine.load(config)
+    report = GenerationReport()
+    start = time.perf_counter()
+    stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"
+    for output in generate(engine, request, Path(args.out), stem, report):
+        print(f"{output.kind:<10} {output.path}", flush=True)
+    print(f"seed {report.seed}; {len(report.chunk_seconds)} chunk(s) in {time.perf_counter() - start:.1f}s")
+    if smoke:
+        print(f"NOTE: pipeline smoke run with tiny random weights ({smoke}); not the model's output.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gamecraft")
+    parser = argparse.ArgumentParser(prog="python -m gamecraft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a game video chunk by chunk")
+    g.add_argument("--image", type=Path, help=f"start image (default: {DEFAULT_IMAGE.name} shipped in assets/)")
+    g.add_argument("--video", type=Path, help="start from a video (its last 33 frames)")
+    g.add_argument("--continue-from", type=Path, help="a state file from an earlier run")
+    g.add_argument("--prompt", default="A cozy village street in the morning, cinematic, realistic.")
+    g.add_argument("--negative-prompt", default="", help="unconditional prompt (reference: always empty)")
+    g.add_argument("--actions", default='["w", "left_rot"]', help="JSON list of actions")
+    g.add_argument("--speeds", default="[0.3, 20]", help="JSON list of speeds")
+    g.add_argument("--trajectory", type=Path, help="custom camera path (RealEstate10K text or JSON c2w)")
+    g.add_argument("--preset", default="distilled", choices=("distilled", "full"))
+    g.add_argument("--steps", type=int, help="override the preset's number of steps")
+    g.add_argument("--guidance", type=float, help="override the preset's guidance scale")
+    g.add_argument("--seed", type=int, help="random when omitted (printed)")
+    g.add_argument("--size", help="HxW, multiples of 16 (default 704x1216; 128x224 for tiny smoke runs)")
+    g.add_argument("--fps", type=float, default=25.0)
+    g.add_argument("--weights", help="weights directory (default $GAMECRAFT_WEIGHTS or ./weights)")
+    g.add_argument("--tiny", action="store_true", help="force the tiny random-weights smoke run")
+    g.add_argument("--tiny-dir", default=".cache/tiny-weights", help="where tiny weights are written")
+    g.add_argument("--last-frame", action="store_true", help="also write the last frame as PNG")
+    g.add_argument("--camera-preview", action="store_true", help="also write the camera-path preview PNG")
+    g.add_argument("--out", type=Path, default=Path("outputs"))
+
     p = sub.add_parser("preview", help="render the top-down camera path of an action list to a PNG")
     p.add_argument("--actions", default='["w", "left_rot", "w+left_rot"]', help="JSON list of actions")
     p.add_argument("--speeds", default="[0.5, 30, [0.5, 30]]", help="JSON list of speeds (one entry per action)")
     p.add_argument("--trajectory", type=Path, help="a RealEstate10K text or JSON c2w file instead of actions")
     p.add_argument("--out", type=Path, default=Path("outputs/camera_preview.png"))
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _preview(args)
+        return _generate(args) if args.command == "generate" else _preview(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ STEP_CACHE_STEPS = 50  # the reference uses its step cache only for exactly 50 s
 @dataclass(frozen=True)
 class Preset:
     name: str
-    variant: str  # "distill" | "full": which transformer checkpoint
+    variant: str  # "distilled" | "full": which transformer checkpoint (gamecraft.weights)
     num_inference_steps: int
     guidance_scale: float
     flow_shift: float
@@ -29,7 +29,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "distilled": Preset("distilled", "distill", 8, 1.0, 5.0, step_cache=False),
+    "distilled": Preset("distilled", "distilled", 8, 1.0, 5.0, step_cache=False),
     "full": Preset("full", "full", 50, 2.0, 5.0, step_cache=True),
 }
 

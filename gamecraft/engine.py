@@ -1,0 +1,128 @@
+"""The loaded models: transformer(s), VAE and text encoders on one device, from a weights directory.
+
+Everything is configured by :class:`EngineConfig` (no environment variables). The transformer of each
+variant (``distilled``/``full``) is loaded on first use; ``preload`` names the ones loaded at start.
+Text encoders can stay on the CPU between encodes (``text_offload``) to leave the GPU to the
+transformer: a prompt is encoded once per prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
+from gamecraft.sampling import TextConditioning
+from gamecraft.text import TextEncoders, load_text_encoders
+from gamecraft.vae import GameCraftVae, load_vae
+from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout
+
+log = logging.getLogger(__name__)
+
+# Non-official file a tiny weights directory carries; the real weights use the production architecture.
+TRANSFORMER_CONFIG_FILE = "gamecraft_models/transformer_config.json"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load and run the models.
+
+    ``dtype`` is the transformer's (bf16 in production, fp32 for CPU parity); ``vae_dtype`` and
+    ``text_dtype`` default to the reference's fp16 on CUDA. ``cache_dir`` holds the safetensors copies
+    of the transformer checkpoints (later loads mmap them).
+    """
+
+    weights_dir: Path
+    device: str = "cuda"
+    dtype: torch.dtype = torch.bfloat16
+    vae_dtype: torch.dtype = torch.float16
+    text_dtype: torch.dtype = torch.float16
+    preload: tuple[str, ...] = ("distilled",)
+    text_offload: bool = True
+    attention_backend: str = "sdpa"
+    cache_dir: Path | None = None
+    layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
+
+    @classmethod
+    def for_cpu(cls, weights_dir: Path, **overrides) -> "EngineConfig":
+        """float32 everywhere on the CPU (fp16/bf16 kernels are slow or missing there)."""
+        base = dict(device="cpu", dtype=torch.float32, vae_dtype=torch.float32, text_dtype=torch.float32,
+                    text_offload=False)
+        return cls(Path(weights_dir), **{**base, **overrides})
+
+
+def transformer_config_for(weights_dir: Path) -> TransformerConfig:
+    """The architecture of the checkpoints in ``weights_dir``: production unless the directory says otherwise."""
+    path = Path(weights_dir) / TRANSFORMER_CONFIG_FILE
+    if path.is_file():
+        return TransformerConfig.from_reference(json.loads(path.read_text()))
+    return TransformerConfig.production()
+
+
+class GameCraftEngine:
+    """Implements :class:`gamecraft.session.Engine`."""
+
+    def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders,
+                 transformer_config: TransformerConfig):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.vae = vae
+        self.text_encoders = text
+        self.transformer_config = transformer_config
+        self.attention_backend = config.attention_backend
+        self._transformers: dict[str, GameCraftTransformer] = {}
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> "GameCraftEngine":
+        start = time.perf_counter()
+        weights_dir = Path(config.weights_dir)
+        for variant in config.preload or ("distilled",):
+            check_layout(weights_dir, variant, config.layout)
+        text_device = "cpu" if config.text_offload else config.device
+        engine = cls(config,
+                     load_vae(weights_dir, config.layout, config.device, config.vae_dtype),
+                     load_text_encoders(weights_dir, config.layout, text_device, config.text_dtype),
+                     transformer_config_for(weights_dir))
+        for variant in config.preload:
+            engine.transformer(variant)
+        log.info("engine ready in %.1fs (%s, transformer %s)", time.perf_counter() - start, config.device,
+                 config.dtype)
+        return engine
+
+    def transformer(self, variant: str) -> GameCraftTransformer:
+        """The transformer of ``variant``, loaded on first use."""
+        if variant not in self._transformers:
+            start = time.perf_counter()
+            path = Path(self.config.weights_dir) / self.config.layout.transformer(variant)
+            check_layout(self.config.weights_dir, variant, self.config.layout)
+            self._transformers[variant] = load_transformer(
+                path, self.transformer_config, dtype=self.config.dtype, device=self.device,
+                cache_dir=self.config.cache_dir)
+            log.info("loaded %s transformer in %.1fs", variant, time.perf_counter() - start)
+        return self._transformers[variant]
+
+    @torch.no_grad()
+    def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
+        """Rows ``[negative_prompt, prompt]`` with guidance, else ``[prompt]``; in the transformer's dtype."""
+        start = time.perf_counter()
+        encoders = self.text_encoders
+        offloaded = self.config.text_offload and self.device.type != "cpu"
+        if offloaded:
+            encoders.llm.to(self.device)
+            encoders.clip.to(self.device)
+        try:
+            emb = encoders.encode([negative_prompt, prompt] if guidance else [prompt])
+        finally:
+            if offloaded:
+                encoders.llm.to("cpu")
+                encoders.clip.to("cpu")
+        lengths = tuple(text_lengths_from_mask(emb.text_mask))
+        log.info("encoded prompt (%d row(s), %s valid tokens) in %.2fs", len(lengths), lengths,
+                 time.perf_counter() - start)
+        return TextConditioning(emb.text_states, emb.text_mask, emb.text_states_2, lengths).to(
+            self.device, self.config.dtype)
