@@ -1,0 +1,1 @@
+"""Benchmarks (not unit tests); run them as scripts."""

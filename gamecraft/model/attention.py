@@ -1,0 +1,142 @@
+"""Attention without padding masks.
+
+The reference runs ``flash_attn_varlen_func`` over ``[img ; text]`` per batch row with
+``cu_seqlens`` segments ``[img + valid text]`` and ``[padded text]``: image tokens and the valid
+text tokens attend jointly, padded text tokens only attend among themselves. We reproduce that
+exactly by running dense SDPA on each segment (rows with the same valid length share one call).
+No mask tensor exists anywhere, so the fast dense kernels (cuDNN, flash) stay usable.
+
+``text_lengths`` are Python ints (valid text tokens per row), computed once per prediction
+(:func:`text_lengths_from_mask`), so the blocks contain no host syncs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal, Sequence, get_args
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+AttentionBackend = Literal["sdpa", "sdpa-math", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient"]
+"""How attention is computed.
+
+* ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention`` with the priority
+  cuDNN > flash > memory-efficient > math. cuDNN is the fastest on H100 (PyTorch's own default
+  priority puts flash first, so we set it explicitly).
+* ``"sdpa-math"``: the plain math kernel (reference checks).
+* ``"sdpa-cudnn"`` / ``"sdpa-flash"`` / ``"sdpa-efficient"``: only that kernel (errors if unusable).
+
+On CPU only ``"sdpa-math"`` restricts the kernel; the GPU-only choices fall back to PyTorch's CPU
+default there.
+"""
+
+ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
+
+_KERNELS: dict[str, list[SDPBackend]] = {
+    "sdpa": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+             SDPBackend.MATH],
+    "sdpa-math": [SDPBackend.MATH],
+    "sdpa-cudnn": [SDPBackend.CUDNN_ATTENTION],
+    "sdpa-flash": [SDPBackend.FLASH_ATTENTION],
+    "sdpa-efficient": [SDPBackend.EFFICIENT_ATTENTION],
+}
+
+
+def check_backend(backend: str) -> None:
+    if backend not in _KERNELS:
+        raise ValueError(f"unknown attention backend {backend!r}; expected one of {ATTENTION_BACKENDS}")
+
+
+def _kernel_context(backend: str, device: torch.device):
+    # On CPU only math / the CPU flash kernel exist; restricting the list there would only error.
+    if device.type != "cuda" and backend != "sdpa-math":
+        return contextlib.nullcontext()
+    return sdpa_kernel(_KERNELS[backend], set_priority=True)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
+    """Dense non-causal attention, scale 1/sqrt(head_dim).
+
+    q, k, v: [B, S, H, D] (token-major, as the projections produce them). Returns [B, S, H, D].
+    """
+    with _kernel_context(backend, q.device):
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def _equal_length_runs(text_lengths: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Consecutive rows with the same length: [(first_row, end_row, length), ...]."""
+    runs: list[tuple[int, int, int]] = []
+    for row, length in enumerate(text_lengths):
+        if runs and runs[-1][2] == length:
+            runs[-1] = (runs[-1][0], row + 1, length)
+        else:
+            runs.append((row, row + 1, length))
+    return runs
+
+
+def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
+                    text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+    """Attention over ``[img ; text]`` with the reference's segment semantics.
+
+    q, k, v: [B, img_len + text_len, H, D]; ``text_lengths[b]`` valid (leading) text tokens of row
+    b. Per row, tokens ``[0, img_len + n_b)`` attend among themselves, and so do the padded tokens
+    ``[img_len + n_b, L)``. Returns [B, L, H*D].
+    """
+    batch, seq_len = q.shape[0], q.shape[1]
+    if len(text_lengths) != batch:
+        raise ValueError(f"{len(text_lengths)} text lengths for a batch of {batch}")
+    rows = []
+    for first, end, length in _equal_length_runs(text_lengths):
+        split = img_len + length
+        if not 0 <= length <= seq_len - img_len:
+            raise ValueError(f"text length {length} outside [0, {seq_len - img_len}]")
+        segments = [sdpa(q[first:end, :split], k[first:end, :split], v[first:end, :split], backend)]
+        if split < seq_len:
+            segments.append(sdpa(q[first:end, split:], k[first:end, split:], v[first:end, split:], backend))
+        rows.append(segments[0] if len(segments) == 1 else torch.cat(segments, dim=1))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+    return out.flatten(2)
+
+
+def refiner_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+    """Self-attention of the token refiner with the reference's mask semantics, without a mask.
+
+    The reference masks key j for query i unless both are valid, and always allows key 0 (to
+    avoid an all-masked row). Hence valid queries attend to the valid keys, and every padded query
+    sees only key 0, i.e. its output is exactly ``v[:, 0]``.
+    q, k, v: [B, text_len, H, D]. Returns [B, text_len, H*D].
+    """
+    batch, seq_len = q.shape[0], q.shape[1]
+    if len(text_lengths) != batch:
+        raise ValueError(f"{len(text_lengths)} text lengths for a batch of {batch}")
+    rows = []
+    for first, end, length in _equal_length_runs(text_lengths):
+        if not 0 <= length <= seq_len:
+            raise ValueError(f"text length {length} outside [0, {seq_len}]")
+        valid = max(length, 1)  # with no valid token everybody attends to key 0 only
+        parts = [sdpa(q[first:end, :valid], k[first:end, :valid], v[first:end, :valid], backend)
+                 if length else v[first:end, :1]]
+        if valid < seq_len:
+            parts.append(v[first:end, :1].expand(-1, seq_len - valid, -1, -1))
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+    return out.flatten(2)
+
+
+def text_lengths_from_mask(text_mask: torch.Tensor) -> list[int]:
+    """Valid text tokens per row of a right-padded 0/1 mask [B, text_len] (one host sync).
+
+    Call once per prediction, outside the denoising loop. Raises ``ValueError`` for a mask that is
+    not right-padded (the reference's ``cu_seqlens`` assume the valid tokens come first).
+    """
+    mask = text_mask.detach().to("cpu", torch.int64)
+    lengths = mask.sum(dim=1)
+    positions = torch.arange(mask.shape[1])
+    expected = (positions[None, :] < lengths[:, None]).to(torch.int64)
+    if not torch.equal(mask, expected):
+        raise ValueError("text_mask must be a right-padded 0/1 mask (valid tokens first)")
+    return [int(n) for n in lengths]

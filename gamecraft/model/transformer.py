@@ -1,0 +1,174 @@
+"""The GameCraft MM-DiT (HYVideo-T/2 with 33-channel input and CameraNet), official parameter names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .attention import check_backend, text_lengths_from_mask
+from .blocks import DoubleStreamBlock, SingleStreamBlock
+from .cameranet import CameraNet, camera_tokens
+from .config import TransformerConfig
+from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .refiner import SingleTokenRefiner
+from .rope import rope_tables, token_grid
+
+# Parameters the reference builds without factory kwargs: they stay float32 in a bf16 model
+# (full_model_keys.json "dtype_at_construction"). Kept as data so loading and init share it.
+FLOAT32_PARAMETER_PREFIXES: tuple[str, ...] = ("final_layer.linear.", "camera_net.")
+
+
+def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """Storage dtype of parameter ``name`` in a model built for compute dtype ``dtype``."""
+    return torch.float32 if name.startswith(FLOAT32_PARAMETER_PREFIXES) else dtype
+
+
+@dataclass
+class StepCache:
+    """Features for the reference's step cache ("deepcache").
+
+    A full pass given a ``StepCache`` stores the input of the last single-stream block in
+    ``features`` ([B, img_tokens + text_len, hidden], float32). A pass with ``use_cache=True`` runs
+    only the embeddings, that last block on ``features`` with the new timestep, and the final layer.
+    """
+
+    features: torch.Tensor | None = None
+
+    def clear(self) -> None:
+        self.features = None
+
+
+class GameCraftTransformer(nn.Module):
+    """Velocity prediction for a GameCraft latent chunk.
+
+    ``dtype`` is the compute/storage dtype of all parameters except those named by
+    :data:`FLOAT32_PARAMETER_PREFIXES`, which stay float32 (as in the reference). Build it on the
+    ``meta`` device and load weights with :func:`gamecraft.model.loading.load_transformer`.
+    """
+
+    def __init__(self, config: TransformerConfig, dtype: torch.dtype = torch.bfloat16,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        self.config = config
+        kw = dict(dtype=dtype, device=device)
+        hidden, heads = config.hidden_size, config.num_heads
+        self.img_in = PatchEmbed(config.patch_size, config.img_in_channels, hidden, **kw)
+        self.txt_in = SingleTokenRefiner(config.text_states_dim, hidden, heads, config.refiner_depth,
+                                         freq_dim=config.timestep_freq_dim, **kw)
+        self.time_in = TimestepEmbedder(hidden, config.timestep_freq_dim, **kw)
+        self.vector_in = MLPEmbedder(config.text_states_dim_2, hidden, **kw)
+        self.double_blocks = nn.ModuleList([
+            DoubleStreamBlock(hidden, heads, config.mlp_hidden_dim, config.qkv_bias, **kw)
+            for _ in range(config.depth_double_blocks)])
+        self.single_blocks = nn.ModuleList([
+            SingleStreamBlock(hidden, heads, config.mlp_hidden_dim, **kw)
+            for _ in range(config.depth_single_blocks)])
+        self.final_layer = FinalLayer(hidden, config.patch_volume, config.out_channels, dtype=dtype,
+                                      linear_dtype=parameter_dtype("final_layer.linear.", dtype), device=device)
+        self.camera_net = CameraNet(config.camera_in_channels, config.camera_down_coef, config.in_channels,
+                                    config.patch_size, hidden, dtype=parameter_dtype("camera_net.", dtype),
+                                    device=device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.img_in.proj.weight.dtype
+
+    def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """Camera tokens [B, latent_frames*h*w, hidden] (float32); see :func:`camera_tokens`.
+
+        Depends only on the camera input, so a sampler can compute it once per chunk and pass it
+        to :meth:`forward` as ``camera_tokens``.
+        """
+        return camera_tokens(self.camera_net, cam_latents, latent_frames)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_states_2: torch.Tensor,
+        *,
+        cam_latents: torch.Tensor | None = None,
+        camera_tokens: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        text_lengths: Sequence[int] | None = None,
+        cache: StepCache | None = None,
+        use_cache: bool = False,
+        attention_backend: str = "sdpa",
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        Args:
+            x: [B, 33, T, h, w] latent input (16 noisy + 16 condition channels + 1 mask), T = 10 | 18.
+            t: [B] timesteps in [0, 1000] (not divided by 1000).
+            text_states: [B, L, text_states_dim] LLM states; text_mask: [B, L] right-padded 0/1.
+            text_states_2: [B, text_states_dim_2] CLIP pooled vector.
+            cam_latents: [B, 33, 6, 8h, 8w] Plücker embedding; or pass ``camera_tokens`` (from
+                :meth:`camera_tokens`) to skip CameraNet on every step.
+            rope: (cos, sin) [T'*h'*w', head_dim] from :func:`rope_tables`; computed if None.
+            text_lengths: valid tokens per row as Python ints (``text_lengths_from_mask``); derived
+                from ``text_mask`` (one host sync) if None.
+            cache: filled with the last single block's input on a full pass; with ``use_cache``
+                its features are reused instead of running the blocks (new ``t`` still applies).
+            attention_backend: see :data:`gamecraft.model.attention.AttentionBackend`.
+
+        Returns:
+            [B, out_channels, T, h, w] velocity, in the final linear's dtype (float32).
+        """
+        check_backend(attention_backend)
+        cfg = self.config
+        latent_frames, latent_h, latent_w = x.shape[2:]
+        grid = token_grid(latent_frames, latent_h, latent_w, cfg)
+        img_len = grid[0] * grid[1] * grid[2]
+        if rope is None:
+            rope = rope_tables(latent_frames, latent_h, latent_w, cfg, device=x.device)
+        if tuple(rope[0].shape) != (img_len, cfg.head_dim):
+            raise ValueError(f"rope tables {tuple(rope[0].shape)} do not fit {img_len} image tokens")
+        if text_lengths is None:
+            text_lengths = text_lengths_from_mask(text_mask)
+
+        vec = self.time_in(t) + self.vector_in(text_states_2)
+        if use_cache:
+            if cache is None or cache.features is None:
+                raise ValueError("use_cache=True needs a StepCache filled by a previous full pass")
+            if cache.features.shape[:2] != (x.shape[0], img_len + text_states.shape[1]):
+                raise ValueError(f"cached features {tuple(cache.features.shape)} do not fit this input")
+            stream = self.single_blocks[-1](cache.features, vec, img_len, rope, text_lengths, attention_backend)
+        else:
+            stream = self._run_blocks(x, t, text_states, text_mask, vec, cam_latents, camera_tokens,
+                                      rope, text_lengths, cache, attention_backend)
+        out = self.final_layer(stream[:, :img_len], vec)
+        return self.unpatchify(out, grid)
+
+    def _run_blocks(self, x, t, text_states, text_mask, vec, cam_latents, camera_tokens, rope,
+                    text_lengths, cache, attention_backend) -> torch.Tensor:
+        """Embeddings, double and single blocks. Returns the stream [B, img + L, hidden] (float32)."""
+        if camera_tokens is None:
+            if cam_latents is None:
+                raise ValueError("pass cam_latents or camera_tokens")
+            camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
+        img = self.img_in(x).float() + camera_tokens.float()
+        txt = self.txt_in(text_states, t, text_mask, text_lengths, attention_backend).float()
+        for block in self.double_blocks:
+            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend)
+        img_len = img.shape[1]
+        stream = torch.cat((img, txt), dim=1)
+        last = len(self.single_blocks) - 1
+        for index, block in enumerate(self.single_blocks):
+            if index == last and cache is not None:
+                cache.features = stream
+            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend)
+        return stream
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[B, t*h*w, pt*ph*pw*C] patch outputs -> [B, C, t*pt, h*ph, w*pw] (channel-major patches)."""
+        t, h, w = grid
+        pt, ph, pw = self.config.patch_size
+        c = self.config.out_channels
+        x = x.reshape(x.shape[0], t, h, w, c, pt, ph, pw)
+        x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return x.reshape(x.shape[0], c, t * pt, h * ph, w * pw)
