@@ -1,40 +1,224 @@
-"""Cog API layer for Hunyuan-GameCraft-1.0 (inputs, validation, outputs).
+"""Cog API layer for Hunyuan-GameCraft-1.0: inputs, validation, outputs. The work is in ``gamecraft/``.
 
-Placeholder until the generation pipeline lands: validates the action inputs exactly as the real
-predictor will and returns the camera-path preview. Heavy imports stay inside ``setup()``/``predict()``
-so that Cog's schema tooling can read this file on a machine without CUDA.
+Environment (read here only): ``GAMECRAFT_WEIGHTS`` or ``COG_WEIGHTS`` — weights directory (default
+``./weights``; ``tiny`` = tiny random weights for CPU smoke runs), ``GAMECRAFT_PRELOAD`` — presets whose
+transformer loads in ``setup()`` (default ``distilled``; the other loads on first use),
+``GAMECRAFT_TIME_BUDGET_S`` — refuse requests estimated to take longer (default 1680 s),
+``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
+``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224).
+
+Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
+world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
+preview (PNG). File names: ``gamecraft-<seed>-<id>-chunk001.mp4``, ``…-video.mp4``, ``…-state.safetensors``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import sys
 import tempfile
-from typing import Iterator
+import time
+import traceback
+import uuid
+from typing import Iterator, Optional
 
+import cog
 from cog import BasePredictor, Input, Path
+
+log = logging.getLogger("gamecraft.predict")
+
+OUTPUT_ROOT = Path(tempfile.gettempdir()) / "gamecraft-outputs"
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_gamecraft", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._gamecraft = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
-        pass
+        _configure_logging()
+        import torch
 
+        from gamecraft.budget import DEFAULT_BUDGET_S
+        from gamecraft.engine import EngineConfig, GameCraftEngine
+        from gamecraft.presets import PRESETS
+        from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
+
+        start = time.perf_counter()
+        weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
+        preload = tuple(PRESETS[p.strip()].variant for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",")
+                        if p.strip())
+        self.budget_s = float(os.environ.get("GAMECRAFT_TIME_BUDGET_S", DEFAULT_BUDGET_S))
+        self.tiny = weights == "tiny"
+        self.size = (704, 1216)
+        if self.tiny:
+            tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
+            if not (tiny_dir / "gamecraft_models").is_dir():
+                write_tiny_weights(tiny_dir)
+            log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
+            self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
+            config = EngineConfig.for_cpu(tiny_dir, preload=preload)
+            if torch.cuda.is_available():
+                config = EngineConfig(tiny_dir, device="cuda", preload=preload)
+        else:
+            if not torch.cuda.is_available():
+                raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); "
+                                   "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
+            weights_dir = Path(weights)
+            try:
+                for variant in preload:
+                    check_layout(weights_dir, variant)
+            except MissingWeightsError as err:
+                if os.environ.get("GAMECRAFT_DOWNLOAD", "1") == "0":
+                    raise RuntimeError(f"weights missing and downloading is disabled: {str(err).splitlines()[0]}")
+                try:
+                    download_weights(weights_dir, preload, token=os.environ.get("HF_TOKEN"))
+                except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
+                    raise RuntimeError(f"weights missing in {weights_dir} and the download failed: "
+                                       f"{type(download_err).__name__}: {download_err}") from None
+            config = EngineConfig(weights_dir, device="cuda", preload=preload,
+                                  cache_dir=weights_dir / ".safetensors-cache")
+        self.engine = GameCraftEngine.load(config)
+        self.costs = self._measure_costs()
+        self._last_output_dir: Path | None = None
+        log.info("setup done in %.1fs (%s)", time.perf_counter() - start, "tiny" if self.tiny else "real weights")
+
+    def _measure_costs(self):
+        """One transformer pass per chunk shape and one decode, timed (also warms the kernels up)."""
+        import torch
+
+        from gamecraft.budget import PassCosts
+        from gamecraft.sampling import LATENT_CHANNELS
+
+        engine = self.engine
+        model = engine.transformer(engine.loaded_variants[0] if engine.loaded_variants else "distilled")
+        height, width = self.size
+        h, w = height // 8, width // 8
+        text = engine.encode_text("warm-up", "", guidance=False)
+        times = []
+        for frames in (10, 18):
+            x = torch.zeros(1, 2 * LATENT_CHANNELS + 1, frames, h, w, device=engine.device, dtype=model.dtype)
+            cam = torch.zeros(1, 33, 6, height, width, device=engine.device)
+            t = torch.full((1,), 1000.0, device=engine.device)
+            with torch.no_grad():
+                for repeat in range(2):  # the first run includes kernel selection
+                    if engine.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    begin = time.perf_counter()
+                    model(x, t, text.states, text.mask, text.pooled, cam_latents=cam, text_lengths=text.lengths,
+                          attention_backend=engine.attention_backend)
+                    if engine.device.type == "cuda":
+                        torch.cuda.synchronize()
+                times.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=engine.device))
+        decode = time.perf_counter() - begin
+        costs = PassCosts(first_pass_s=times[0], later_pass_s=times[1], decode_s=decode * 1.2 + 0.5, overhead_s=5.0)
+        log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", times[0], times[1], decode)
+        return costs
+
+    @cog.streaming
     def predict(
         self,
+        image: Optional[Path] = Input(description="Start image (any common format; cover-resized and centre-cropped "
+                                                  "to 704×1216). Give exactly one of image, video, continue_from.",
+                                      default=None),
+        prompt: str = Input(description="What the world looks like.",
+                            default="A charming medieval village with cobblestone streets, thatched-roof houses.",
+                            max_length=2000),
         actions: str = Input(
-            description='JSON list of actions, one per 33-frame chunk: w/a/s/d, left_rot/right_rot/up_rot/down_rot, '
-                        'idle, aliases such as "forward" or "look_left", or combined like "w+left_rot".',
-            default='["w", "s", "d", "a"]',
-        ),
+            description='JSON list of actions, one per 33-frame chunk: w/a/s/d (move), left_rot/right_rot/up_rot/'
+                        'down_rot (look), idle, aliases like "forward"/"look_left", or combined like "w+left_rot".',
+            default='["w", "s", "d", "a"]', regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
         action_speeds: str = Input(
-            description="JSON list of speeds, one per action: translation units (0–3) or degrees per chunk (0–90); "
-                        "a combined action takes a list like [0.4, 20].",
-            default="[0.2, 0.2, 0.2, 0.2]",
-        ),
+            description="JSON list of speeds, one per action: translation units (0–3, try 0.2–1) for moves, degrees "
+                        "per chunk (0–90, try 5–45) for looks; a combined action takes a list like [0.4, 20].",
+            default="[0.2, 0.2, 0.2, 0.2]", regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
+        preset: str = Input(description="distilled: 8 steps, guidance 1 (fast). full: 50 steps, guidance 2, step "
+                                        "cache (slow, the standard model).",
+                            default="distilled", choices=["distilled", "full"]),
+        num_inference_steps: Optional[int] = Input(description="Override the preset's steps.", default=None,
+                                                   ge=1, le=100),
+        guidance_scale: Optional[float] = Input(description="Override the preset's guidance (1 = no guidance).",
+                                                default=None, ge=1.0, le=20.0),
+        seed: Optional[int] = Input(description="Random seed; blank = random (the seed used is logged and stored "
+                                                "in the state file).", default=None, ge=0, le=2147483647),
+        negative_prompt: str = Input(description="Unconditional prompt for guidance (the official pipeline always "
+                                                 "uses an empty one; only matters when guidance > 1).",
+                                     default="", max_length=2000),
+        fps: int = Input(description="Frame rate of the output videos (the model's cadence is 25).",
+                         default=25, ge=1, le=60),
+        video: Optional[Path] = Input(description="Start from a video instead (its last 33 frames; at least 33).",
+                                      default=None),
+        continue_from: Optional[Path] = Input(description="Continue a world: the state file of an earlier prediction.",
+                                              default=None),
+        trajectory: Optional[Path] = Input(description="Custom camera path instead of actions: RealEstate10K-style "
+                                                       "text or JSON 4×4 camera-to-world matrices, 33 per chunk.",
+                                           default=None),
+        return_state: bool = Input(description="Also return the world state file to continue later.", default=True),
+        return_last_frame: bool = Input(description="Also return the last frame as PNG.", default=False),
+        camera_preview: bool = Input(description="Also return a top-down PNG of the camera path.", default=False),
     ) -> Iterator[Path]:
         from gamecraft.actions import parse_actions
-        from gamecraft.camera import chunk_poses
-        from gamecraft.preview import save_preview
+        from gamecraft.budget import check_budget
+        from gamecraft.generate import GenerationReport, GenerationRequest, generate, validate_request
+        from gamecraft.presets import resolve_preset
+        from gamecraft.trajectory import load_trajectory
 
-        segments = parse_actions(actions, action_speeds)
-        out = Path(tempfile.mkdtemp(prefix="gamecraft-")) / "camera_preview.png"
-        save_preview(out, [chunk_poses(s) for s in segments], [s.describe() for s in segments])
-        yield Path(out)
+        self._clean_previous_outputs()
+        out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
+        self._last_output_dir = out_dir
+        try:
+            chosen = resolve_preset(preset, num_inference_steps, guidance_scale)
+            chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
+            segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
+            request = GenerationRequest(
+                prompt=prompt, preset=chosen, segments=segments, trajectory=chunks_traj, image=image, video=video,
+                continue_from=continue_from, seed=seed, negative_prompt=negative_prompt,
+                size=self.size, fps=float(fps), return_state=return_state,
+                last_frame=return_last_frame, camera_preview=camera_preview)
+            validate_request(request)
+            n_chunks = len(chunks_traj) if chunks_traj is not None else len(segments)
+            estimate = check_budget(self.costs, chosen, n_chunks, starts_fresh=continue_from is None and video is None,
+                                    budget_s=self.budget_s, device_name=_device_name(self.engine.device))
+            log.info("request: %d chunk(s), preset %s, estimated %.0fs", n_chunks, chosen.name, estimate)
+            report = GenerationReport()
+            stem = f"gamecraft-{{seed}}-{uuid.uuid4().hex[:8]}"
+            for output in generate(self.engine, request, out_dir, stem, report):
+                if output.kind == "chunk":
+                    self.record_metric("chunks_done", len(report.chunk_seconds))
+                    self.record_metric("seconds_per_chunk", round(report.chunk_seconds[-1], 3), mode="append")
+                yield Path(output.path)
+            log.info("seed %s", report.seed)
+        except cog.CancelationException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        except Exception:
+            traceback.print_exc()
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+
+    def _clean_previous_outputs(self) -> None:
+        """Outputs of the previous prediction were uploaded when it finished; don't let them pile up."""
+        if self._last_output_dir is not None:
+            shutil.rmtree(self._last_output_dir, ignore_errors=True)
+            self._last_output_dir = None
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "this CPU"

@@ -94,6 +94,11 @@ class GameCraftEngine:
                  config.dtype)
         return engine
 
+    @property
+    def loaded_variants(self) -> tuple[str, ...]:
+        """Variants whose transformer is loaded, in load order."""
+        return tuple(self._transformers)
+
     def transformer(self, variant: str) -> GameCraftTransformer:
         """The transformer of ``variant``, loaded on first use."""
         if variant not in self._transformers:

@@ -115,7 +115,10 @@ def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
 
 def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: str,
              report: GenerationReport | None = None) -> Iterator[OutputFile]:
-    """Run ``request``, writing files named ``<stem>-…`` into ``out_dir``; yields each as it is ready."""
+    """Run ``request``, writing files named ``<stem>-…`` into ``out_dir``; yields each as it is ready.
+
+    ``stem`` may contain ``{seed}``, replaced by the seed actually used.
+    """
     validate_request(request)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +126,7 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: st
     chunks = request.chunks()
     session = start_session(engine, request)
     report.seed = session.state.seed
+    stem = stem.format(seed=session.state.seed)
     first_chunk = session.state.chunks_done
     log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), request.preset.name,
              session.state.seed, *request.size)

@@ -94,30 +94,32 @@ def load_tensors(golden_dir: Path, stem: str) -> dict[str, torch.Tensor]:
     return load_file(str(Path(golden_dir) / f"{stem}.safetensors"))
 
 
+def _section_module(name: str):
+    """The section's module, or ``None`` when this checkout does not implement it."""
+    try:
+        return importlib.import_module(f"gamecraft.parity.sections.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"gamecraft.parity.sections.{name}":
+            raise
+        return None
+
+
 def available_sections() -> list[str]:
     """Sections whose check module exists in this checkout."""
-    found = []
-    for name in SECTIONS:
-        try:
-            importlib.import_module(f"gamecraft.parity.sections.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"gamecraft.parity.sections.{name}":
-                raise
-            continue
-        found.append(name)
-    return found
+    return [name for name in SECTIONS if _section_module(name) is not None]
 
 
 def run_sections(golden_dir: Path, sections: Iterable[str] | None = None) -> list[Comparison]:
     """Run the given sections (all available ones when ``None``) and return every comparison."""
     golden_dir = Path(golden_dir)
     names = list(sections) if sections else available_sections()
-    results: list[Comparison] = []
     for name in names:
         if name not in SECTIONS:
             raise ValueError(f"unknown parity section {name!r}; expected one of {', '.join(SECTIONS)}")
-        if name not in available_sections():
+    results: list[Comparison] = []
+    for name in names:
+        module = _section_module(name)
+        if module is None:
             raise ValueError(f"parity section {name!r} is not implemented in this checkout")
-        module = importlib.import_module(f"gamecraft.parity.sections.{name}")
         results.extend(module.check(golden_dir))
     return results
