@@ -8,7 +8,6 @@ transformer: a prompt is encoded once per prediction.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,13 +19,9 @@ from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transf
 from gamecraft.sampling import TextConditioning
 from gamecraft.text import TextEncoders, load_text_encoders
 from gamecraft.vae import GameCraftVae, load_vae
-from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout
+from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout, transformer_config
 
 log = logging.getLogger(__name__)
-
-# Non-official file a tiny weights directory carries; the real weights use the production architecture.
-TRANSFORMER_CONFIG_FILE = "gamecraft_models/transformer_config.json"
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -56,14 +51,6 @@ class EngineConfig:
         return cls(Path(weights_dir), **{**base, **overrides})
 
 
-def transformer_config_for(weights_dir: Path) -> TransformerConfig:
-    """The architecture of the checkpoints in ``weights_dir``: production unless the directory says otherwise."""
-    path = Path(weights_dir) / TRANSFORMER_CONFIG_FILE
-    if path.is_file():
-        return TransformerConfig.from_reference(json.loads(path.read_text()))
-    return TransformerConfig.production()
-
-
 class GameCraftEngine:
     """Implements :class:`gamecraft.session.Engine`."""
 
@@ -87,7 +74,7 @@ class GameCraftEngine:
         engine = cls(config,
                      load_vae(weights_dir, config.layout, config.device, config.vae_dtype),
                      load_text_encoders(weights_dir, config.layout, text_device, config.text_dtype),
-                     transformer_config_for(weights_dir))
+                     transformer_config(weights_dir))
         for variant in config.preload:
             engine.transformer(variant)
         log.info("engine ready in %.1fs (%s, transformer %s)", time.perf_counter() - start, config.device,

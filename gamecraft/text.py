@@ -1,0 +1,251 @@
+"""Text conditioning: LLaVA-Llama-3-8B states (→ ``text_states``) and CLIP-L pooled (→ ``text_states_2``).
+
+As the reference (``hymm_sp/text_encoder``, ``constants.py`` template ``li-dit-encode-video``):
+
+* **LLM**: ``template.format(prompt) + "\\nThe person looks like<image>"``, tokenized with BOS, right
+  padding and truncation to ``text_len + crop_start`` tokens (256 + 95); forward with the attention
+  mask; take ``hidden_states[-(skip + 1)]`` (skip = 2, no final norm); drop the first ``crop_start``
+  positions of states and mask → ``[B, 256, 4096]`` and ``[B, 256]``. ``crop_start`` is the token count
+  of the template prefix (BOS … ``user<|end_header_id|>\\n\\n``), computed from the tokenizer: 95 for the
+  Llama-3 vocabulary, as the reference hard-codes.
+* **CLIP**: the raw prompt, 77 tokens padded, mask passed, ``pooler_output`` → ``[B, 768]``.
+
+Only the LLaVA *language model* is built and loaded (a transformers ``LlamaModel`` from the LLaVA
+config's ``text_config``); the vision tower and projector are never used, so they are never read.
+The LLaVA tokenizer is loaded with ``PreTrainedTokenizerFast`` (``tokenizer.json`` as is), which under
+transformers 5 is what the reference's ``LlamaTokenizerFast`` gave under 4.x.
+
+Deviations (docs/components.md): a real negative prompt is available as an option (the reference
+always uses ``""``, quirk Q1); an over-long prompt loses its *end*, not the suffix (quirk Q14).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, CLIPTextModel, CLIPTokenizer, LlamaModel, PreTrainedTokenizerFast
+
+
+logger = logging.getLogger(__name__)
+
+PROMPT_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\nDescribe the video by detailing the following aspects: "
+    "1. The main content and theme of the video."
+    "2. The color, shape, size, texture, quantity, text, and spatial relationships of the objects."
+    "3. Actions, events, behaviors temporal relationships, physical movement changes of the objects."
+    "4. background environment, light, style and atmosphere."
+    "5. camera angles, movements, and transitions used in the video:<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+)
+PROMPT_SUFFIX = "\nThe person looks like<image>"
+# Key prefixes of the LLaVA language model's decoder in the two checkpoint layouts transformers has
+# written (<= 4.51: ``language_model.model.*``; >= 4.52: ``model.language_model.*``).
+_LLM_PREFIXES = ("language_model.model.", "model.language_model.")
+_CLIP_TEXT_PREFIX = "text_model."
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """How prompts are encoded (defaults = reference arguments).
+
+    ``text_len``: LLM tokens kept after the crop. ``hidden_state_skip_layer``: 2 → ``hidden_states[-3]``.
+    ``crop_start``: ``None`` counts the template prefix with the tokenizer. ``truncate_long_prompts``:
+    shorten an over-long prompt so the suffix survives (``True``) or raise ``ValueError`` (``False``).
+    """
+
+    text_len: int = 256
+    hidden_state_skip_layer: int = 2
+    clip_max_length: int = 77
+    crop_start: int | None = None
+    truncate_long_prompts: bool = True
+
+
+@dataclass
+class PromptEmbeddings:
+    """Transformer text inputs for a batch of prompts (rows in the order given).
+
+    ``text_states`` [B, text_len, D_llm] (model dtype), ``text_mask`` [B, text_len] int64 (1 = token),
+    ``text_states_2`` [B, D_clip] (model dtype).
+    """
+
+    text_states: torch.Tensor
+    text_mask: torch.Tensor
+    text_states_2: torch.Tensor
+
+
+class TextEncoders:
+    """The LLM and CLIP encoders with their tokenizers; see the module docstring for the recipe."""
+
+    def __init__(self, llm: LlamaModel, llm_tokenizer, clip: CLIPTextModel, clip_tokenizer,
+                 config: TextEncoderConfig = TextEncoderConfig()):
+        self.llm, self.llm_tokenizer = llm, llm_tokenizer
+        self.clip, self.clip_tokenizer = clip, clip_tokenizer
+        self.config = config
+        self.llm_tokenizer.padding_side = "right"
+        prefix = PROMPT_TEMPLATE[: PROMPT_TEMPLATE.index("{}")]
+        counted = len(self.llm_tokenizer(prefix)["input_ids"])
+        self.crop_start = counted if config.crop_start is None else config.crop_start
+        if self.crop_start != counted:
+            logger.warning("crop_start %d differs from the template prefix's %d tokens", self.crop_start, counted)
+
+    @property
+    def llm_max_length(self) -> int:
+        return self.config.text_len + self.crop_start
+
+    def llm_text(self, prompt: str) -> str:
+        """The exact string the LLM tokenizer sees for ``prompt``."""
+        return PROMPT_TEMPLATE.format(prompt) + PROMPT_SUFFIX
+
+    def fit_prompt(self, prompt: str) -> str:
+        """``prompt`` unchanged if its templated text fits ``llm_max_length`` tokens, else its longest
+        prefix (cut at a token boundary) that does, so the suffix is kept (the reference cut the suffix)."""
+        count = len(self.llm_tokenizer(self.llm_text(prompt))["input_ids"])
+        if count <= self.llm_max_length:
+            return prompt
+        if not self.config.truncate_long_prompts:
+            raise ValueError(f"prompt is too long: {count} LLM tokens with the template, at most "
+                             f"{self.llm_max_length} ({self.config.text_len} after the template)")
+        start = len(PROMPT_TEMPLATE[: PROMPT_TEMPLATE.index("{}")])
+        fitted = prompt
+        while count > self.llm_max_length and fitted:
+            encoding = self.llm_tokenizer(self.llm_text(fitted), return_offsets_mapping=True)
+            ends = [end - start for begin, end in encoding["offset_mapping"]
+                    if begin >= start and start < end <= start + len(fitted)]
+            keep = len(ends) - (count - self.llm_max_length)
+            cut = ends[keep - 1] if keep > 0 else 0
+            if cut >= len(fitted):  # byte pieces of one character share its end offset: cut before it
+                cut = max((end for end in ends if end < len(fitted)), default=0)
+            fitted = fitted[:cut]
+            count = len(self.llm_tokenizer(self.llm_text(fitted))["input_ids"])
+        if count > self.llm_max_length:
+            raise ValueError(f"the prompt template alone is {count} LLM tokens, more than {self.llm_max_length}")
+        logger.warning("prompt too long for the %d-token text window: kept its first %d of %d characters",
+                       self.config.text_len, len(fitted), len(prompt))
+        return fitted
+
+    def tokenize_llm(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` [B, text_len + crop_start] int64 of the templated prompts."""
+        texts = [self.llm_text(self.fit_prompt(p)) for p in prompts]
+        return dict(self.llm_tokenizer(texts, max_length=self.llm_max_length, truncation=True,
+                                       padding="max_length", return_tensors="pt"))
+
+    def tokenize_clip(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` [B, 77] int64 of the raw prompts (CLIP truncates the end)."""
+        return dict(self.clip_tokenizer(list(prompts), max_length=self.config.clip_max_length, truncation=True,
+                                        padding="max_length", return_tensors="pt"))
+
+    @torch.no_grad()
+    def encode_llm(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(text_states [B, text_len, D], text_mask [B, text_len])`` — cropped hidden states and mask."""
+        tokens = self.tokenize_llm(prompts)
+        device = next(self.llm.parameters()).device
+        mask = tokens["attention_mask"].to(device)
+        out = self.llm(input_ids=tokens["input_ids"].to(device), attention_mask=mask, output_hidden_states=True)
+        states = out.hidden_states[-(self.config.hidden_state_skip_layer + 1)]
+        return states[:, self.crop_start:], mask[:, self.crop_start:]
+
+    @torch.no_grad()
+    def encode_clip(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP-L ``pooler_output`` [B, D_clip] of the raw prompts."""
+        tokens = self.tokenize_clip(prompts)
+        device = next(self.clip.parameters()).device
+        return self.clip(input_ids=tokens["input_ids"].to(device),
+                         attention_mask=tokens["attention_mask"].to(device)).pooler_output
+
+    def encode(self, prompts: list[str]) -> PromptEmbeddings:
+        """Embeddings of ``prompts`` (one row each, same order)."""
+        text_states, text_mask = self.encode_llm(prompts)
+        return PromptEmbeddings(text_states, text_mask, self.encode_clip(prompts))
+
+    def encode_prompts(self, cond_prompt: str, negative_prompt: str = "") -> PromptEmbeddings:
+        """The CFG batch ``[uncond, cond]``. The reference's uncond prompt is always ``""`` (its negative
+        prompt is silently dropped, quirk Q1): keep the default for parity, pass text to use a real one."""
+        return self.encode([negative_prompt, cond_prompt])
+
+
+def _llava_weight_files(llava_dir: Path) -> list[Path]:
+    index = llava_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [llava_dir / shard for shard in shards]
+    return [llava_dir / "model.safetensors"]
+
+
+def load_llm(llava_dir: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float16) -> LlamaModel:
+    """The LLaVA checkpoint's language model as a ``LlamaModel`` (no LM head, no vision tower).
+
+    Built on the meta device from ``config.json``'s ``text_config`` and filled with the decoder's
+    tensors only (strict: every parameter present, no stray decoder key).
+    """
+    from accelerate import init_empty_weights
+
+    llava_dir = Path(llava_dir)
+    text_config = AutoConfig.from_pretrained(llava_dir).text_config
+    with init_empty_weights():  # parameters on meta; buffers (RoPE frequencies) are computed normally
+        model = LlamaModel(text_config)
+    return _load_decoder(model, _llava_weight_files(llava_dir), _LLM_PREFIXES, False, llava_dir, device, dtype)
+
+
+def _load_decoder(model: torch.nn.Module, files: list[Path], prefixes: tuple[str, ...], keep_prefix: bool,
+                  folder: Path, device, dtype: torch.dtype) -> torch.nn.Module:
+    """Fill a meta-device ``model`` with the tensors of ``files`` whose keys start with one of
+    ``prefixes`` (stripped unless ``keep_prefix``); other tensors are never read. Strict."""
+    state_dict = {}
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"weights not found: expected {path}")
+        with safe_open(str(path), framework="pt", device="cpu") as shard:
+            for key in shard.keys():
+                prefix = next((p for p in prefixes if key.startswith(p)), None)
+                if prefix is not None:
+                    state_dict[key if keep_prefix else key[len(prefix):]] = shard.get_tensor(key).to(dtype)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match its config: {len(missing)} missing "
+                         f"{missing[:20]}, {len(unexpected)} unexpected {unexpected[:20]}")
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    # Like the reference's ``.to(dtype)`` this also casts float buffers (Llama's RoPE frequencies).
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_clip(clip_dir: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float16) -> CLIPTextModel:
+    """CLIP's text model from a CLIP (or CLIP-text) checkpoint folder: only ``text_model.*`` is read (strict)."""
+    from accelerate import init_empty_weights
+
+    clip_dir = Path(clip_dir)
+    config = AutoConfig.from_pretrained(clip_dir)
+    with init_empty_weights():
+        model = CLIPTextModel(getattr(config, "text_config", config))
+    # On disk the keys are ``text_model.*``; transformers 5's CLIPTextModel names them without it.
+    keep_prefix = any(k.startswith(_CLIP_TEXT_PREFIX) for k in model.state_dict())
+    return _load_decoder(model, [clip_dir / "model.safetensors"], (_CLIP_TEXT_PREFIX,), keep_prefix,
+                         clip_dir, device, dtype)
+
+
+def load_text_encoders(weights_dir: Path, layout=None, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float16,
+                       config: TextEncoderConfig = TextEncoderConfig()) -> TextEncoders:
+    """Both encoders and tokenizers from a weights directory in the official layout (``gamecraft.weights``).
+
+    ``dtype`` float16 is the reference's production precision, float32 the parity one.
+    """
+    from gamecraft.weights import DEFAULT_LAYOUT
+
+    layout = layout or DEFAULT_LAYOUT
+    llava_dir, clip_dir = Path(weights_dir) / layout.llava_dir, Path(weights_dir) / layout.clip_dir
+    for folder, what in ((llava_dir, "LLaVA folder"), (clip_dir, "CLIP folder")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{what} not found: expected {folder}")
+    encoders = TextEncoders(load_llm(llava_dir, device, dtype),
+                            PreTrainedTokenizerFast.from_pretrained(str(llava_dir), padding_side="right"),
+                            load_clip(clip_dir, device, dtype),
+                            CLIPTokenizer.from_pretrained(str(clip_dir)), config)
+    logger.info("loaded text encoders from %s (%s, %s, crop_start %d)", weights_dir, device, dtype,
+                encoders.crop_start)
+    return encoders
