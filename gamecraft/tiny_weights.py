@@ -46,7 +46,7 @@ CORPUS = ("A charming medieval village with cobblestone streets, thatched-roof h
           "gardens under a bright blue sky. Realistic, High-quality. A castle on a hill, a forest road at "
           "night, a city street in the rain; the camera moves forward.")
 TINY_VAE = VaeConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=2, latent_channels=16,
-                     norm_num_groups=4, sample_size=32, sample_tsize=64, scaling_factor=0.476986,
+                     norm_num_groups=4, sample_size=128, sample_tsize=64, scaling_factor=0.476986,
                      mid_block_causal_attn=True)
 
 
