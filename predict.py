@@ -1,7 +1,8 @@
 """Cog API layer for Hunyuan-GameCraft-1.0: inputs, validation, outputs. The work is in ``gamecraft/``.
 
 Environment (read here only): ``GAMECRAFT_WEIGHTS`` or ``COG_WEIGHTS`` — weights directory (default
-``./weights``; ``tiny`` = tiny random weights for CPU smoke runs), ``GAMECRAFT_PRELOAD`` — presets whose
+``./weights``; ``tiny`` = tiny random weights for CPU smoke runs; ``random`` = full-size random weights
+built on the GPU, for benchmarks and GPU smoke runs without the real weights — outputs are noise), ``GAMECRAFT_PRELOAD`` — presets whose
 transformer loads in ``setup()`` (default ``distilled``; the other loads on first use),
 ``GAMECRAFT_TIME_BUDGET_S`` — refuse requests estimated to take longer (default 1680 s),
 ``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
@@ -59,6 +60,15 @@ class Predictor(BasePredictor):
         self.budget_s = float(os.environ.get("GAMECRAFT_TIME_BUDGET_S", DEFAULT_BUDGET_S))
         self.tiny = weights == "tiny"
         self.size = (704, 1216)
+        if weights == "random":
+            from gamecraft.random_weights import random_engine
+
+            log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
+            self.engine = random_engine(device="cuda" if torch.cuda.is_available() else "cpu")
+            self.costs = self._measure_costs()
+            self._last_output_dir = None
+            log.info("setup done in %.1fs (random full-size weights)", time.perf_counter() - start)
+            return
         if self.tiny:
             tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
             if not (tiny_dir / "gamecraft_models").is_dir():

@@ -86,6 +86,10 @@ class GameCraftEngine:
         """Variants whose transformer is loaded, in load order."""
         return tuple(self._transformers)
 
+    def register_transformer(self, variant: str, model: GameCraftTransformer) -> None:
+        """Use ``model`` for ``variant`` instead of loading it from the weights directory."""
+        self._transformers[variant] = model
+
     def transformer(self, variant: str) -> GameCraftTransformer:
         """The transformer of ``variant``, loaded on first use."""
         if variant not in self._transformers:

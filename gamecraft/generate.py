@@ -154,5 +154,10 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: st
         labels = [label for _, label in chunks]
         save_preview(out_dir / f"{stem}-camera.png", [p for p, _ in chunks], labels)
         yield OutputFile("preview", out_dir / f"{stem}-camera.png")
-    log.info("generated %d chunk(s) (world chunks %d-%d) in %.1fs", len(chunks), first_chunk + 1,
-             session.state.chunks_done, time.perf_counter() - start)
+    peak = ""
+    if engine.device.type == "cuda":
+        import torch
+
+        peak = f"; peak GPU memory {torch.cuda.max_memory_allocated(engine.device) / 2**30:.1f} GiB"
+    log.info("generated %d chunk(s) (world chunks %d-%d) in %.1fs%s", len(chunks), first_chunk + 1,
+             session.state.chunks_done, time.perf_counter() - start, peak)
