@@ -8,6 +8,7 @@ transformer: a prompt is encoded once per prediction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
+from gamecraft.offload import PinnedOffload
 from gamecraft.sampling import TextConditioning
 from gamecraft.text import TextEncoders, load_text_encoders
 from gamecraft.vae import GameCraftVae, load_vae
@@ -63,6 +65,9 @@ class GameCraftEngine:
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
+        self._text_offload: list[PinnedOffload] = []
+        if config.text_offload and self.device.type != "cpu":
+            self._text_offload = [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
 
     @classmethod
     def load(cls, config: EngineConfig) -> "GameCraftEngine":
@@ -106,17 +111,10 @@ class GameCraftEngine:
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
         """Rows ``[negative_prompt, prompt]`` with guidance, else ``[prompt]``; in the transformer's dtype."""
         start = time.perf_counter()
-        encoders = self.text_encoders
-        offloaded = self.config.text_offload and self.device.type != "cpu"
-        if offloaded:
-            encoders.llm.to(self.device)
-            encoders.clip.to(self.device)
-        try:
-            emb = encoders.encode([negative_prompt, prompt] if guidance else [prompt])
-        finally:
-            if offloaded:
-                encoders.llm.to("cpu")
-                encoders.clip.to("cpu")
+        with contextlib.ExitStack() as stack:
+            for offload in self._text_offload:
+                stack.enter_context(offload.on_device())
+            emb = self.text_encoders.encode([negative_prompt, prompt] if guidance else [prompt])
         lengths = tuple(text_lengths_from_mask(emb.text_mask))
         log.info("encoded prompt (%d row(s), %s valid tokens) in %.2fs", len(lengths), lengths,
                  time.perf_counter() - start)

@@ -104,9 +104,6 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     _randomize_(vae_model, torch.Generator(dev).manual_seed(seed + 2))
     vae_model = vae_model.eval().requires_grad_(False)
     text = random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config)
-    if text_offload:
-        text.llm.to("cpu")
-        text.clip.to("cpu")
     engine = GameCraftEngine(config, GameCraftVae(vae_model, vae_config), text, transformer_config)
     for variant in variants:
         engine.register_transformer(variant, transformer)

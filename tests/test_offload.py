@@ -1,0 +1,23 @@
+"""PinnedOffload keeps outputs identical and leaves the module's tensors on the host afterwards."""
+
+from __future__ import annotations
+
+import torch
+
+from gamecraft.offload import PinnedOffload
+
+
+def test_offload_round_trip_keeps_outputs_and_tied_weights():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=True))
+    module[1].weight = module[0].weight  # tied, as in language models
+    module.register_buffer("scale", torch.tensor(2.0))
+    tokens = torch.tensor([1, 2, 3])
+    expected = module(tokens) * module.scale
+    offload = PinnedOffload(module, torch.device("cpu"))
+    assert len(offload._tensors) == 3  # the tied weight once, the bias, the buffer
+    with offload.on_device() as on_device:
+        assert torch.equal(on_device(tokens) * on_device.scale, expected)
+    assert all(t.device.type == "cpu" for t in module.parameters())
+    assert module[1].weight is module[0].weight
+    assert torch.equal(module(tokens) * module.scale, expected)
