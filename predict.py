@@ -6,7 +6,8 @@ built on the GPU, for benchmarks and GPU smoke runs without the real weights —
 transformer loads in ``setup()`` (default ``distilled``; the other loads on first use),
 ``GAMECRAFT_TIME_BUDGET_S`` — refuse requests estimated to take longer (default 1680 s),
 ``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
-``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224).
+``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224), ``GAMECRAFT_KEEP_BOTH`` — ``1``
+keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM).
 
 Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
 world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
@@ -95,7 +96,8 @@ class Predictor(BasePredictor):
                     raise RuntimeError(f"weights missing in {weights_dir} and the download failed: "
                                        f"{type(download_err).__name__}: {download_err}") from None
             config = EngineConfig(weights_dir, device="cuda", preload=preload,
-                                  cache_dir=weights_dir / ".safetensors-cache")
+                                  cache_dir=weights_dir / ".safetensors-cache",
+                                  one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1")
         self.engine = GameCraftEngine.load(config)
         self.costs = self._measure_costs()
         self._last_output_dir: Path | None = None

@@ -2,8 +2,10 @@
 
 Everything is configured by :class:`EngineConfig` (no environment variables). The transformer of each
 variant (``distilled``/``full``) is loaded on first use; ``preload`` names the ones loaded at start.
-Text encoders can stay on the CPU between encodes (``text_offload``) to leave the GPU to the
-transformer: a prompt is encoded once per prediction.
+Text encoders can stay in pinned host memory between encodes (``text_offload``) to leave the GPU to
+the transformer: a prompt is encoded once per prediction. With ``one_transformer_on_gpu`` (the 80 GB
+default) only the transformer in use is on the GPU; the other variant's weights wait in pinned host
+memory and are swapped in when a request asks for its preset.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class EngineConfig:
     text_dtype: torch.dtype = torch.float16
     preload: tuple[str, ...] = ("distilled",)
     text_offload: bool = True
+    one_transformer_on_gpu: bool = True
     attention_backend: str = "sdpa"
     cache_dir: Path | None = None
     layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
@@ -49,7 +52,7 @@ class EngineConfig:
     def for_cpu(cls, weights_dir: Path, **overrides) -> "EngineConfig":
         """float32 everywhere on the CPU (fp16/bf16 kernels are slow or missing there)."""
         base = dict(device="cpu", dtype=torch.float32, vae_dtype=torch.float32, text_dtype=torch.float32,
-                    text_offload=False)
+                    text_offload=False, one_transformer_on_gpu=False)
         return cls(Path(weights_dir), **{**base, **overrides})
 
 
@@ -65,6 +68,7 @@ class GameCraftEngine:
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
+        self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
         self._text_offload: list[PinnedOffload] = []
         if config.text_offload and self.device.type != "cpu":
             self._text_offload = [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
@@ -95,17 +99,35 @@ class GameCraftEngine:
         """Use ``model`` for ``variant`` instead of loading it from the weights directory."""
         self._transformers[variant] = model
 
+    def _swapping(self) -> bool:
+        return self.config.one_transformer_on_gpu and self.device.type == "cuda"
+
     def transformer(self, variant: str) -> GameCraftTransformer:
-        """The transformer of ``variant``, loaded on first use."""
+        """The transformer of ``variant`` on the device, loaded on first use.
+
+        When swapping, another variant's transformer goes back to its pinned host copy first, so
+        only one is ever on the GPU (25.6 GB each in bf16).
+        """
         if variant not in self._transformers:
             start = time.perf_counter()
             path = Path(self.config.weights_dir) / self.config.layout.transformer(variant)
             check_layout(self.config.weights_dir, variant, self.config.layout)
-            self._transformers[variant] = load_transformer(
-                path, self.transformer_config, dtype=self.config.dtype, device=self.device,
-                cache_dir=self.config.cache_dir)
+            target = "cpu" if self._swapping() and self._transformers else self.device
+            model = load_transformer(path, self.transformer_config, dtype=self.config.dtype, device=target,
+                                     cache_dir=self.config.cache_dir)
+            self._transformers[variant] = model
             log.info("loaded %s transformer in %.1fs", variant, time.perf_counter() - start)
-        return self._transformers[variant]
+        model = self._transformers[variant]
+        if self._swapping() and any(p is not model for p in self._transformers.values()):
+            start = time.perf_counter()
+            for other, other_model in self._transformers.items():
+                if other_model is not model and other_model.img_in.proj.weight.device.type != "cpu":
+                    self._parked.setdefault(other, PinnedOffload(other_model, self.device)).to_host()
+            if model.img_in.proj.weight.device.type == "cpu":
+                self._parked.setdefault(variant, PinnedOffload(model, self.device)).to_device()
+                torch.cuda.synchronize(self.device)
+                log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
+        return model
 
     @torch.no_grad()
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:

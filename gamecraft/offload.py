@@ -33,14 +33,30 @@ class PinnedOffload:
             tensor.data = host
             self._tensors.append((tensor, host))
 
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self._tensors) and self._tensors[0][0].device.type != "cpu"
+
+    def to_device(self) -> torch.nn.Module:
+        """Copy the weights to the device (asynchronously, from pinned memory)."""
+        if not self.on_gpu:
+            for tensor, host in self._tensors:
+                tensor.data = host.to(self.device, non_blocking=True)
+        return self.module
+
+    def to_host(self) -> None:
+        """Point the module back at its host copies and drop the device copies.
+
+        The caching allocator is stream-ordered, so dropping the device copies is safe even while
+        queued kernels still read them.
+        """
+        for tensor, host in self._tensors:
+            tensor.data = host
+
     @contextmanager
     def on_device(self) -> Iterator[torch.nn.Module]:
-        for tensor, host in self._tensors:
-            tensor.data = host.to(self.device, non_blocking=True)
+        self.to_device()
         try:
             yield self.module
         finally:
-            # The caching allocator is stream-ordered, so dropping the device copies is safe even
-            # while queued kernels still read them.
-            for tensor, host in self._tensors:
-                tensor.data = host
+            self.to_host()

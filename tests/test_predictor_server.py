@@ -217,3 +217,39 @@ def test_setup_failure_is_reported(tmp_path):
         start_cog_server(REPO_ROOT, "predict.py:Predictor",
                          {"GAMECRAFT_WEIGHTS": str(tmp_path / "nothing"), "CUDA_VISIBLE_DEVICES": "",
                           "TMPDIR": str(tmp_path)}, startup_timeout_s=120)
+
+
+def test_sse_stream_delivers_each_chunk_as_an_output_event(server):
+    import urllib.request
+
+    body = json.dumps({"input": {**BASE, "image": data_uri(IMAGE, "image/png"), "actions": '["w", "d"]',
+                                 "action_speeds": "[0.3, 0.3]", "return_state": False}}).encode()
+    request = urllib.request.Request(f"{server.url}/predictions", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    events = []
+    with urllib.request.urlopen(request, timeout=300) as response:
+        assert response.headers.get("Content-Type", "").startswith("text/event-stream")
+        name = None
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line.split(":", 1)[1])))
+                if name == "completed":
+                    break
+    names = [n for n, _ in events]
+    outputs = [data for n, data in events if n == "output"]
+    assert [o["index"] for o in outputs] == [0, 1, 2]
+    assert all(o["chunk"].startswith("data:video/mp4") for o in outputs)
+    assert names.index("output") < names.index("completed") and events[-1][1]["status"] == "succeeded"
+    assert server.wait_until_ready() == "READY"
+
+
+def test_committed_schema_matches_predict_py():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "cog_schema.py"), "--check"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
