@@ -8,7 +8,7 @@ GOLDEN ?= ../shared/golden
 ACTIONS ?= ["w", "w+left_rot", "left_rot", "d", "s+up_rot", "a"]
 SPEEDS ?= [0.5, [0.5, 20], 30, 0.4, [0.3, 10], 0.4]
 
-.PHONY: test run parity preview clean-venv
+.PHONY: test run generate parity preview clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ test: $(VENV)/.installed
 parity: $(VENV)/.installed
 	$(PY) -m gamecraft.parity $(GOLDEN)
 
-# The main job. Until the generation pipeline lands this renders the camera-path preview.
-run: preview
+# The main job: the Cog server on 127.0.0.1:$(PORT) (tiny CPU weights without a GPU/weights, said loudly),
+# one demo prediction saved under outputs/, then it keeps serving.
+PORT ?= 5000
+run: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/serve.py --port $(PORT)
+
+# One video from the command line (same pipeline, no server).
+generate: $(VENV)/.installed
+	$(PY) -m gamecraft generate --actions '$(ACTIONS)' --speeds '$(SPEEDS)' --out outputs
 
 preview: $(VENV)/.installed
 	$(PY) -m gamecraft preview --actions '$(ACTIONS)' --speeds '$(SPEEDS)' --out outputs/camera_preview.png

@@ -129,6 +129,7 @@ def start_cog_server(
     *,
     startup_timeout_s: float = 60.0,
     python: str = sys.executable,
+    port: int | None = None,
 ) -> CogServer:
     """Start ``python -m cog.server.http --host 127.0.0.1`` in ``cwd`` and wait for READY.
 
@@ -137,7 +138,7 @@ def start_cog_server(
     or timeout; the server is stopped in those cases.
     """
     cwd = Path(cwd)
-    port = free_port()
+    port = port or free_port()
     # sys.executable's folder, not its resolved target: the venv's bin holds the `python`
     # that sees coglet.
     bin_dir = str(Path(python).parent)
