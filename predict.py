@@ -47,12 +47,8 @@ def _configure_logging() -> None:
 class Predictor(BasePredictor):
     def setup(self) -> None:
         _configure_logging()
-        import torch
-
-        from gamecraft.budget import DEFAULT_BUDGET_S
-        from gamecraft.engine import EngineConfig, GameCraftEngine
+        from gamecraft.budget import DEFAULT_BUDGET_S, measure_costs
         from gamecraft.presets import PRESETS
-        from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
 
         start = time.perf_counter()
         weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
@@ -61,81 +57,12 @@ class Predictor(BasePredictor):
         self.budget_s = float(os.environ.get("GAMECRAFT_TIME_BUDGET_S", DEFAULT_BUDGET_S))
         self.tiny = weights == "tiny"
         self.size = (704, 1216)
-        if weights == "random":
-            from gamecraft.random_weights import random_engine
-
-            log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-            self.engine = random_engine(device="cuda" if torch.cuda.is_available() else "cpu")
-            self.costs = self._measure_costs()
-            self._last_output_dir = None
-            log.info("setup done in %.1fs (random full-size weights)", time.perf_counter() - start)
-            return
         if self.tiny:
-            tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
-            if not (tiny_dir / "gamecraft_models").is_dir():
-                write_tiny_weights(tiny_dir)
-            log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
             self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
-            config = EngineConfig.for_cpu(tiny_dir, preload=preload)
-            if torch.cuda.is_available():
-                config = EngineConfig(tiny_dir, device="cuda", preload=preload)
-        else:
-            if not torch.cuda.is_available():
-                raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); "
-                                   "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
-            weights_dir = Path(weights)
-            try:
-                for variant in preload:
-                    check_layout(weights_dir, variant)
-            except MissingWeightsError as err:
-                if os.environ.get("GAMECRAFT_DOWNLOAD", "1") == "0":
-                    raise RuntimeError(f"weights missing and downloading is disabled: {str(err).splitlines()[0]}")
-                try:
-                    download_weights(weights_dir, preload, token=os.environ.get("HF_TOKEN"))
-                except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
-                    raise RuntimeError(f"weights missing in {weights_dir} and the download failed: "
-                                       f"{type(download_err).__name__}: {download_err}") from None
-            config = EngineConfig(weights_dir, device="cuda", preload=preload,
-                                  cache_dir=weights_dir / ".safetensors-cache",
-                                  one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1")
-        self.engine = GameCraftEngine.load(config)
-        self.costs = self._measure_costs()
+        self.engine = _load_engine(weights, preload)
+        self.costs = measure_costs(self.engine, *self.size)
         self._last_output_dir: Path | None = None
-        log.info("setup done in %.1fs (%s)", time.perf_counter() - start, "tiny" if self.tiny else "real weights")
-
-    def _measure_costs(self):
-        """One transformer pass per chunk shape and one decode, timed (also warms the kernels up)."""
-        import torch
-
-        from gamecraft.budget import PassCosts
-        from gamecraft.sampling import LATENT_CHANNELS
-
-        engine = self.engine
-        model = engine.transformer(engine.loaded_variants[0] if engine.loaded_variants else "distilled")
-        height, width = self.size
-        h, w = height // 8, width // 8
-        text = engine.encode_text("warm-up", "", guidance=False)
-        times = []
-        for frames in (10, 18):
-            x = torch.zeros(1, 2 * LATENT_CHANNELS + 1, frames, h, w, device=engine.device, dtype=model.dtype)
-            cam = torch.zeros(1, 33, 6, height, width, device=engine.device)
-            t = torch.full((1,), 1000.0, device=engine.device)
-            with torch.no_grad():
-                for repeat in range(2):  # the first run includes kernel selection
-                    if engine.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    begin = time.perf_counter()
-                    model(x, t, text.states, text.mask, text.pooled, cam_latents=cam, text_lengths=text.lengths,
-                          attention_backend=engine.attention_backend)
-                    if engine.device.type == "cuda":
-                        torch.cuda.synchronize()
-                times.append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=engine.device))
-        decode = time.perf_counter() - begin
-        costs = PassCosts(first_pass_s=times[0], later_pass_s=times[1], decode_s=decode * 1.2 + 0.5, overhead_s=5.0)
-        log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", times[0], times[1], decode)
-        return costs
+        log.info("setup done in %.1fs (weights: %s)", time.perf_counter() - start, weights)
 
     @cog.streaming
     def predict(
@@ -223,6 +150,48 @@ class Predictor(BasePredictor):
         if self._last_output_dir is not None:
             shutil.rmtree(self._last_output_dir, ignore_errors=True)
             self._last_output_dir = None
+
+
+def _load_engine(weights: str, preload: tuple[str, ...]):
+    """The engine for ``GAMECRAFT_WEIGHTS``: ``tiny``, ``random`` or a weights directory (downloaded if missing)."""
+    import torch
+
+    from gamecraft.engine import EngineConfig, GameCraftEngine
+    from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
+
+    cuda = torch.cuda.is_available()
+    if weights == "random":
+        from gamecraft.random_weights import random_engine
+
+        log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
+        return random_engine(device="cuda" if cuda else "cpu")
+    if weights == "tiny":
+        tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
+        if not (tiny_dir / "gamecraft_models").is_dir():
+            write_tiny_weights(tiny_dir)
+        log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
+        config = EngineConfig(tiny_dir, device="cuda", preload=preload) if cuda else \
+            EngineConfig.for_cpu(tiny_dir, preload=preload)
+        return GameCraftEngine.load(config)
+    weights_dir = Path(weights)
+    try:
+        for variant in preload:
+            check_layout(weights_dir, variant)
+    except MissingWeightsError as err:
+        first_line = str(err).splitlines()[0]
+        if os.environ.get("GAMECRAFT_DOWNLOAD", "1") == "0":
+            raise RuntimeError(f"{first_line}; downloading is disabled (GAMECRAFT_DOWNLOAD=0)") from None
+        try:
+            download_weights(weights_dir, preload, token=os.environ.get("HF_TOKEN"))
+        except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
+            raise RuntimeError(f"{first_line}, and downloading them failed: "
+                               f"{type(download_err).__name__}: {str(download_err).splitlines()[0]}") from None
+    if not cuda:
+        raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); "
+                           "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
+    return GameCraftEngine.load(EngineConfig(
+        weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
+        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1"))
 
 
 def _ensure_dir(path: Path) -> Path:

@@ -7,10 +7,14 @@ per chunk shape, one decode) or taken from a table.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 
 from gamecraft.presets import PRESETS, Preset, step_cache_flags
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_S = 28 * 60  # Replicate's 30-minute limit minus a margin for upload and start-up
 
@@ -73,3 +77,43 @@ def check_budget(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bo
     raise ValueError(f"{chunks} chunk{'s' if chunks != 1 else ''} at the {preset.name} preset "
                      f"({preset.num_inference_steps} steps, guidance {preset.guidance_scale:g}) need ~{_minutes(need)} "
                      f"on {device_name}; the limit is {_minutes(budget_s)}: {', '.join(advice)}")
+
+
+def measure_costs(engine, height: int, width: int, overhead_s: float = 5.0) -> PassCosts:
+    """Time one transformer pass per chunk shape (the faster of two: the first selects kernels) and one
+    VAE decode on ``engine`` at ``height``×``width``; doubles as the warm-up of ``setup()``."""
+    import torch
+
+    from gamecraft.sampling import LATENT_CHANNELS
+
+    device = engine.device
+    model = engine.transformer(engine.loaded_variants[0] if engine.loaded_variants else "distilled")
+    h, w = height // 8, width // 8
+    text = engine.encode_text("warm-up", "", guidance=False)
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        begin = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - begin
+
+    passes = []
+    with torch.no_grad():
+        for frames in (10, 18):
+            x = torch.zeros(1, 2 * LATENT_CHANNELS + 1, frames, h, w, device=device, dtype=model.dtype)
+            cam = torch.zeros(1, 33, 6, height, width, device=device)
+            t = torch.full((1,), 1000.0, device=device)
+
+            def run() -> None:
+                model(x, t, text.states, text.mask, text.pooled, cam_latents=cam, text_lengths=text.lengths,
+                      attention_backend=engine.attention_backend)
+
+            passes.append(min(timed(run) for _ in range(2)))
+        decode = timed(lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=device)))
+    log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", passes[0], passes[1], decode)
+    # decode_s also covers the chunk's mp4 writes and camera embedding (≈ 20 % + 0.5 s on an H100)
+    return PassCosts(first_pass_s=passes[0], later_pass_s=passes[1], decode_s=decode * 1.2 + 0.5,
+                     overhead_s=overhead_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -212,11 +213,27 @@ def test_bad_files_fail_clearly(server, tmp_path):
         assert server.wait_until_ready() == "READY"
 
 
-def test_setup_failure_is_reported(tmp_path):
-    with pytest.raises(RuntimeError, match=r"SETUP_FAILED[\s\S]*no CUDA GPU found"):
+SETUP_FAILURES = [
+    ("no_weights_no_download", {"GAMECRAFT_DOWNLOAD": "0"},
+     r"weights directory \S+ is incomplete for variant 'distilled': \d+ missing file\(s\); downloading is disabled"),
+    ("no_weights_no_network", {"HF_HUB_OFFLINE": "1"},
+     r"is incomplete for variant 'distilled': \d+ missing file\(s\), and downloading them failed: \w+"),
+    ("no_gpu", {"TINY_AS_REAL": "1"}, r"no CUDA GPU found: GameCraft needs an 80 GB GPU"),
+]
+
+
+@pytest.mark.parametrize("name,env,pattern", SETUP_FAILURES, ids=[f[0] for f in SETUP_FAILURES])
+def test_setup_failure_is_reported_in_one_line(tmp_path, name, env, pattern):
+    from gamecraft.weights import write_tiny_weights
+
+    weights = tmp_path / "weights"
+    if env.pop("TINY_AS_REAL", None):  # a complete (tiny) weights directory, but no GPU to run it on
+        write_tiny_weights(weights)
+    with pytest.raises(RuntimeError, match=r"SETUP_FAILED") as info:
         start_cog_server(REPO_ROOT, "predict.py:Predictor",
-                         {"GAMECRAFT_WEIGHTS": str(tmp_path / "nothing"), "CUDA_VISIBLE_DEVICES": "",
-                          "TMPDIR": str(tmp_path)}, startup_timeout_s=120)
+                         {"GAMECRAFT_WEIGHTS": str(weights), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path),
+                          **env}, startup_timeout_s=120)
+    assert re.search(pattern, str(info.value)), str(info.value)[-2000:]
 
 
 def test_sse_stream_delivers_each_chunk_as_an_output_event(server):
