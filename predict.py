@@ -7,7 +7,8 @@ transformer loads in ``setup()`` (default ``distilled``; the other loads on firs
 ``GAMECRAFT_TIME_BUDGET_S`` — refuse requests estimated to take longer (default 1680 s),
 ``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
 ``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224), ``GAMECRAFT_KEEP_BOTH`` — ``1``
-keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM).
+keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM),
+``GAMECRAFT_COMPILE`` — ``0`` runs the transformer eagerly (default on a GPU: compiled blocks, warmed up here).
 
 Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
 world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
@@ -60,7 +61,17 @@ class Predictor(BasePredictor):
         if self.tiny:
             self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
         self.engine = _load_engine(weights, preload)
-        self.costs = measure_costs(self.engine, *self.size)
+        try:
+            self.costs = measure_costs(self.engine, *self.size)  # also the compilation warm-up
+        except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
+            if not self.engine.config.compile:
+                raise
+            from gamecraft.model.compile import uncompile_blocks
+
+            log.exception("compiling the transformer failed; running it eagerly")
+            for variant in self.engine.loaded_variants:
+                uncompile_blocks(self.engine.transformer(variant))
+            self.costs = measure_costs(self.engine, *self.size)
         self._last_output_dir: Path | None = None
         log.info("setup done in %.1fs (weights: %s)", time.perf_counter() - start, weights)
 
@@ -160,17 +171,18 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
     from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
 
     cuda = torch.cuda.is_available()
+    compile_blocks = cuda and os.environ.get("GAMECRAFT_COMPILE", "1") != "0"
     if weights == "random":
         from gamecraft.random_weights import random_engine
 
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if cuda else "cpu")
+        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks)
     if weights == "tiny":
         tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
         if not (tiny_dir / "gamecraft_models").is_dir():
             write_tiny_weights(tiny_dir)
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-        config = EngineConfig(tiny_dir, device="cuda", preload=preload) if cuda else \
+        config = EngineConfig(tiny_dir, device="cuda", preload=preload, compile=compile_blocks) if cuda else \
             EngineConfig.for_cpu(tiny_dir, preload=preload)
         return GameCraftEngine.load(config)
     weights_dir = Path(weights)
@@ -191,7 +203,7 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
                            "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
     return GameCraftEngine.load(EngineConfig(
         weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
-        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1"))
+        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks))
 
 
 def _ensure_dir(path: Path) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
+from gamecraft.model.compile import compile_blocks
 from gamecraft.offload import PinnedOffload
 from gamecraft.sampling import TextConditioning
 from gamecraft.text import TextEncoders, load_text_encoders
@@ -33,7 +34,8 @@ class EngineConfig:
 
     ``dtype`` is the transformer's (bf16 in production, fp32 for CPU parity); ``vae_dtype`` and
     ``text_dtype`` default to the reference's fp16 on CUDA. ``cache_dir`` holds the safetensors copies
-    of the transformer checkpoints (later loads mmap them).
+    of the transformer checkpoints (later loads mmap them). ``compile`` compiles the transformer
+    blocks (``gamecraft.model.compile``); the first pass of each shape then takes longer.
     """
 
     weights_dir: Path
@@ -44,6 +46,7 @@ class EngineConfig:
     preload: tuple[str, ...] = ("distilled",)
     text_offload: bool = True
     one_transformer_on_gpu: bool = True
+    compile: bool = False
     attention_backend: str = "sdpa"
     cache_dir: Path | None = None
     layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
@@ -96,7 +99,9 @@ class GameCraftEngine:
         return tuple(self._transformers)
 
     def register_transformer(self, variant: str, model: GameCraftTransformer) -> None:
-        """Use ``model`` for ``variant`` instead of loading it from the weights directory."""
+        """Use ``model`` for ``variant`` (compiling its blocks when ``config.compile``)."""
+        if self.config.compile:
+            compile_blocks(model)
         self._transformers[variant] = model
 
     def _swapping(self) -> bool:
@@ -115,7 +120,7 @@ class GameCraftEngine:
             target = "cpu" if self._swapping() and self._transformers else self.device
             model = load_transformer(path, self.transformer_config, dtype=self.config.dtype, device=target,
                                      cache_dir=self.config.cache_dir)
-            self._transformers[variant] = model
+            self.register_transformer(variant, model)
             log.info("loaded %s transformer in %.1fs", variant, time.perf_counter() - start)
         model = self._transformers[variant]
         if self._swapping() and any(p is not model for p in self._transformers.values()):

@@ -86,7 +86,8 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
                   attention_backend: str = "sdpa", vae_dtype: torch.dtype = torch.float16,
                   text_dtype: torch.dtype = torch.float16,
                   transformer_config: TransformerConfig | None = None, vae_config: VaeConfig = PRODUCTION_VAE,
-                  llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT) -> GameCraftEngine:
+                  llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
+                  compile: bool = False) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
@@ -96,7 +97,8 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     transformer_config = transformer_config or TransformerConfig.production()
     tokenizer_dir = write_tiny_weights(Path(tempfile.mkdtemp(prefix="gamecraft-tokenizers-")))
     config = EngineConfig(tokenizer_dir, device=device, dtype=dtype, vae_dtype=vae_dtype, text_dtype=text_dtype,
-                          preload=(), text_offload=text_offload, attention_backend=attention_backend)
+                          preload=(), text_offload=text_offload, attention_backend=attention_backend,
+                          compile=compile)
     transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
     init_random_(transformer, seed, device=dev)
     transformer = transformer.eval().requires_grad_(False)

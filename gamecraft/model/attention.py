@@ -77,6 +77,10 @@ def _equal_length_runs(text_lengths: Sequence[int]) -> list[tuple[int, int, int]
     return runs
 
 
+# Kept out of torch.compile graphs (a graph break per call): the per-row text lengths decide the
+# segment shapes, and tracing them would recompile the blocks for every new prompt length. SDPA is
+# one kernel anyway, so nothing is lost to fusion.
+@torch.compiler.disable
 def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
                     text_lengths: Sequence[int], backend: str) -> torch.Tensor:
     """Attention over ``[img ; text]`` with the reference's segment semantics.
