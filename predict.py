@@ -99,6 +99,8 @@ class Predictor(BasePredictor):
                                                    ge=1, le=100),
         guidance_scale: Optional[float] = Input(description="Override the preset's guidance (1 = no guidance).",
                                                 default=None, ge=1.0, le=20.0),
+        go_fast: bool = Input(description="fp8 weights and activations in the transformer blocks: faster, slightly "
+                                          "different videos (first use compiles for a minute).", default=False),
         seed: Optional[int] = Input(description="Random seed; blank = random (the seed used is logged and stored "
                                                 "in the state file).", default=None, ge=0, le=2147483647),
         negative_prompt: str = Input(description="Unconditional prompt for guidance (the official pipeline always "
@@ -127,7 +129,7 @@ class Predictor(BasePredictor):
         out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
         self._last_output_dir = out_dir
         try:
-            chosen = resolve_preset(preset, num_inference_steps, guidance_scale)
+            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=go_fast)
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
             segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
             request = GenerationRequest(

@@ -20,6 +20,7 @@ import torch
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
 from gamecraft.model.compile import compile_blocks
+from gamecraft.model.fp8 import fp8_copy
 from gamecraft.offload import PinnedOffload
 from gamecraft.sampling import TextConditioning
 from gamecraft.text import TextEncoders, load_text_encoders
@@ -72,6 +73,7 @@ class GameCraftEngine:
         self.attention_backend = config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
         self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
+        self._fast: dict[str, GameCraftTransformer] = {}  # variant -> fp8 twin sharing its other weights
         self._text_offload: list[PinnedOffload] = []
         if config.text_offload and self.device.type != "cpu":
             self._text_offload = [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
@@ -107,11 +109,12 @@ class GameCraftEngine:
     def _swapping(self) -> bool:
         return self.config.one_transformer_on_gpu and self.device.type == "cuda"
 
-    def transformer(self, variant: str) -> GameCraftTransformer:
-        """The transformer of ``variant`` on the device, loaded on first use.
+    def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer:
+        """The transformer of ``variant`` on the device, loaded on first use; ``fast``: its fp8 twin
+        (``go_fast``; made on first use from the loaded weights, +9.3 GB).
 
-        When swapping, another variant's transformer goes back to its pinned host copy first, so
-        only one is ever on the GPU (25.6 GB each in bf16).
+        When swapping, another variant's transformer goes back to its pinned host copy first (its fp8
+        twin is dropped), so only one is ever on the GPU (25.6 GB each in bf16).
         """
         if variant not in self._transformers:
             start = time.perf_counter()
@@ -127,11 +130,19 @@ class GameCraftEngine:
             start = time.perf_counter()
             for other, other_model in self._transformers.items():
                 if other_model is not model and other_model.img_in.proj.weight.device.type != "cpu":
+                    self._fast.pop(other, None)
                     self._parked_copy(other, other_model).to_host()
             if model.img_in.proj.weight.device.type == "cpu":
                 self._parked_copy(variant, model).to_device()
                 torch.cuda.synchronize(self.device)
                 log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
+        if fast:
+            if variant not in self._fast:
+                twin = fp8_copy(model)
+                if self.config.compile:
+                    compile_blocks(twin)
+                self._fast[variant] = twin
+            return self._fast[variant]
         return model
 
     def _parked_copy(self, variant: str, model: GameCraftTransformer) -> PinnedOffload:

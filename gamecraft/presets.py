@@ -21,6 +21,7 @@ class Preset:
     guidance_scale: float
     flow_shift: float
     step_cache: bool
+    fp8: bool = False  # go_fast: fp8 block linears (gamecraft.model.fp8)
 
     @property
     def uses_cfg(self) -> bool:
@@ -38,7 +39,7 @@ MAX_GUIDANCE = 20.0
 
 
 def resolve_preset(name: str, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                   flow_shift: float | None = None, step_cache: bool | None = None) -> Preset:
+                   flow_shift: float | None = None, step_cache: bool | None = None, fp8: bool = False) -> Preset:
     """The named preset with explicit overrides applied; ``ValueError`` on unknown names or bad values."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
@@ -57,7 +58,7 @@ def resolve_preset(name: str, num_inference_steps: int | None = None, guidance_s
         preset = replace(preset, flow_shift=float(flow_shift))
     if step_cache is not None:
         preset = replace(preset, step_cache=bool(step_cache))
-    return preset
+    return replace(preset, fp8=bool(fp8))
 
 
 def step_cache_flags(num_steps: int, enabled: bool) -> list[bool]:

@@ -42,7 +42,7 @@ class Engine(Protocol):
     vae: GameCraftVae
     attention_backend: str
 
-    def transformer(self, variant: str) -> GameCraftTransformer: ...
+    def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
 
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning: ...
 
@@ -130,7 +130,7 @@ class WorldSession:
         """Generate the next chunk along ``poses``; updates :attr:`state`. ``noise`` overrides the seeded noise."""
         state, preset, device = self.state, self.preset, self.engine.device
         index = state.chunks_done
-        transformer = self.engine.transformer(preset.variant)
+        transformer = self.engine.transformer(preset.variant, fast=preset.fp8)
         history = state.last_latents.to(device)
         frames = chunk_frames(history)
         h, w = latent_size(state.height, state.width)

@@ -178,3 +178,16 @@ def test_foreign_truncated_and_pickled_files(tmp_path):
     save_file({"last_latents": torch.zeros(1)}, str(plain))
     with pytest.raises(StateError, match=r"^state file: no GameCraft metadata"):
         load_state(plain)
+
+
+def test_go_fast_uses_the_fp8_twin_and_stays_close(engine, tmp_path):
+    from gamecraft.model.fp8 import FP8Linear
+
+    exact = _final_state(_run(engine, tmp_path / "a", '["w"]', "[0.3]", image=IMAGE, seed=4)[0])
+    fast = _final_state(_run(engine, tmp_path / "b", '["w"]', "[0.3]", image=IMAGE, seed=4,
+                             preset=resolve_preset("distilled", 2, fp8=True))[0])
+    twin = engine.transformer("distilled", fast=True)
+    assert isinstance(twin.single_blocks[0].linear1, FP8Linear)
+    assert isinstance(engine.transformer("distilled").single_blocks[0].linear1, torch.nn.Linear)
+    rel = float((fast.last_latents - exact.last_latents).norm() / exact.last_latents.norm())
+    assert 0 < rel < 0.1

@@ -59,7 +59,7 @@ class DoubleStreamBlock(nn.Module):
                 attention_backend: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor]:
         """img [B, N, hidden], txt [B, L, hidden] (float32 streams), vec [B, hidden],
         rope = (cos, sin) [N, head_dim]. Returns the updated (img, txt)."""
-        dtype = self.img_attn_qkv.weight.dtype
+        dtype = self.img_mod.linear.weight.dtype  # compute dtype (not a quantized layer: see fp8.py)
         img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
         txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
 
@@ -106,7 +106,7 @@ class SingleStreamBlock(nn.Module):
                 rope: tuple[torch.Tensor, torch.Tensor], text_lengths: Sequence[int],
                 attention_backend: str = "sdpa") -> torch.Tensor:
         """x [B, img_len + L, hidden] float32 stream, vec [B, hidden]. Returns updated x."""
-        dtype = self.linear1.weight.dtype
+        dtype = self.modulation.linear.weight.dtype  # compute dtype (not a quantized layer: see fp8.py)
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale).to(dtype)).split(
             [3 * self.hidden_size, self.mlp_hidden_dim], dim=-1)

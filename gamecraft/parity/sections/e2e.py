@@ -39,7 +39,7 @@ class _GoldenEngine:
     device: torch.device = torch.device("cpu")
     attention_backend: str = "sdpa-math"
 
-    def transformer(self, variant: str):
+    def transformer(self, variant: str, fast: bool = False):
         return self.transformer_model
 
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
