@@ -54,3 +54,15 @@ def test_selection_rule_and_fp8_copy_shares_everything_else():
         exact, fast = model(*args, **kwargs), twin(*args, **kwargs)
     assert torch.isfinite(fast).all()
     assert 0 < _rel_l2(fast, exact) < 0.1
+
+
+def test_fp8_copy_of_a_compiled_model_starts_uncompiled():
+    from gamecraft.model.compile import compile_blocks, compiled_block_count
+
+    model = init_random_(GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), 1,
+                         device="cpu").eval()
+    compile_blocks(model, backend="eager")
+    twin = fp8_copy(model)
+    assert compiled_block_count(model) == 4 and compiled_block_count(twin) == 0
+    compile_blocks(twin, backend="eager")
+    assert compiled_block_count(twin) == 4

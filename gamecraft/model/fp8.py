@@ -79,9 +79,9 @@ def fp8_copy(model: nn.Module) -> nn.Module:
     """A ``go_fast`` twin of ``model``: selected linears in fp8, every other parameter and buffer shared."""
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     twin = copy.deepcopy(model, memo=dict(shared))
-    for module in twin.modules():  # a deep-copied compiled wrapper would still call the original module
-        if getattr(module, "_compiled_call_impl", None) is not None:
-            module._compiled_call_impl = None
+    for module in twin.modules():  # compiled state does not carry over: the caller compiles the twin
+        module._compiled_call_impl = None
+        if hasattr(module, "_gamecraft_compiled"):
             module._gamecraft_compiled = False
     count = quantize_linears_(twin)
     log.info("fp8 copy: %d linears quantized", count)
