@@ -141,12 +141,14 @@ def plucker_embedding(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, 
     """
     c2w = c2w.to(torch.float32)
     frames = c2w.shape[0]
-    rows = torch.arange(height, dtype=torch.float32) if pixel_rows is None else pixel_rows.to(torch.float32)
-    cols = torch.arange(width, dtype=torch.float32) if pixel_cols is None else pixel_cols.to(torch.float32)
+    device = c2w.device  # computed where the poses are (the GPU in production)
+    rows = torch.arange(height) if pixel_rows is None else pixel_rows
+    cols = torch.arange(width) if pixel_cols is None else pixel_cols
+    rows, cols = rows.to(device, torch.float32), cols.to(device, torch.float32)
     j, i = torch.meshgrid(rows, cols, indexing="ij")
     i = i.reshape(1, -1) + 0.5  # [1, h·w] pixel x
     j = j.reshape(1, -1) + 0.5  # [1, h·w] pixel y
-    k = intrinsics.to(torch.float32).reshape(-1, 4).expand(frames, 4)
+    k = intrinsics.to(device, torch.float32).reshape(-1, 4).expand(frames, 4)
     fx, fy, cx, cy = (k[:, n:n + 1] for n in range(4))  # [F, 1] each
     xs = (i - cx) / fx
     ys = (j - cy) / fy
@@ -160,16 +162,17 @@ def plucker_embedding(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, 
     return plucker.reshape(frames, rows.numel(), cols.numel(), 6).permute(0, 3, 1, 2).contiguous()
 
 
-def chunk_plucker(poses: ChunkPoses, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_plucker(poses: ChunkPoses, height: int, width: int,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Conditional and unconditional Plücker embeddings of one chunk: two [33, 6, H, W] float32.
 
     The unconditional embedding uses identity poses (zero moments) with the same intrinsics; the
-    reference feeds it to the CFG's unconditional row.
+    reference feeds it to the CFG's unconditional row. ``device``: where to compute them (at
+    704×1216 each is 680 MB: on the GPU that takes milliseconds and nothing crosses the bus).
     """
-    k = intrinsics_px(height, width, poses.intrinsics)
-    cond = plucker_embedding(relative_c2w(poses.c2w), k, height, width)
-    identity = torch.eye(4).expand(poses.c2w.shape[0], 4, 4)
-    uncond = plucker_embedding(identity, k, height, width)
+    k = intrinsics_px(height, width, poses.intrinsics).to(device)
+    cond = plucker_embedding(relative_c2w(poses.c2w).to(device), k, height, width)
+    uncond = plucker_embedding(torch.eye(4, device=device).expand(poses.c2w.shape[0], 4, 4), k, height, width)
     return cond, uncond
 
 

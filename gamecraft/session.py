@@ -137,9 +137,9 @@ class WorldSession:
         if noise is None:
             noise = chunk_noise(state.seed, index, (1, LATENT_CHANNELS, frames, h, w))
         start = time.perf_counter()
-        cond, uncond = chunk_plucker(poses, state.height, state.width)
+        cond, uncond = chunk_plucker(poses, state.height, state.width, device=device)
         with torch.no_grad():
-            cam = camera_rows(cond, uncond, preset.uses_cfg).to(device)
+            cam = camera_rows(cond, uncond, preset.uses_cfg)
             tokens = transformer.camera_tokens(cam, frames)
             timesteps, sigmas = get_schedule(preset.num_inference_steps, preset.flow_shift)
             latents = denoise_chunk(
