@@ -24,11 +24,13 @@ test: $(VENV)/.installed
 parity: $(VENV)/.installed
 	$(PY) -m gamecraft.parity $(GOLDEN)
 
-# The main job: the Cog server on 127.0.0.1:$(PORT) (tiny CPU weights without a GPU/weights, said loudly),
+# The main job: the Cog server on 127.0.0.1:$(PORT) + the controller page on :$(UI_PORT) (tiny CPU weights
+# without a GPU/weights, said loudly),
 # one demo prediction saved under outputs/, then it keeps serving.
 PORT ?= 5000
+UI_PORT ?= 8080
 run: $(VENV)/.installed
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/serve.py --port $(PORT)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/serve.py --port $(PORT) --ui-port $(UI_PORT)
 
 # One video from the command line (same pipeline, no server).
 generate: $(VENV)/.installed

@@ -1,7 +1,8 @@
 """The main job: start the Cog HTTP server locally (as the built image runs it, without Docker),
-make one demo prediction, save its videos under ``outputs/``, and print how to call the server.
+make one demo prediction, save its videos under ``outputs/``, open the controller page on
+http://127.0.0.1:8080/ and print how to call the server.
 
-    python tools/serve.py [--port 5000] [--no-demo] [--exit-after-demo] [--out outputs]
+    python tools/serve.py [--port 5000] [--ui-port 8080] [--no-demo] [--exit-after-demo] [--out outputs]
 
 With a CUDA GPU and complete weights (``GAMECRAFT_WEIGHTS`` or ``./weights``) it serves the real
 model. Otherwise it serves TINY RANDOM WEIGHTS on the CPU and says so loudly: the videos are a
@@ -93,6 +94,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "outputs")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo prediction")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop the server after the demo")
+    parser.add_argument("--ui-port", type=int, default=int(os.environ.get("UI_PORT", 8080)),
+                        help="port of the controller page (0: don't start it)")
     args = parser.parse_args()
 
     from cog_server import start_cog_server
@@ -115,10 +118,19 @@ def main() -> int:
                 print("  (tiny random weights: these videos are a smoke run, not the model's output)")
         if args.exit_after_demo:
             return 0
+        ui = None
+        if args.ui_port:
+            ui = subprocess.Popen([sys.executable, "-m", "gamecraft.ui", "--backend", server.url, "--port",
+                                   str(args.ui_port)], cwd=REPO)
+            print(f"\nThe controller page: http://127.0.0.1:{args.ui_port}/  (keyboard, mouse or gamepad)", flush=True)
         print(CALL_HELP.format(url=server.url), flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        while server.process.poll() is None:
-            time.sleep(1)
+        try:
+            while server.process.poll() is None:
+                time.sleep(1)
+        finally:
+            if ui is not None:
+                ui.terminate()
         return server.process.returncode or 0
     except KeyboardInterrupt:
         return 0
