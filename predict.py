@@ -152,10 +152,16 @@ class Predictor(BasePredictor):
             log.info("seed %s", report.seed)
         except cog.CancelationException:
             shutil.rmtree(out_dir, ignore_errors=True)
+            _free_memory()
             raise
-        except Exception:
+        except Exception as err:
             traceback.print_exc()
             shutil.rmtree(out_dir, ignore_errors=True)
+            _free_memory()
+            if _is_out_of_memory(err):
+                raise RuntimeError("out of GPU memory during this prediction; memory was released and the model "
+                                   "is ready again. Try fewer chunks per request, the distilled preset, or "
+                                   "go_fast") from None
             raise
 
     def _clean_previous_outputs(self) -> None:
@@ -206,6 +212,23 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
     return GameCraftEngine.load(EngineConfig(
         weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
         one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks))
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _free_memory() -> None:
+    """Drop what a failed or cancelled prediction left on the GPU (activations, cached blocks)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _ensure_dir(path: Path) -> Path:
