@@ -11,7 +11,6 @@ per-chunk timing lines and a JSON summary to ``--out``.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import re
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from cog_server import start_cog_server  # noqa: E402
+from cog_server import data_uri, save_data_uri, start_cog_server  # noqa: E402
 
 
 def main() -> int:
@@ -36,7 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    image = "data:image/png;base64," + base64.b64encode((REPO / "assets" / "start.png").read_bytes()).decode()
+    image = data_uri(REPO / "assets" / "start.png", "image/png")
     started = time.perf_counter()
     server = start_cog_server(REPO, "predict.py:Predictor", {"GAMECRAFT_WEIGHTS": args.weights},
                               startup_timeout_s=args.setup_timeout)
@@ -57,7 +56,7 @@ def main() -> int:
     for index, uri in enumerate(outputs):
         if uri.startswith("data:video/mp4"):
             path = Path(tempfile.mkdtemp()) / f"out{index}.mp4"
-            path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+            save_data_uri(uri, path)
             from gamecraft.media import probe_video, read_video_frames
 
             info = probe_video(path)

@@ -12,6 +12,8 @@ server's process group if it does not exit.
 
 from __future__ import annotations
 
+import base64
+
 import json
 import os
 import re
@@ -28,6 +30,18 @@ from pathlib import Path
 from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def data_uri(data: bytes | Path, mime: str = "application/octet-stream") -> str:
+    """A ``data:`` URI of ``data`` (bytes, or a file's contents): how tests send files to coglet."""
+    raw = Path(data).read_bytes() if isinstance(data, Path) else data
+    return f"data:{mime};base64," + base64.b64encode(raw).decode()
+
+
+def save_data_uri(uri: str, path: Path) -> Path:
+    """Write the payload of a ``data:`` URI (an output coglet inlined) to ``path``."""
+    path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+    return path
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cog_server import start_cog_server
+from cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 from PIL import Image
 from safetensors.torch import save_file
@@ -21,8 +20,7 @@ from gamecraft.state import WorldState, save_state
 SIZE = (32, 48)
 
 
-def uri(data: bytes, mime: str = "application/octet-stream") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
+uri = data_uri
 
 
 def png(image: Image.Image, **kwargs) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cog_server import request_json, start_cog_server
+from cog_server import data_uri, request_json, save_data_uri, start_cog_server
 from conftest import REPO_ROOT
 
 from gamecraft.media import read_video_frames, write_mp4
@@ -23,13 +22,8 @@ SIZE = (32, 48)
 IMAGE = REPO_ROOT / "assets" / "start.png"
 
 
-def data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
 def save_uri(uri: str, path: Path) -> Path:
-    path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
-    return path
+    return save_data_uri(uri, path)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +198,7 @@ def test_bad_files_fail_clearly(server, tmp_path):
     cases = [
         ({"video": data_uri(short, "video/mp4")}, "video has 10 frames; starting from a video needs at least 33"),
         ({"continue_from": data_uri(IMAGE, "application/octet-stream")}, "state file: not a readable safetensors"),
-        ({"image": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}, "image"),
+        ({"image": data_uri(b"not an image", "image/png")}, "image"),
     ]
     for inputs, message in cases:
         status, body = server.predict({**BASE, **inputs})

@@ -6,18 +6,17 @@ by at most ``RSS_BOUND_MB`` and open file descriptors by at most ``FD_BOUND``; n
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
 import psutil
 import pytest
-from cog_server import request_json, start_cog_server
+from cog_server import data_uri, request_json, start_cog_server
 from conftest import REPO_ROOT
 
 RSS_BOUND_MB = 150
 FD_BOUND = 8
-IMAGE = "data:image/png;base64," + base64.b64encode((REPO_ROOT / "assets" / "start.png").read_bytes()).decode()
+IMAGE = data_uri(REPO_ROOT / "assets" / "start.png", "image/png")
 INPUTS = {"image": IMAGE, "prompt": "a village", "actions": '["w"]', "action_speeds": "[0.2]",
           "num_inference_steps": 1, "return_state": False}
 

@@ -12,7 +12,6 @@ pipeline smoke run, not GameCraft's output.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import signal
@@ -70,7 +69,9 @@ def _choose_weights() -> tuple[str, str | None]:
 
 
 def _demo(server, out: Path) -> list[Path]:
-    image = "data:image/png;base64," + base64.b64encode((REPO / "assets" / "start.png").read_bytes()).decode()
+    from cog_server import data_uri, save_data_uri
+
+    image = data_uri(REPO / "assets" / "start.png", "image/png")
     inputs = {"image": image, "prompt": "A cozy village street in the morning", "actions": '["w", "w+left_rot"]',
               "action_speeds": "[0.3, [0.3, 20]]", "seed": 7, "camera_preview": True}
     print("demo prediction: 2 chunks ...", flush=True)
@@ -83,7 +84,7 @@ def _demo(server, out: Path) -> list[Path]:
     for index, uri in enumerate(body["output"]):
         mime = uri.split(";", 1)[0].removeprefix("data:")
         path = out / f"demo-{index:02d}{extensions.get(mime, '.bin')}"
-        path.write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+        save_data_uri(uri, path)
         saved.append(path)
     return saved
 
