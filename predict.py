@@ -53,8 +53,11 @@ class Predictor(BasePredictor):
 
         start = time.perf_counter()
         weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
-        preload = tuple(PRESETS[p.strip()].variant for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",")
-                        if p.strip())
+        names = [p.strip() for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",") if p.strip()]
+        unknown = [n for n in names if n not in PRESETS]
+        if unknown:
+            raise RuntimeError(f"GAMECRAFT_PRELOAD names unknown presets {unknown}; expected {', '.join(PRESETS)}")
+        preload = tuple(dict.fromkeys(PRESETS[n].variant for n in names))
         self.budget_s = float(os.environ.get("GAMECRAFT_TIME_BUDGET_S", DEFAULT_BUDGET_S))
         self.tiny = weights == "tiny"
         self.size = (704, 1216)
