@@ -53,19 +53,10 @@ def _engine_config(args: argparse.Namespace, preset_variant: str):
     import torch
 
     from gamecraft.engine import EngineConfig
-    from gamecraft.weights import MissingWeightsError, check_layout, write_tiny_weights
+    from gamecraft.weights import smoke_run_reason, write_tiny_weights
 
     weights = Path(args.weights or os.environ.get("GAMECRAFT_WEIGHTS", "weights"))
-    reason = None
-    if args.tiny:
-        reason = "--tiny given"
-    elif not torch.cuda.is_available():
-        reason = "no CUDA GPU"
-    else:
-        try:
-            check_layout(weights, preset_variant)
-        except MissingWeightsError as err:
-            reason = f"weights incomplete: {str(err).splitlines()[0]}"
+    reason = "--tiny given" if args.tiny else smoke_run_reason(weights, preset_variant, torch.cuda.is_available())
     if reason is None:
         return EngineConfig(weights, device="cuda", preload=(preset_variant,)), None
     print(SMOKE_BANNER.format(reason=reason, weights=weights), file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ from gamecraft.scheduler import euler_step
 log = logging.getLogger(__name__)
 
 LATENT_CHANNELS = 16
+SPATIAL_COMPRESSION = 8  # VAE: latent height/width = pixels / 8
 NEW_LATENT_FRAMES = 9
 
 

@@ -24,15 +24,13 @@ import torch
 from gamecraft.camera import ChunkPoses, chunk_plucker
 from gamecraft.model import GameCraftTransformer, rope_tables
 from gamecraft.presets import Preset, step_cache_flags
-from gamecraft.sampling import (LATENT_CHANNELS, StepInfo, TextConditioning, camera_rows, chunk_frames, denoise_chunk,
-                                log_steps)
+from gamecraft.sampling import (LATENT_CHANNELS, SPATIAL_COMPRESSION, StepInfo, TextConditioning, camera_rows,
+                                chunk_frames, denoise_chunk, log_steps)
 from gamecraft.scheduler import get_schedule
 from gamecraft.state import WorldState
 from gamecraft.vae import GameCraftVae
 
 log = logging.getLogger(__name__)
-
-SPATIAL_COMPRESSION = 8
 
 
 class Engine(Protocol):

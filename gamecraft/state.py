@@ -19,12 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gamecraft.sampling import LATENT_CHANNELS, SPATIAL_COMPRESSION
+
 FORMAT = "gamecraft-world-state"
 FORMAT_VERSION = 1
 MODEL_ID = "hunyuan-gamecraft-1.0"
 MAX_STATE_BYTES = 256 * 1024 * 1024
-LATENT_CHANNELS = 16
-SPATIAL_COMPRESSION = 8
 
 
 class StateError(ValueError):

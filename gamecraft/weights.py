@@ -106,6 +106,18 @@ def check_layout(weights_dir: Path, variant: str, layout: WeightsLayout = DEFAUL
             f"Download them with gamecraft.weights.download_weights (repo {REPO_ID}).")
 
 
+def smoke_run_reason(weights_dir: Path, variant: str, cuda_available: bool,
+                     layout: WeightsLayout = DEFAULT_LAYOUT) -> str | None:
+    """Why the real model cannot run here (then entry points fall back to tiny weights), or ``None``."""
+    if not cuda_available:
+        return "no CUDA GPU"
+    try:
+        check_layout(weights_dir, variant, layout)
+    except MissingWeightsError as err:
+        return f"weights incomplete: {str(err).splitlines()[0]}"
+    return None
+
+
 def download_weights(weights_dir: Path, variants: Iterable[str] = ("full",), token: str | None = None,
                      layout: WeightsLayout = DEFAULT_LAYOUT, repo_id: str = REPO_ID,
                      revision: str | None = None) -> Path:

@@ -54,18 +54,13 @@ def _choose_weights() -> tuple[str, str | None]:
     """``(GAMECRAFT_WEIGHTS value, reason for tiny or None)``."""
     import torch
 
-    from gamecraft.weights import MissingWeightsError, check_layout
+    from gamecraft.weights import smoke_run_reason
 
     weights = os.environ.get("GAMECRAFT_WEIGHTS", "weights")
     if weights in ("tiny", "random"):
         return weights, "GAMECRAFT_WEIGHTS=tiny" if weights == "tiny" else None
-    if not torch.cuda.is_available():
-        return "tiny", "no CUDA GPU"
-    try:
-        check_layout(Path(weights), "distilled")
-    except MissingWeightsError as err:
-        return "tiny", f"weights incomplete: {str(err).splitlines()[0]}"
-    return weights, None
+    reason = smoke_run_reason(Path(weights), "distilled", torch.cuda.is_available())
+    return ("tiny", reason) if reason else (weights, None)
 
 
 def _demo(server, out: Path) -> list[Path]:
