@@ -8,7 +8,10 @@ transformer loads in ``setup()`` (default ``distilled``; the other loads on firs
 ``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
 ``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224), ``GAMECRAFT_KEEP_BOTH`` — ``1``
 keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM),
-``GAMECRAFT_COMPILE`` — ``0`` runs the transformer eagerly (default on a GPU: compiled blocks, warmed up here).
+``GAMECRAFT_COMPILE`` — ``0`` runs the transformer eagerly (default on a GPU: compiled blocks, warmed up here),
+``GAMECRAFT_ATTENTION`` — attention kernel (default ``auto``: FlashAttention-3 when ``fa3-fwd`` imports, else
+cuDNN SDPA), ``GAMECRAFT_GPUS`` — GPUs to split every pass over (default: all visible; ``1`` = one GPU; with
+``tiny`` weights on a CPU, that many gloo processes, for tests). Multi-GPU runs keep NCCL's NVLink multicast off.
 
 Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
 world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
@@ -64,11 +67,12 @@ class Predictor(BasePredictor):
         if self.tiny:
             self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
         self.engine = _load_engine(weights, preload)
+        self.engine = _start_parallel(self.engine, weights, preload)
         try:
             self.costs = measure_costs(self.engine, *self.size)  # also the compilation warm-up
         except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
-            if not self.engine.config.compile:
-                raise
+            if not self.engine.config.compile or hasattr(self.engine, "runtime"):
+                raise  # (multi-GPU: the workers compiled too; GAMECRAFT_COMPILE=0 is the way out)
             from gamecraft.model.compile import uncompile_blocks
 
             log.exception("compiling the transformer failed; running it eagerly")
@@ -167,6 +171,11 @@ class Predictor(BasePredictor):
                                    "go_fast") from None
             raise
 
+    def healthcheck(self) -> bool:
+        """False once a multi-GPU worker has died (coglet then reports UNHEALTHY)."""
+        engine = getattr(self, "engine", None)
+        return getattr(engine, "healthy", True)
+
     def _clean_previous_outputs(self) -> None:
         """Outputs of the previous prediction were uploaded when it finished; don't let them pile up."""
         if self._last_output_dir is not None:
@@ -187,13 +196,15 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
         from gamecraft.random_weights import random_engine
 
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks)
+        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks,
+                             attention_backend=_attention_backend(cuda))
     if weights == "tiny":
         tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
         if not (tiny_dir / "gamecraft_models").is_dir():
             write_tiny_weights(tiny_dir)
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-        config = EngineConfig(tiny_dir, device="cuda", preload=preload, compile=compile_blocks) if cuda else \
+        config = EngineConfig(tiny_dir, device="cuda", preload=preload, compile=compile_blocks,
+                              attention_backend=_attention_backend(cuda)) if cuda else \
             EngineConfig.for_cpu(tiny_dir, preload=preload)
         return GameCraftEngine.load(config)
     weights_dir = Path(weights)
@@ -214,7 +225,57 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
                            "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
     return GameCraftEngine.load(EngineConfig(
         weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
-        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks))
+        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks,
+        attention_backend=_attention_backend(cuda)))
+
+
+def _attention_backend(cuda: bool) -> str:
+    from gamecraft.model.attention import ATTENTION_BACKENDS, fa3_available
+
+    choice = os.environ.get("GAMECRAFT_ATTENTION", "auto")
+    if choice == "auto":
+        return "fa3" if cuda and fa3_available() else "sdpa"
+    if choice not in ATTENTION_BACKENDS:
+        raise RuntimeError(f"GAMECRAFT_ATTENTION={choice!r}; expected auto or one of {', '.join(ATTENTION_BACKENDS)}")
+    return choice
+
+
+def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
+    """Wrap ``engine`` in a multi-GPU engine when several GPUs are to be used (``GAMECRAFT_GPUS``)."""
+    import dataclasses
+
+    import torch
+
+    from gamecraft.parallel import ParallelEngine, ParallelRuntime, WorkerSpec, check_world_size
+
+    cuda = torch.cuda.is_available()
+    default = torch.cuda.device_count() if cuda else 1
+    try:
+        world = int(os.environ.get("GAMECRAFT_GPUS", default))
+    except ValueError:
+        raise RuntimeError(f"GAMECRAFT_GPUS must be a number, got {os.environ['GAMECRAFT_GPUS']!r}") from None
+    if world <= 1:
+        return engine
+    if cuda and world > torch.cuda.device_count():
+        raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
+    if not cuda and weights != "tiny":
+        raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
+    check_world_size(world, engine.transformer_config.num_heads)
+    # NVLink multicast stays off: on shared hosts it can take every GPU of the machine down.
+    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    config = engine.config
+    if weights == "random":
+        spec = WorkerSpec("gamecraft.random_weights:random_engine", dict(
+            compile=config.compile, attention_backend=config.attention_backend, text=False))
+    else:
+        spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker",
+                          dict(config=dataclasses.replace(config, preload=preload)))
+    devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
+    log.info("starting %d GPU workers", world - 1)
+    runtime = ParallelRuntime.start(world, spec, engine.transformer_config.num_heads, devices=devices)
+    parallel = ParallelEngine(engine, runtime)
+    runtime.wait_ready()
+    return parallel
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,7 @@ class EngineConfig:
     one_transformer_on_gpu: bool = True
     compile: bool = False
     attention_backend: str = "sdpa"
+    fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
     cache_dir: Path | None = None
     layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
 
@@ -63,7 +64,7 @@ class EngineConfig:
 class GameCraftEngine:
     """Implements :class:`gamecraft.session.Engine`."""
 
-    def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders,
+    def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders | None,
                  transformer_config: TransformerConfig):
         self.config = config
         self.device = torch.device(config.device)
@@ -71,11 +72,12 @@ class GameCraftEngine:
         self.text_encoders = text
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
+        self.fast_attention_backend = config.fast_attention_backend or config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
         self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
         self._fast: dict[str, GameCraftTransformer] = {}  # variant -> fp8 twin sharing its other weights
         self._text_offload: list[PinnedOffload] = []
-        if config.text_offload and self.device.type != "cpu":
+        if text is not None and config.text_offload and self.device.type != "cpu":
             self._text_offload = [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
 
     @classmethod
@@ -93,6 +95,17 @@ class GameCraftEngine:
             engine.transformer(variant)
         log.info("engine ready in %.1fs (%s, transformer %s)", time.perf_counter() - start, config.device,
                  config.dtype)
+        return engine
+
+    @classmethod
+    def load_worker(cls, device: str, config: EngineConfig) -> "GameCraftEngine":
+        """A multi-GPU worker rank's engine on ``device``: VAE and transformers, no text encoders
+        (prompts are encoded on rank 0). A ``gamecraft.parallel.WorkerSpec`` factory."""
+        config = replace(config, device=device)
+        engine = cls(config, load_vae(Path(config.weights_dir), config.layout, device, config.vae_dtype), None,
+                     transformer_config(Path(config.weights_dir)))
+        for variant in config.preload:
+            engine.transformer(variant)
         return engine
 
     @property

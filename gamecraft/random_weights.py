@@ -87,10 +87,12 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
                   text_dtype: torch.dtype = torch.float16,
                   transformer_config: TransformerConfig | None = None, vae_config: VaeConfig = PRODUCTION_VAE,
                   llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
-                  compile: bool = False) -> GameCraftEngine:
+                  compile: bool = False, text: bool = True) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
+    ``text=False`` skips the text encoders (multi-GPU worker ranks; the same ``seed`` gives every
+    rank the same transformer and VAE). Also a ``gamecraft.parallel.WorkerSpec`` factory.
     """
     start = time.perf_counter()
     dev = torch.device(device)
@@ -105,9 +107,28 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     vae_model = build_model(vae_config).to_empty(device=dev).to(config.vae_dtype)  # meta -> device, no CPU copy
     _randomize_(vae_model, torch.Generator(dev).manual_seed(seed + 2))
     vae_model = vae_model.eval().requires_grad_(False)
-    text = random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config)
-    engine = GameCraftEngine(config, GameCraftVae(vae_model, vae_config), text, transformer_config)
+    encoders = random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config) \
+        if text else None
+    engine = GameCraftEngine(config, GameCraftVae(vae_model, vae_config), encoders, transformer_config)
     for variant in variants:
         engine.register_transformer(variant, transformer)
     log.info("random full-size engine on %s in %.1fs", device, time.perf_counter() - start)
     return engine
+
+
+TINY_LLM = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2)
+TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 max_position_embeddings=77)
+
+
+def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: TransformerConfig | None = None,
+                       text: bool = True) -> GameCraftEngine:
+    """:func:`random_engine` with tiny float32 models, for CPU tests and CPU smoke runs of the
+    benchmarks (also a ``gamecraft.parallel.WorkerSpec`` factory)."""
+    from gamecraft.tiny_weights import TINY_VAE
+
+    return random_engine(device=device, dtype=torch.float32, seed=seed, vae_dtype=torch.float32,
+                         text_dtype=torch.float32, text_offload=False,
+                         transformer_config=transformer_config or TransformerConfig.tiny(), vae_config=TINY_VAE,
+                         llm_config=TINY_LLM, clip_config=TINY_CLIP, text=text)

@@ -39,6 +39,7 @@ class Engine(Protocol):
     device: torch.device
     vae: GameCraftVae
     attention_backend: str
+    fast_attention_backend: str  # the kernel go_fast (``preset.fp8``) uses
 
     def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
 
@@ -123,6 +124,11 @@ class WorldSession:
             self._rope[frames] = rope_tables(frames, h, w, transformer.config, device=self.engine.device)
         return self._rope[frames]
 
+    def _attention_backend(self) -> str:
+        if self.preset.fp8:
+            return getattr(self.engine, "fast_attention_backend", self.engine.attention_backend)
+        return self.engine.attention_backend
+
     def generate_chunk(self, poses: ChunkPoses, label: str = "", noise: torch.Tensor | None = None,
                        on_step: Callable[[StepInfo], None] | None = None) -> ChunkResult:
         """Generate the next chunk along ``poses``; updates :attr:`state`. ``noise`` overrides the seeded noise."""
@@ -143,7 +149,7 @@ class WorldSession:
             latents = denoise_chunk(
                 transformer, noise.to(device), history, self.text, tokens, timesteps.to(device), sigmas,
                 preset.guidance_scale, step_cache_flags(preset.num_inference_steps, preset.step_cache),
-                rope=self._rope_for(frames, transformer), attention_backend=self.engine.attention_backend,
+                rope=self._rope_for(frames, transformer), attention_backend=self._attention_backend(),
                 on_step=on_step or log_steps(index, device))
             denoised = time.perf_counter()
             video = self.engine.vae.decode(latents)  # [1, 3, 33, H, W] in [0, 1]

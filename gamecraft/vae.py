@@ -29,7 +29,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
@@ -212,6 +212,9 @@ class GameCraftVae:
         self.model = model
         self.config = config
         self.tiling = tiling
+        # Decodes a list of latent tiles (see decode_tile); None: one after another here. The
+        # multi-GPU engine (gamecraft.parallel) sets it to spread the tiles over the GPUs.
+        self.tile_decoder: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -220,6 +223,10 @@ class GameCraftVae:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.quant_conv.weight.dtype
+
+    def autocast(self):
+        """The reference's fp16 autocast for the VAE (nothing in float32)."""
+        return self._autocast()
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -316,9 +323,24 @@ class GameCraftVae:
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.sample_size * TILE_OVERLAP)
         keep = self.config.sample_size - blend
-        rows = [[self.model.decoder(self.model.post_quant_conv(z[..., i:i + tile, j:j + tile]))
-                 for j in range(0, z.shape[-1], stride)] for i in range(0, z.shape[-2], stride)]
+        grid = [[z[..., i:i + tile, j:j + tile] for j in range(0, z.shape[-1], stride)]
+                for i in range(0, z.shape[-2], stride)]
+        flat = [t for row in grid for t in row]
+        decoded = self.tile_decoder(flat) if self.tile_decoder is not None else [self.decode_tile(t) for t in flat]
+        columns = len(grid[0])
+        rows = [decoded[r * columns:(r + 1) * columns] for r in range(len(grid))]
         return _blend_tiles(rows, blend, keep)
+
+    def decode_tile(self, z: torch.Tensor) -> torch.Tensor:
+        """One unscaled latent tile [B, C, T', h, w] → decoder output [B, 3, 1 + 4(T'−1), 8h, 8w]
+        (call inside :meth:`autocast`)."""
+        return self.model.decoder(self.model.post_quant_conv(z))
+
+    def decoded_tile_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape :meth:`decode_tile` returns for a latent tile of ``shape``."""
+        batch, _, frames, h, w = shape
+        ratio = self.config.spatial_compression_ratio
+        return (batch, 3, 1 + self.config.time_compression_ratio * (frames - 1), h * ratio, w * ratio)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion latents ``[B, C, N, h, w]`` → frames ``[B, 3, 1 + 4(N−1), 8h, 8w]`` float32 in [0, 1].

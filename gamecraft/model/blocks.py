@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .attention import joint_attention
+from .attention import HeadParallel, joint_attention
 from .layers import MLP, RMSNorm, gated, layer_norm, modulate
 from .rope import apply_rope
 
@@ -56,9 +56,10 @@ class DoubleStreamBlock(nn.Module):
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor,
                 rope: tuple[torch.Tensor, torch.Tensor], text_lengths: Sequence[int],
-                attention_backend: str = "sdpa") -> tuple[torch.Tensor, torch.Tensor]:
+                attention_backend: str = "sdpa", sp: HeadParallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """img [B, N, hidden], txt [B, L, hidden] (float32 streams), vec [B, hidden],
-        rope = (cos, sin) [N, head_dim]. Returns the updated (img, txt)."""
+        rope = (cos, sin) [N, head_dim]; with ``sp``, N is this rank's image-token shard.
+        Returns the updated (img, txt)."""
         dtype = self.img_mod.linear.weight.dtype  # compute dtype (not a quantized layer: see fp8.py)
         img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
         txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
@@ -75,7 +76,7 @@ class DoubleStreamBlock(nn.Module):
 
         attn = joint_attention(torch.cat((img_q, txt_q), dim=1), torch.cat((img_k, txt_k), dim=1),
                                torch.cat((img_v, txt_v), dim=1), img.shape[1], text_lengths,
-                               attention_backend)
+                               attention_backend, sp)
         img_attn, txt_attn = attn[:, : img.shape[1]], attn[:, img.shape[1]:]
 
         img = img + gated(self.img_attn_proj(img_attn), img_gate1)
@@ -104,8 +105,9 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, img_len: int,
                 rope: tuple[torch.Tensor, torch.Tensor], text_lengths: Sequence[int],
-                attention_backend: str = "sdpa") -> torch.Tensor:
-        """x [B, img_len + L, hidden] float32 stream, vec [B, hidden]. Returns updated x."""
+                attention_backend: str = "sdpa", sp: HeadParallel | None = None) -> torch.Tensor:
+        """x [B, img_len + L, hidden] float32 stream, vec [B, hidden]; with ``sp``, img_len is this
+        rank's image-token shard. Returns updated x."""
         dtype = self.modulation.linear.weight.dtype  # compute dtype (not a quantized layer: see fp8.py)
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale).to(dtype)).split(
@@ -115,6 +117,6 @@ class SingleStreamBlock(nn.Module):
         k = self.k_norm(k)
         q = torch.cat((apply_rope(q[:, :img_len], *rope), q[:, img_len:]), dim=1)
         k = torch.cat((apply_rope(k[:, :img_len], *rope), k[:, img_len:]), dim=1)
-        attn = joint_attention(q, k, v, img_len, text_lengths, attention_backend)
+        attn = joint_attention(q, k, v, img_len, text_lengths, attention_backend, sp)
         out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=-1))
         return x + gated(out, gate)

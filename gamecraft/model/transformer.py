@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn as nn
 
-from .attention import check_backend, text_lengths_from_mask
+from .attention import HeadParallel, check_backend, text_lengths_from_mask
 from .blocks import DoubleStreamBlock, SingleStreamBlock
 from .cameranet import CameraNet, camera_tokens
 from .config import TransformerConfig
@@ -24,6 +24,14 @@ FLOAT32_PARAMETER_PREFIXES: tuple[str, ...] = ("final_layer.linear.", "camera_ne
 def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     """Storage dtype of parameter ``name`` in a model built for compute dtype ``dtype``."""
     return torch.float32 if name.startswith(FLOAT32_PARAMETER_PREFIXES) else dtype
+
+
+class TokenParallel(HeadParallel, Protocol):
+    """A sequence-parallel group as the transformer uses it (``gamecraft.parallel.ulysses``)."""
+
+    def token_slice(self, total: int) -> slice: ...
+
+    def gather_tokens(self, x: torch.Tensor, total: int) -> torch.Tensor: ...
 
 
 @dataclass
@@ -99,6 +107,7 @@ class GameCraftTransformer(nn.Module):
         cache: StepCache | None = None,
         use_cache: bool = False,
         attention_backend: str = "sdpa",
+        sp: TokenParallel | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
@@ -115,6 +124,9 @@ class GameCraftTransformer(nn.Module):
             cache: filled with the last single block's input on a full pass; with ``use_cache``
                 its features are reused instead of running the blocks (new ``t`` still applies).
             attention_backend: see :data:`gamecraft.model.attention.AttentionBackend`.
+            sp: a sequence-parallel group: this rank runs the blocks on its shard of the image tokens
+                (``sp.token_slice``) and the result is gathered before the return; ``cache`` then
+                holds the shard.
 
         Returns:
             [B, out_channels, T, h, w] velocity, in the final linear's dtype (float32).
@@ -131,37 +143,48 @@ class GameCraftTransformer(nn.Module):
         if text_lengths is None:
             text_lengths = text_lengths_from_mask(text_mask)
 
+        local = sp.token_slice(img_len) if sp is not None else slice(0, img_len)
+        local_len = local.stop - local.start
+        if sp is not None:
+            rope = (rope[0][local], rope[1][local])
+
         vec = self.time_in(t) + self.vector_in(text_states_2)
         if use_cache:
             if cache is None or cache.features is None:
                 raise ValueError("use_cache=True needs a StepCache filled by a previous full pass")
-            if cache.features.shape[:2] != (x.shape[0], img_len + text_states.shape[1]):
+            if cache.features.shape[:2] != (x.shape[0], local_len + text_states.shape[1]):
                 raise ValueError(f"cached features {tuple(cache.features.shape)} do not fit this input")
-            stream = self.single_blocks[-1](cache.features, vec, img_len, rope, text_lengths, attention_backend)
+            stream = self.single_blocks[-1](cache.features, vec, local_len, rope, text_lengths, attention_backend, sp)
         else:
             stream = self._run_blocks(x, t, text_states, text_mask, vec, cam_latents, camera_tokens,
-                                      rope, text_lengths, cache, attention_backend)
-        out = self.final_layer(stream[:, :img_len], vec)
+                                      rope, text_lengths, cache, attention_backend, local, sp)
+        out = self.final_layer(stream[:, :local_len], vec)
+        if sp is not None:
+            out = sp.gather_tokens(out, img_len)
         return self.unpatchify(out, grid)
 
     def _run_blocks(self, x, t, text_states, text_mask, vec, cam_latents, camera_tokens, rope,
-                    text_lengths, cache, attention_backend) -> torch.Tensor:
-        """Embeddings, double and single blocks. Returns the stream [B, img + L, hidden] (float32)."""
+                    text_lengths, cache, attention_backend, local: slice, sp) -> torch.Tensor:
+        """Embeddings, double and single blocks on the image tokens ``local``.
+
+        Returns the stream [B, local image tokens + L, hidden] (float32)."""
         if camera_tokens is None:
             if cam_latents is None:
                 raise ValueError("pass cam_latents or camera_tokens")
             camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
         img = self.img_in(x).float() + camera_tokens.float()
+        if sp is not None:
+            img = img[:, local]
         txt = self.txt_in(text_states, t, text_mask, text_lengths, attention_backend).float()
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend)
+            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend, sp)
         img_len = img.shape[1]
         stream = torch.cat((img, txt), dim=1)
         last = len(self.single_blocks) - 1
         for index, block in enumerate(self.single_blocks):
             if index == last and cache is not None:
                 cache.features = stream
-            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend)
+            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend, sp)
         return stream
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

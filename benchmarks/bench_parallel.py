@@ -1,0 +1,209 @@
+"""Multi-GPU suite (issue 8): per-pass and per-chunk latency on 1..N GPUs, and agreement with one GPU.
+
+Full-size random weights on every rank (``gamecraft.random_weights``, same seed ⇒ same weights). Rank
+0's engine is built once; for each world size a ``ParallelRuntime`` is started, measured and closed:
+
+* passes (batch 1 at 10 and 18 latent frames, batch 2 at 18, the fp8 twin at 18) — and, for the
+  18-frame passes, relative L2 / max abs against the same pass on GPU 0 alone;
+* chunks through ``WorldSession`` (distilled later/first, exact and go_fast; the full preset from a
+  short run plus one cached step, extrapolated to its 50 steps: 35 full + 15 cached).
+
+    python benchmarks/bench_parallel.py --out $OUT --gpus 4 2
+    python benchmarks/bench_parallel.py --tiny --gpus 2 --out /tmp/par     # CPU (gloo) smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gamecraft.actions import single  # noqa: E402
+from gamecraft.camera import chunk_poses  # noqa: E402
+from gamecraft.model.attention import fa3_available  # noqa: E402
+from gamecraft.model.transformer import StepCache  # noqa: E402
+from gamecraft.parallel import ParallelEngine, ParallelRuntime, WorkerSpec  # noqa: E402
+from gamecraft.presets import resolve_preset  # noqa: E402
+from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
+from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
+
+
+def timed(fn):
+    sync()
+    begin = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - begin, out
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.rows: list[dict] = []
+        self.start = time.perf_counter()
+        if args.tiny:
+            from gamecraft.random_weights import tiny_random_engine
+            from tests.test_parallel import CONFIG
+
+            self.local = tiny_random_engine(transformer_config=CONFIG)
+            self.spec = WorkerSpec("gamecraft.random_weights:tiny_random_engine",
+                                   dict(transformer_config=CONFIG, text=False))
+            self.size, self.devices = (160, 224), ["cpu"] * 8
+        else:
+            from gamecraft.random_weights import random_engine
+
+            backend = "fa3" if fa3_available() else "sdpa"
+            self.local = random_engine(device="cuda:0", compile=args.compile, attention_backend=backend)
+            self.spec = WorkerSpec("gamecraft.random_weights:random_engine",
+                                   dict(compile=args.compile, attention_backend=backend, text=False))
+            self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        self.record(dict(kind="setup", rank0_engine_s=round(time.perf_counter() - self.start, 1),
+                         attention=self.local.attention_backend, compile=args.compile))
+        self.reference: dict[tuple, torch.Tensor] = {}
+
+    def record(self, row: dict) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - self.start, 1)
+        self.rows.append(row)
+        print(row, flush=True)
+        (self.args.out / "bench_parallel_rows.json").write_text(json.dumps(self.rows, indent=1))
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.start > self.args.budget_s
+
+    # -- passes ----------------------------------------------------------------------------------
+    def inputs(self, rows: int, frames: int):
+        height, width = self.size
+        g = torch.Generator().manual_seed(frames * 10 + rows)
+        device = self.local.device
+        model = self.local.transformer("distilled")
+        text = self.local.encode_text("a village street", "blurry", guidance=rows == 2)
+        x = torch.randn(rows, 2 * LATENT_CHANNELS + 1, frames, height // 8, width // 8, generator=g)
+        cam = torch.randn(rows, 33, 6, height, width, generator=g).to(device)
+        with torch.no_grad():
+            tokens = model.camera_tokens(cam, frames)
+        return dict(x=x.to(device, model.dtype), t=torch.full((rows,), 900.0, device=device),
+                    text_states=text.states, text_mask=text.mask, text_states_2=text.pooled,
+                    camera_tokens=tokens, text_lengths=text.lengths)
+
+    def single_gpu_reference(self) -> None:
+        for rows, frames in ((1, 18), (2, 18)):
+            inp = self.inputs(rows, frames)
+            model = self.local.transformer("distilled")
+            with torch.no_grad():
+                model(**inp, attention_backend=self.local.attention_backend)  # compile warm-up
+                seconds, out = timed(lambda: model(**inp, attention_backend=self.local.attention_backend))
+            self.reference[(rows, frames)] = out.float().cpu()
+            self.record(dict(kind="pass", gpus=1, rows=rows, frames=frames, variant="exact", seconds=round(seconds, 3)))
+
+    def passes(self, engine, world: int) -> None:
+        cases = [(1, 10, False), (1, 18, False), (2, 18, False), (1, 18, True)]
+        for rows, frames, fast in cases:
+            inp = self.inputs(rows, frames)
+            model = engine.transformer("distilled", fast=fast)
+            backend = self.local.fast_attention_backend if fast else self.local.attention_backend
+            with torch.no_grad():
+                first, _ = timed(lambda: model(**inp, attention_backend=backend))
+                seconds, out = timed(lambda: model(**inp, attention_backend=backend))
+            row = dict(kind="pass", gpus=world, rows=rows, frames=frames, variant="go_fast" if fast else "exact",
+                       first_call_s=round(first, 2), seconds=round(seconds, 3))
+            ref = self.reference.get((rows, frames))
+            if ref is not None:
+                row |= dict(rel_l2_vs_1gpu=round(rel_l2(out.cpu(), ref), 6),
+                            max_abs_vs_1gpu=round(float((out.float().cpu() - ref).abs().max()), 5))
+            if rows == 2 and not fast:
+                cache = StepCache()
+                with torch.no_grad():
+                    model(**inp, cache=cache, attention_backend=backend)
+                    row["cached_pass_s"] = round(timed(lambda: model(**inp, cache=cache, use_cache=True,
+                                                                    attention_backend=backend))[0], 3)
+            self.record(row)
+
+    # -- chunks ----------------------------------------------------------------------------------
+    def chunks(self, engine, world: int) -> None:
+        height, width = self.size
+        h, w = height // 8, width // 8
+        cached = next((r["cached_pass_s"] for r in reversed(self.rows)
+                       if r.get("gpus") == world and "cached_pass_s" in r), None)
+        for spec in self.args.chunks:
+            preset_name, which = spec.split("-")
+            history_frames = 1 if which == "first" else 9
+            history = chunk_noise(99, 0, (1, LATENT_CHANNELS, history_frames, h, w))
+            noise = chunk_noise(7, 1, (1, LATENT_CHANNELS, history_frames + 9, h, w))
+            for fast in (False, True) if preset_name == "distilled" and which == "later" else (False,):
+                if self.over_budget():
+                    self.record(dict(kind="chunk", gpus=world, chunk=spec, skipped="time budget"))
+                    continue
+                steps = self.args.full_steps if preset_name == "full" else None
+                preset = resolve_preset(preset_name, steps, fp8=fast)
+                session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history,
+                                             ref_latents=history[:, :, -1:])
+                seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w",
+                                                                       noise=noise))
+                row = dict(kind="chunk", gpus=world, chunk=spec, go_fast=fast, steps=preset.num_inference_steps,
+                           seconds=round(seconds, 2), denoise_s=round(result.seconds_denoise, 2),
+                           decode_s=round(result.seconds_decode, 2))
+                if preset_name == "full" and cached is not None:
+                    per_step = result.seconds_denoise / preset.num_inference_steps
+                    row["estimate_50_steps_s"] = round(35 * per_step + 15 * cached + seconds - result.seconds_denoise, 1)
+                self.record(row)
+
+    def world(self, world: int) -> None:
+        begin = time.perf_counter()
+        runtime = ParallelRuntime.start(world, self.spec, self.local.transformer_config.num_heads,
+                                        devices=self.devices[:world], timeout_s=600)
+        engine = ParallelEngine(self.local, runtime)
+        try:
+            runtime.wait_ready()
+            self.record(dict(kind="start", gpus=world, seconds=round(time.perf_counter() - begin, 1)))
+            self.passes(engine, world)
+            self.chunks(engine, world)
+        finally:
+            engine.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--gpus", type=int, nargs="+", default=[4, 2])
+    parser.add_argument("--chunks", nargs="*", default=["distilled-later", "distilled-first", "full-later"])
+    parser.add_argument("--full-steps", type=int, default=2)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    suite = Suite(args)
+    suite.single_gpu_reference()
+    for world in args.gpus:
+        suite.world(world)
+    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
+               card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+               gpus=torch.cuda.device_count(), size=suite.size, total_s=round(time.perf_counter() - suite.start, 1),
+               peak_gib_rank0=round(torch.cuda.max_memory_allocated(0) / 2**30, 1) if torch.cuda.is_available() else None)
+    (args.out / "bench_parallel.json").write_text(json.dumps(dict(environment=env, rows=suite.rows), indent=2))
+    print(json.dumps(env))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

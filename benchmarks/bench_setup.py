@@ -1,0 +1,430 @@
+"""Predictor.setup() from the local safetensors cache (issue 7; target: <= 90 s on one H100/H200).
+
+1. **Prepare** (timed, not measured): a weights directory in the official layout with random weights
+   at full size and in the real containers: LLaVA-Llama-3-8B's language model (fp16, 4 shards + index,
+   ``language_model.model.*``), CLIP-L's text model (fp32), the VAE ``.pt`` (fp32, ``vae.*``, production
+   config), the production ``transformer_config.json`` and the distilled transformer's safetensors cache
+   (bf16) beside a *sparse placeholder* ``.pt``. Tensors are views into one random pool per dtype,
+   so RAM stays ~1 GB. The vision towers / LM head are not written: the loaders never read them.
+2. **Measure** in fresh subprocesses (nothing pre-warmed; page cache dropped first with
+   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``predict._load_engine`` configures it
+   (split into VAE / text encoders / transformer), the warm-up ``measure_costs`` that ``setup()`` runs
+   (it compiles the blocks on CUDA), peak GPU memory. ``--repeat-compile`` runs a second time with the
+   inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run.
+
+    python benchmarks/bench_setup.py --dir /data/bench-setup --out $OUT --drop-caches --repeat-compile
+    python benchmarks/bench_setup.py --tiny --out /tmp/bs          # CPU smoke test, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROCESS_START = time.perf_counter()  # the measured import time includes torch's
+
+import torch  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+CACHE_SUBDIR = ".safetensors-cache"  # predict._load_engine's EngineConfig.cache_dir
+MARKER = "bench_setup_prepared.json"
+GIB = 2**30
+
+
+def log(message: str) -> None:
+    print(f"[bench_setup {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- prepare -----------------------------------------------------------------------------------
+def random_views(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, torch.dtype], seed: int):
+    """``{name: tensor}`` whose tensors are views into one random pool per dtype (N(0, 0.02)), at
+    different offsets: nothing is materialised per tensor, so writing 25 GB needs ~1 GB of RAM. (Bytes
+    repeat only ~1 GB apart: no compressing filesystem or readahead gains from that.)"""
+    pools: dict[torch.dtype, torch.Tensor] = {}
+    generator = torch.Generator().manual_seed(seed)
+    for dtype in set(dtypes.values()):
+        largest = max(torch.Size(shapes[n]).numel() for n in shapes if dtypes[n] == dtype)
+        pools[dtype] = (torch.randn(largest + 2**20, generator=generator) * 0.02).to(dtype)
+    views = {}
+    for i, name in enumerate(shapes):
+        pool, numel = pools[dtypes[name]], torch.Size(shapes[name]).numel()
+        offset = (i * 104_729) % (pool.numel() - numel + 1)
+        views[name] = pool[offset:offset + numel].view(shapes[name])
+    return views
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def resize_text_config(folder: Path, sizes: dict, **top) -> dict:
+    """Update ``config.json``'s ``text_config`` with ``sizes`` (and top-level ``top``); returns it."""
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"].update(sizes)
+    config.update(top)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return config["text_config"]
+
+
+def write_llm(folder: Path, sizes: dict, shards: int) -> int:
+    """LLaVA's language model as ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
+    (the real download's container; fp16, ``language_model.model.*``) at ``sizes``."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from gamecraft.model.loading import write_safetensors
+    from gamecraft.tiny_weights import _meta_shapes
+
+    text_config = resize_text_config(folder, sizes, torch_dtype="float16")
+    shapes = {f"language_model.model.{k}": v
+              for k, v in _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config))).items()}
+    tensors = random_views(shapes, dict.fromkeys(shapes, torch.float16), seed=20)
+    total, done, weight_map = nbytes(tensors), 0, {}
+    for name, tensor in tensors.items():  # contiguous groups of ~total / shards bytes
+        weight_map[name] = f"model-{min(done * shards // total, shards - 1) + 1:05d}-of-{shards:05d}.safetensors"
+        done += tensor.numel() * tensor.element_size()
+    for shard in sorted(set(weight_map.values())):
+        write_safetensors(folder / shard, {k: tensors[k] for k, v in weight_map.items() if v == shard},
+                          {"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (folder / "model.safetensors").unlink(missing_ok=True)  # the index names the shards now
+    return total
+
+
+def write_clip_text(folder: Path, sizes: dict) -> int:
+    """CLIP's ``model.safetensors`` (fp32 like the real one) holding the text model at ``sizes``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from gamecraft.model.loading import write_safetensors
+    from gamecraft.tiny_weights import _meta_shapes, _prefixed
+
+    text_config = resize_text_config(folder, sizes, **({"projection_dim": sizes["projection_dim"]} if sizes else {}))
+    text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
+    hidden = text_config["hidden_size"]
+    shapes = {**_prefixed(text, "text_model.", "text_model."), "text_projection.weight": (hidden, hidden)}
+    tensors = random_views(shapes, dict.fromkeys(shapes, torch.float32), seed=30)
+    write_safetensors(folder / "model.safetensors", tensors, {"format": "pt"})
+    return nbytes(tensors)
+
+
+def write_vae_pt(weights_dir: Path, config) -> int:
+    """The official VAE ``.pt`` (fp32, ``vae.*`` keys) + ``config.json``: tiny_weights.write_vae at ``config``."""
+    from gamecraft.tiny_weights import write_vae
+    from gamecraft.weights import DEFAULT_LAYOUT
+
+    path = weights_dir / DEFAULT_LAYOUT.vae_weights
+    write_vae(path, weights_dir / DEFAULT_LAYOUT.vae_config, config, torch.Generator().manual_seed(1))
+    return path.stat().st_size
+
+
+def write_transformer_cache(weights_dir: Path, config) -> int:
+    """The distilled transformer's safetensors cache (bf16, fp32 policy params) + its placeholder .pt.
+
+    We measure the *cached* path (every setup() after the first): the 25 GB ``.pt`` is never read, so
+    it is a sparse file (``os.truncate``: its size, no disk blocks). It is created BEFORE the cache:
+    ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and whose
+    metadata (``_source_fingerprint``: name, size, key) matches it."""
+    from gamecraft.model import GameCraftTransformer
+    from gamecraft.model.loading import _source_fingerprint, cache_path_for, write_safetensors
+    from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE
+
+    (weights_dir / TRANSFORMER_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (weights_dir / TRANSFORMER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    (weights_dir / DEFAULT_LAYOUT.transformer_full).unlink(missing_ok=True)  # only "distilled" is preloaded
+    meta = GameCraftTransformer(config, dtype=torch.bfloat16, device="meta").state_dict()
+    tensors = random_views({k: tuple(v.shape) for k, v in meta.items()}, {k: v.dtype for k, v in meta.items()}, 10)
+    pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
+    pt.unlink(missing_ok=True)
+    pt.touch()
+    os.truncate(pt, nbytes(tensors) + 2**20)  # ~ torch.save's size; sparse: no blocks on disk
+    cache = cache_path_for(pt, weights_dir / CACHE_SUBDIR)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(cache, tensors, _source_fingerprint(pt, None))
+    return nbytes(tensors)
+
+
+def safetensors_header(path: Path) -> dict:
+    """A .safetensors file's JSON header (read directly: ``safe_open`` would mmap all 25 GB)."""
+    with open(path, "rb") as f:
+        return json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+
+
+def assert_cache_valid(weights_dir: Path, config) -> Path:
+    """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (the checks of
+    ``loading._read_cache`` and ``check_state_dict``): else it would read the sparse placeholder."""
+    from gamecraft.model.loading import _source_fingerprint, cache_path_for, expected_shapes
+    from gamecraft.weights import DEFAULT_LAYOUT
+
+    pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
+    cache = cache_path_for(pt, weights_dir / CACHE_SUBDIR)
+    if not cache.is_file() or cache.stat().st_mtime_ns < pt.stat().st_mtime_ns:
+        raise SystemExit(f"cache {cache} missing or older than {pt}: setup() would read the placeholder .pt")
+    header = safetensors_header(cache)
+    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    if header.get("__metadata__") != _source_fingerprint(pt, None) or shapes != expected_shapes(config):
+        raise SystemExit(f"cache {cache} does not match {pt} / the transformer config: it would be ignored")
+    return cache
+
+
+def prepare(weights_dir: Path, tiny: bool) -> dict:
+    """Write (or reuse, when the marker says the same sizes) the benchmark's weights directory."""
+    from gamecraft.model import TransformerConfig
+    from gamecraft.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
+    from gamecraft.tiny_weights import TINY_VAE
+    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout, write_tiny_weights
+
+    config = TransformerConfig.tiny() if tiny else TransformerConfig.production()
+    marker = weights_dir / MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("tiny") == tiny:
+        log(f"reusing the prepared weights in {weights_dir}")
+        info = json.loads(marker.read_text())
+    else:
+        need = 8 * 2**20 if tiny else 44 * 10**9  # 42.1 GB written + the inductor cache
+        if shutil.disk_usage(weights_dir).free < need:
+            raise SystemExit(f"{weights_dir}: need {need / 1e9:.0f} GB free, have "
+                             f"{shutil.disk_usage(weights_dir).free / 1e9:.0f} GB (pass --dir elsewhere)")
+        info = {"tiny": tiny, "components": {}}
+        start = time.perf_counter()
+        write_tiny_weights(weights_dir)  # tokenizers and configs (also used at tiny size)
+        steps = (("LLaVA language model", lambda: write_llm(weights_dir / L.llava_dir, {} if tiny else
+                  {**LLAMA3_8B, "head_dim": 128}, 2 if tiny else 4)),
+                 ("CLIP text model", lambda: write_clip_text(weights_dir / L.clip_dir, {} if tiny else CLIP_L_TEXT)),
+                 ("VAE", lambda: write_vae_pt(weights_dir, TINY_VAE if tiny else PRODUCTION_VAE)),
+                 ("transformer cache", lambda: write_transformer_cache(weights_dir, config)))
+        for what, step in steps:
+            begin = time.perf_counter()
+            size = step()
+            seconds = time.perf_counter() - begin
+            info["components"][what] = {"bytes": size, "seconds": round(seconds, 2)}
+            log(f"prepare: {what} {size / 1e9:.2f} GB in {seconds:.1f} s ({size / 1e9 / seconds:.2f} GB/s)")
+        os.sync()  # the data is on the disk, not only in dirty pages
+        info["prepare_s"] = round(time.perf_counter() - start, 1)
+        marker.write_text(json.dumps(info, indent=2))
+    check_layout(weights_dir, "distilled")
+    info["cache"] = str(assert_cache_valid(weights_dir, config))
+    return info
+
+
+def drop_page_cache(weights_dir: Path) -> str:
+    """Drop the page cache (needs root); otherwise evict the weight files with posix_fadvise."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "drop_caches"
+    except OSError as err:
+        log(f"warning: cannot write /proc/sys/vm/drop_caches ({err}); evicting the weight files with "
+            "posix_fadvise(DONTNEED) instead (libraries stay cached)")
+    for path in weights_dir.rglob("*"):
+        if path.is_file() and "inductor-cache" not in path.parts:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return "posix_fadvise"
+
+
+# -- measure (in a fresh subprocess) -----------------------------------------------------------
+def instrument(row: dict, sync) -> None:
+    """Time the engine's three loaders into ``row["components_s"]``; record whether the transformer
+    came from the safetensors cache, and refuse (loudly) to read the placeholder ``.pt``."""
+    import gamecraft.engine as engine_module
+    import gamecraft.model.loading as loading
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            begin = time.perf_counter()
+            result = fn(*a, **kw)
+            sync()
+            row["components_s"][name] = time.perf_counter() - begin
+            return result
+        return wrapper
+
+    for name in ("load_vae", "load_text_encoders", "load_transformer"):
+        setattr(engine_module, name, timed(name.removeprefix("load_"), getattr(engine_module, name)))
+    read_cache = loading._read_cache
+
+    def recording_read_cache(*a, **kw):
+        state_dict = read_cache(*a, **kw)
+        row["cache_used"] = row["cache_used"] or state_dict is not None
+        return state_dict
+
+    def refuse(path, *a, **kw):
+        raise RuntimeError(f"bench_setup: the safetensors cache was not used; refusing to read {path} (a placeholder)")
+
+    loading._read_cache, loading.read_official_checkpoint = recording_read_cache, refuse
+
+
+def measure(args) -> dict:
+    """What setup() does, timed: import, engine load (per component), warm-up, peak memory."""
+    import logging
+
+    from gamecraft.budget import measure_costs
+    from gamecraft.engine import EngineConfig, GameCraftEngine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    row = {"import_s": time.perf_counter() - PROCESS_START, "components_s": {}, "cache_used": False}
+    device, weights_dir, cache_dir = torch.device(args.device), Path(args.dir), Path(args.dir) / CACHE_SUBDIR
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    instrument(row, sync)
+    if cuda:  # predict._load_engine's configuration for a weights directory
+        config = EngineConfig(weights_dir, device=args.device, preload=("distilled",), cache_dir=cache_dir,
+                              one_transformer_on_gpu=True, compile=not args.no_compile)
+    else:
+        config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
+    begin = time.perf_counter()
+    engine = GameCraftEngine.load(config)
+    sync()
+    row["load_s"] = time.perf_counter() - begin
+    row["components_s"]["other"] = row["load_s"] - sum(row["components_s"].values())  # e.g. pinning
+    if cuda:
+        row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
+    begin = time.perf_counter()
+    costs = measure_costs(engine, *size)  # setup()'s warm-up (compiles the blocks when config.compile)
+    row["warmup_s"] = time.perf_counter() - begin
+    row.update(compile=config.compile, size=list(size), costs=vars(costs),
+               total_s=row["import_s"] + row["load_s"] + row["warmup_s"],
+               host_peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+               card=torch.cuda.get_device_name(device) if cuda else "cpu")
+    if cuda:
+        row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+        row["gpu_peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB
+    return row
+
+
+def run_child(args, run: int, inductor_dir: Path, result: Path) -> dict:
+    """One measurement in a fresh interpreter (its logs stream through); returns its row."""
+    flags = [flag for flag, on in (("--tiny", args.tiny), ("--no-compile", args.no_compile)) if on]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--dir", str(args.dir),
+               "--device", args.device, "--result", str(result), *flags]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir)}
+    begin = time.perf_counter()
+    subprocess.run(command, env=env, check=True, timeout=args.timeout_s)
+    row = json.loads(result.read_text())
+    row.update(run=run, inductor_cache="cold" if run == 1 else "warm (from run 1)",
+               wall_s=time.perf_counter() - begin)
+    return rounded(row)
+
+
+def rounded(value):
+    """``value`` with every float rounded to 3 decimals (nested dicts too)."""
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def read_rates(written: dict, seconds: dict) -> dict:
+    """GB/s of each loader (bytes it reads / its seconds, conversions and copies to the device included)."""
+    reads = {"vae": ["VAE"], "text_encoders": ["LLaVA language model", "CLIP text model"],
+             "transformer": ["transformer cache"]}
+    return {k: round(sum(written[w]["bytes"] for w in ws) / 1e9 / seconds[k], 2) for k, ws in reads.items()}
+
+
+def driver_version() -> str | None:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def summary(row: dict) -> str:
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in row["components_s"].items())
+    gpu = f", peak GPU {row['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in row else ""
+    return (f"run {row['run']} (inductor cache {row['inductor_cache']}, compile {row['compile']}): import "
+            f"{row['import_s']:.1f} s + load {row['load_s']:.1f} s ({parts}) + warm-up {row['warmup_s']:.1f} s = "
+            f"setup {row['total_s']:.1f} s{gpu}, host RSS {row['host_peak_rss_gib']:.1f} GiB, "
+            f"cache used {row['cache_used']}")
+
+
+def environment(weights_dir: Path) -> dict:
+    """Date, software, and where the weights live (filesystem type, free space, bytes on disk)."""
+    import diffusers
+    import transformers
+
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    resolved = str(weights_dir.resolve())
+    mount = max((m for m in mounts if resolved.startswith(m[1].rstrip("/") + "/") or resolved == m[1]),
+                key=lambda m: len(m[1]), default=["?", "?", "?"])
+    files = [p for p in weights_dir.rglob("*") if p.is_file()]
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+            "diffusers": diffusers.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+            "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
+            "disk": {"dir": resolved, "device": mount[0], "mount": mount[1], "fstype": mount[2],
+                     "free_gb": round(shutil.disk_usage(weights_dir).free / 1e9, 1),
+                     "allocated_gb": round(sum(p.stat().st_blocks * 512 for p in files) / 1e9, 2),
+                     "apparent_gb": round(sum(p.stat().st_size for p in files) / 1e9, 2)}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, help="weights directory to write/reuse (default: a temp dir under /tmp, "
+                                                 "deleted at the end)")
+    parser.add_argument("--out", type=Path, help="write OUT/bench_setup.json")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (tests the script)")
+    parser.add_argument("--device", help="default: cuda, or cpu with --tiny")
+    parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each run")
+    parser.add_argument("--repeat-compile", action="store_true", help="a 2nd run with the inductor cache warm")
+    parser.add_argument("--no-compile", action="store_true", help="eager transformer (GAMECRAFT_COMPILE=0)")
+    parser.add_argument("--timeout-s", type=float, default=600, help="per measurement run")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.device = args.device or ("cpu" if args.tiny else "cuda")
+    if args.child:
+        args.result.write_text(json.dumps(measure(args)))
+        return 0
+    temporary = args.dir is None
+    args.dir = Path(tempfile.mkdtemp(prefix="bench-setup-", dir="/tmp")) if temporary else args.dir
+    args.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = {"benchmark": "setup() from the local safetensors cache (issue 7)", "target_s": 90,
+                   "tiny": args.tiny, "device": args.device}
+        begin = time.perf_counter()
+        results["prepare"] = prepare(args.dir, args.tiny)
+        log(f"prepared in {time.perf_counter() - begin:.1f} s: {args.dir}")
+        results["environment"] = env = environment(args.dir)
+        if env["disk"]["fstype"] in ("tmpfs", "ramfs"):
+            log(f"warning: {args.dir} is on {env['disk']['fstype']}: reads may come from RAM, not a disk")
+        inductor_dir = args.dir / "inductor-cache"
+        shutil.rmtree(inductor_dir, ignore_errors=True)  # run 1 compiles from scratch
+        results["rows"] = []
+        for run in (1, 2) if args.repeat_compile else (1,):
+            begin = time.perf_counter()
+            env[f"page_cache_run{run}"] = drop_page_cache(args.dir) if args.drop_caches else "not dropped"
+            log(f"run {run}: page cache {env[f'page_cache_run{run}']} ({time.perf_counter() - begin:.1f} s)")
+            log(f"run {run}: measuring setup() in a fresh process")
+            row = run_child(args, run, inductor_dir, args.dir / f"run{run}.json")
+            row["effective_read_gb_per_s"] = read_rates(results["prepare"]["components"], row["components_s"])
+            results["rows"].append(row)
+            print(summary(row), flush=True)
+        env["card"], env["driver"] = results["rows"][0]["card"], driver_version()
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench_setup.json").write_text(json.dumps(results, indent=2))
+            log(f"wrote {args.out / 'bench_setup.json'}")
+    finally:
+        if temporary:
+            shutil.rmtree(args.dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

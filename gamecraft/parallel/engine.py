@@ -1,0 +1,131 @@
+"""Rank 0's multi-GPU engine: the single-GPU engine's interface, with passes and VAE tiles split.
+
+:class:`ParallelEngine` wraps a :class:`gamecraft.engine.GameCraftEngine` (text encoders, VAE and
+transformers on GPU 0) and a :class:`ParallelRuntime`. ``transformer(variant, fast)`` returns a
+:class:`DistributedTransformer`, which the sampler calls exactly like the model: each call becomes one
+``forward`` command (inputs broadcast from rank 0, the pass split by guidance row and image tokens,
+every row gathered back). The VAE's tiled decode is spread over the ranks the same way. Everything
+else (prompt encoding, sessions, outputs) stays on rank 0, so only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from gamecraft.model.attention import text_lengths_from_mask
+from gamecraft.model.rope import rope_tables
+from gamecraft.model.transformer import StepCache
+
+from .passes import PassRunner, dtype_name
+from .runtime import ParallelRuntime
+
+
+def _meta(tensor: torch.Tensor) -> tuple[tuple[int, ...], str]:
+    return tuple(tensor.shape), dtype_name(tensor.dtype)
+
+
+class DistributedTransformer:
+    """Callable like ``GameCraftTransformer``; the pass runs on every rank of ``runtime``."""
+
+    def __init__(self, engine: "ParallelEngine", variant: str, fast: bool):
+        self._engine = engine
+        self.variant = variant
+        self.fast = fast
+        self.model = engine.local.transformer(variant, fast=fast)  # rank 0's copy
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        return self.model.camera_tokens(cam_latents, latent_frames)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                 text_states_2: torch.Tensor, *, cam_latents: torch.Tensor | None = None,
+                 camera_tokens: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 text_lengths: Sequence[int] | None = None, cache: StepCache | None = None, use_cache: bool = False,
+                 attention_backend: str = "sdpa") -> torch.Tensor:
+        """As ``GameCraftTransformer.forward``; camera tokens, RoPE tables and text lengths are made
+        here on rank 0 when not given (samplers pass them, computed once per chunk)."""
+        if camera_tokens is None:
+            if cam_latents is None:
+                raise ValueError("pass cam_latents or camera_tokens")
+            camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
+        if rope is None:
+            rope = rope_tables(*x.shape[2:], self.config, device=x.device)
+        if text_lengths is None:
+            text_lengths = text_lengths_from_mask(text_mask)
+        return self._engine.forward(self, dict(
+            x=x, t=t.float(), text_states=text_states, text_mask=text_mask, text_states_2=text_states_2),
+            camera_tokens, rope, list(text_lengths), cache, use_cache, attention_backend)
+
+
+class ParallelEngine:
+    """The :class:`gamecraft.session.Engine` interface over several GPUs (see the module docstring)."""
+
+    def __init__(self, local, runtime: ParallelRuntime):
+        self.local = local
+        self.runtime = runtime
+        runtime.attach(local)
+        self._sent_camera: torch.Tensor | None = None
+        self._sent_rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache_owner: StepCache | None = None
+        local.vae.tile_decoder = self._decode_tiles
+
+    def __getattr__(self, name):  # device, vae, config, attention backends, encode_text, ...
+        return getattr(self.local, name)
+
+    @property
+    def world_size(self) -> int:
+        return self.runtime.world_size
+
+    @property
+    def healthy(self) -> bool:
+        return self.runtime.healthy
+
+    def transformer(self, variant: str, fast: bool = False) -> DistributedTransformer:
+        return DistributedTransformer(self, variant, fast)
+
+    def forward(self, model: DistributedTransformer, tensors: dict[str, torch.Tensor], camera_tokens: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor], text_lengths: list[int], cache: StepCache | None,
+                use_cache: bool, backend: str) -> torch.Tensor:
+        new_camera = camera_tokens is not self._sent_camera
+        new_rope = self._sent_rope is None or any(a is not b for a, b in zip(rope, self._sent_rope))
+        if cache is None:
+            cache_op = "none"
+        elif cache is not self._cache_owner:
+            cache_op = "reset"
+        else:
+            cache_op = "keep"
+        if new_camera:
+            tensors["camera_tokens"] = camera_tokens
+        if new_rope:
+            tensors["rope_cos"], tensors["rope_sin"] = rope
+        meta = dict(variant=model.variant, fast=model.fast, backend=backend, text_lengths=text_lengths,
+                    use_cache=use_cache, cache=cache_op, new_camera=new_camera, new_rope=new_rope,
+                    shapes={name: _meta(value) for name, value in tensors.items()})
+        tensors = {name: value.contiguous() for name, value in tensors.items()}
+        out = self.runtime.command("forward", meta, tensors)
+        # Remember what the workers hold only once the call went through.
+        self._sent_camera, self._sent_rope, self._cache_owner = camera_tokens, rope, cache
+        return out
+
+    def _decode_tiles(self, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
+        vae = self.local.vae
+        tiles = [tile.contiguous() for tile in tiles]
+        meta = dict(tiles=[_meta(tile) for tile in tiles],
+                    outputs=[(vae.decoded_tile_shape(tile.shape), dtype_name(vae.dtype)) for tile in tiles])
+        return self.runtime.command("decode_tiles", meta, tiles)
+
+    def close(self) -> None:
+        self.local.vae.tile_decoder = None
+        self.runtime.close()
+
+
+__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner"]

@@ -1,0 +1,148 @@
+"""What every rank executes for one command: a split transformer pass, or a share of the VAE tiles.
+
+The same code runs on rank 0 (inside the predictor, driven by :mod:`gamecraft.parallel.engine`) and on
+the worker ranks (driven by :mod:`gamecraft.parallel.runtime`), so every rank issues the same
+collectives in the same order. Rank 0 announces each command with its metadata (shapes, dtypes, text
+lengths, flags); the tensors then follow as broadcasts from rank 0 in a fixed order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from gamecraft.model.transformer import StepCache
+
+from .layout import ParallelLayout, choose_layout
+from .ulysses import SequenceParallel
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"not a torch dtype: {name!r}")
+    return dtype
+
+
+@dataclass
+class Groups:
+    """Process groups made once at start-up (every rank creates every group, in the same order)."""
+
+    command: object  # gloo group for the small command objects
+    sp: dict[ParallelLayout, SequenceParallel | None]  # this rank's sequence-parallel group per layout
+
+
+def make_groups(world_size: int, rank: int, num_heads: int) -> Groups:
+    command = dist.new_group(list(range(world_size)), backend="gloo")
+    sp: dict[ParallelLayout, SequenceParallel | None] = {}
+    for rows in (1, 2):
+        try:
+            layout = choose_layout(world_size, rows, num_heads)
+        except ValueError:
+            continue
+        if layout in sp:
+            continue
+        mine = None
+        for ranks in layout.sp_groups():
+            group = dist.new_group(ranks) if layout.sp_degree > 1 else None
+            if rank in ranks and group is not None:
+                mine = SequenceParallel(group, ranks.index(rank), layout.sp_degree)
+        sp[layout] = mine
+    return Groups(command, sp)
+
+
+class PassRunner:
+    """One rank's side of the split passes; holds the camera/rope tensors and the step cache between
+    passes of a chunk."""
+
+    TENSORS = ("x", "t", "text_states", "text_mask", "text_states_2")
+
+    def __init__(self, engine, groups: Groups, rank: int, world_size: int):
+        self.engine = engine
+        self.groups = groups
+        self.rank = rank
+        self.world_size = world_size
+        self.device = torch.device(engine.device)
+        self.camera_tokens: torch.Tensor | None = None
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.cache: StepCache | None = None
+
+    def _broadcast(self, tensor: torch.Tensor | None, shape, dtype: str) -> torch.Tensor:
+        if self.rank != 0:
+            tensor = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
+        dist.broadcast(tensor, src=0)
+        return tensor
+
+    def forward(self, meta: dict, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One transformer pass, split by the layout for its row count; every rank returns all rows.
+
+        ``meta`` (from rank 0): variant, fast, backend, text_lengths, use_cache, cache ("keep" |
+        "reset" | "none"), new_camera, new_rope and ``shapes`` {name: (shape, dtype)}; ``tensors``
+        only on rank 0.
+        """
+        tensors = tensors or {}
+        shapes = meta["shapes"]
+        args = {name: self._broadcast(tensors.get(name), *shapes[name]) for name in self.TENSORS}
+        if meta["new_camera"]:
+            self.camera_tokens = self._broadcast(tensors.get("camera_tokens"), *shapes["camera_tokens"])
+        if meta["new_rope"]:
+            self.rope = (self._broadcast(tensors.get("rope_cos"), *shapes["rope_cos"]),
+                         self._broadcast(tensors.get("rope_sin"), *shapes["rope_sin"]))
+        if meta["cache"] == "reset":
+            self.cache = StepCache()
+        elif meta["cache"] == "none":
+            self.cache = None
+        model = self.engine.transformer(meta["variant"], fast=meta["fast"])
+        rows = args["x"].shape[0]
+        layout = choose_layout(self.world_size, rows, model.config.num_heads)
+        sp = self.groups.sp[layout]
+        text_lengths = list(meta["text_lengths"])
+        camera = self.camera_tokens
+        if layout.cfg_degree == 2:  # this rank computes one guidance row
+            row = layout.cfg_index(self.rank)
+            args = {name: value[row:row + 1] for name, value in args.items()}
+            text_lengths = text_lengths[row:row + 1]
+            camera = camera[row:row + 1] if camera.shape[0] == rows else camera
+        with torch.no_grad():
+            out = model(args["x"], args["t"], args["text_states"], args["text_mask"], args["text_states_2"],
+                        camera_tokens=camera, rope=self.rope, text_lengths=text_lengths, cache=self.cache,
+                        use_cache=meta["use_cache"], attention_backend=meta["backend"], sp=sp)
+        if layout.cfg_degree == 2:
+            parts = [torch.empty_like(out) for _ in range(self.world_size)]
+            dist.all_gather(parts, out.contiguous())
+            out = torch.cat([parts[0], parts[layout.sp_degree]], dim=0)
+        return out
+
+    def decode_tiles(self, meta: dict, tiles: list[torch.Tensor] | None = None) -> list[torch.Tensor] | None:
+        """Decode the VAE tiles round-robin over the ranks; rank 0 gets every decoded tile back.
+
+        ``meta``: ``tiles`` [(shape, dtype)] of the latent tiles, ``outputs`` [(shape, dtype)] of the
+        decoded ones (both known to rank 0 from the tile grid).
+        """
+        vae = self.engine.vae
+        received = [self._broadcast(tiles[i] if tiles else None, shape, dtype)
+                    for i, (shape, dtype) in enumerate(meta["tiles"])]
+        decoded: list[torch.Tensor | None] = []
+        with torch.no_grad(), vae.autocast():
+            for index, tile in enumerate(received):
+                owner = index % self.world_size
+                shape, dtype = meta["outputs"][index]
+                if owner == self.rank:
+                    out = vae.decode_tile(tile).to(dtype_from_name(dtype)).contiguous()
+                elif self.rank == 0:
+                    out = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
+                else:
+                    out = None
+                if owner != 0:
+                    if self.rank == owner:
+                        dist.send(out, dst=0)
+                    elif self.rank == 0:
+                        dist.recv(out, src=owner)
+                decoded.append(out)
+        return decoded if self.rank == 0 else None

@@ -1,0 +1,283 @@
+"""Persistent worker processes, one per extra GPU, kept for the predictor's lifetime.
+
+``ParallelRuntime.start`` spawns ranks 1..N−1 (``torch.multiprocessing``, spawn), joins them in one
+process group with rank 0 (the calling process: NCCL on GPUs, gloo on CPUs) and creates the
+sequence-parallel groups. Each worker builds its own models with ``spec`` (transformers and VAE, no
+text encoders), reports ready, and then loops: receive a command from rank 0, run its share
+(:class:`gamecraft.parallel.passes.PassRunner`), repeat until ``stop``.
+
+Failure handling — never a hang:
+
+* rank 0 runs every distributed call on one dedicated thread; the caller waits for it while watching
+  the workers. A cancellation (coglet raises it in the main thread) therefore never interrupts a
+  pass half-way through its collectives: the pass finishes in the background and the next call waits
+  for it, so the ranks stay in step;
+* a monitor thread watches the worker processes; when one exits, the runtime is marked failed, the
+  process groups are aborted (so a blocked collective returns) and every later call raises
+  :class:`WorkerFailure` with the worker's exit code (``healthy`` is False from then on);
+* a worker whose command raises reports the error and exits, which is the case above;
+* collectives also carry a timeout (``timeout_s``).
+
+No signal handlers are installed (coglet uses SIGUSR1 for cancellation).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import importlib
+import logging
+import multiprocessing.connection
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .passes import Groups, PassRunner, make_groups
+
+log = logging.getLogger(__name__)
+
+
+class WorkerFailure(RuntimeError):
+    """A worker rank died or failed; the multi-GPU runtime cannot be used any more."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker builds its models: ``factory(device=..., **kwargs)`` → an engine-like object with
+    ``transformer(variant, fast)``, ``vae`` and ``device`` (see :class:`gamecraft.engine.GameCraftEngine`).
+
+    ``factory`` is a ``"module:function"`` path so the spec crosses the spawn boundary.
+    """
+
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, device: str):
+        module, _, path = self.factory.partition(":")
+        target = importlib.import_module(module)
+        for name in path.split("."):  # "module:Class.method" too
+            target = getattr(target, name)
+        return target(device=device, **self.kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _init(rank: int, world_size: int, init_method: str, backend: str, device: str, timeout_s: float) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    kwargs = dict(device_id=torch.device(device)) if backend == "nccl" else {}
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+
+
+def _worker_main(rank: int, world_size: int, init_method: str, backend: str, device: str, spec: WorkerSpec,
+                 num_heads: int, timeout_s: float, reports) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
+    try:
+        _init(rank, world_size, init_method, backend, device, timeout_s)
+        groups = make_groups(world_size, rank, num_heads)
+        runner = PassRunner(spec.build(device), groups, rank, world_size)
+        reports.put((rank, None))
+    except BaseException as err:  # noqa: BLE001 - reported to rank 0, then this rank exits
+        reports.put((rank, f"{type(err).__name__}: {err}"))
+        traceback.print_exc()
+        os._exit(1)
+    while True:
+        try:
+            command = [None]
+            dist.broadcast_object_list(command, src=0, group=groups.command)
+            op, meta = command[0]
+            if op == "stop":
+                break
+            getattr(runner, op)(meta)
+        except BaseException as err:  # noqa: BLE001 - the ranks are out of step now: leave
+            reports.put((rank, f"{type(err).__name__}: {err}"))
+            traceback.print_exc()
+            os._exit(1)
+    dist.destroy_process_group()
+
+
+class ParallelRuntime:
+    """Rank 0's handle on the worker ranks (see the module docstring)."""
+
+    def __init__(self, world_size: int, devices: list[str], backend: str, timeout_s: float):
+        self.world_size = world_size
+        self.devices = devices
+        self.backend = backend
+        self.timeout_s = timeout_s
+        self.runner: PassRunner | None = None
+        self.groups: Groups | None = None
+        self._processes: list[mp.Process] = []
+        self._reports = None
+        self._reports_lock = threading.Lock()
+        self._ready: set[int] = set()
+        self._errors: dict[int, str] = {}
+        self._failure: str | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gamecraft-rank0")
+        self._pending: concurrent.futures.Future | None = None
+        self._closed = False
+
+    # -- start-up ------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, world_size: int, spec: WorkerSpec, num_heads: int, devices: list[str] | None = None,
+              backend: str | None = None, timeout_s: float = 900.0) -> "ParallelRuntime":
+        """Spawn the workers and join the process group (returns before their models are built:
+        call :meth:`attach` with rank 0's engine, then :meth:`wait_ready`)."""
+        if world_size < 2:
+            raise ValueError("a parallel runtime needs at least 2 ranks")
+        devices = devices or [f"cuda:{i}" for i in range(world_size)]
+        if len(devices) != world_size:
+            raise ValueError(f"{len(devices)} devices for {world_size} ranks")
+        backend = backend or ("nccl" if devices[0].startswith("cuda") else "gloo")
+        runtime = cls(world_size, devices, backend, timeout_s)
+        init_method = f"tcp://127.0.0.1:{_free_port()}"
+        context = mp.get_context("spawn")
+        runtime._reports = context.Queue()
+        for rank in range(1, world_size):
+            process = context.Process(target=_worker_main, name=f"gamecraft-rank{rank}", daemon=True, args=(
+                rank, world_size, init_method, backend, devices[rank], spec, num_heads, timeout_s, runtime._reports))
+            process.start()
+            runtime._processes.append(process)
+        try:
+            runtime._call(lambda: runtime._join(init_method, num_heads), what="joining the process group")
+        except BaseException:
+            runtime.close()
+            raise
+        threading.Thread(target=runtime._watch, name="gamecraft-worker-monitor", daemon=True).start()
+        return runtime
+
+    def _join(self, init_method: str, num_heads: int) -> None:
+        _init(0, self.world_size, init_method, self.backend, self.devices[0], self.timeout_s)
+        self.groups = make_groups(self.world_size, 0, num_heads)
+
+    def attach(self, engine) -> None:
+        """Rank 0's own models (the predictor's engine)."""
+        self.runner = PassRunner(engine, self.groups, 0, self.world_size)
+
+    def wait_ready(self, timeout_s: float = 3600.0) -> None:
+        """Block until every worker has built its models; ``WorkerFailure`` if one fails or dies."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._ready) < self.world_size - 1:
+            self._raise_if_failed()
+            self._drain_reports(wait_s=1.0)
+            failed = sorted(self._errors)
+            if failed:
+                self._fail(f"GPU worker {failed[0]} failed while loading: {self._errors[failed[0]]}")
+                self._raise_if_failed()
+            if time.monotonic() > deadline:
+                waiting = sorted(set(range(1, self.world_size)) - self._ready)
+                raise WorkerFailure(f"GPU workers {waiting} not ready after {timeout_s:.0f}s")
+        log.info("%d GPU workers ready", self.world_size - 1)
+
+    def _drain_reports(self, wait_s: float) -> None:
+        """Move the workers' reports (ready, or an error just before exiting) into ``_ready``/``_errors``."""
+        with self._reports_lock:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    rank, error = self._reports.get(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # queue.Empty
+                    return
+                if error is None:
+                    self._ready.add(rank)
+                else:
+                    self._errors.setdefault(rank, error)
+
+    # -- health ----------------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self._failure is None and not self._closed
+
+    def _watch(self) -> None:
+        sentinels = {p.sentinel: p for p in self._processes}
+        while sentinels and not self._closed:
+            for ready in multiprocessing.connection.wait(list(sentinels), timeout=1.0):
+                process = sentinels.pop(ready)
+                process.join(0)
+                if not self._closed:
+                    rank = int(process.name.removeprefix("gamecraft-rank"))
+                    deadline = time.monotonic() + 2.0  # its last report may still be in the queue
+                    while rank not in self._errors and time.monotonic() < deadline:
+                        self._drain_reports(wait_s=0.1)
+                    detail = self._errors.get(rank)
+                    self._fail(f"GPU worker {rank} exited with code {process.exitcode}"
+                               f"{': ' + detail if detail else ''}")
+
+    def _fail(self, message: str) -> None:
+        if self._failure is None:
+            self._failure = message
+            log.error("multi-GPU runtime failed: %s", message)
+            try:  # unblock a collective waiting for the dead rank
+                dist.distributed_c10d._abort_process_group()
+            except Exception:  # noqa: BLE001 - gloo raises on its own when a peer is gone
+                pass
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise WorkerFailure(f"{self._failure}; the model must be restarted")
+        if self._closed:
+            raise WorkerFailure("the multi-GPU runtime is closed")
+
+    # -- calls -----------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run ``fn`` on the rank-0 thread and wait, watching for failures. A previous call that was
+        interrupted (cancellation) is waited for first."""
+        self._raise_if_failed()
+        if self._pending is not None and not self._pending.done():
+            log.info("waiting for the interrupted multi-GPU call to finish")
+        while self._pending is not None and not self._pending.done():
+            self._raise_if_failed()
+            concurrent.futures.wait([self._pending], timeout=1.0)
+        self._pending = future = self._executor.submit(fn)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                self._raise_if_failed()
+            except Exception as err:
+                if self._failure is not None:
+                    raise WorkerFailure(f"{self._failure}; the model must be restarted") from err
+                raise RuntimeError(f"multi-GPU {what} failed: {type(err).__name__}: {err}") from err
+
+    def command(self, op: str, meta: dict, *args) -> Any:
+        """Announce ``(op, meta)`` to the workers and run rank 0's share: ``PassRunner.<op>(meta, *args)``."""
+        def run():
+            dist.broadcast_object_list([(op, meta)], src=0, group=self.groups.command)
+            return getattr(self.runner, op)(meta, *args)
+
+        return self._call(run, op)
+
+    def close(self) -> None:
+        """Stop the workers (best effort; idempotent)."""
+        if self._closed:
+            return
+        if self._failure is None and self.groups is not None:
+            try:
+                self._call(lambda: dist.broadcast_object_list([("stop", {})], src=0, group=self.groups.command),
+                           what="stop")
+            except Exception:  # noqa: BLE001
+                pass
+        self._closed = True
+        for process in self._processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:  # noqa: BLE001
+                pass
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,41 @@
+"""The GPU benchmark scripts run end to end on tiny CPU models (their GPU runs are scarce: a script that
+breaks there wastes the run). Checks the rows they write, not timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def run(script: str, *args: str, timeout: int = 600) -> None:
+    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), *args], cwd=REPO_ROOT, check=True,
+                   timeout=timeout, capture_output=True)
+
+
+def test_bench_speed_tiny(tmp_path):
+    run("bench_speed.py", "--tiny", "--out", str(tmp_path), "--cfg", "--profile", "--repeats", "1",
+        "--chunks", "distilled-later", "full-later", "--full-steps", "2")
+    rows = json.loads((tmp_path / "bench_speed.json").read_text())["rows"]
+    passes = {(r["variant"], r["frames"], r["batch"]) for r in rows if r["kind"] == "pass" and "seconds" in r}
+    assert {("eager", 18, 1), ("compiled", 18, 2), ("fp8", 18, 1)} <= passes
+    errors = {r["variant"]: r for r in rows if r["kind"] == "pass_error" and r["frames"] == 18 and r["batch"] == 1}
+    assert errors["compiled"]["rel_l2"] < 1e-5 < errors["fp8"]["rel_l2"] < 0.1  # fp8 approximates, compile doesn't
+    assert any(r["kind"] == "cached_pass" for r in rows)
+    assert any(r["kind"] == "profile" and r["seconds"]["attention"] > 0 for r in rows)
+    full = next(r for r in rows if r["kind"] == "chunk" and r["chunk"] == "full-later")
+    assert full["steps"] == 2 and full["estimate_50_steps_s"] > full["seconds"]
+
+
+def test_bench_parallel_tiny(tmp_path):
+    run("bench_parallel.py", "--tiny", "--gpus", "2", "--chunks", "distilled-later", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "bench_parallel.json").read_text())["rows"]
+    exact = [r for r in rows if r["kind"] == "pass" and r.get("gpus") == 2 and r["variant"] == "exact"
+             and "rel_l2_vs_1gpu" in r]
+    assert [r["rows"] for r in exact] == [1, 2]
+    assert exact[0]["rel_l2_vs_1gpu"] == 0.0  # sequence parallel: bit-exact in fp32
+    assert exact[1]["rel_l2_vs_1gpu"] < 1e-6  # guidance parallel: GEMM rounding only
+    chunks = [r for r in rows if r["kind"] == "chunk" and r["gpus"] == 2]
+    assert [r["go_fast"] for r in chunks] == [False, True] and all(r["seconds"] > 0 for r in chunks)

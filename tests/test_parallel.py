@@ -1,0 +1,217 @@
+"""Multi-GPU code on CPU: gloo process groups with tiny weights must reproduce the one-process run.
+
+Every test starts real worker processes (``ParallelRuntime``) and compares against the same models
+run in this process. fp32 on CPU: sequence parallel is bit-exact here (each head's attention is the
+same computation); guidance parallel runs each row with batch 1, so rows differ from a batch-2
+pass by GEMM rounding only (≤ 1e-5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from gamecraft.actions import single
+from gamecraft.camera import chunk_poses
+from gamecraft.model import TransformerConfig
+from gamecraft.model.transformer import StepCache
+from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, WorkerSpec,
+                                check_world_size, choose_layout, token_bounds)
+from gamecraft.presets import resolve_preset
+from gamecraft.random_weights import tiny_random_engine
+from gamecraft.sampling import LATENT_CHANNELS
+from gamecraft.session import WorldSession
+
+# 24 heads as the production model, so every degree it allows (1, 2, 3, 4, 6, 8) can be exercised.
+CONFIG = dataclasses.replace(TransformerConfig.tiny(), hidden_size=192, num_heads=24, rope_dim_list=(2, 2, 4))
+HEIGHT, WIDTH = 160, 224  # 20×28 latents: VAE tiles (tiny tile 16 latents), 140 tokens per latent frame
+SPEC = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False))
+
+
+# -- layouts (pure) ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("world, rows, cfg, sp", [
+    (2, 1, 1, 2), (2, 2, 2, 1), (3, 2, 1, 3), (4, 1, 1, 4), (4, 2, 2, 2), (6, 2, 2, 3), (8, 1, 1, 8), (8, 2, 2, 4)])
+def test_choose_layout(world, rows, cfg, sp):
+    layout = choose_layout(world, rows, 24)
+    assert (layout.cfg_degree, layout.sp_degree) == (cfg, sp)
+    ranks = sorted(r for group in layout.sp_groups() for r in group)
+    assert ranks == list(range(world))
+    assert sorted(r for group in layout.cfg_groups() for r in group) == list(range(world))
+    assert {layout.cfg_index(r) for r in range(world)} == set(range(cfg))
+
+
+def test_world_sizes_that_cannot_split_the_heads_are_refused():
+    for world in (1, 2, 3, 4, 6, 8):
+        check_world_size(world, 24)
+    for world in (5, 7):
+        with pytest.raises(ValueError, match=f"{world} GPUs cannot split 24 attention heads"):
+            check_world_size(world, 24)
+    with pytest.raises(ValueError, match="invalid layout"):
+        ParallelLayout(4, 2, 3)
+
+
+@pytest.mark.parametrize("total, parts", [(60192, 8), (33440, 8), (33440, 3), (1400, 3), (7, 7), (10, 4)])
+def test_token_bounds_cover_every_token_once(total, parts):
+    bounds = token_bounds(total, parts)
+    assert bounds[0][0] == 0 and bounds[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [b - a for a, b in bounds]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    with pytest.raises(ValueError):
+        token_bounds(parts - 1, parts)
+
+
+# -- runtimes ---------------------------------------------------------------------------------------
+def start(world: int, local=None):
+    local = local or tiny_random_engine(transformer_config=CONFIG)
+    runtime = ParallelRuntime.start(world, SPEC, CONFIG.num_heads, devices=["cpu"] * world, timeout_s=120)
+    engine = ParallelEngine(local, runtime)
+    runtime.wait_ready(timeout_s=300)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def local():
+    return tiny_random_engine(transformer_config=CONFIG)
+
+
+def pass_inputs(engine, rows: int, frames: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = HEIGHT // 8, WIDTH // 8
+    text = engine.encode_text("a road through the hills", "blurry", guidance=rows == 2)
+    x = torch.randn(rows, 2 * LATENT_CHANNELS + 1, frames, h, w, generator=g)
+    cam = torch.randn(rows, 33, 6, HEIGHT, WIDTH, generator=g)
+    return dict(x=x, t=torch.full((rows,), 700.0), text_states=text.states, text_mask=text.mask,
+                text_states_2=text.pooled), cam, text.lengths
+
+
+def compare_passes(parallel, local, rows: int, frames: int, atol: float) -> None:
+    """One plain pass, a pass that fills a step cache and a cached pass: parallel vs one process."""
+    inputs, cam, lengths = pass_inputs(local, rows, frames)
+    tokens = local.transformer("distilled").camera_tokens(cam, frames)
+    results = {}
+    for name, engine in (("parallel", parallel), ("local", local)):
+        model = engine.transformer("distilled")
+        cache = StepCache()
+        with torch.no_grad():
+            plain = model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache)
+            cached = model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache, use_cache=True)
+        results[name] = (plain, cached)
+    for got, want in zip(results["parallel"], results["local"]):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
+def session_chunks(engine, preset_name: str, steps: int, actions: tuple[str, ...]) -> list:
+    history = torch.randn(1, LATENT_CHANNELS, 1, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(1))
+    session = WorldSession.start(engine, resolve_preset(preset_name, steps), "a road", 11, HEIGHT, WIDTH,
+                                 history=history, ref_latents=history)
+    return [session.generate_chunk(chunk_poses(single(action, 0.4)), action) for action in actions]
+
+
+def test_two_ranks_reproduce_one_process(local):
+    parallel = start(2, local)
+    try:
+        compare_passes(parallel, local, rows=1, frames=18, atol=0)  # sequence parallel, 2 shards: exact
+        compare_passes(parallel, local, rows=2, frames=10, atol=1e-5)  # guidance parallel
+        for preset, steps, actions, atol in (("distilled", 2, ("w", "left_rot"), 0), ("full", 2, ("d",), 1e-5)):
+            local.vae.tile_decoder = None
+            want = session_chunks(local, preset, steps, actions)
+            local.vae.tile_decoder = parallel._decode_tiles  # VAE tiles over both ranks
+            got = session_chunks(parallel, preset, steps, actions)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=atol)
+                torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=max(atol, 1e-6))
+        assert parallel.healthy
+    finally:
+        parallel.close()
+    assert not parallel.healthy
+
+
+def test_three_ranks_uneven_token_shards(local):
+    parallel = start(3, local)
+    try:
+        compare_passes(parallel, local, rows=1, frames=10, atol=0)  # 1400 tokens over 3 ranks: 467/467/466
+        compare_passes(parallel, local, rows=2, frames=18, atol=1e-5)  # 3 ranks: both rows on 3 shards
+    finally:
+        parallel.close()
+
+
+@pytest.mark.parametrize("world", [4, 8])
+def test_four_and_eight_ranks(local, world):
+    """4 ranks: guidance 2 × sequence 2; 8 ranks (issue 9's split, exercised on CPU): sequence 8, and
+    guidance 2 × sequence 4."""
+    parallel = start(world, local)
+    try:
+        compare_passes(parallel, local, rows=1, frames=18, atol=0)
+        compare_passes(parallel, local, rows=2, frames=18, atol=1e-5)
+    finally:
+        parallel.close()
+
+
+class Interrupted(BaseException):
+    """Stands in for coglet's CancelationException (a BaseException raised in the main thread)."""
+
+
+def test_cancelled_call_keeps_the_ranks_in_step(local):
+    parallel = start(2, local)
+    try:
+        inputs, cam, lengths = pass_inputs(local, 1, 18, seed=5)
+        model = parallel.transformer("distilled")
+        tokens = model.camera_tokens(cam, 18)
+
+        def interrupt(signum, frame):
+            raise Interrupted()
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            with pytest.raises(Interrupted):
+                for _ in range(200):  # interrupted somewhere inside one of these passes
+                    model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        compare_passes(parallel, local, rows=1, frames=18, atol=0)
+        assert parallel.healthy
+    finally:
+        parallel.close()
+
+
+def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
+    parallel = start(2, local)
+    try:
+        inputs, cam, lengths = pass_inputs(local, 1, 10)
+        model = parallel.transformer("distilled")
+        tokens = model.camera_tokens(cam, 10)
+        model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+        worker = parallel.runtime._processes[0]
+        os.kill(worker.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while parallel.healthy and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not parallel.healthy
+        started = time.monotonic()
+        with pytest.raises(WorkerFailure, match=r"GPU worker 1 exited with code -9.*must be restarted"):
+            model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+        assert time.monotonic() - started < 5
+    finally:
+        parallel.close()
+
+
+def test_worker_that_fails_to_load_fails_setup(local):
+    bad = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
+                                                                          device_typo=True))
+    runtime = ParallelRuntime.start(2, bad, CONFIG.num_heads, devices=["cpu"] * 2, timeout_s=60)
+    try:
+        with pytest.raises(WorkerFailure, match=r"GPU worker 1 .*TypeError: .*unexpected keyword argument 'device_typo'"):
+            runtime.wait_ready(timeout_s=120)
+        assert not runtime.healthy
+    finally:
+        runtime.close()
