@@ -246,7 +246,7 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
 
     import torch
 
-    from gamecraft.parallel import ParallelEngine, ParallelRuntime, WorkerSpec, check_world_size
+    from gamecraft.parallel import WorkerSpec, start_parallel_engine
 
     cuda = torch.cuda.is_available()
     default = torch.cuda.device_count() if cuda else 1
@@ -260,7 +260,6 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
         raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
     if not cuda and weights != "tiny":
         raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
-    check_world_size(world, engine.transformer_config.num_heads)
     # NVLink multicast stays off: on shared hosts it can take every GPU of the machine down.
     os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     config = engine.config
@@ -272,10 +271,10 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
                           dict(config=dataclasses.replace(config, preload=preload)))
     devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
     log.info("starting %d GPU workers", world - 1)
-    runtime = ParallelRuntime.start(world, spec, engine.transformer_config.num_heads, devices=devices)
-    parallel = ParallelEngine(engine, runtime)
-    runtime.wait_ready()
-    return parallel
+    try:
+        return start_parallel_engine(engine, spec, world, devices)
+    except ValueError as err:  # a GPU count that cannot split the heads
+        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

@@ -66,6 +66,24 @@ def _engine_config(args: argparse.Namespace, preset_variant: str):
     return EngineConfig.for_cpu(tiny_dir, preload=(preset_variant,)), reason
 
 
+def _parallel(engine, config, gpus: int, smoke: bool):
+    """Split every pass over ``gpus`` GPUs (gloo processes on the CPU for tiny smoke runs)."""
+    import torch
+
+    from gamecraft.parallel import WorkerSpec, start_parallel_engine
+
+    if not smoke and gpus > torch.cuda.device_count():
+        raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
+    # NVLink multicast stays off: on shared hosts it can take every GPU of the machine down.
+    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
+    spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
+    try:
+        return start_parallel_engine(engine, spec, gpus, devices)
+    except ValueError as err:
+        raise SystemExit(f"--gpus {gpus}: {err}") from None
+
+
 def _generate(args: argparse.Namespace) -> int:
     from gamecraft.engine import GameCraftEngine
     from gamecraft.generate import GenerationReport, GenerationRequest, generate
@@ -82,11 +100,17 @@ def _generate(args: argparse.Namespace) -> int:
         continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=size,
         fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
     engine = GameCraftEngine.load(config)
+    if args.gpus > 1:
+        engine = _parallel(engine, config, args.gpus, smoke is not None)
     report = GenerationReport()
     start = time.perf_counter()
     stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"
-    for output in generate(engine, request, Path(args.out), stem, report):
-        print(f"{output.kind:<10} {output.path}", flush=True)
+    try:
+        for output in generate(engine, request, Path(args.out), stem, report):
+            print(f"{output.kind:<10} {output.path}", flush=True)
+    finally:
+        if args.gpus > 1:
+            engine.close()  # stop the worker processes
     print(f"seed {report.seed}; {len(report.chunk_seconds)} chunk(s) in {time.perf_counter() - start:.1f}s")
     if smoke:
         print(f"NOTE: pipeline smoke run with tiny random weights ({smoke}); not the model's output.", file=sys.stderr)
@@ -117,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tiny-dir", default=".cache/tiny-weights", help="where tiny weights are written")
     g.add_argument("--last-frame", action="store_true", help="also write the last frame as PNG")
     g.add_argument("--camera-preview", action="store_true", help="also write the camera-path preview PNG")
+    g.add_argument("--gpus", type=int, default=1,
+                   help="split every pass over this many GPUs (1, 2, 3, 4, 6, 8; processes on the CPU for smoke runs)")
     g.add_argument("--out", type=Path, default=Path("outputs"))
 
     p = sub.add_parser("preview", help="render the top-down camera path of an action list to a PNG")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cog_server import free_port
 from conftest import REPO_ROOT
 
@@ -26,6 +27,21 @@ def test_cli_generate_tiny_writes_videos_and_says_so(tmp_path, capsys):
     state = load_state(next((tmp_path / "out").glob("*-state.safetensors")))
     assert state.seed == 5 and state.chunks_done == 2
     assert "seed 5; 2 chunk(s)" in captured.out
+
+
+def test_cli_generate_on_two_ranks_matches_one(tmp_path, capsys):
+    """``--gpus 2`` (gloo processes on the CPU here) gives the same world as one process."""
+    states = []
+    for gpus in ("1", "2"):
+        out = tmp_path / f"out{gpus}"
+        assert main(["generate", "--tiny", "--tiny-dir", str(tmp_path / "w"), "--size", "32x48", "--seed", "7",
+                     "--steps", "2", "--actions", '["w", "d"]', "--speeds", "[0.3, 0.3]", "--gpus", gpus,
+                     "--out", str(out)]) == 0
+        states.append(load_state(next(out.glob("*-state.safetensors"))))
+    assert states[0].chunks_done == states[1].chunks_done == 2
+    assert (states[0].last_latents - states[1].last_latents).abs().max() <= 1e-5
+    with pytest.raises(SystemExit, match="--gpus 3: 3 GPUs cannot split 2 attention heads evenly"):
+        main(["generate", "--tiny", "--tiny-dir", str(tmp_path / "w"), "--size", "32x48", "--gpus", "3"])
 
 
 def test_cli_reports_bad_actions(capsys):

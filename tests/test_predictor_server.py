@@ -213,6 +213,10 @@ SETUP_FAILURES = [
     ("no_weights_no_network", {"HF_HUB_OFFLINE": "1"},
      r"is incomplete for variant 'distilled': \d+ missing file\(s\), and downloading them failed: \w+"),
     ("no_gpu", {"TINY_AS_REAL": "1"}, r"no CUDA GPU found: GameCraft needs an 80 GB GPU"),
+    ("gpus_not_dividing_heads", {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "3"},
+     r"GAMECRAFT_GPUS=3: 3 GPUs cannot split 2 attention heads evenly; use one of \[1, 2\] GPUs"),
+    ("gpus_not_a_number", {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "two"},
+     r"GAMECRAFT_GPUS must be a number, got 'two'"),
 ]
 
 

@@ -128,4 +128,23 @@ class ParallelEngine:
         self.runtime.close()
 
 
-__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner"]
+def start_parallel_engine(engine, spec, world_size: int, devices: list[str], timeout_s: float = 900.0
+                          ) -> ParallelEngine:
+    """Start ``world_size - 1`` workers built by ``spec`` (a :class:`WorkerSpec`) next to ``engine`` (rank 0,
+    on ``devices[0]``) and wait until they are ready; on failure the workers are stopped and the error raised."""
+    from .layout import check_world_size
+    from .runtime import ParallelRuntime
+
+    heads = engine.transformer_config.num_heads
+    check_world_size(world_size, heads)
+    runtime = ParallelRuntime.start(world_size, spec, heads, devices=devices, timeout_s=timeout_s)
+    parallel = ParallelEngine(engine, runtime)
+    try:
+        runtime.wait_ready()
+    except BaseException:
+        parallel.close()
+        raise
+    return parallel
+
+
+__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner", "start_parallel_engine"]
