@@ -51,11 +51,21 @@ def _configure_logging() -> None:
 class Predictor(BasePredictor):
     def setup(self) -> None:
         _configure_logging()
+        weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
+        if weights not in ("tiny", "random") and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+            # Compiled kernels next to the safetensors cache: a restart with the same weights volume
+            # skips most of the compilation warm-up (set before torch's compiler reads its config).
+            compile_cache = Path(weights).resolve() / ".safetensors-cache" / "inductor"
+            try:
+                compile_cache.mkdir(parents=True, exist_ok=True)
+                if os.access(compile_cache, os.W_OK):
+                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache)
+            except OSError:  # read-only weights: torch's default (temporary) cache is used
+                pass
         from gamecraft.budget import DEFAULT_BUDGET_S, measure_costs
         from gamecraft.presets import PRESETS
 
         start = time.perf_counter()
-        weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
         names = [p.strip() for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",") if p.strip()]
         unknown = [n for n in names if n not in PRESETS]
         if unknown:

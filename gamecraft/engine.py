@@ -10,6 +10,7 @@ memory and are swapped in when a request asks for its preset.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -28,6 +29,8 @@ from gamecraft.vae import GameCraftVae, load_vae
 from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout, transformer_config
 
 log = logging.getLogger(__name__)
+
+_PIN_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gamecraft-pin")
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -77,8 +80,12 @@ class GameCraftEngine:
         self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
         self._fast: dict[str, GameCraftTransformer] = {}  # variant -> fp8 twin sharing its other weights
         self._text_offload: list[PinnedOffload] = []
+        self._pinning: concurrent.futures.Future | None = None
         if text is not None and config.text_offload and self.device.type != "cpu":
-            self._text_offload = [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
+            # Pinning 16 GB of host memory takes ≈ 20 s (H200 host, BENCHMARKS.md); it runs in the
+            # background while the transformer loads, and the first prompt encoding waits for it.
+            self._pinning = _PIN_POOL.submit(
+                lambda: [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)])
 
     @classmethod
     def load(cls, config: EngineConfig) -> "GameCraftEngine":
@@ -168,6 +175,8 @@ class GameCraftEngine:
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
         """Rows ``[negative_prompt, prompt]`` with guidance, else ``[prompt]``; in the transformer's dtype."""
         start = time.perf_counter()
+        if self._pinning is not None:
+            self._text_offload, self._pinning = self._pinning.result(), None
         with contextlib.ExitStack() as stack:
             for offload in self._text_offload:
                 stack.enter_context(offload.on_device())
