@@ -270,8 +270,6 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
         raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
     if not cuda and weights != "tiny":
         raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
-    # NVLink multicast stays off: on shared hosts it can take every GPU of the machine down.
-    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     config = engine.config
     if weights == "random":
         spec = WorkerSpec("gamecraft.random_weights:random_engine", dict(

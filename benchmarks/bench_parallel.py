@@ -15,10 +15,8 @@ Full-size random weights on every rank (``gamecraft.random_weights``, same seed 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -191,7 +189,6 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     suite = Suite(args)
     suite.single_gpu_reference()
     for world in args.gpus:

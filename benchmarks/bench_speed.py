@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gamecraft.actions import single  # noqa: E402
 from gamecraft.camera import chunk_poses  # noqa: E402
-from gamecraft.model import TransformerConfig  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402

@@ -74,8 +74,6 @@ def _parallel(engine, config, gpus: int, smoke: bool):
 
     if not smoke and gpus > torch.cuda.device_count():
         raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
-    # NVLink multicast stays off: on shared hosts it can take every GPU of the machine down.
-    os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
     spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
     try:

@@ -255,8 +255,7 @@ class GameCraftVae:
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.tile_latent_size * TILE_OVERLAP)
         keep = self.config.tile_latent_size - blend
-        rows = [[self.model.quant_conv(self.model.encoder(x[..., i:i + tile, j:j + tile]))
-                 for j in range(0, x.shape[-1], stride)] for i in range(0, x.shape[-2], stride)]
+        rows = [[self.model.quant_conv(self.model.encoder(t)) for t in row] for row in _split_tiles(x, tile, stride)]
         return _blend_tiles(rows, blend, keep)
 
     def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,15 +315,14 @@ class GameCraftVae:
         with self._autocast():
             if self.tiling and (z.shape[-1] > tile or z.shape[-2] > tile):
                 return self._tiled_decode(z)
-            return self.model.decoder(self.model.post_quant_conv(z))
+            return self.decode_tile(z)
 
     def _tiled_decode(self, z: torch.Tensor) -> torch.Tensor:
         tile = self.config.tile_latent_size
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.sample_size * TILE_OVERLAP)
         keep = self.config.sample_size - blend
-        grid = [[z[..., i:i + tile, j:j + tile] for j in range(0, z.shape[-1], stride)]
-                for i in range(0, z.shape[-2], stride)]
+        grid = _split_tiles(z, tile, stride)
         flat = [t for row in grid for t in row]
         decoded = self.tile_decoder(flat) if self.tile_decoder is not None else [self.decode_tile(t) for t in flat]
         columns = len(grid[0])
@@ -350,6 +348,13 @@ class GameCraftVae:
         """
         frames = self.decode_raw(latents / self.config.scaling_factor)
         return (frames / 2 + 0.5).clamp(0, 1).float()
+
+
+def _split_tiles(x: torch.Tensor, tile: int, stride: int) -> list[list[torch.Tensor]]:
+    """Overlapping spatial tiles ``x[..., i:i+tile, j:j+tile]`` every ``stride``, as rows of columns
+    (edge tiles are smaller), in the reference's order."""
+    return [[x[..., i:i + tile, j:j + tile] for j in range(0, x.shape[-1], stride)]
+            for i in range(0, x.shape[-2], stride)]
 
 
 def _blend_tiles(rows: list[list[torch.Tensor]], blend: int, keep: int) -> torch.Tensor:

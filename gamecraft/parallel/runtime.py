@@ -18,7 +18,8 @@ Failure handling — never a hang:
 * a worker whose command raises reports the error and exits, which is the case above;
 * collectives also carry a timeout (``timeout_s``).
 
-No signal handlers are installed (coglet uses SIGUSR1 for cancellation).
+No signal handlers are installed (coglet uses SIGUSR1 for cancellation). NCCL's NVLink multicast is
+switched off before any rank starts.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ class ParallelRuntime:
         if len(devices) != world_size:
             raise ValueError(f"{len(devices)} devices for {world_size} ranks")
         backend = backend or ("nccl" if devices[0].startswith("cuda") else "gloo")
+        # NVLink multicast stays off (here, so every caller and every spawned worker inherits it): on
+        # shared hosts a program using it can take all of the machine's GPUs down.
+        os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
         runtime = cls(world_size, devices, backend, timeout_s)
         init_method = f"tcp://127.0.0.1:{_free_port()}"
         context = mp.get_context("spawn")
