@@ -8,7 +8,8 @@ transformer loads in ``setup()`` (default ``distilled``; the other loads on firs
 ``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
 ``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224), ``GAMECRAFT_KEEP_BOTH`` — ``1``
 keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM),
-``GAMECRAFT_COMPILE`` — ``0`` runs the transformer eagerly (default on a GPU: compiled blocks, warmed up here),
+``GAMECRAFT_COMPILE`` — ``0`` runs the transformer and VAE decoder eagerly (default on a GPU: compiled
+blocks and full-tile VAE decoder, warmed up here),
 ``GAMECRAFT_ATTENTION`` — attention kernel (default ``auto``: FlashAttention-3 when ``fa3-fwd`` imports, else
 cuDNN SDPA), ``GAMECRAFT_GPUS`` — GPUs to split every pass over (default: all visible; ``1`` = one GPU; with
 ``tiny`` weights on a CPU, that many gloo processes, for tests). Multi-GPU runs keep NCCL's NVLink multicast off.
@@ -88,6 +89,7 @@ class Predictor(BasePredictor):
             log.exception("compiling the transformer failed; running it eagerly")
             for variant in self.engine.loaded_variants:
                 uncompile_blocks(self.engine.transformer(variant))
+            self.engine.vae.uncompile_decoder()
             self.costs = measure_costs(self.engine, *self.size)
         self._last_output_dir: Path | None = None
         log.info("setup done in %.1fs (weights: %s)", time.perf_counter() - start, weights)
@@ -208,7 +210,7 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
         from gamecraft.random_weights import random_engine
 
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks,
+        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks, compile_vae=compile_blocks,
                              attention_backend=_attention_backend(cuda))
     if weights == "tiny":
         tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
@@ -216,7 +218,7 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
             write_tiny_weights(tiny_dir)
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
         config = EngineConfig(tiny_dir, device="cuda", preload=preload, compile=compile_blocks,
-                              attention_backend=_attention_backend(cuda)) if cuda else \
+                              compile_vae=compile_blocks, attention_backend=_attention_backend(cuda)) if cuda else \
             EngineConfig.for_cpu(tiny_dir, preload=preload)
         return GameCraftEngine.load(config)
     weights_dir = Path(weights)
@@ -238,7 +240,7 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
     return GameCraftEngine.load(EngineConfig(
         weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
         one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks,
-        attention_backend=_attention_backend(cuda)))
+        compile_vae=compile_blocks, attention_backend=_attention_backend(cuda)))
 
 
 def _attention_backend(cuda: bool) -> str:
@@ -275,7 +277,8 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
     config = engine.config
     if weights == "random":
         spec = WorkerSpec("gamecraft.random_weights:random_engine", dict(
-            compile=config.compile, attention_backend=config.attention_backend, text=False))
+            compile=config.compile, compile_vae=config.compile_vae, attention_backend=config.attention_backend,
+            text=False))
     else:
         spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker",
                           dict(config=dataclasses.replace(config, preload=preload)))

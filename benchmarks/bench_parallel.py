@@ -3,12 +3,15 @@
 Full-size random weights on every rank (``gamecraft.random_weights``, same seed ⇒ same weights). Rank
 0's engine is built once; for each world size a ``ParallelRuntime`` is started, measured and closed:
 
+* the Ulysses overlap (``head_chunks``: 1 = none, 2, 3 head groups) on the 18-frame pass, side by side;
+  the fastest is used for the rest;
 * passes (batch 1 at 10 and 18 latent frames, batch 2 at 18, the fp8 twin at 18) — and, for the
   18-frame passes, relative L2 / max abs against the same pass on GPU 0 alone;
+* one chunk's VAE decode over the GPUs (after an untimed warm-up decode);
 * chunks through ``WorldSession`` (distilled later/first, exact and go_fast; the full preset from a
   short run plus one cached step, extrapolated to its 50 steps: 35 full + 15 cached).
 
-    python benchmarks/bench_parallel.py --out $OUT --gpus 4 2
+    python benchmarks/bench_parallel.py --out $OUT --gpus 4 2 1    # 1: chunks on GPU 0 alone
     python benchmarks/bench_parallel.py --tiny --gpus 2 --out /tmp/par     # CPU (gloo) smoke test
 """
 
@@ -70,12 +73,15 @@ class Suite:
             from gamecraft.random_weights import random_engine
 
             backend = "fa3" if fa3_available() else "sdpa"
-            self.local = random_engine(device="cuda:0", compile=args.compile, attention_backend=backend)
+            self.local = random_engine(device="cuda:0", compile=args.compile, compile_vae=args.compile_vae,
+                                       attention_backend=backend)
             self.spec = WorkerSpec("gamecraft.random_weights:random_engine",
-                                   dict(compile=args.compile, attention_backend=backend, text=False))
+                                   dict(compile=args.compile, compile_vae=args.compile_vae, attention_backend=backend,
+                                        text=False))
             self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         self.record(dict(kind="setup", rank0_engine_s=round(time.perf_counter() - self.start, 1),
-                         attention=self.local.attention_backend, compile=args.compile))
+                         attention=self.local.attention_backend, compile=args.compile,
+                         compile_vae=self.local.vae.decoder_compiled))
         self.reference: dict[tuple, torch.Tensor] = {}
 
     def record(self, row: dict) -> None:
@@ -111,6 +117,39 @@ class Suite:
                 seconds, out = timed(lambda: model(**inp, attention_backend=self.local.attention_backend))
             self.reference[(rows, frames)] = out.float().cpu()
             self.record(dict(kind="pass", gpus=1, rows=rows, frames=frames, variant="exact", seconds=round(seconds, 3)))
+
+    def head_chunks(self, engine, world: int) -> None:
+        """The 18-frame 1-row pass with the Ulysses exchanges in 1 (no overlap), 2, 3… head groups, side
+        by side; the fastest setting is kept for the rest of this world size's measurements."""
+        inp = self.inputs(1, 18)
+        model = engine.transformer("distilled")
+        backend = self.local.attention_backend
+        ref = self.reference.get((1, 18))
+        best = None
+        with torch.no_grad():
+            model(**inp, attention_backend=backend)  # compile warm-up for this shard size
+            for chunks in self.args.head_chunks:
+                engine.head_chunks = chunks
+                model(**inp, attention_backend=backend)
+                times = [timed(lambda: model(**inp, attention_backend=backend)) for _ in range(2)]
+                seconds, out = min(times, key=lambda item: item[0])
+                row = dict(kind="head_chunks", gpus=world, head_chunks=chunks, seconds=round(seconds, 3))
+                if ref is not None:
+                    row["rel_l2_vs_1gpu"] = round(rel_l2(out.cpu(), ref), 6)
+                self.record(row)
+                best = (seconds, chunks) if best is None or seconds < best[0] else best
+        engine.head_chunks = best[1]
+        self.record(dict(kind="head_chunks_chosen", gpus=world, head_chunks=best[1]))
+
+    def warm_decode(self, engine, world: int) -> None:
+        """One untimed chunk decode, so that the first chunk's decode does not include every rank's
+        first-use cuDNN setup for the four tile shapes."""
+        height, width = self.size
+        z = torch.randn(1, LATENT_CHANNELS, 9, height // 8, width // 8, generator=torch.Generator().manual_seed(3))
+        seconds, _ = timed(lambda: engine.vae.decode(z.to(self.local.device)))
+        self.record(dict(kind="decode_warmup", gpus=world, seconds=round(seconds, 2)))
+        seconds, _ = timed(lambda: engine.vae.decode(z.to(self.local.device)))
+        self.record(dict(kind="decode", gpus=world, seconds=round(seconds, 3)))
 
     def passes(self, engine, world: int) -> None:
         cases = [(1, 10, False), (1, 18, False), (2, 18, False), (1, 18, True)]
@@ -165,6 +204,15 @@ class Suite:
                 self.record(row)
 
     def world(self, world: int) -> None:
+        if world == 1:  # GPU 0 alone, same engine and code path as predict() on one GPU
+            for rows, frames, fast in ((1, 10, False), (1, 18, True)):  # compile what the chunks use, untimed
+                inp = self.inputs(rows, frames)
+                backend = self.local.fast_attention_backend if fast else self.local.attention_backend
+                with torch.no_grad():
+                    self.local.transformer("distilled", fast=fast)(**inp, attention_backend=backend)
+            self.warm_decode(self.local, 1)
+            self.chunks(self.local, 1)
+            return
         begin = time.perf_counter()
         runtime = ParallelRuntime.start(world, self.spec, self.local.transformer_config.num_heads,
                                         devices=self.devices[:world], timeout_s=600)
@@ -172,7 +220,10 @@ class Suite:
         try:
             runtime.wait_ready()
             self.record(dict(kind="start", gpus=world, seconds=round(time.perf_counter() - begin, 1)))
+            if self.args.head_chunks:
+                self.head_chunks(engine, world)
             self.passes(engine, world)
+            self.warm_decode(engine, world)
             self.chunks(engine, world)
         finally:
             engine.close()
@@ -186,6 +237,10 @@ def main() -> int:
     parser.add_argument("--chunks", nargs="*", default=["distilled-later", "distilled-first", "full-later"])
     parser.add_argument("--full-steps", type=int, default=2)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--eager-vae", dest="compile_vae", action="store_false",
+                        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())")
+    parser.add_argument("--head-chunks", type=int, nargs="*", default=[1, 2, 3],
+                        help="Ulysses overlap settings compared on the 18-frame pass (empty: the default only)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

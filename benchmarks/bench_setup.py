@@ -284,7 +284,8 @@ def measure(args) -> dict:
     instrument(row, sync)
     if cuda:  # predict._load_engine's configuration for a weights directory
         config = EngineConfig(weights_dir, device=args.device, preload=("distilled",), cache_dir=cache_dir,
-                              one_transformer_on_gpu=True, compile=not args.no_compile)
+                              one_transformer_on_gpu=True, compile=not args.no_compile,
+                              compile_vae=not args.no_compile)
     else:
         config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
     begin = time.perf_counter()

@@ -58,7 +58,7 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def build(args):
     if not args.tiny:
-        return random_engine(device="cuda"), (704, 1216)
+        return random_engine(device="cuda", compile_vae=args.compile_vae), (704, 1216)
     from gamecraft.random_weights import tiny_random_engine
 
     engine = tiny_random_engine()
@@ -251,6 +251,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="kernel-time breakdown of one pass")
     parser.add_argument("--no-fp8", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--eager-vae", dest="compile_vae", action="store_false",
+                        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

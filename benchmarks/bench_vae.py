@@ -1,8 +1,9 @@
 """VAE decode of one chunk (9 latent frames at 704×1216 → 33 frames) under cuDNN settings, side by side.
 
 Variants: the default (fp16 autocast, the reference's spatial tiling), ``cudnn.benchmark`` (cuDNN picks the
-fastest convolution algorithm per shape), channels-last-3d weights and inputs, and both. Each variant's
-output is compared with the default's (they differ only by the convolution algorithms' rounding).
+fastest convolution algorithm per shape), channels-last-3d weights and inputs, both, and the decoder under
+``torch.compile`` (``GameCraftVae.compile_decoder``) for the full tiles only or for every tile shape. Each variant's
+output is compared with the first variant's (they differ only by rounding).
 
     python benchmarks/bench_vae.py --out $OUT
     python benchmarks/bench_vae.py --tiny --out /tmp/vae     # CPU smoke test
@@ -26,11 +27,16 @@ from gamecraft.tiny_weights import TINY_VAE  # noqa: E402
 from gamecraft.vae import GameCraftVae, build_model  # noqa: E402
 
 
+VARIANTS = ("default", "cudnn_benchmark", "channels_last_3d", "both", "compiled_full_tiles", "compiled_all_tiles")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="compared with the first one listed")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if args.tiny else "cuda")
@@ -45,12 +51,7 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    rows, reference = [], None
-    for name, benchmark, channels_last in (("default", False, False), ("cudnn_benchmark", True, False),
-                                           ("channels_last_3d", False, True), ("both", True, True)):
-        torch.backends.cudnn.benchmark = benchmark
-        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-        vae.model.to(memory_format=fmt)
+    def decode_times(fmt=torch.contiguous_format):
         times = []
         for _ in range(1 + args.repeats):
             sync()
@@ -58,10 +59,22 @@ def main() -> int:
             out = vae.decode(z.contiguous(memory_format=fmt))
             sync()
             times.append(time.perf_counter() - begin)
-        out = out.float().cpu()
+        return times, out.float().cpu()
+
+    rows, reference = [], None
+    for name in args.variants:
+        benchmark, channels_last = name in ("cudnn_benchmark", "both"), name in ("channels_last_3d", "both")
+        torch.backends.cudnn.benchmark = benchmark
+        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+        vae.model.to(memory_format=fmt)
+        vae.uncompile_decoder()
+        if name.startswith("compiled"):  # GameCraftVae.compile_decoder; the first call compiles
+            vae.compile_decoder("full" if name == "compiled_full_tiles" else "all")
+        times, out = decode_times(fmt)
         reference = out if reference is None else reference
         rows.append(dict(variant=name, first_s=round(times[0], 2), seconds=round(min(times[1:]), 3),
-                         max_abs_vs_default=float((out - reference).abs().max())))
+                         max_abs_vs_first=float((out - reference).abs().max()),
+                         rel_l2_vs_first=float((out - reference).norm() / reference.norm())))
         print(rows[-1], flush=True)
     env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
                card=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -40,6 +40,7 @@ class EngineConfig:
     ``text_dtype`` default to the reference's fp16 on CUDA. ``cache_dir`` holds the safetensors copies
     of the transformer checkpoints (later loads mmap them). ``compile`` compiles the transformer
     blocks (``gamecraft.model.compile``); the first pass of each shape then takes longer.
+    ``compile_vae`` compiles the VAE decoder for full-size tiles (the first decode then takes ≈ 20 s longer).
     """
 
     weights_dir: Path
@@ -51,6 +52,7 @@ class EngineConfig:
     text_offload: bool = True
     one_transformer_on_gpu: bool = True
     compile: bool = False
+    compile_vae: bool = False  # compile the VAE decoder for full-size tiles (GameCraftVae.compile_decoder)
     attention_backend: str = "sdpa"
     fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
     cache_dir: Path | None = None
@@ -72,6 +74,8 @@ class GameCraftEngine:
         self.config = config
         self.device = torch.device(config.device)
         self.vae = vae
+        if config.compile_vae:
+            vae.compile_decoder()
         self.text_encoders = text
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend

@@ -87,7 +87,7 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
                   text_dtype: torch.dtype = torch.float16,
                   transformer_config: TransformerConfig | None = None, vae_config: VaeConfig = PRODUCTION_VAE,
                   llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
-                  compile: bool = False, text: bool = True) -> GameCraftEngine:
+                  compile: bool = False, compile_vae: bool = False, text: bool = True) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
@@ -100,7 +100,7 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     tokenizer_dir = write_tiny_weights(Path(tempfile.mkdtemp(prefix="gamecraft-tokenizers-")))
     config = EngineConfig(tokenizer_dir, device=device, dtype=dtype, vae_dtype=vae_dtype, text_dtype=text_dtype,
                           preload=(), text_offload=text_offload, attention_backend=attention_backend,
-                          compile=compile)
+                          compile=compile, compile_vae=compile_vae)
     transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
     init_random_(transformer, seed, device=dev)
     transformer = transformer.eval().requires_grad_(False)

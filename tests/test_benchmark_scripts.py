@@ -30,12 +30,18 @@ def test_bench_speed_tiny(tmp_path):
 
 
 def test_bench_parallel_tiny(tmp_path):
-    run("bench_parallel.py", "--tiny", "--gpus", "2", "--chunks", "distilled-later", "--out", str(tmp_path))
+    run("bench_parallel.py", "--tiny", "--gpus", "2", "1", "--head-chunks", "1", "3", "--chunks", "distilled-later",
+        "--out", str(tmp_path))
     rows = json.loads((tmp_path / "bench_parallel.json").read_text())["rows"]
     exact = [r for r in rows if r["kind"] == "pass" and r.get("gpus") == 2 and r["variant"] == "exact"
              and "rel_l2_vs_1gpu" in r]
     assert [r["rows"] for r in exact] == [1, 2]
     assert exact[0]["rel_l2_vs_1gpu"] == 0.0  # sequence parallel: bit-exact in fp32
     assert exact[1]["rel_l2_vs_1gpu"] < 1e-6  # guidance parallel: GEMM rounding only
-    chunks = [r for r in rows if r["kind"] == "chunk" and r["gpus"] == 2]
-    assert [r["go_fast"] for r in chunks] == [False, True] and all(r["seconds"] > 0 for r in chunks)
+    overlap = [r for r in rows if r["kind"] == "head_chunks"]
+    assert [r["head_chunks"] for r in overlap] == [1, 3] and all(r["rel_l2_vs_1gpu"] == 0.0 for r in overlap)
+    assert any(r["kind"] == "head_chunks_chosen" for r in rows)
+    for gpus in (2, 1):
+        chunks = [r for r in rows if r["kind"] == "chunk" and r["gpus"] == gpus]
+        assert [r["go_fast"] for r in chunks] == [False, True] and all(r["seconds"] > 0 for r in chunks)
+        assert any(r["kind"] == "decode" and r["gpus"] == gpus and r["seconds"] > 0 for r in rows)

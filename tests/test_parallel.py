@@ -22,6 +22,8 @@ from gamecraft.model import TransformerConfig
 from gamecraft.model.transformer import StepCache
 from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, WorkerSpec,
                                 check_world_size, choose_layout, token_bounds)
+from gamecraft.parallel.passes import tile_owners
+from gamecraft.parallel.ulysses import head_groups
 from gamecraft.presets import resolve_preset
 from gamecraft.random_weights import tiny_random_engine
 from gamecraft.sampling import LATENT_CHANNELS
@@ -64,6 +66,31 @@ def test_token_bounds_cover_every_token_once(total, parts):
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
     with pytest.raises(ValueError):
         token_bounds(parts - 1, parts)
+
+
+def test_tile_owners_balance_the_vae_tiles():
+    # the 704×1216 tile grid: 32-latent tiles every 24 over 88×152 latents (4 rows × 7 columns)
+    heights, widths = [32, 32, 32, 16], [32] * 6 + [8]
+    shapes = [(1, 16, 9, h, w) for h in heights for w in widths]
+    for world in (1, 2, 3, 4, 8):
+        owners = tile_owners(shapes, world)
+        load = [sum(h * w for (*_, h, w), o in zip(shapes, owners) if o == rank) for rank in range(world)]
+        round_robin = [sum(h * w for i, (*_, h, w) in enumerate(shapes) if i % world == rank) for rank in range(world)]
+        assert sorted(set(owners)) == list(range(world)) and sum(load) == sum(round_robin)
+        assert max(load) <= max(round_robin)
+        assert max(load) < sum(load) / world + 32 * 32  # within one largest tile of a perfect split
+    # 8 ranks: the 18 full tiles force three onto some rank, so 3 × 1024 is the optimum; round-robin is worse
+    owners = tile_owners(shapes, 8)
+    assert max(sum(h * w for (*_, h, w), o in zip(shapes, owners) if o == r) for r in range(8)) == 3 * 32 * 32
+    assert max(sum(h * w for i, (*_, h, w) in enumerate(shapes) if i % 8 == r) for r in range(8)) > 3 * 32 * 32
+
+
+def test_head_groups_split_a_ranks_heads():
+    assert head_groups(12, 1) == [(0, 12)]
+    assert head_groups(12, 5) == [(0, 3), (3, 6), (6, 8), (8, 10), (10, 12)]
+    assert head_groups(3, 8) == [(0, 1), (1, 2), (2, 3)]  # never an empty group
+    with pytest.raises(ValueError, match="head_chunks must be at least 1"):
+        head_groups(6, 0)
 
 
 # -- runtimes ---------------------------------------------------------------------------------------
@@ -119,6 +146,10 @@ def test_two_ranks_reproduce_one_process(local):
     parallel = start(2, local)
     try:
         compare_passes(parallel, local, rows=1, frames=18, atol=0)  # sequence parallel, 2 shards: exact
+        for chunks in (1, 5, 12):  # overlapped exchanges in 1, 5 uneven, or 12 single-head groups: exact too
+            parallel.head_chunks = chunks
+            compare_passes(parallel, local, rows=1, frames=10, atol=0)
+        parallel.head_chunks = 2
         compare_passes(parallel, local, rows=2, frames=10, atol=1e-5)  # guidance parallel
         for preset, steps, actions, atol in (("distilled", 2, ("w", "left_rot"), 0), ("full", 2, ("d",), 1e-5)):
             local.vae.tile_decoder = None

@@ -200,3 +200,46 @@ def test_float16_runs_close_to_float32(vae_dir):
         assert vae.dtype == dtype and results[dtype][1].dtype == torch.float32
     torch.testing.assert_close(results[torch.float16][0], results[torch.float32][0], rtol=0, atol=0.05)
     torch.testing.assert_close(results[torch.float16][1], results[torch.float32][1], rtol=0, atol=0.02)
+
+
+def test_compiled_decoder_serves_the_full_tiles_and_matches_eager(tiny_vae):
+    """compile_decoder("full") routes only full-size latent tiles through torch.compile (one graph per
+    shape); "all" compiles every tile shape. Dynamo's CompileCounter backend runs the captured graphs
+    as they are, so the frames must equal the eager decoder's."""
+    from torch._dynamo.testing import CompileCounter
+
+    tile, stride = tiny_vae.config.tile_latent_size, int(tiny_vae.config.tile_latent_size * 0.75)
+    h, w = tile + stride // 2, 2 * stride + tile // 4  # edge tiles smaller than a full tile in both directions
+    latents = torch.randn(1, 16, 3, h, w, generator=torch.Generator().manual_seed(0))
+    eager = tiny_vae.decode(latents)
+    graphs = {}
+    for scope in ("full", "all"):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        tiny_vae.compile_decoder(scope, backend=counter)
+        assert tiny_vae.decoder_compiled
+        try:
+            torch.testing.assert_close(tiny_vae.decode(latents), eager, rtol=0, atol=1e-6)
+            graphs[scope] = counter.frame_count
+            tiny_vae.decode(latents)
+            assert counter.frame_count == graphs[scope]  # static shapes compiled once
+        finally:
+            tiny_vae.uncompile_decoder()
+    assert not tiny_vae.decoder_compiled
+    assert graphs["full"] >= 1
+    assert graphs["all"] > graphs["full"]  # the edge tiles' shapes were compiled too
+    with pytest.raises(ValueError, match="scope"):
+        tiny_vae.compile_decoder("edges")
+
+
+def test_engine_config_compile_vae_wraps_the_decoder(tiny_vae, tmp_path):
+    from gamecraft.engine import EngineConfig, GameCraftEngine
+    from gamecraft.model import TransformerConfig
+
+    try:
+        GameCraftEngine(EngineConfig.for_cpu(tmp_path), tiny_vae, None, TransformerConfig.tiny())
+        assert not tiny_vae.decoder_compiled
+        GameCraftEngine(EngineConfig.for_cpu(tmp_path, compile_vae=True), tiny_vae, None, TransformerConfig.tiny())
+        assert tiny_vae.decoder_compiled  # compiled lazily, on the first full-tile decode
+    finally:
+        tiny_vae.uncompile_decoder()

@@ -20,6 +20,9 @@ from gamecraft.model.transformer import StepCache
 
 from .passes import PassRunner, dtype_name
 from .runtime import ParallelRuntime
+from .ulysses import head_groups
+
+DEFAULT_HEAD_CHUNKS = 1  # overlap groups: none by default (2 GPUs: 1 and 2 tie, 3–4 slower; BENCHMARKS.md)
 
 
 def _meta(tensor: torch.Tensor) -> tuple[tuple[int, ...], str]:
@@ -69,9 +72,11 @@ class DistributedTransformer:
 class ParallelEngine:
     """The :class:`gamecraft.session.Engine` interface over several GPUs (see the module docstring)."""
 
-    def __init__(self, local, runtime: ParallelRuntime):
+    def __init__(self, local, runtime: ParallelRuntime, head_chunks: int = DEFAULT_HEAD_CHUNKS):
         self.local = local
         self.runtime = runtime
+        head_groups(1, head_chunks)  # validates
+        self.head_chunks = head_chunks  # per-rank head groups whose exchanges overlap attention
         runtime.attach(local)
         self._sent_camera: torch.Tensor | None = None
         self._sent_rope: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -109,6 +114,7 @@ class ParallelEngine:
             tensors["rope_cos"], tensors["rope_sin"] = rope
         meta = dict(variant=model.variant, fast=model.fast, backend=backend, text_lengths=text_lengths,
                     use_cache=use_cache, cache=cache_op, new_camera=new_camera, new_rope=new_rope,
+                    head_chunks=self.head_chunks,
                     shapes={name: _meta(value) for name, value in tensors.items()})
         tensors = {name: value.contiguous() for name, value in tensors.items()}
         out = self.runtime.command("forward", meta, tensors)
@@ -128,8 +134,8 @@ class ParallelEngine:
         self.runtime.close()
 
 
-def start_parallel_engine(engine, spec, world_size: int, devices: list[str], timeout_s: float = 900.0
-                          ) -> ParallelEngine:
+def start_parallel_engine(engine, spec, world_size: int, devices: list[str], timeout_s: float = 900.0,
+                          head_chunks: int = DEFAULT_HEAD_CHUNKS) -> ParallelEngine:
     """Start ``world_size - 1`` workers built by ``spec`` (a :class:`WorkerSpec`) next to ``engine`` (rank 0,
     on ``devices[0]``) and wait until they are ready; on failure the workers are stopped and the error raised."""
     from .layout import check_world_size
@@ -138,7 +144,7 @@ def start_parallel_engine(engine, spec, world_size: int, devices: list[str], tim
     heads = engine.transformer_config.num_heads
     check_world_size(world_size, heads)
     runtime = ParallelRuntime.start(world_size, spec, heads, devices=devices, timeout_s=timeout_s)
-    parallel = ParallelEngine(engine, runtime)
+    parallel = ParallelEngine(engine, runtime, head_chunks)
     try:
         runtime.wait_ready()
     except BaseException:

@@ -8,6 +8,7 @@ lengths, flags); the tensors then follow as broadcasts from rank 0 in a fixed or
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +84,7 @@ class PassRunner:
         """One transformer pass, split by the layout for its row count; every rank returns all rows.
 
         ``meta`` (from rank 0): variant, fast, backend, text_lengths, use_cache, cache ("keep" |
-        "reset" | "none"), new_camera, new_rope and ``shapes`` {name: (shape, dtype)}; ``tensors``
+        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups) and ``shapes`` {name: (shape, dtype)}; ``tensors``
         only on rank 0.
         """
         tensors = tensors or {}
@@ -102,6 +103,8 @@ class PassRunner:
         rows = args["x"].shape[0]
         layout = choose_layout(self.world_size, rows, model.config.num_heads)
         sp = self.groups.sp[layout]
+        if sp is not None:
+            sp.head_chunks = meta.get("head_chunks", 1)
         text_lengths = list(meta["text_lengths"])
         camera = self.camera_tokens
         if layout.cfg_degree == 2:  # this rank computes one guidance row
@@ -120,29 +123,45 @@ class PassRunner:
         return out
 
     def decode_tiles(self, meta: dict, tiles: list[torch.Tensor] | None = None) -> list[torch.Tensor] | None:
-        """Decode the VAE tiles round-robin over the ranks; rank 0 gets every decoded tile back.
+        """Decode the VAE tiles spread over the ranks (:func:`tile_owners`); rank 0 gets every decoded tile.
 
         ``meta``: ``tiles`` [(shape, dtype)] of the latent tiles, ``outputs`` [(shape, dtype)] of the
-        decoded ones (both known to rank 0 from the tile grid).
+        decoded ones (both known to rank 0 from the tile grid). Every rank first decodes all of its
+        tiles, then the tiles travel to rank 0 in tile order, so no rank waits on another mid-way.
         """
         vae = self.engine.vae
         received = [self._broadcast(tiles[i] if tiles else None, shape, dtype)
                     for i, (shape, dtype) in enumerate(meta["tiles"])]
-        decoded: list[torch.Tensor | None] = []
+        owners = tile_owners([shape for shape, _ in meta["tiles"]], self.world_size)
+        decoded: list[torch.Tensor | None] = [None] * len(received)
         with torch.no_grad(), vae.autocast():
             for index, tile in enumerate(received):
-                owner = index % self.world_size
+                if owners[index] == self.rank:
+                    dtype = dtype_from_name(meta["outputs"][index][1])
+                    decoded[index] = vae.decode_tile(tile).to(dtype).contiguous()
+        for index, owner in enumerate(owners):  # each pair (owner, 0) sends and receives in the same order
+            if owner == 0:
+                continue
+            if self.rank == owner:
+                dist.send(decoded[index], dst=0)
+            elif self.rank == 0:
                 shape, dtype = meta["outputs"][index]
-                if owner == self.rank:
-                    out = vae.decode_tile(tile).to(dtype_from_name(dtype)).contiguous()
-                elif self.rank == 0:
-                    out = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
-                else:
-                    out = None
-                if owner != 0:
-                    if self.rank == owner:
-                        dist.send(out, dst=0)
-                    elif self.rank == 0:
-                        dist.recv(out, src=owner)
-                decoded.append(out)
+                decoded[index] = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
+                dist.recv(decoded[index], src=owner)
         return decoded if self.rank == 0 else None
+
+
+def tile_owners(shapes: list, world_size: int) -> list[int]:
+    """Which rank decodes each tile: largest tiles first, each to the least-loaded rank (work ∝ the
+    latent tile's element count). Deterministic, so every rank computes the same assignment.
+
+    For the 28 tiles of a 704×1216 chunk on 8 ranks, round-robin gives the busiest rank 3 584 latent
+    pixels per frame (2 800 on average); this gives 3 072, the least possible, since some rank must
+    take three of the 18 full 32×32 tiles."""
+    load = [0] * world_size
+    owners = [0] * len(shapes)
+    for index in sorted(range(len(shapes)), key=lambda i: (-math.prod(shapes[i]), i)):
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        owners[index] = rank
+        load[rank] += math.prod(shapes[index])
+    return owners

@@ -92,9 +92,7 @@ def _worker_main(rank: int, world_size: int, init_method: str, backend: str, dev
         runner = PassRunner(spec.build(device), groups, rank, world_size)
         reports.put((rank, None))
     except BaseException as err:  # noqa: BLE001 - reported to rank 0, then this rank exits
-        reports.put((rank, f"{type(err).__name__}: {err}"))
-        traceback.print_exc()
-        os._exit(1)
+        _report_and_exit(reports, rank, err)
     while True:
         try:
             command = [None]
@@ -104,10 +102,19 @@ def _worker_main(rank: int, world_size: int, init_method: str, backend: str, dev
                 break
             getattr(runner, op)(meta)
         except BaseException as err:  # noqa: BLE001 - the ranks are out of step now: leave
-            reports.put((rank, f"{type(err).__name__}: {err}"))
-            traceback.print_exc()
-            os._exit(1)
+            _report_and_exit(reports, rank, err)
     dist.destroy_process_group()
+
+
+def _report_and_exit(reports, rank: int, err: BaseException) -> None:
+    """Tell rank 0 why this rank stops, then exit at once (no atexit/NCCL teardown that could hang)."""
+    traceback.print_exc()
+    reports.put((rank, f"{type(err).__name__}: {err}"))
+    # Queue.put hands the report to a feeder thread; flush it before os._exit or it can be lost
+    # (rank 0 would then report the exit code without the reason).
+    reports.close()
+    reports.join_thread()
+    os._exit(1)
 
 
 class ParallelRuntime:

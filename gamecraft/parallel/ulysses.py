@@ -5,7 +5,9 @@ tokens. Around attention, one all-to-all turns the image q/k/v shards [B, n_r, H
 shards [B, N, H/P, D]; the text q/k/v are narrowed to the same heads. Each rank then runs the
 one-device attention (:func:`gamecraft.model.attention.joint_attention_heads`) on its heads over the
 whole sequence — per head the same computation as on one GPU — and a second all-to-all returns the
-image outputs to their token shards while the text outputs are all-gathered over heads.
+image outputs to their token shards while the text outputs are all-gathered over heads. The heads
+can be taken in several groups so that one group's exchanges overlap another group's attention
+(``head_chunks``; the split over heads does not change any head's arithmetic).
 
 Shards may differ by one token (:func:`token_bounds`), so token counts need not divide the degree.
 All collectives are plain ``torch.distributed`` calls (NCCL on GPUs, gloo on CPUs).
@@ -23,13 +25,22 @@ from gamecraft.model.attention import joint_attention_heads
 from .layout import token_bounds
 
 
+def head_groups(heads_per_rank: int, chunks: int) -> list[tuple[int, int]]:
+    """``chunks`` contiguous [first, stop) ranges of a rank's ``heads_per_rank`` heads (sizes differing
+    by at most one; at most one head each)."""
+    if chunks < 1:
+        raise ValueError(f"head_chunks must be at least 1, got {chunks}")
+    return token_bounds(heads_per_rank, min(chunks, heads_per_rank))
+
+
 class SequenceParallel:
     """One rank's view of a sequence-parallel group (implements the model's ``TokenParallel``)."""
 
-    def __init__(self, group, rank: int, degree: int):
+    def __init__(self, group, rank: int, degree: int, head_chunks: int = 1):
         self.group = group
         self.rank = rank  # index within the group
         self.degree = degree
+        self.head_chunks = head_chunks  # head groups per rank whose exchanges overlap attention
         self._bounds: dict[int, list[tuple[int, int]]] = {}
         self._total: int | None = None  # image tokens of the current pass (token_slice)
 
@@ -47,8 +58,15 @@ class SequenceParallel:
     # -- attention -----------------------------------------------------------------------------
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
                   text_lengths: Sequence[int], backend: str) -> torch.Tensor:
-        """q, k, v: [B, n_r + L, H, D] (this rank's image shard, then all text). Returns [B, n_r + L, H*D]."""
-        heads = q.shape[2]
+        """q, k, v: [B, n_r + L, H, D] (this rank's image shard, then all text). Returns [B, n_r + L, H*D].
+
+        The rank's H/P heads are processed in ``head_chunks`` groups so that communication overlaps
+        compute: every group's q/k/v exchange is issued at once (asynchronously, in order), and each
+        group's output exchange is issued as soon as its attention is done. While group g attends,
+        the exchanges of groups g+1… (inputs) and g−1 (outputs) run; only the first input exchange
+        and the last output exchange are exposed. Per head the arithmetic is unchanged.
+        """
+        batch, _, heads, dim = q.shape
         if heads % self.degree:
             raise ValueError(f"{heads} heads do not split over {self.degree} ranks")
         total = self._total
@@ -58,41 +76,62 @@ class SequenceParallel:
         if sizes[self.rank] != img_len:
             raise ValueError(f"rank {self.rank} holds {img_len} image tokens, expected {sizes[self.rank]}")
         per_rank = heads // self.degree
-        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
-        qkv = torch.stack((q, k, v))  # [3, B, n_r + L, H, D]
-        img = self._tokens_to_heads(qkv[:, :, :img_len], sizes)  # [3, B, N, H/P, D]
-        txt = qkv[:, :, img_len:, mine]
-        full = torch.cat((img, txt), dim=2)
-        out = joint_attention_heads(full[0], full[1], full[2], total, text_lengths, backend)  # [B, N + L, H/P, D]
-        img_out = self._heads_to_tokens(out[:, :total], sizes)  # [B, n_r, H, D]
-        txt_out = self._gather_heads(out[:, total:].contiguous())  # [B, L, H, D]
-        return torch.cat((img_out, txt_out), dim=1).flatten(2)
+        text_len = q.shape[1] - img_len
+        groups = head_groups(per_rank, self.head_chunks)
+        inputs = [self._send_heads((q, k, v), img_len, per_rank, first, stop, sizes, text_len)
+                  for first, stop in groups]
+        result = q.new_empty(batch, img_len + text_len, heads, dim)
+        img_out = result[:, :img_len].unflatten(2, (self.degree, per_rank))  # [B, n_r, P, H/P, D] view
+        outputs, txt_parts = [], []
+        for (first, stop), (work, recv) in zip(groups, inputs):
+            work.wait()
+            mine = slice(self.rank * per_rank + first, self.rank * per_rank + stop)
+            # the text rows go after the N received image rows, so q/k/v are views of one buffer
+            full = recv.view(total + text_len, 3, batch, stop - first, dim)
+            for index, tensor in enumerate((q, k, v)):
+                full[total:, index] = tensor[:, img_len:, mine].transpose(0, 1)
+            full = full.permute(1, 2, 0, 3, 4)  # [3, B, N + L, h_g, D]
+            out = joint_attention_heads(full[0], full[1], full[2], total, text_lengths, backend)  # [B, N + L, h_g, D]
+            outputs.append(self._send_tokens(out[:, :total], sizes))
+            txt_parts.append(out[:, total:])
+        # the text rows are small: gathered over heads once, while the last output exchange runs
+        result[:, img_len:] = self._gather_heads(torch.cat(txt_parts, dim=2).contiguous())
+        for (first, stop), (work, recv) in zip(groups, outputs):
+            work.wait()  # [P (head owner), n_r, B, h_g, D] -> [B, n_r, P, h_g, D]
+            img_out[..., first:stop, :] = recv.view(self.degree, img_len, batch, stop - first, dim).permute(2, 1, 0, 3, 4)
+        return result.flatten(2)
 
-    def _tokens_to_heads(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """[S, B, n_r, H, D] token shard -> [S, B, N, H/P, D] head shard (S stacked tensors)."""
-        stack, batch, n, heads, dim = x.shape
-        p, h = self.degree, heads // self.degree
-        # destination-major, token-major: piece j = my tokens of head group j, [n, S, B, h, D]
-        send = x.reshape(stack, batch, n, p, h, dim).permute(3, 2, 0, 1, 4, 5).contiguous()
-        unit = stack * batch * h * dim
-        recv = torch.empty(sum(sizes) * unit, dtype=x.dtype, device=x.device)
-        dist.all_to_all_single(recv, send.reshape(-1), output_split_sizes=[s * unit for s in sizes],
-                               input_split_sizes=[n * unit] * p, group=self.group)
-        # pieces arrive in source-rank order = token order: [N, S, B, h, D]
-        return recv.view(sum(sizes), stack, batch, h, dim).permute(1, 2, 0, 3, 4)
+    def _send_heads(self, qkv: tuple[torch.Tensor, ...], img_len: int, per_rank: int, first: int, stop: int,
+                    sizes: list[int], spare_rows: int):
+        """Start the exchange of local heads [first, stop) of every rank's head group: this rank's
+        image tokens of q, k, v [B, n_r, H, D] go to their head owners. Returns (work, receive buffer
+        [N + spare_rows, 3, B, h_g, D]: the first N rows once done, token-major in source-rank = token
+        order; the spare rows are left for the caller)."""
+        batch, _, _, dim = qkv[0].shape
+        width = stop - first
+        send = qkv[0].new_empty(self.degree, img_len, 3, batch, width, dim)  # destination-major
+        for index, tensor in enumerate(qkv):
+            heads = tensor[:, :img_len].unflatten(2, (self.degree, per_rank))[..., first:stop, :]
+            send[:, :, index] = heads.permute(2, 1, 0, 3, 4)
+        unit = 3 * batch * width * dim
+        recv = send.new_empty((sum(sizes) + spare_rows) * unit)
+        work = dist.all_to_all_single(recv[:sum(sizes) * unit], send.view(-1), output_split_sizes=[s * unit for s in sizes],
+                                      input_split_sizes=[img_len * unit] * self.degree, group=self.group,
+                                      async_op=True)
+        return work, recv
 
-    def _heads_to_tokens(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """[B, N, H/P, D] head shard -> [B, n_r, H, D] token shard."""
-        batch, total, h, dim = x.shape
-        p = self.degree
-        send = x.permute(1, 0, 2, 3).contiguous()  # [N, B, h, D]: piece j = tokens of rank j
-        unit = batch * h * dim
+    def _send_tokens(self, out: torch.Tensor, sizes: list[int]):
+        """Start returning image outputs [B, N, h_g, D] (this rank's heads, all tokens) to the token
+        owners. Returns (work, receive buffer [P, n_r, B, h_g, D] once done)."""
+        batch, _, width, dim = out.shape
+        send = out.permute(1, 0, 2, 3).contiguous()  # [N, B, h_g, D]: piece j = tokens of rank j
+        unit = batch * width * dim
         n = sizes[self.rank]
-        recv = torch.empty(p * n * unit, dtype=x.dtype, device=x.device)
-        dist.all_to_all_single(recv, send.reshape(-1), output_split_sizes=[n * unit] * p,
-                               input_split_sizes=[s * unit for s in sizes], group=self.group)
-        # [P (head group), n, B, h, D] -> [B, n, P, h, D] -> [B, n, H, D]
-        return recv.view(p, n, batch, h, dim).permute(2, 1, 0, 3, 4).reshape(batch, n, p * h, dim)
+        recv = send.new_empty(self.degree * n * unit)
+        work = dist.all_to_all_single(recv, send.view(-1), output_split_sizes=[n * unit] * self.degree,
+                                      input_split_sizes=[s * unit for s in sizes], group=self.group,
+                                      async_op=True)
+        return work, recv
 
     def _gather_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, H/P, D] -> [B, L, H, D] (every rank's heads, in rank order)."""
