@@ -34,10 +34,12 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 
+from gamecraft.vae_tiles import blend_tiles, split_tiles
+
 logger = logging.getLogger(__name__)
 
 OFFICIAL_CLASS_NAME = "AutoencoderKLCausal3D"
-TILE_OVERLAP = 0.25  # reference tile_overlap_factor
+TILE_OVERLAP = 0.25  # reference tile_overlap_factor (tiles: gamecraft.vae_tiles)
 LOGVAR_RANGE = (-30.0, 20.0)  # reference DiagonalGaussianDistribution clamp
 _BLOCK_TYPES = {"down": ("DownEncoderBlockCausal3D", "HunyuanVideoDownBlock3D"),
                 "up": ("UpDecoderBlockCausal3D", "HunyuanVideoUpBlock3D")}
@@ -280,8 +282,8 @@ class GameCraftVae:
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.tile_latent_size * TILE_OVERLAP)
         keep = self.config.tile_latent_size - blend
-        rows = [[self.model.quant_conv(self.model.encoder(t)) for t in row] for row in _split_tiles(x, tile, stride)]
-        return _blend_tiles(rows, blend, keep)
+        rows = [[self.model.quant_conv(self.model.encoder(t)) for t in row] for row in split_tiles(x, tile, stride)]
+        return blend_tiles(rows, blend, keep)
 
     def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` of the diagonal Gaussian posterior, each ``[B, C, T', h, w]``."""
@@ -347,12 +349,12 @@ class GameCraftVae:
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.sample_size * TILE_OVERLAP)
         keep = self.config.sample_size - blend
-        grid = _split_tiles(z, tile, stride)
+        grid = split_tiles(z, tile, stride)
         flat = [t for row in grid for t in row]
         decoded = self.tile_decoder(flat) if self.tile_decoder is not None else [self.decode_tile(t) for t in flat]
         columns = len(grid[0])
         rows = [decoded[r * columns:(r + 1) * columns] for r in range(len(grid))]
-        return _blend_tiles(rows, blend, keep)
+        return blend_tiles(rows, blend, keep)
 
     def decode_tile(self, z: torch.Tensor) -> torch.Tensor:
         """One unscaled latent tile [B, C, T', h, w] → decoder output [B, 3, 1 + 4(T'−1), 8h, 8w]
@@ -377,43 +379,6 @@ class GameCraftVae:
         """
         frames = self.decode_raw(latents / self.config.scaling_factor)
         return (frames / 2 + 0.5).clamp(0, 1).float()
-
-
-def _split_tiles(x: torch.Tensor, tile: int, stride: int) -> list[list[torch.Tensor]]:
-    """Overlapping spatial tiles ``x[..., i:i+tile, j:j+tile]`` every ``stride``, as rows of columns
-    (edge tiles are smaller), in the reference's order."""
-    return [[x[..., i:i + tile, j:j + tile] for j in range(0, x.shape[-1], stride)]
-            for i in range(0, x.shape[-2], stride)]
-
-
-def _blend_tiles(rows: list[list[torch.Tensor]], blend: int, keep: int) -> torch.Tensor:
-    """Stitch a grid of overlapping tiles ``rows[i][j]`` ``[B, C, T, h, w]`` as the reference does.
-
-    Each tile is blended (in place, so later tiles see already-blended neighbours) with the tile above
-    and then the tile to its left over ``blend`` rows/columns, and its first ``keep`` rows/columns are kept.
-    """
-    out_rows = []
-    for i, row in enumerate(rows):
-        kept = []
-        for j, tile in enumerate(row):
-            if i > 0:
-                _blend_into(rows[i - 1][j], tile, blend, dim=-2)
-            if j > 0:
-                _blend_into(row[j - 1], tile, blend, dim=-1)
-            kept.append(tile[..., :keep, :keep])
-        out_rows.append(torch.cat(kept, dim=-1))
-    return torch.cat(out_rows, dim=-2)
-
-
-def _blend_into(a: torch.Tensor, b: torch.Tensor, extent: int, dim: int) -> None:
-    """``b[:extent] = a[-extent:]·(1 − w) + b[:extent]·w`` along ``dim`` with ``w = k / extent`` in b's dtype."""
-    extent = min(a.shape[dim], b.shape[dim], extent)
-    if extent == 0:
-        return
-    weight = torch.arange(extent, device=b.device, dtype=b.dtype) / extent
-    weight = weight.view((extent, 1) if dim == -2 else (extent,))
-    head = b.narrow(dim, 0, extent)
-    head.copy_(a.narrow(dim, a.shape[dim] - extent, extent) * (1 - weight) + head * weight)
 
 
 def load_vae(weights_dir: Path, layout=None, device: torch.device | str = "cpu",

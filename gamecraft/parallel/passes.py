@@ -84,8 +84,8 @@ class PassRunner:
         """One transformer pass, split by the layout for its row count; every rank returns all rows.
 
         ``meta`` (from rank 0): variant, fast, backend, text_lengths, use_cache, cache ("keep" |
-        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups) and ``shapes`` {name: (shape, dtype)}; ``tensors``
-        only on rank 0.
+        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups) and ``shapes``
+        {name: (shape, dtype)}; ``tensors`` only on rank 0.
         """
         tensors = tensors or {}
         shapes = meta["shapes"]

@@ -98,7 +98,8 @@ class SequenceParallel:
         result[:, img_len:] = self._gather_heads(torch.cat(txt_parts, dim=2).contiguous())
         for (first, stop), (work, recv) in zip(groups, outputs):
             work.wait()  # [P (head owner), n_r, B, h_g, D] -> [B, n_r, P, h_g, D]
-            img_out[..., first:stop, :] = recv.view(self.degree, img_len, batch, stop - first, dim).permute(2, 1, 0, 3, 4)
+            pieces = recv.view(self.degree, img_len, batch, stop - first, dim)
+            img_out[..., first:stop, :] = pieces.permute(2, 1, 0, 3, 4)
         return result.flatten(2)
 
     def _send_heads(self, qkv: tuple[torch.Tensor, ...], img_len: int, per_rank: int, first: int, stop: int,
@@ -115,7 +116,8 @@ class SequenceParallel:
             send[:, :, index] = heads.permute(2, 1, 0, 3, 4)
         unit = 3 * batch * width * dim
         recv = send.new_empty((sum(sizes) + spare_rows) * unit)
-        work = dist.all_to_all_single(recv[:sum(sizes) * unit], send.view(-1), output_split_sizes=[s * unit for s in sizes],
+        work = dist.all_to_all_single(recv[:sum(sizes) * unit], send.view(-1),
+                                      output_split_sizes=[s * unit for s in sizes],
                                       input_split_sizes=[img_len * unit] * self.degree, group=self.group,
                                       async_op=True)
         return work, recv
