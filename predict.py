@@ -205,20 +205,20 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
     from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
 
     cuda = torch.cuda.is_available()
-    compile_blocks = cuda and os.environ.get("GAMECRAFT_COMPILE", "1") != "0"
+    compile_models = cuda and os.environ.get("GAMECRAFT_COMPILE", "1") != "0"
+    # compiled transformer blocks and VAE decoder, attention kernel: the same for every weights source
+    speed = dict(compile=compile_models, compile_vae=compile_models, attention_backend=_attention_backend(cuda))
     if weights == "random":
         from gamecraft.random_weights import random_engine
 
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if cuda else "cpu", compile=compile_blocks, compile_vae=compile_blocks,
-                             attention_backend=_attention_backend(cuda))
+        return random_engine(device="cuda" if cuda else "cpu", **speed)
     if weights == "tiny":
         tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
         if not (tiny_dir / "gamecraft_models").is_dir():
             write_tiny_weights(tiny_dir)
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-        config = EngineConfig(tiny_dir, device="cuda", preload=preload, compile=compile_blocks,
-                              compile_vae=compile_blocks, attention_backend=_attention_backend(cuda)) if cuda else \
+        config = EngineConfig(tiny_dir, device="cuda", preload=preload, **speed) if cuda else \
             EngineConfig.for_cpu(tiny_dir, preload=preload)
         return GameCraftEngine.load(config)
     weights_dir = Path(weights)
@@ -239,8 +239,7 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
                            "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
     return GameCraftEngine.load(EngineConfig(
         weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
-        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", compile=compile_blocks,
-        compile_vae=compile_blocks, attention_backend=_attention_backend(cuda)))
+        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", **speed))
 
 
 def _attention_backend(cuda: bool) -> str:

@@ -126,7 +126,7 @@ class WorldSession:
 
     def _attention_backend(self) -> str:
         if self.preset.fp8:
-            return getattr(self.engine, "fast_attention_backend", self.engine.attention_backend)
+            return self.engine.fast_attention_backend
         return self.engine.attention_backend
 
     def generate_chunk(self, poses: ChunkPoses, label: str = "", noise: torch.Tensor | None = None,

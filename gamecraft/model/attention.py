@@ -46,7 +46,6 @@ _KERNELS: dict[str, list[SDPBackend]] = {
     "sdpa-flash": [SDPBackend.FLASH_ATTENTION],
     "sdpa-efficient": [SDPBackend.EFFICIENT_ATTENTION],
 }
-_FA3_BACKENDS = ("fa3",)
 
 
 def check_backend(backend: str) -> None:
@@ -74,7 +73,7 @@ def _fa3_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
 
 def _kernel_context(backend: str, device: torch.device):
     # On CPU only math / the CPU flash kernel exist; restricting the list there would only error.
-    if (device.type != "cuda" and backend != "sdpa-math") or backend in _FA3_BACKENDS:
+    if (device.type != "cuda" and backend != "sdpa-math") or backend == "fa3":
         return contextlib.nullcontext()
     return sdpa_kernel(_KERNELS[backend], set_priority=True)
 
@@ -84,7 +83,7 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> tor
 
     q, k, v: [B, S, H, D] (token-major, as the projections produce them). Returns [B, S, H, D].
     """
-    if backend in _FA3_BACKENDS and q.device.type == "cuda":
+    if backend == "fa3" and q.device.type == "cuda":
         return _fa3_forward(q, k, v)
     with _kernel_context(backend, q.device):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -102,9 +101,6 @@ def _equal_length_runs(text_lengths: Sequence[int]) -> list[tuple[int, int, int]
     return runs
 
 
-# Kept out of torch.compile graphs (a graph break per call): the per-row text lengths decide the
-# segment shapes, and tracing them would recompile the blocks for every new prompt length. SDPA is
-# one kernel anyway, so nothing is lost to fusion.
 class HeadParallel(Protocol):
     """What :func:`joint_attention` needs from a sequence-parallel group (``gamecraft.parallel.ulysses``)."""
 

@@ -20,7 +20,6 @@ from gamecraft.model.transformer import StepCache
 
 from .passes import PassRunner, dtype_name
 from .runtime import ParallelRuntime
-from .ulysses import head_groups
 
 DEFAULT_HEAD_CHUNKS = 1  # overlap groups: none by default (2 GPUs: 1 and 2 tie, 3–4 slower; BENCHMARKS.md)
 
@@ -75,7 +74,8 @@ class ParallelEngine:
     def __init__(self, local, runtime: ParallelRuntime, head_chunks: int = DEFAULT_HEAD_CHUNKS):
         self.local = local
         self.runtime = runtime
-        head_groups(1, head_chunks)  # validates
+        if head_chunks < 1:  # checked here: on a worker rank the error would end the rank
+            raise ValueError(f"head_chunks must be at least 1, got {head_chunks}")
         self.head_chunks = head_chunks  # per-rank head groups whose exchanges overlap attention
         runtime.attach(local)
         self._sent_camera: torch.Tensor | None = None

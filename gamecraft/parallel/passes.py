@@ -104,7 +104,7 @@ class PassRunner:
         layout = choose_layout(self.world_size, rows, model.config.num_heads)
         sp = self.groups.sp[layout]
         if sp is not None:
-            sp.head_chunks = meta.get("head_chunks", 1)
+            sp.head_chunks = meta["head_chunks"]
         text_lengths = list(meta["text_lengths"])
         camera = self.camera_tokens
         if layout.cfg_degree == 2:  # this rank computes one guidance row
