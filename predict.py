@@ -29,6 +29,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from contextlib import closing
 from typing import Iterator, Optional
 
 import cog
@@ -163,11 +164,13 @@ class Predictor(BasePredictor):
             log.info("request: %d chunk(s), preset %s, estimated %.0fs", n_chunks, chosen.name, estimate)
             report = GenerationReport()
             stem = f"gamecraft-{{seed}}-{uuid.uuid4().hex[:8]}"
-            for output in generate(self.engine, request, out_dir, stem, report):
-                if output.kind == "chunk":
-                    self.record_metric("chunks_done", len(report.chunk_seconds))
-                    self.record_metric("seconds_per_chunk", round(report.chunk_seconds[-1], 3), mode="append")
-                yield Path(output.path)
+            # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
+            with closing(generate(self.engine, request, out_dir, stem, report)) as outputs:
+                for output in outputs:
+                    if output.kind == "chunk":
+                        self.record_metric("chunks_done", len(report.chunk_seconds))
+                        self.record_metric("seconds_per_chunk", round(report.chunk_seconds[-1], 3), mode="append")
+                    yield Path(output.path)
             log.info("seed %s", report.seed)
         except cog.CancelationException:
             shutil.rmtree(out_dir, ignore_errors=True)

@@ -220,7 +220,7 @@ class Suite:
         try:
             runtime.wait_ready()
             self.record(dict(kind="start", gpus=world, seconds=round(time.perf_counter() - begin, 1)))
-            if self.args.head_chunks:
+            if self.args.head_chunks and (self.args.overlap_gpus is None or world in self.args.overlap_gpus):
                 self.head_chunks(engine, world)
             self.passes(engine, world)
             self.warm_decode(engine, world)
@@ -241,6 +241,8 @@ def main() -> int:
                         help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())")
     parser.add_argument("--head-chunks", type=int, nargs="*", default=[1, 2, 3],
                         help="Ulysses overlap settings compared on the 18-frame pass (empty: the default only)")
+    parser.add_argument("--overlap-gpus", type=int, nargs="*", default=None,
+                        help="world sizes that get the --head-chunks comparison (default: all; the others use 1)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,12 @@
    ``--drop-caches``): import, ``GameCraftEngine.load`` as ``predict._load_engine`` configures it
    (split into VAE / text encoders / transformer), the warm-up ``measure_costs`` that ``setup()`` runs
    (it compiles the blocks on CUDA), peak GPU memory. ``--repeat-compile`` runs a second time with the
-   inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run.
+   inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run. ``--gpus N``
+   adds what ``GAMECRAFT_GPUS=N`` adds: after rank 0's load, one worker per extra GPU starts and loads
+   the same directory (``workers_s``), and the warm-up runs split over the GPUs.
 
     python benchmarks/bench_setup.py --dir /data/bench-setup --out $OUT --drop-caches --repeat-compile
+    python benchmarks/bench_setup.py --dir /data/bench-setup --out $OUT --drop-caches --gpus 4
     python benchmarks/bench_setup.py --tiny --out /tmp/bs          # CPU smoke test, tiny sizes
 """
 
@@ -295,17 +298,31 @@ def measure(args) -> dict:
     row["components_s"]["other"] = row["load_s"] - sum(row["components_s"].values())  # e.g. pinning
     if cuda:
         row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    row["workers_s"] = 0.0
+    if args.gpus > 1:  # predict._start_parallel: one worker per extra GPU loads the same directory
+        import dataclasses
+
+        from gamecraft.parallel import WorkerSpec, start_parallel_engine
+
+        spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker",
+                          dict(config=dataclasses.replace(config, preload=config.preload)))
+        devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
+        begin = time.perf_counter()
+        engine = start_parallel_engine(engine, spec, args.gpus, devices)
+        row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()
     costs = measure_costs(engine, *size)  # setup()'s warm-up (compiles the blocks when config.compile)
     row["warmup_s"] = time.perf_counter() - begin
-    row.update(compile=config.compile, size=list(size), costs=vars(costs),
-               total_s=row["import_s"] + row["load_s"] + row["warmup_s"],
+    row.update(compile=config.compile, size=list(size), costs=vars(costs), gpus=args.gpus,
+               total_s=row["import_s"] + row["load_s"] + row["workers_s"] + row["warmup_s"],
                host_peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
                card=torch.cuda.get_device_name(device) if cuda else "cpu")
     if cuda:
         row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         row["gpu_peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB
+    if args.gpus > 1:
+        engine.close()  # after the measurement: stopping the workers is not part of setup()
     return row
 
 
@@ -313,7 +330,7 @@ def run_child(args, run: int, inductor_dir: Path, result: Path) -> dict:
     """One measurement in a fresh interpreter (its logs stream through); returns its row."""
     flags = [flag for flag, on in (("--tiny", args.tiny), ("--no-compile", args.no_compile)) if on]
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--dir", str(args.dir),
-               "--device", args.device, "--result", str(result), *flags]
+               "--device", args.device, "--gpus", str(args.gpus), "--result", str(result), *flags]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir)}
     begin = time.perf_counter()
     subprocess.run(command, env=env, check=True, timeout=args.timeout_s)
@@ -348,8 +365,10 @@ def driver_version() -> str | None:
 def summary(row: dict) -> str:
     parts = ", ".join(f"{k} {v:.1f}" for k, v in row["components_s"].items())
     gpu = f", peak GPU {row['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in row else ""
+    workers = f" + workers for {row['gpus'] - 1} more GPU(s) {row['workers_s']:.1f} s" if row["gpus"] > 1 else ""
     return (f"run {row['run']} (inductor cache {row['inductor_cache']}, compile {row['compile']}): import "
-            f"{row['import_s']:.1f} s + load {row['load_s']:.1f} s ({parts}) + warm-up {row['warmup_s']:.1f} s = "
+            f"{row['import_s']:.1f} s + load {row['load_s']:.1f} s ({parts})"
+            f"{workers} + warm-up {row['warmup_s']:.1f} s = "
             f"setup {row['total_s']:.1f} s{gpu}, host RSS {row['host_peak_rss_gib']:.1f} GiB, "
             f"cache used {row['cache_used']}")
 
@@ -384,6 +403,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each run")
     parser.add_argument("--repeat-compile", action="store_true", help="a 2nd run with the inductor cache warm")
     parser.add_argument("--no-compile", action="store_true", help="eager transformer (GAMECRAFT_COMPILE=0)")
+    parser.add_argument("--gpus", type=int, default=1, help="setup() with GAMECRAFT_GPUS=N: rank 0 loads, then "
+                                                          "one worker per extra GPU (gloo ranks with --tiny)")
     parser.add_argument("--timeout-s", type=float, default=600, help="per measurement run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)

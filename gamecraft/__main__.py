@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from gamecraft.actions import parse_actions
@@ -104,8 +105,9 @@ def _generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"
     try:
-        for output in generate(engine, request, Path(args.out), stem, report):
-            print(f"{output.kind:<10} {output.path}", flush=True)
+        with closing(generate(engine, request, Path(args.out), stem, report)) as outputs:  # Ctrl-C stops it
+            for output in outputs:
+                print(f"{output.kind:<10} {output.path}", flush=True)
     finally:
         if args.gpus > 1:
             engine.close()  # stop the worker processes

@@ -112,7 +112,9 @@ def measure_costs(engine, height: int, width: int, overhead_s: float = 5.0) -> P
                       attention_backend=engine.attention_backend)
 
             passes.append(min(timed(run) for _ in range(2)))
-        decode = timed(lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=device)))
+        # the faster of two here too: the first call compiles the decoder when config.compile_vae (≈ 20 s)
+        decode = min(timed(lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=device)))
+                     for _ in range(2))
     log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", passes[0], passes[1], decode)
     # decode_s also covers the chunk's mp4 writes and camera embedding (≈ 20 % + 0.5 s on an H100)
     return PassCosts(first_pass_s=passes[0], later_pass_s=passes[1], decode_s=decode * 1.2 + 0.5,

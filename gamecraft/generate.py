@@ -8,6 +8,8 @@
 4. the last frame as PNG, and the camera-path preview, when asked.
 
 A request starts from exactly one of: an image, a video (its last 33 frames), or a saved state.
+The chunks are generated on a background thread one ahead of the writes (:mod:`gamecraft.chunks_ahead`),
+so the GPUs work on chunk k+1 while chunk k is encoded.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from gamecraft.actions import Segment
 from gamecraft.camera import ChunkPoses, chunk_poses
+from gamecraft.chunks_ahead import chunks_ahead
 from gamecraft.image import preprocess_frames, preprocess_image
 from gamecraft.media import VideoWriter, last_frames_for_start, save_png, write_mp4
 from gamecraft.presets import Preset
@@ -114,10 +118,13 @@ def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
 
 
 def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: str,
-             report: GenerationReport | None = None) -> Iterator[OutputFile]:
+             report: GenerationReport | None = None, overlap_writes: bool = True) -> Iterator[OutputFile]:
     """Run ``request``, writing files named ``<stem>-…`` into ``out_dir``; yields each as it is ready.
 
-    ``stem`` may contain ``{seed}``, replaced by the seed actually used.
+    ``stem`` may contain ``{seed}``, replaced by the seed actually used. ``overlap_writes``: generate
+    the next chunk on a background thread while this one's mp4s are written (:mod:`gamecraft.chunks_ahead`;
+    same outputs). Close the iterator (``contextlib.closing``) when not exhausting it, so that the
+    thread is stopped at once.
     """
     validate_request(request)
     out_dir = Path(out_dir)
@@ -130,20 +137,20 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: st
     first_chunk = session.state.chunks_done
     log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), request.preset.name,
              session.state.seed, *request.size)
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     last_frame = None
-    with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full:
-        for n, (poses, label) in enumerate(chunks):
-            chunk_start = time.perf_counter()
-            result = session.generate_chunk(poses, label)
+    results = chunks_ahead(session, chunks) if overlap_writes else (session.generate_chunk(*c) for c in chunks)
+    with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full, closing(results):
+        for n, result in enumerate(results):
             frames = result.frames
             full.append(frames)
             path = write_mp4(frames, out_dir / f"{stem}-chunk{result.index + 1:03d}.mp4", fps=request.fps)
             last_frame = frames[-1]
-            seconds = time.perf_counter() - chunk_start
+            now = time.perf_counter()
+            seconds, last = now - last, now  # since the previous chunk's file: what a streaming client waits
             report.chunk_seconds.append(seconds)
-            eta = (time.perf_counter() - start) / (n + 1) * (len(chunks) - n - 1)
-            log.info("chunk %d/%d done in %.1fs (%s); ETA %.0fs", n + 1, len(chunks), seconds, label, eta)
+            eta = (now - start) / (n + 1) * (len(chunks) - n - 1)
+            log.info("chunk %d/%d done in %.1fs (%s); ETA %.0fs", n + 1, len(chunks), seconds, result.label, eta)
             yield OutputFile("chunk", path, result.index)
     yield OutputFile("video", full.path)
     if request.return_state:

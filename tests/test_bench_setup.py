@@ -54,3 +54,15 @@ def test_bench_setup_refuses_a_cache_that_setup_would_ignore(tmp_path):
     os.utime(pt, ns=(pt.stat().st_atime_ns, pt.stat().st_mtime_ns + 10**9))  # the .pt is now newer
     with pytest.raises(SystemExit, match="older than"):
         bench_setup.assert_cache_valid(tmp_path, config)
+
+
+def test_bench_setup_tiny_with_two_ranks_times_the_workers(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_setup.py"), "--tiny", "--gpus", "2",
+                           "--dir", str(tmp_path / "weights"), "--out", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = json.loads((out / "bench_setup.json").read_text())["rows"]
+    assert row["gpus"] == 2 and row["workers_s"] > 0 and row["cache_used"] is True
+    assert row["total_s"] >= row["load_s"] + row["workers_s"] + row["warmup_s"]
+    assert "+ workers for 1 more GPU(s)" in proc.stdout

@@ -45,3 +45,13 @@ def test_bench_parallel_tiny(tmp_path):
         chunks = [r for r in rows if r["kind"] == "chunk" and r["gpus"] == gpus]
         assert [r["go_fast"] for r in chunks] == [False, True] and all(r["seconds"] > 0 for r in chunks)
         assert any(r["kind"] == "decode" and r["gpus"] == gpus and r["seconds"] > 0 for r in rows)
+
+
+def test_bench_prediction_tiny(tmp_path):
+    run("bench_prediction.py", "--tiny", "--gpus", "2", "--chunks", "2", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "bench_prediction.json").read_text())["rows"]
+    runs = [r for r in rows if r["kind"] == "prediction"]
+    assert [r["variant"] for r in runs] == ["inline", "ahead"]
+    assert all(len(r["chunk_intervals_s"]) == 2 and r["later_chunk_mean_s"] > 0 for r in runs)
+    assert next(r for r in rows if r["kind"] == "same_outputs")["value"] is True
+    assert next(r for r in rows if r["kind"] == "writes_alone")["seconds"] > 0
