@@ -258,11 +258,10 @@ def _attention_backend(cuda: bool) -> str:
 
 def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
     """Wrap ``engine`` in a multi-GPU engine when several GPUs are to be used (``GAMECRAFT_GPUS``)."""
-    import dataclasses
-
     import torch
 
-    from gamecraft.parallel import WorkerSpec, start_parallel_engine
+    from gamecraft.parallel import start_parallel_engine
+    from gamecraft.random_weights import random_worker_spec
 
     cuda = torch.cuda.is_available()
     default = torch.cuda.device_count() if cuda else 1
@@ -278,12 +277,10 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
         raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
     config = engine.config
     if weights == "random":
-        spec = WorkerSpec("gamecraft.random_weights:random_engine", dict(
-            compile=config.compile, compile_vae=config.compile_vae, attention_backend=config.attention_backend,
-            text=False))
+        spec = random_worker_spec(compile=config.compile, compile_vae=config.compile_vae,
+                                  attention_backend=config.attention_backend)
     else:
-        spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker",
-                          dict(config=dataclasses.replace(config, preload=preload)))
+        spec = engine.worker_spec()
     devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
     log.info("starting %d GPU workers", world - 1)
     try:

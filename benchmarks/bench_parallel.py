@@ -32,8 +32,9 @@ from gamecraft.actions import single  # noqa: E402
 from gamecraft.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
-from gamecraft.parallel import ParallelEngine, ParallelRuntime, WorkerSpec  # noqa: E402
+from gamecraft.parallel import ParallelEngine, ParallelRuntime  # noqa: E402
 from gamecraft.presets import resolve_preset  # noqa: E402
+from gamecraft.random_weights import random_worker_spec  # noqa: E402
 from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
 from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
 
@@ -66,18 +67,15 @@ class Suite:
             from tests.test_parallel import CONFIG
 
             self.local = tiny_random_engine(transformer_config=CONFIG)
-            self.spec = WorkerSpec("gamecraft.random_weights:tiny_random_engine",
-                                   dict(transformer_config=CONFIG, text=False))
+            self.spec = random_worker_spec(tiny=True, transformer_config=CONFIG)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
             from gamecraft.random_weights import random_engine
 
-            backend = "fa3" if fa3_available() else "sdpa"
-            self.local = random_engine(device="cuda:0", compile=args.compile, compile_vae=args.compile_vae,
-                                       attention_backend=backend)
-            self.spec = WorkerSpec("gamecraft.random_weights:random_engine",
-                                   dict(compile=args.compile, compile_vae=args.compile_vae, attention_backend=backend,
-                                        text=False))
+            speed = dict(compile=args.compile, compile_vae=args.compile_vae,
+                         attention_backend="fa3" if fa3_available() else "sdpa")
+            self.local = random_engine(device="cuda:0", **speed)
+            self.spec = random_worker_spec(**speed)
             self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         self.record(dict(kind="setup", rank0_engine_s=round(time.perf_counter() - self.start, 1),
                          attention=self.local.attention_backend, compile=args.compile,

@@ -46,23 +46,17 @@ SPEEDS = [0.3, 20, 0.2, 0.3, 15, 0.2]
 def build_engine(args):
     """Rank 0's engine (and its workers when ``--gpus`` > 1), configured as ``predict.setup()`` does."""
     from gamecraft.model.attention import fa3_available
-    from gamecraft.parallel import WorkerSpec, start_parallel_engine
+    from gamecraft.parallel import start_parallel_engine
+    from gamecraft.random_weights import random_engine, random_worker_spec, tiny_random_engine
 
     if args.tiny:
-        from gamecraft.random_weights import tiny_random_engine
-
-        engine, size = tiny_random_engine(), (64, 96)
-        spec = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(text=False))
-        devices = ["cpu"] * args.gpus
+        engine, size, speed, devices = tiny_random_engine(), (64, 96), {}, ["cpu"] * args.gpus
     else:
-        from gamecraft.random_weights import random_engine
-
         speed = dict(compile=True, compile_vae=True, attention_backend="fa3" if fa3_available() else "sdpa")
         engine, size = random_engine(device="cuda:0", **speed), (704, 1216)
-        spec = WorkerSpec("gamecraft.random_weights:random_engine", dict(speed, text=False))
         devices = [f"cuda:{i}" for i in range(args.gpus)]
     if args.gpus > 1:
-        engine = start_parallel_engine(engine, spec, args.gpus, devices)
+        engine = start_parallel_engine(engine, random_worker_spec(args.tiny, **speed), args.gpus, devices)
     return engine, size
 
 

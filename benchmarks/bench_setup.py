@@ -300,15 +300,11 @@ def measure(args) -> dict:
         row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
     row["workers_s"] = 0.0
     if args.gpus > 1:  # predict._start_parallel: one worker per extra GPU loads the same directory
-        import dataclasses
+        from gamecraft.parallel import start_parallel_engine
 
-        from gamecraft.parallel import WorkerSpec, start_parallel_engine
-
-        spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker",
-                          dict(config=dataclasses.replace(config, preload=config.preload)))
         devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
         begin = time.perf_counter()
-        engine = start_parallel_engine(engine, spec, args.gpus, devices)
+        engine = start_parallel_engine(engine, engine.worker_spec(), args.gpus, devices)
         row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()

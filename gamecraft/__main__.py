@@ -67,18 +67,17 @@ def _engine_config(args: argparse.Namespace, preset_variant: str):
     return EngineConfig.for_cpu(tiny_dir, preload=(preset_variant,)), reason
 
 
-def _parallel(engine, config, gpus: int, smoke: bool):
+def _parallel(engine, gpus: int, smoke: bool):
     """Split every pass over ``gpus`` GPUs (gloo processes on the CPU for tiny smoke runs)."""
     import torch
 
-    from gamecraft.parallel import WorkerSpec, start_parallel_engine
+    from gamecraft.parallel import start_parallel_engine
 
     if not smoke and gpus > torch.cuda.device_count():
         raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
     devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
-    spec = WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
     try:
-        return start_parallel_engine(engine, spec, gpus, devices)
+        return start_parallel_engine(engine, engine.worker_spec(), gpus, devices)
     except ValueError as err:
         raise SystemExit(f"--gpus {gpus}: {err}") from None
 
@@ -100,7 +99,7 @@ def _generate(args: argparse.Namespace) -> int:
         fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
     engine = GameCraftEngine.load(config)
     if args.gpus > 1:
-        engine = _parallel(engine, config, args.gpus, smoke is not None)
+        engine = _parallel(engine, args.gpus, smoke is not None)
     report = GenerationReport()
     start = time.perf_counter()
     stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"

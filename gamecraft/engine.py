@@ -108,6 +108,13 @@ class GameCraftEngine:
                  config.dtype)
         return engine
 
+    def worker_spec(self):
+        """How a multi-GPU worker rank builds its twin of this engine (:meth:`load_worker` with this
+        config): a ``gamecraft.parallel.WorkerSpec``."""
+        from gamecraft.parallel import WorkerSpec
+
+        return WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=self.config))
+
     @classmethod
     def load_worker(cls, device: str, config: EngineConfig) -> "GameCraftEngine":
         """A multi-GPU worker rank's engine on ``device``: VAE and transformers, no text encoders

@@ -132,3 +132,12 @@ def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: T
                          text_dtype=torch.float32, text_offload=False,
                          transformer_config=transformer_config or TransformerConfig.tiny(), vae_config=TINY_VAE,
                          llm_config=TINY_LLM, clip_config=TINY_CLIP, text=text)
+
+
+def random_worker_spec(tiny: bool = False, **kwargs):
+    """How a multi-GPU worker rank builds its twin of ``random_engine(**kwargs)`` (``tiny_random_engine``
+    with ``tiny``): the same seed gives the same weights; no text encoders (prompts are encoded on rank 0)."""
+    from gamecraft.parallel import WorkerSpec
+
+    factory = "tiny_random_engine" if tiny else "random_engine"
+    return WorkerSpec(f"gamecraft.random_weights:{factory}", dict(kwargs, text=False))
