@@ -78,8 +78,16 @@ class Predictor(BasePredictor):
         self.size = (704, 1216)
         if self.tiny:
             self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
-        self.engine = _load_engine(weights, preload)
-        self.engine = _start_parallel(self.engine, weights, preload)
+        world = _world_size(weights)  # checked before any download or load
+        config = _engine_config(weights, preload)
+        workers = _start_workers_early(config, world)
+        try:
+            self.engine = _load_engine(weights, config)
+            self.engine = _start_parallel(self.engine, weights, world, workers)
+        except BaseException:
+            if workers is not None:
+                workers.close()
+            raise
         try:
             self.costs = measure_costs(self.engine, *self.size)  # also the compilation warm-up
         except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
@@ -200,30 +208,32 @@ class Predictor(BasePredictor):
             self._last_output_dir = None
 
 
-def _load_engine(weights: str, preload: tuple[str, ...]):
-    """The engine for ``GAMECRAFT_WEIGHTS``: ``tiny``, ``random`` or a weights directory (downloaded if missing)."""
+def _speed_settings() -> dict:
+    """Compiled transformer blocks and VAE decoder, attention kernel: the same for every weights source."""
     import torch
-
-    from gamecraft.engine import EngineConfig, GameCraftEngine
-    from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
 
     cuda = torch.cuda.is_available()
     compile_models = cuda and os.environ.get("GAMECRAFT_COMPILE", "1") != "0"
-    # compiled transformer blocks and VAE decoder, attention kernel: the same for every weights source
-    speed = dict(compile=compile_models, compile_vae=compile_models, attention_backend=_attention_backend(cuda))
-    if weights == "random":
-        from gamecraft.random_weights import random_engine
+    return dict(compile=compile_models, compile_vae=compile_models, attention_backend=_attention_backend(cuda))
 
-        log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if cuda else "cpu", **speed)
+
+def _engine_config(weights: str, preload: tuple[str, ...]):
+    """The ``EngineConfig`` for ``GAMECRAFT_WEIGHTS``: ``tiny`` or a weights directory (downloaded if
+    missing); None for ``random`` (no files)."""
+    import torch
+
+    from gamecraft.engine import EngineConfig
+    from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
+
+    cuda = torch.cuda.is_available()
+    if weights == "random":
+        return None
     if weights == "tiny":
         tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
         if not (tiny_dir / "gamecraft_models").is_dir():
             write_tiny_weights(tiny_dir)
-        log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-        config = EngineConfig(tiny_dir, device="cuda", preload=preload, **speed) if cuda else \
+        return EngineConfig(tiny_dir, device="cuda", preload=preload, **_speed_settings()) if cuda else \
             EngineConfig.for_cpu(tiny_dir, preload=preload)
-        return GameCraftEngine.load(config)
     weights_dir = Path(weights)
     try:
         for variant in preload:
@@ -240,9 +250,25 @@ def _load_engine(weights: str, preload: tuple[str, ...]):
     if not cuda:
         raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); "
                            "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
-    return GameCraftEngine.load(EngineConfig(
-        weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
-        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1", **speed))
+    return EngineConfig(weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
+                        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1",
+                        **_speed_settings())
+
+
+def _load_engine(weights: str, config):
+    """Rank 0's engine: ``config`` loaded, or full-size random weights (``config`` None)."""
+    import torch
+
+    from gamecraft.engine import GameCraftEngine
+
+    if config is None:
+        from gamecraft.random_weights import random_engine
+
+        log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
+        return random_engine(device="cuda" if torch.cuda.is_available() else "cpu", **_speed_settings())
+    if weights == "tiny":
+        log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
+    return GameCraftEngine.load(config)
 
 
 def _attention_backend(cuda: bool) -> str:
@@ -256,12 +282,9 @@ def _attention_backend(cuda: bool) -> str:
     return choice
 
 
-def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
-    """Wrap ``engine`` in a multi-GPU engine when several GPUs are to be used (``GAMECRAFT_GPUS``)."""
+def _world_size(weights: str) -> int:
+    """How many GPUs to use (``GAMECRAFT_GPUS``, default: every visible one); checked."""
     import torch
-
-    from gamecraft.parallel import start_parallel_engine
-    from gamecraft.random_weights import random_worker_spec
 
     cuda = torch.cuda.is_available()
     default = torch.cuda.device_count() if cuda else 1
@@ -269,22 +292,52 @@ def _start_parallel(engine, weights: str, preload: tuple[str, ...]):
         world = int(os.environ.get("GAMECRAFT_GPUS", default))
     except ValueError:
         raise RuntimeError(f"GAMECRAFT_GPUS must be a number, got {os.environ['GAMECRAFT_GPUS']!r}") from None
+    if world > 1 and cuda and world > torch.cuda.device_count():
+        raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
+    if world > 1 and not cuda and weights != "tiny":
+        raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
+    return max(world, 1)
+
+
+def _devices(world: int) -> list[str]:
+    import torch
+
+    return [f"cuda:{i}" for i in range(world)] if torch.cuda.is_available() else ["cpu"] * world
+
+
+def _start_workers_early(config, world: int):
+    """The worker ranks, started before rank 0 loads when that is safe (``start_workers_early``), else None."""
+    from gamecraft.parallel import start_workers_early
+
+    if world <= 1 or config is None:
+        return None
+    try:
+        workers = start_workers_early(config, world, _devices(world))
+    except ValueError as err:  # a GPU count that cannot split the heads
+        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
+    if workers is not None:
+        log.info("started %d GPU workers; they load while GPU 0 does", world - 1)
+    return workers
+
+
+def _start_parallel(engine, weights: str, world: int, workers=None):
+    """Wrap ``engine`` in a multi-GPU engine when several GPUs are to be used; ``workers``: a runtime
+    already started by :func:`_start_workers_early`."""
+    from gamecraft.parallel import start_parallel_engine
+    from gamecraft.random_weights import random_worker_spec
+
     if world <= 1:
         return engine
-    if cuda and world > torch.cuda.device_count():
-        raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
-    if not cuda and weights != "tiny":
-        raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
     config = engine.config
     if weights == "random":
         spec = random_worker_spec(compile=config.compile, compile_vae=config.compile_vae,
                                   attention_backend=config.attention_backend)
     else:
         spec = engine.worker_spec()
-    devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
-    log.info("starting %d GPU workers", world - 1)
+    if workers is None:
+        log.info("starting %d GPU workers", world - 1)
     try:
-        return start_parallel_engine(engine, spec, world, devices)
+        return start_parallel_engine(engine, spec, world, _devices(world), runtime=workers)
     except ValueError as err:  # a GPU count that cannot split the heads
         raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
 

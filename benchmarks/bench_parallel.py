@@ -53,6 +53,18 @@ def timed(fn):
     return time.perf_counter() - begin, out
 
 
+KERNEL_KINDS = (("nccl", ("nccl",)), ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn")),
+                ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "scaled_mm")),
+                ("fused", ("triton",)),  # Inductor's kernels: norms, modulation, RoPE, GELU (names say "to_copy")
+                ("copy", ("memcpy", "memset", "copy", "cat", "elementwise_kernel")))
+
+
+def kernel_kind(name: str) -> str:
+    """The first kind whose marker occurs in the kernel's name; ``other`` else."""
+    lower = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(m in lower for m in marks)), "other")
+
+
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm())
 
@@ -139,6 +151,35 @@ class Suite:
         engine.head_chunks = best[1]
         self.record(dict(kind="head_chunks_chosen", gpus=world, head_chunks=best[1]))
 
+    def profile(self, engine, world: int) -> None:
+        """Rank 0's kernel time in one 18-frame 1-row pass, by kind, against the pass's wall time: what
+        the pass spends beyond 1/world of the one-GPU pass (exchange kernels, copies, idle)."""
+        inp = self.inputs(1, 18)
+        model = engine.transformer("distilled")
+        backend = self.local.attention_backend
+        with torch.no_grad():
+            model(**inp, attention_backend=backend)
+            sync()
+            activities = [torch.profiler.ProfilerActivity.CUDA if torch.cuda.is_available()
+                          else torch.profiler.ProfilerActivity.CPU]
+            with torch.profiler.profile(activities=activities) as prof:
+                seconds, _ = timed(lambda: model(**inp, attention_backend=backend))
+        totals: dict[str, float] = {}
+        top = []
+        for event in prof.key_averages():
+            if torch.cuda.is_available() and event.device_type != torch.autograd.DeviceType.CUDA:
+                continue  # kernels only
+            us = event.self_device_time_total if torch.cuda.is_available() else event.self_cpu_time_total
+            if us:
+                kind = kernel_kind(event.key)
+                totals[kind] = totals.get(kind, 0.0) + us / 1e6
+                top.append((us / 1e6, event.key[:80], kind))
+        top.sort(reverse=True)
+        self.record(dict(kind="profile", gpus=world, head_chunks=engine.head_chunks, wall_s=round(seconds, 3),
+                         kernel_s={k: round(v, 3) for k, v in sorted(totals.items())},
+                         kernel_sum_s=round(sum(totals.values()), 3),
+                         top=[dict(s=round(t, 3), kernel=k, kind=c) for t, k, c in top[:15]]))
+
     def warm_decode(self, engine, world: int) -> None:
         """One untimed chunk decode, so that the first chunk's decode does not include every rank's
         first-use cuDNN setup for the four tile shapes."""
@@ -220,7 +261,12 @@ class Suite:
             self.record(dict(kind="start", gpus=world, seconds=round(time.perf_counter() - begin, 1)))
             if self.args.head_chunks and (self.args.overlap_gpus is None or world in self.args.overlap_gpus):
                 self.head_chunks(engine, world)
-            self.passes(engine, world)
+            if self.args.profile:
+                self.profile(engine, world)
+            if self.args.skip_passes:
+                self.record(dict(kind="passes", gpus=world, skipped="--skip-passes"))
+            else:
+                self.passes(engine, world)
             self.warm_decode(engine, world)
             self.chunks(engine, world)
         finally:
@@ -241,11 +287,16 @@ def main() -> int:
                         help="Ulysses overlap settings compared on the 18-frame pass (empty: the default only)")
     parser.add_argument("--overlap-gpus", type=int, nargs="*", default=None,
                         help="world sizes that get the --head-chunks comparison (default: all; the others use 1)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the one-GPU reference passes (no agreement columns)")
+    parser.add_argument("--profile", action="store_true", help="rank 0's kernel-time breakdown of one pass")
+    parser.add_argument("--skip-passes", action="store_true", help="no pass table (head_chunks, profile, chunks only)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     suite = Suite(args)
-    suite.single_gpu_reference()
+    if args.reference:
+        suite.single_gpu_reference()
     for world in args.gpus:
         suite.world(world)
     env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,

@@ -291,6 +291,13 @@ def measure(args) -> dict:
                               compile_vae=not args.no_compile)
     else:
         config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
+    devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
+    workers = None
+    if args.gpus > 1 and not args.late_workers:  # predict: the workers load while rank 0 does
+        from gamecraft.parallel import start_workers_early
+
+        workers = start_workers_early(config, args.gpus, devices)
+    row["early_workers"] = workers is not None
     begin = time.perf_counter()
     engine = GameCraftEngine.load(config)
     sync()
@@ -302,9 +309,8 @@ def measure(args) -> dict:
     if args.gpus > 1:  # predict._start_parallel: one worker per extra GPU loads the same directory
         from gamecraft.parallel import start_parallel_engine
 
-        devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
-        begin = time.perf_counter()
-        engine = start_parallel_engine(engine, engine.worker_spec(), args.gpus, devices)
+        begin = time.perf_counter()  # early workers: only what is left of their loading after rank 0's
+        engine = start_parallel_engine(engine, engine.worker_spec(), args.gpus, devices, runtime=workers)
         row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()
@@ -324,7 +330,8 @@ def measure(args) -> dict:
 
 def run_child(args, run: int, inductor_dir: Path, result: Path) -> dict:
     """One measurement in a fresh interpreter (its logs stream through); returns its row."""
-    flags = [flag for flag, on in (("--tiny", args.tiny), ("--no-compile", args.no_compile)) if on]
+    flags = [flag for flag, on in (("--tiny", args.tiny), ("--no-compile", args.no_compile),
+                                   ("--late-workers", args.late_workers)) if on]
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--dir", str(args.dir),
                "--device", args.device, "--gpus", str(args.gpus), "--result", str(result), *flags]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir)}
@@ -399,8 +406,10 @@ def main(argv=None) -> int:
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each run")
     parser.add_argument("--repeat-compile", action="store_true", help="a 2nd run with the inductor cache warm")
     parser.add_argument("--no-compile", action="store_true", help="eager transformer (GAMECRAFT_COMPILE=0)")
-    parser.add_argument("--gpus", type=int, default=1, help="setup() with GAMECRAFT_GPUS=N: rank 0 loads, then "
-                                                          "one worker per extra GPU (gloo ranks with --tiny)")
+    parser.add_argument("--gpus", type=int, default=1, help="setup() with GAMECRAFT_GPUS=N: one worker per "
+                                                          "extra GPU (gloo ranks with --tiny), loading as rank 0 does")
+    parser.add_argument("--late-workers", action="store_true",
+                        help="start the workers after rank 0's load (the order before session 5) instead of at once")
     parser.add_argument("--timeout-s", type=float, default=600, help="per measurement run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)

@@ -67,23 +67,33 @@ def _engine_config(args: argparse.Namespace, preset_variant: str):
     return EngineConfig.for_cpu(tiny_dir, preload=(preset_variant,)), reason
 
 
-def _parallel(engine, gpus: int, smoke: bool):
-    """Split every pass over ``gpus`` GPUs (gloo processes on the CPU for tiny smoke runs)."""
+def _load(config, gpus: int, smoke: bool):
+    """The engine, its passes split over ``gpus`` GPUs when > 1 (gloo processes on the CPU for tiny
+    smoke runs); the workers load while rank 0 does when the weights need no conversion."""
     import torch
 
-    from gamecraft.parallel import start_parallel_engine
+    from gamecraft.engine import GameCraftEngine
+    from gamecraft.parallel import start_parallel_engine, start_workers_early
 
+    if gpus <= 1:
+        return GameCraftEngine.load(config)
     if not smoke and gpus > torch.cuda.device_count():
         raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
     devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
+    workers = None
     try:
-        return start_parallel_engine(engine, engine.worker_spec(), gpus, devices)
-    except ValueError as err:
-        raise SystemExit(f"--gpus {gpus}: {err}") from None
+        workers = start_workers_early(config, gpus, devices)
+        engine = GameCraftEngine.load(config)
+        return start_parallel_engine(engine, engine.worker_spec(), gpus, devices, runtime=workers)
+    except BaseException as err:
+        if workers is not None:
+            workers.close()  # idempotent
+        if isinstance(err, ValueError):
+            raise SystemExit(f"--gpus {gpus}: {err}") from None
+        raise
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from gamecraft.engine import GameCraftEngine
     from gamecraft.generate import GenerationReport, GenerationRequest, generate
     from gamecraft.presets import resolve_preset
 
@@ -97,9 +107,7 @@ def _generate(args: argparse.Namespace) -> int:
         prompt=args.prompt, preset=preset, segments=segments, trajectory=trajectory, image=image, video=args.video,
         continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=size,
         fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
-    engine = GameCraftEngine.load(config)
-    if args.gpus > 1:
-        engine = _parallel(engine, args.gpus, smoke is not None)
+    engine = _load(config, args.gpus, smoke is not None)
     report = GenerationReport()
     start = time.perf_counter()
     stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"

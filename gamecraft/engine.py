@@ -22,6 +22,7 @@ import torch
 from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
 from gamecraft.model.compile import compile_blocks
 from gamecraft.model.fp8 import fp8_copy
+from gamecraft.model.loading import cache_is_current
 from gamecraft.offload import PinnedOffload
 from gamecraft.sampling import TextConditioning
 from gamecraft.text import TextEncoders, load_text_encoders
@@ -109,11 +110,26 @@ class GameCraftEngine:
         return engine
 
     def worker_spec(self):
-        """How a multi-GPU worker rank builds its twin of this engine (:meth:`load_worker` with this
-        config): a ``gamecraft.parallel.WorkerSpec``."""
+        """How a multi-GPU worker rank builds its twin of this engine: :meth:`worker_spec_for` its config."""
+        return self.worker_spec_for(self.config)
+
+    @staticmethod
+    def worker_spec_for(config: EngineConfig):
+        """How a multi-GPU worker rank builds an engine like ``GameCraftEngine.load(config)``
+        (:meth:`load_worker`): a ``gamecraft.parallel.WorkerSpec``."""
         from gamecraft.parallel import WorkerSpec
 
-        return WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=self.config))
+        return WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
+
+    @staticmethod
+    def loads_without_writing(config: EngineConfig) -> bool:
+        """Whether loading ``config`` only reads: every preloaded transformer has a current safetensors
+        cache. Only then may several processes load it at once (each would otherwise convert the
+        ``.pt`` and write the same cache file)."""
+        weights_dir = Path(config.weights_dir)
+        model_config = transformer_config(weights_dir)
+        return all(cache_is_current(weights_dir / config.layout.transformer(variant), model_config,
+                                    cache_dir=config.cache_dir) for variant in config.preload)
 
     @classmethod
     def load_worker(cls, device: str, config: EngineConfig) -> "GameCraftEngine":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from gamecraft.model import (
     read_official_checkpoint,
     save_official_checkpoint,
 )
-from gamecraft.model.loading import write_safetensors
+from gamecraft.model.loading import cache_is_current, write_safetensors
 
 TINY = TransformerConfig.tiny()
 
@@ -197,6 +198,33 @@ def test_cache_in_a_separate_dir_and_stale_cache_is_replaced(tiny_checkpoint, tm
     model = load_transformer(tiny_checkpoint, TINY, dtype=torch.float32, cache_dir=cache_dir)
     assert torch.equal(model.state_dict()["img_in.proj.weight"], newer["img_in.proj.weight"])
     assert torch.equal(load_file(cache)["img_in.proj.weight"], newer["img_in.proj.weight"])
+
+
+def test_cache_is_current_agrees_with_what_the_loader_reads(tiny_checkpoint, tmp_path, monkeypatch):
+    """``cache_is_current`` (header only) is True exactly when loading would read the cache and write
+    nothing: the multi-GPU start lets several processes load at once only then."""
+    cache_dir = tmp_path / "cache"
+    assert not cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir)  # no cache yet
+    load_transformer(tiny_checkpoint, TINY, dtype=torch.float32, cache_dir=cache_dir)
+    assert cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir)
+    assert not cache_is_current(tiny_checkpoint, TINY, cache_dir=tmp_path / "elsewhere")
+    assert not cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir, key="module")  # other source key
+    other = dataclasses.replace(TINY, depth_single_blocks=TINY.depth_single_blocks + 1)
+    assert not cache_is_current(tiny_checkpoint, other, cache_dir=cache_dir)  # other key set
+    cache = cache_path_for(tiny_checkpoint, cache_dir)
+
+    def no_write(*args, **kwargs):
+        raise AssertionError("the loader wrote although the cache was current")
+
+    monkeypatch.setattr(loading, "write_safetensors", no_write)
+    load_transformer(tiny_checkpoint, TINY, dtype=torch.float32, cache_dir=cache_dir)  # reads only
+    later = cache.stat().st_mtime_ns + 10**9
+    os.utime(tiny_checkpoint, ns=(later, later))  # a newer .pt: the cache is stale
+    assert not cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir)
+    os.utime(tiny_checkpoint, ns=(later - 2 * 10**9,) * 2)
+    assert cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir)
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated
+    assert not cache_is_current(tiny_checkpoint, TINY, cache_dir=cache_dir)
 
 
 def test_write_safetensors_is_readable_by_safetensors(tmp_path):

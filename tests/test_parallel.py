@@ -139,6 +139,7 @@ def session_chunks(engine, preset_name: str, steps: int, actions: tuple[str, ...
     history = torch.randn(1, LATENT_CHANNELS, 1, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(1))
     session = WorldSession.start(engine, resolve_preset(preset_name, steps), "a road", 11, HEIGHT, WIDTH,
                                  history=history, ref_latents=history)
+    session.frames_dtype = torch.float32  # compared at float tolerance (uint8 could flip at a rounding edge)
     return [session.generate_chunk(chunk_poses(single(action, 0.4)), action) for action in actions]
 
 

@@ -187,6 +187,28 @@ def _source_fingerprint(checkpoint: Path, key: str | None) -> dict[str, str]:
             "source_key": key or "auto"}
 
 
+def _cache_matches(f, checkpoint: Path, key: str | None, expected_keys: set[str]) -> bool:
+    """An open safetensors cache was made from ``checkpoint`` (same name/size/key) with exactly these keys."""
+    return (f.metadata() or {}) == _source_fingerprint(checkpoint, key) and set(f.keys()) == expected_keys
+
+
+def cache_is_current(checkpoint: str | os.PathLike, config: TransformerConfig | None = None, *,
+                     key: str | None = None, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`load_checkpoint_state_dict` would read ``checkpoint``'s safetensors cache (and
+    so write nothing): the check it makes, from the header alone."""
+    from safetensors import safe_open
+
+    checkpoint = Path(checkpoint)
+    cache = cache_path_for(checkpoint, cache_dir)
+    if not checkpoint.is_file() or not cache.is_file() or cache.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns:
+        return False
+    try:
+        with safe_open(str(cache), framework="pt", device="cpu") as f:
+            return _cache_matches(f, checkpoint, key, set(expected_shapes(config or TransformerConfig())))
+    except Exception:  # noqa: BLE001 - unreadable: the loader would ignore it too
+        return False
+
+
 def _read_cache(cache: Path, checkpoint: Path, key: str | None, expected_keys: set[str],
                 convert: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor] | None:
     from safetensors import safe_open
@@ -195,7 +217,7 @@ def _read_cache(cache: Path, checkpoint: Path, key: str | None, expected_keys: s
         return None
     try:
         with safe_open(str(cache), framework="pt", device="cpu") as f:
-            if (f.metadata() or {}) != _source_fingerprint(checkpoint, key) or set(f.keys()) != expected_keys:
+            if not _cache_matches(f, checkpoint, key, expected_keys):
                 logger.info("ignoring stale safetensors cache %s", cache)
                 return None
             # Converted one tensor at a time, so at most one CPU copy is alive.

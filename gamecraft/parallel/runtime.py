@@ -1,10 +1,13 @@
 """Persistent worker processes, one per extra GPU, kept for the predictor's lifetime.
 
-``ParallelRuntime.start`` spawns ranks 1..N−1 (``torch.multiprocessing``, spawn), joins them in one
-process group with rank 0 (the calling process: NCCL on GPUs, gloo on CPUs) and creates the
-sequence-parallel groups. Each worker builds its own models with ``spec`` (transformers and VAE, no
-text encoders), reports ready, and then loops: receive a command from rank 0, run its share
-(:class:`gamecraft.parallel.passes.PassRunner`), repeat until ``stop``.
+``ParallelRuntime.start`` spawns ranks 1..N−1 (``torch.multiprocessing``, spawn) and returns at once;
+rank 0 (the calling process) joins them on a background thread in one process group (NCCL on GPUs,
+gloo on CPUs) and the sequence-parallel groups. Each worker joins, builds its own models with
+``spec`` (transformers and VAE, no text encoders), reports ready, and then loops: receive a command
+from rank 0, run its share (:class:`gamecraft.parallel.passes.PassRunner`), repeat until ``stop``.
+So the caller can load its own engine while the workers load theirs (``setup()`` starts them before
+loading when the weights need no conversion), then :meth:`~ParallelRuntime.attach` it and
+:meth:`~ParallelRuntime.wait_ready`.
 
 Failure handling — never a hang:
 
@@ -25,6 +28,7 @@ switched off before any rank starts.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import importlib
 import logging
@@ -44,6 +48,12 @@ import torch.multiprocessing as mp
 from .passes import Groups, PassRunner, make_groups
 
 log = logging.getLogger(__name__)
+
+# Rank 0's rendezvous threads still running in this process. One whose workers stopped before they
+# joined waits until its timeout; a new runtime's default group would meanwhile get another name
+# than its fresh workers' (torch numbers default groups per process), so a new start is refused.
+_JOINING: set[threading.Thread] = set()
+_JOINING_LOCK = threading.Lock()
 
 
 class WorkerFailure(RuntimeError):
@@ -87,6 +97,9 @@ def _worker_main(rank: int, world_size: int, init_method: str, backend: str, dev
                  num_heads: int, timeout_s: float, reports) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
     try:
+        # Join first (rank 0 joins on a thread at once, so this takes no longer than the imports;
+        # a rendezvous left waiting for a rank that loads its models first can time out), then load
+        # while rank 0 loads its own models.
         _init(rank, world_size, init_method, backend, device, timeout_s)
         groups = make_groups(world_size, rank, num_heads)
         runner = PassRunner(spec.build(device), groups, rank, world_size)
@@ -135,20 +148,26 @@ class ParallelRuntime:
         self._failure: str | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gamecraft-rank0")
         self._pending: concurrent.futures.Future | None = None
+        self._joined: concurrent.futures.Future = concurrent.futures.Future()  # rank 0 in the process group
+        self._engine = None  # rank 0's engine until the group is joined (attach)
         self._closed = False
 
     # -- start-up ------------------------------------------------------------------------------
     @classmethod
     def start(cls, world_size: int, spec: WorkerSpec, num_heads: int, devices: list[str] | None = None,
               backend: str | None = None, timeout_s: float = 900.0) -> "ParallelRuntime":
-        """Spawn the workers and join the process group (returns before their models are built:
-        call :meth:`attach` with rank 0's engine, then :meth:`wait_ready`)."""
+        """Spawn the workers and return at once; rank 0 joins the process group on a background thread
+        while they start. Then :meth:`attach` rank 0's engine and :meth:`wait_ready`."""
         if world_size < 2:
             raise ValueError("a parallel runtime needs at least 2 ranks")
         devices = devices or [f"cuda:{i}" for i in range(world_size)]
         if len(devices) != world_size:
             raise ValueError(f"{len(devices)} devices for {world_size} ranks")
         backend = backend or ("nccl" if devices[0].startswith("cuda") else "gloo")
+        with _JOINING_LOCK:
+            if _JOINING:
+                raise RuntimeError("rank 0 is still joining an earlier multi-GPU runtime whose workers stopped "
+                                   "before they joined; it gives up after its timeout (restart the process)")
         # NVLink multicast stays off (here, so every caller and every spawned worker inherits it): on
         # shared hosts a program using it can take all of the machine's GPUs down.
         os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
@@ -161,27 +180,40 @@ class ParallelRuntime:
                 rank, world_size, init_method, backend, devices[rank], spec, num_heads, timeout_s, runtime._reports))
             process.start()
             runtime._processes.append(process)
-        try:
-            runtime._call(lambda: runtime._join(init_method, num_heads), what="joining the process group")
-        except BaseException:
-            runtime.close()
-            raise
         threading.Thread(target=runtime._watch, name="gamecraft-worker-monitor", daemon=True).start()
+        # A daemon thread, not the rank-0 executor: if a worker dies before joining, this thread stays
+        # blocked in the rendezvous (until timeout_s) and must not keep the process from exiting.
+        join = threading.Thread(target=runtime._join, args=(init_method, num_heads), name="gamecraft-rank0-join",
+                                daemon=True)
+        with _JOINING_LOCK:
+            _JOINING.add(join)
+        join.start()
         return runtime
 
     def _join(self, init_method: str, num_heads: int) -> None:
-        _init(0, self.world_size, init_method, self.backend, self.devices[0], self.timeout_s)
-        self.groups = make_groups(self.world_size, 0, num_heads)
+        try:
+            _init(0, self.world_size, init_method, self.backend, self.devices[0], self.timeout_s)
+            self.groups = make_groups(self.world_size, 0, num_heads)
+            self._joined.set_result(None)
+        except BaseException as err:  # noqa: BLE001 - handed to wait_ready
+            self._joined.set_exception(err)
+        finally:
+            with _JOINING_LOCK:
+                _JOINING.discard(threading.current_thread())
 
     def attach(self, engine) -> None:
-        """Rank 0's own models (the predictor's engine)."""
-        self.runner = PassRunner(engine, self.groups, 0, self.world_size)
+        """Rank 0's own models (the predictor's engine); used from :meth:`wait_ready` on."""
+        self._engine = engine
 
     def wait_ready(self, timeout_s: float = 3600.0) -> None:
         """Block until every worker has built its models; ``WorkerFailure`` if one fails or dies."""
         deadline = time.monotonic() + timeout_s
-        while len(self._ready) < self.world_size - 1:
+        while not self._joined.done() or len(self._ready) < self.world_size - 1:
             self._raise_if_failed()
+            if self._joined.done() and self._joined.exception() is not None:
+                err = self._joined.exception()
+                self._fail(f"rank 0 could not join the process group: {type(err).__name__}: {err}")
+                self._raise_if_failed()
             self._drain_reports(wait_s=1.0)
             failed = sorted(self._errors)
             if failed:
@@ -190,6 +222,10 @@ class ParallelRuntime:
             if time.monotonic() > deadline:
                 waiting = sorted(set(range(1, self.world_size)) - self._ready)
                 raise WorkerFailure(f"GPU workers {waiting} not ready after {timeout_s:.0f}s")
+        if self.runner is None:
+            if self._engine is None:
+                raise RuntimeError("attach() rank 0's engine before wait_ready()")
+            self.runner = PassRunner(self._engine, self.groups, 0, self.world_size)
         log.info("%d GPU workers ready", self.world_size - 1)
 
     def _drain_reports(self, wait_s: float) -> None:
@@ -264,6 +300,9 @@ class ParallelRuntime:
 
     def command(self, op: str, meta: dict, *args) -> Any:
         """Announce ``(op, meta)`` to the workers and run rank 0's share: ``PassRunner.<op>(meta, *args)``."""
+        if self.runner is None:
+            raise RuntimeError("the multi-GPU runtime is not ready: call wait_ready() first")
+
         def run():
             dist.broadcast_object_list([(op, meta)], src=0, group=self.groups.command)
             return getattr(self.runner, op)(meta, *args)
@@ -274,6 +313,13 @@ class ParallelRuntime:
         """Stop the workers (best effort; idempotent)."""
         if self._closed:
             return
+        if not self._joined.done() and self._failure is None:
+            # Let live workers finish joining (they join once they have imported torch), so that
+            # they can be stopped cleanly and no rendezvous is left waiting in this process.
+            deadline = time.monotonic() + min(self.timeout_s, 120.0)
+            while not self._joined.done() and self._failure is None and time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    self._joined.result(timeout=1.0)
         if self._failure is None and self.groups is not None:
             try:
                 self._call(lambda: dist.broadcast_object_list([("stop", {})], src=0, group=self.groups.command),
@@ -282,7 +328,7 @@ class ParallelRuntime:
                 pass
         self._closed = True
         for process in self._processes:
-            process.join(timeout=10)
+            process.join(timeout=10 if self.groups is not None else 0)  # not joined yet: nothing to finish
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
