@@ -9,6 +9,8 @@ Sizes follow the 704×1216 18-frame pass: ``--tokens`` image tokens, ``--heads``
 one exchange moves one head group's q, k and v (``--groups`` groups per rank), bf16.
 
     python benchmarks/bench_exchange.py --out $OUT --gpus 4 2
+    python benchmarks/bench_exchange.py --tiny --gpus 2 --out /tmp/ex   # CPU (gloo) smoke test: no pulls,
+                                                                        # nothing run side by side
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,9 +36,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def event_ms(fn, repeats: int) -> float:
-    """Mean milliseconds of ``fn`` on the current stream (CUDA events), after one warm-up call."""
+def mean_ms(fn, repeats: int, cuda: bool = True) -> float:
+    """Mean milliseconds of ``fn`` after one warm-up call: CUDA events on the current stream, or the
+    wall clock on the CPU."""
     fn()
+    if not cuda:
+        dist.barrier()
+        begin = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - begin) * 1e3 / repeats
     torch.cuda.synchronize()
     dist.barrier()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -50,11 +60,14 @@ def event_ms(fn, repeats: int) -> float:
 def worker(rank: int, world: int, port: int, args, queue) -> None:
     os.environ.update(dict(item.split("=", 1) for item in args.env.split(",") if item))
     os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
-    device = torch.device("cuda", rank)
-    torch.cuda.set_device(device)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            device_id=device)
-    row: dict = dict(gpus=world, tokens=args.tokens, groups=args.groups, env=args.env)
+    if args.tiny:
+        device, backend, extra = torch.device("cpu"), "gloo", {}
+    else:
+        device, backend = torch.device("cuda", rank), "nccl"
+        torch.cuda.set_device(device)
+        extra = dict(device_id=device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, **extra)
+    row: dict = dict(gpus=world, backend=backend, tokens=args.tokens, groups=args.groups, env=args.env)
     n = args.tokens // world
     width = args.heads // world // args.groups  # heads per exchanged group
     piece = n * 3 * width * args.dim  # elements each rank sends to each rank
@@ -62,10 +75,12 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
     recv = torch.empty_like(send)
     row["mb_per_exchange"] = round(send.numel() * 2 / 1e6, 1)
 
-    row["nccl_ms"] = event_ms(lambda: dist.all_to_all_single(recv, send), args.repeats)
+    row["nccl_ms"] = mean_ms(lambda: dist.all_to_all_single(recv, send), args.repeats, cuda=not args.tiny)
 
     pull = None
     try:
+        if args.tiny:
+            raise RuntimeError("no peer memory on the CPU")
         import torch.distributed._symmetric_memory as symm_mem
 
         buffer = symm_mem.empty(world * piece, dtype=torch.bfloat16, device=device)
@@ -85,7 +100,7 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
             handle.barrier(channel=1)  # nobody overwrites a buffer that is still being read
 
         pull = pull_exchange
-        row["pull_ms"] = event_ms(pull, args.repeats)
+        row["pull_ms"] = mean_ms(pull, args.repeats)
         torch.cuda.synchronize()
         dist.barrier()
         check = torch.empty_like(recv)
@@ -100,7 +115,9 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
     # attention over one head group on the whole sequence, as each rank runs it
     q, k, v = (torch.randn(1, width, args.tokens, args.dim, device=device, dtype=torch.bfloat16) for _ in range(3))
     attend = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
-    row["attention_ms"] = event_ms(attend, max(2, args.repeats // 4))
+    row["attention_ms"] = mean_ms(attend, max(2, args.repeats // 4), cuda=not args.tiny)
+    if args.tiny:  # no streams to run the two side by side
+        return finish(row, send, world, rank, queue)
     side = torch.cuda.Stream()
 
     def beside(exchange):
@@ -113,10 +130,15 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
             main.wait_stream(side)
         return both
 
-    row["attention_with_nccl_ms"] = event_ms(beside(lambda: dist.all_to_all_single(recv, send)),
+    row["attention_with_nccl_ms"] = mean_ms(beside(lambda: dist.all_to_all_single(recv, send)),
                                              max(2, args.repeats // 4))
     if pull is not None:
-        row["attention_with_pull_ms"] = event_ms(beside(pull), max(2, args.repeats // 4))
+        row["attention_with_pull_ms"] = mean_ms(beside(pull), max(2, args.repeats // 4))
+    finish(row, send, world, rank, queue)
+
+
+def finish(row: dict, send: torch.Tensor, world: int, rank: int, queue) -> None:
+    """Round the row, add the rates, hand it over from rank 0, leave the group."""
     for key in [k for k in row if k.endswith("_ms")]:
         row[key] = round(row[key], 3)
     gb = send.numel() * 2 * (world - 1) / world / 1e9
@@ -132,6 +154,7 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tiny", action="store_true", help="gloo processes with small sizes (tests the script)")
     parser.add_argument("--gpus", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--tokens", type=int, default=18 * 44 * 76)
     parser.add_argument("--heads", type=int, default=24)
@@ -141,6 +164,8 @@ def main() -> int:
     parser.add_argument("--env", nargs="+", default=[""],
                         help="NCCL settings per variant, e.g. '' 'NCCL_MAX_NCHANNELS=8' (comma-separated KEY=VALUE)")
     args = parser.parse_args()
+    if args.tiny:
+        args.tokens, args.heads, args.dim, args.repeats = 96, 8, 16, 4
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     context = mp.get_context("spawn")
@@ -158,8 +183,8 @@ def main() -> int:
         print(row, flush=True)
         rows.append(row)
         (args.out / "bench_exchange_rows.json").write_text(json.dumps(rows, indent=1))
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__, card=torch.cuda.get_device_name(),
-               gpus=torch.cuda.device_count())
+    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
+               card="cpu" if args.tiny else torch.cuda.get_device_name(), gpus=torch.cuda.device_count())
     (args.out / "bench_exchange.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     return 0
 
