@@ -79,15 +79,7 @@ class Predictor(BasePredictor):
         if self.tiny:
             self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
         world = _world_size(weights)  # checked before any download or load
-        config = _engine_config(weights, preload)
-        workers = _start_workers_early(config, world)
-        try:
-            self.engine = _load_engine(weights, config)
-            self.engine = _start_parallel(self.engine, weights, world, workers)
-        except BaseException:
-            if workers is not None:
-                workers.close()
-            raise
+        self.engine = _load_engine(weights, _engine_config(weights, preload), world)
         try:
             self.costs = measure_costs(self.engine, *self.size)  # also the compilation warm-up
         except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
@@ -255,20 +247,34 @@ def _engine_config(weights: str, preload: tuple[str, ...]):
                         **_speed_settings())
 
 
-def _load_engine(weights: str, config):
-    """Rank 0's engine: ``config`` loaded, or full-size random weights (``config`` None)."""
+def _load_engine(weights: str, config, world: int):
+    """Rank 0's engine, split over ``world`` GPUs when > 1: ``config`` loaded, or full-size random
+    weights (``config`` None)."""
     import torch
 
     from gamecraft.engine import GameCraftEngine
+    from gamecraft.model import TransformerConfig
+    from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
+    from gamecraft.random_weights import random_engine, random_worker_spec
+    from gamecraft.weights import transformer_config
 
+    heads = (transformer_config(Path(config.weights_dir)) if config is not None else TransformerConfig()).num_heads
+    try:
+        check_world_size(world, heads)
+    except ValueError as err:
+        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
+    cuda = torch.cuda.is_available()
+    devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
+    if world > 1:
+        log.info("starting %d GPU workers", world - 1)
     if config is None:
-        from gamecraft.random_weights import random_engine
-
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        return random_engine(device="cuda" if torch.cuda.is_available() else "cpu", **_speed_settings())
+        speed = _speed_settings()
+        engine = random_engine(device="cuda" if cuda else "cpu", **speed)
+        return engine if world <= 1 else start_parallel_engine(engine, random_worker_spec(**speed), world, devices)
     if weights == "tiny":
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-    return GameCraftEngine.load(config)
+    return GameCraftEngine.load(config) if world <= 1 else load_parallel_engine(config, world, devices)
 
 
 def _attention_backend(cuda: bool) -> str:
@@ -297,49 +303,6 @@ def _world_size(weights: str) -> int:
     if world > 1 and not cuda and weights != "tiny":
         raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
     return max(world, 1)
-
-
-def _devices(world: int) -> list[str]:
-    import torch
-
-    return [f"cuda:{i}" for i in range(world)] if torch.cuda.is_available() else ["cpu"] * world
-
-
-def _start_workers_early(config, world: int):
-    """The worker ranks, started before rank 0 loads when that is safe (``start_workers_early``), else None."""
-    from gamecraft.parallel import start_workers_early
-
-    if world <= 1 or config is None:
-        return None
-    try:
-        workers = start_workers_early(config, world, _devices(world))
-    except ValueError as err:  # a GPU count that cannot split the heads
-        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
-    if workers is not None:
-        log.info("started %d GPU workers; they load while GPU 0 does", world - 1)
-    return workers
-
-
-def _start_parallel(engine, weights: str, world: int, workers=None):
-    """Wrap ``engine`` in a multi-GPU engine when several GPUs are to be used; ``workers``: a runtime
-    already started by :func:`_start_workers_early`."""
-    from gamecraft.parallel import start_parallel_engine
-    from gamecraft.random_weights import random_worker_spec
-
-    if world <= 1:
-        return engine
-    config = engine.config
-    if weights == "random":
-        spec = random_worker_spec(compile=config.compile, compile_vae=config.compile_vae,
-                                  attention_backend=config.attention_backend)
-    else:
-        spec = engine.worker_spec()
-    if workers is None:
-        log.info("starting %d GPU workers", world - 1)
-    try:
-        return start_parallel_engine(engine, spec, world, _devices(world), runtime=workers)
-    except ValueError as err:  # a GPU count that cannot split the heads
-        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

@@ -7,7 +7,7 @@
    (bf16) beside a *sparse placeholder* ``.pt``. Tensors are views into one random pool per dtype,
    so RAM stays ~1 GB. The vision towers / LM head are not written: the loaders never read them.
 2. **Measure** in fresh subprocesses (nothing pre-warmed; page cache dropped first with
-   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``predict._load_engine`` configures it
+   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``predict._engine_config`` configures it
    (split into VAE / text encoders / transformer), the warm-up ``measure_costs`` that ``setup()`` runs
    (it compiles the blocks on CUDA), peak GPU memory. ``--repeat-compile`` runs a second time with the
    inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run. ``--gpus N``
@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-CACHE_SUBDIR = ".safetensors-cache"  # predict._load_engine's EngineConfig.cache_dir
+CACHE_SUBDIR = ".safetensors-cache"  # predict._engine_config's EngineConfig.cache_dir
 MARKER = "bench_setup_prepared.json"
 GIB = 2**30
 
@@ -285,7 +285,7 @@ def measure(args) -> dict:
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     instrument(row, sync)
-    if cuda:  # predict._load_engine's configuration for a weights directory
+    if cuda:  # predict._engine_config's configuration for a weights directory
         config = EngineConfig(weights_dir, device=args.device, preload=("distilled",), cache_dir=cache_dir,
                               one_transformer_on_gpu=True, compile=not args.no_compile,
                               compile_vae=not args.no_compile)
@@ -306,7 +306,7 @@ def measure(args) -> dict:
     if cuda:
         row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
     row["workers_s"] = 0.0
-    if args.gpus > 1:  # predict._start_parallel: one worker per extra GPU loads the same directory
+    if args.gpus > 1:  # parallel.load_parallel_engine: one worker per extra GPU loads the same directory
         from gamecraft.parallel import start_parallel_engine
 
         begin = time.perf_counter()  # early workers: only what is left of their loading after rank 0's

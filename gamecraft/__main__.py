@@ -73,24 +73,19 @@ def _load(config, gpus: int, smoke: bool):
     import torch
 
     from gamecraft.engine import GameCraftEngine
-    from gamecraft.parallel import start_parallel_engine, start_workers_early
+    from gamecraft.parallel import check_world_size, load_parallel_engine
+    from gamecraft.weights import transformer_config
 
     if gpus <= 1:
         return GameCraftEngine.load(config)
     if not smoke and gpus > torch.cuda.device_count():
         raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
-    devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
-    workers = None
     try:
-        workers = start_workers_early(config, gpus, devices)
-        engine = GameCraftEngine.load(config)
-        return start_parallel_engine(engine, engine.worker_spec(), gpus, devices, runtime=workers)
-    except BaseException as err:
-        if workers is not None:
-            workers.close()  # idempotent
-        if isinstance(err, ValueError):
-            raise SystemExit(f"--gpus {gpus}: {err}") from None
-        raise
+        check_world_size(gpus, transformer_config(config.weights_dir).num_heads)
+    except ValueError as err:
+        raise SystemExit(f"--gpus {gpus}: {err}") from None
+    devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
+    return load_parallel_engine(config, gpus, devices)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -142,3 +142,9 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int] =
         raise ValueError("expected at least one frame")
     out = [_to_unit_range(resize_and_crop(Image.fromarray(frame), size)) for frame in frames]
     return torch.stack(out, dim=1)[None]
+
+
+def quantize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Frames in [0, 1] → uint8 on their own device: clamp, ×255, round half to even. The one rule by
+    which every output frame is quantised (the mp4/PNG writers and the chunk frames sent to the host)."""
+    return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)

@@ -113,7 +113,9 @@ def to_uint8_frames(frames: Any) -> np.ndarray:
         if x.is_floating_point():
             x = x.float()
             _check_float_range(float(x.min()), float(x.max()))
-            x = (x.clamp(0, 1) * 255).round().to(sys.modules["torch"].uint8)
+            from gamecraft.image import quantize_frames  # torch is loaded already: x is a tensor
+
+            x = quantize_frames(x)
         x, perm = (x.permute(*perm) if perm else x).contiguous().cpu().numpy(), None
     if np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32, copy=False)

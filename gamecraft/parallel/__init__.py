@@ -7,10 +7,11 @@
 * :mod:`.engine` — rank 0's engine facade used by sessions and the predictor.
 """
 
-from .engine import DistributedTransformer, ParallelEngine, start_parallel_engine, start_workers_early
+from .engine import (DistributedTransformer, ParallelEngine, load_parallel_engine, start_parallel_engine,
+                     start_workers_early)
 from .layout import ParallelLayout, check_world_size, choose_layout, token_bounds
 from .runtime import ParallelRuntime, WorkerFailure, WorkerSpec
 
 __all__ = ["DistributedTransformer", "ParallelEngine", "ParallelLayout", "ParallelRuntime", "WorkerFailure",
-           "WorkerSpec", "check_world_size", "choose_layout", "start_parallel_engine", "start_workers_early",
-           "token_bounds"]
+           "WorkerSpec", "check_world_size", "choose_layout", "load_parallel_engine", "start_parallel_engine",
+           "start_workers_early", "token_bounds"]

@@ -186,4 +186,21 @@ def start_workers_early(config, world_size: int, devices: list[str], timeout_s: 
                                  timeout_s=timeout_s)
 
 
-__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner", "start_parallel_engine", "start_workers_early"]
+def load_parallel_engine(config, world_size: int, devices: list[str], timeout_s: float = 900.0) -> ParallelEngine:
+    """``GameCraftEngine.load(config)`` on rank 0 with ``world_size - 1`` worker ranks: the workers start
+    before rank 0's load when :func:`start_workers_early` allows it, else after; on any failure they
+    are stopped and the error raised (``ValueError`` for a world size that cannot split the heads)."""
+    from gamecraft.engine import GameCraftEngine
+
+    workers = start_workers_early(config, world_size, devices, timeout_s)
+    try:
+        engine = GameCraftEngine.load(config)
+        return start_parallel_engine(engine, engine.worker_spec(), world_size, devices, timeout_s, runtime=workers)
+    except BaseException:
+        if workers is not None:
+            workers.close()  # idempotent
+        raise
+
+
+__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner", "load_parallel_engine", "start_parallel_engine",
+           "start_workers_early"]
