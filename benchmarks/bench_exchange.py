@@ -1,5 +1,6 @@
 """Ulysses q/k/v exchange on N GPUs: NCCL all-to-all against copy-engine pulls from peer memory, each
-alone and each running beside an attention call (does the exchange take SMs from the attention?).
+alone and each running beside an attention call, then beside a GEMM (does the exchange take SMs from
+the computation it would hide behind?).
 
 This decides whether the exchange can be hidden behind attention (``head_chunks`` > 1): the NCCL
 all-to-all runs on SMs, so overlapping it measured no gain in sessions 3 and 4; a pull through
@@ -120,20 +121,30 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
         return finish(row, send, world, rank, queue)
     side = torch.cuda.Stream()
 
-    def beside(exchange):
+    def beside(compute, exchange):
         def both() -> None:
             main = torch.cuda.current_stream()
             side.wait_stream(main)
             with torch.cuda.stream(side):
                 exchange()
-            attend()
+            compute()
             main.wait_stream(side)
         return both
 
-    row["attention_with_nccl_ms"] = mean_ms(beside(lambda: dist.all_to_all_single(recv, send)),
-                                             max(2, args.repeats // 4))
+    nccl = lambda: dist.all_to_all_single(recv, send)  # noqa: E731
+    row["attention_with_nccl_ms"] = mean_ms(beside(attend, nccl), max(2, args.repeats // 4))
     if pull is not None:
-        row["attention_with_pull_ms"] = mean_ms(beside(pull), max(2, args.repeats // 4))
+        row["attention_with_pull_ms"] = mean_ms(beside(attend, pull), max(2, args.repeats // 4))
+    # the same, beside a GEMM instead: a single block's MLP projection on this rank's tokens
+    # (hidden → 4·hidden), the work an exchange could hide behind if the block's GEMMs were split
+    hidden = args.heads * args.dim
+    tokens = torch.randn(n, hidden, device=device, dtype=torch.bfloat16)
+    weight = torch.randn(4 * hidden, hidden, device=device, dtype=torch.bfloat16) / hidden**0.5
+    gemm = lambda: F.linear(tokens, weight)  # noqa: E731
+    row["gemm_ms"] = mean_ms(gemm, args.repeats)
+    row["gemm_with_nccl_ms"] = mean_ms(beside(gemm, nccl), args.repeats)
+    if pull is not None:
+        row["gemm_with_pull_ms"] = mean_ms(beside(gemm, pull), args.repeats)
     finish(row, send, world, rank, queue)
 
 

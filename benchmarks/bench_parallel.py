@@ -4,7 +4,8 @@ Full-size random weights on every rank (``gamecraft.random_weights``, same seed 
 0's engine is built once; for each world size a ``ParallelRuntime`` is started, measured and closed:
 
 * the Ulysses overlap (``head_chunks``: 1 = none, 2, 3 head groups) on the 18-frame pass, side by side;
-  the fastest is used for the rest;
+  the fastest is used for the rest; with ``--pack-placement``, the exchange buffers packed inside the
+  compiled blocks against packed eagerly; with ``--profile``, rank 0's kernel time by kind;
 * passes (batch 1 at 10 and 18 latent frames, batch 2 at 18, the fp8 twin at 18) — and, for the
   18-frame passes, relative L2 / max abs against the same pass on GPU 0 alone;
 * one chunk's VAE decode over the GPUs (after an untimed warm-up decode);
@@ -151,6 +152,32 @@ class Suite:
         engine.head_chunks = best[1]
         self.record(dict(kind="head_chunks_chosen", gpus=world, head_chunks=best[1]))
 
+    def pack_placement(self, engine, world: int) -> None:
+        """The 18-frame 1-row pass with the exchange buffers packed inside the compiled blocks (the
+        default) and in the eager exchange (as before session 6), alternating, side by side."""
+        inp = self.inputs(1, 18)
+        model = engine.transformer("distilled")
+        backend = self.local.attention_backend
+        times: dict[bool, list[float]] = {True: [], False: []}
+        outputs = {}
+        with torch.no_grad():
+            for in_graph in (True, False):  # compile each variant's graphs first, untimed
+                engine.pack_in_graph = in_graph
+                model(**inp, attention_backend=backend)
+            for _ in range(3):
+                for in_graph in (True, False):
+                    engine.pack_in_graph = in_graph
+                    seconds, outputs[in_graph] = timed(lambda: model(**inp, attention_backend=backend))
+                    times[in_graph].append(seconds)
+        engine.pack_in_graph = True
+        for in_graph in (True, False):
+            self.record(dict(kind="pack_placement", gpus=world, in_graph=in_graph,
+                             seconds=round(min(times[in_graph]), 3), all_s=[round(t, 3) for t in times[in_graph]]))
+        # not bit-equal on GPUs: Inductor fuses the RMSNorm/RoPE kernels differently with the packing inside
+        self.record(dict(kind="pack_placement_same_output", gpus=world,
+                         value=bool(torch.equal(outputs[True], outputs[False])),
+                         rel_l2=round(rel_l2(outputs[True].cpu(), outputs[False].cpu()), 6)))
+
     def profile(self, engine, world: int) -> None:
         """Rank 0's kernel time in one 18-frame 1-row pass, by kind, against the pass's wall time: what
         the pass spends beyond 1/world of the one-GPU pass (exchange kernels, copies, idle)."""
@@ -261,6 +288,8 @@ class Suite:
             self.record(dict(kind="start", gpus=world, seconds=round(time.perf_counter() - begin, 1)))
             if self.args.head_chunks and (self.args.overlap_gpus is None or world in self.args.overlap_gpus):
                 self.head_chunks(engine, world)
+            if self.args.pack_placement:
+                self.pack_placement(engine, world)
             if self.args.profile:
                 self.profile(engine, world)
             if self.args.skip_passes:
@@ -290,6 +319,8 @@ def main() -> int:
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the one-GPU reference passes (no agreement columns)")
     parser.add_argument("--profile", action="store_true", help="rank 0's kernel-time breakdown of one pass")
+    parser.add_argument("--pack-placement", action="store_true",
+                        help="exchange buffers packed in the compiled blocks vs eagerly, side by side")
     parser.add_argument("--skip-passes", action="store_true", help="no pass table (head_chunks, profile, chunks only)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()

@@ -10,8 +10,10 @@ warmed up exactly as ``setup()`` does (``measure_costs``); then each variant run
 * ``ahead``: the next chunk is generated on a thread while they run (``overlap_writes``, the default).
 
 Rows: every chunk interval (seconds since the previous chunk's file, the first from the request's
-start, which includes encoding the start image and the prompt), the whole request, and the CPU cost of
-one chunk's writes measured alone. ``same_outputs`` checks that every variant wrote the same bytes.
+start, which includes encoding the start image and the prompt), each chunk's denoise and decode
+seconds, the whole request, and the CPU cost of one chunk's writes measured alone. ``same_outputs``
+checks that every variant wrote the same bytes. ``--log-steps`` logs every denoising step with a
+millisecond timestamp.
 
     python benchmarks/bench_prediction.py --out $OUT --gpus 4 --chunks 4
     python benchmarks/bench_prediction.py --tiny --gpus 2 --out /tmp/bp     # CPU (gloo) smoke test
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -86,8 +89,12 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=4, choices=range(1, len(ACTIONS) + 1))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--log-steps", action="store_true", help="log each step and chunk with a timestamp")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.log_steps:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
     rows: list[dict] = []
     start = time.perf_counter()
 
@@ -118,7 +125,9 @@ def main() -> int:
                 later = report.chunk_seconds[1:]
                 record(dict(kind="prediction", variant=variant, repeat=repeat, gpus=args.gpus, chunks=args.chunks,
                             chunk_intervals_s=[round(s, 3) for s in report.chunk_seconds], wall_s=round(wall, 2),
-                            later_chunk_mean_s=round(sum(later) / len(later), 3) if later else None))
+                            later_chunk_mean_s=round(sum(later) / len(later), 3) if later else None,
+                            denoise_s=[round(s, 3) for s in report.denoise_seconds],
+                            decode_s=[round(s, 3) for s in report.decode_seconds]))
         record(dict(kind="same_outputs", value=all(o == outputs[args.variants[0]] for o in outputs.values())))
         env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
                    card=torch.cuda.get_device_name() if torch.cuda.is_available() and not args.tiny else "cpu",

@@ -74,10 +74,13 @@ class OutputFile:
 
 @dataclass
 class GenerationReport:
-    """Filled while :func:`generate` runs: the seed used and per-chunk timings."""
+    """Filled while :func:`generate` runs: the seed used and per-chunk timings (``chunk_seconds``: since
+    the previous chunk's file; ``denoise_seconds`` / ``decode_seconds``: the chunk's own two phases)."""
 
     seed: int | None = None
     chunk_seconds: list[float] = field(default_factory=list)
+    denoise_seconds: list[float] = field(default_factory=list)
+    decode_seconds: list[float] = field(default_factory=list)
 
 
 def validate_request(request: GenerationRequest) -> None:
@@ -143,6 +146,8 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: st
     with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full, closing(results):
         for n, result in enumerate(results):
             frames = result.frames
+            report.denoise_seconds.append(result.seconds_denoise)
+            report.decode_seconds.append(result.seconds_decode)
             full.append(frames)
             path = write_mp4(frames, out_dir / f"{stem}-chunk{result.index + 1:03d}.mp4", fps=request.fps)
             last_frame = frames[-1]

@@ -31,7 +31,7 @@ def test_bench_speed_tiny(tmp_path):
 
 def test_bench_parallel_tiny(tmp_path):
     run("bench_parallel.py", "--tiny", "--gpus", "2", "1", "--head-chunks", "1", "3", "--chunks", "distilled-later",
-        "--profile", "--out", str(tmp_path))
+        "--profile", "--pack-placement", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "bench_parallel.json").read_text())["rows"]
     exact = [r for r in rows if r["kind"] == "pass" and r.get("gpus") == 2 and r["variant"] == "exact"
              and "rel_l2_vs_1gpu" in r]
@@ -41,6 +41,9 @@ def test_bench_parallel_tiny(tmp_path):
     overlap = [r for r in rows if r["kind"] == "head_chunks"]
     assert [r["head_chunks"] for r in overlap] == [1, 3] and all(r["rel_l2_vs_1gpu"] == 0.0 for r in overlap)
     assert any(r["kind"] == "head_chunks_chosen" for r in rows)
+    placements = [r for r in rows if r["kind"] == "pack_placement"]
+    assert [r["in_graph"] for r in placements] == [True, False] and all(r["seconds"] > 0 for r in placements)
+    assert next(r for r in rows if r["kind"] == "pack_placement_same_output")["value"] is True
     profile = next(r for r in rows if r["kind"] == "profile")
     assert profile["gpus"] == 2 and profile["wall_s"] > 0 and isinstance(profile["kernel_s"], dict)
     for gpus in (2, 1):
@@ -50,11 +53,13 @@ def test_bench_parallel_tiny(tmp_path):
 
 
 def test_bench_prediction_tiny(tmp_path):
-    run("bench_prediction.py", "--tiny", "--gpus", "2", "--chunks", "2", "--out", str(tmp_path))
+    run("bench_prediction.py", "--tiny", "--gpus", "2", "--chunks", "2", "--log-steps", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "bench_prediction.json").read_text())["rows"]
     runs = [r for r in rows if r["kind"] == "prediction"]
     assert [r["variant"] for r in runs] == ["inline", "ahead"]
     assert all(len(r["chunk_intervals_s"]) == 2 and r["later_chunk_mean_s"] > 0 for r in runs)
+    assert all(len(r["denoise_s"]) == len(r["decode_s"]) == 2 and min(r["denoise_s"] + r["decode_s"]) > 0
+               for r in runs)
     assert next(r for r in rows if r["kind"] == "same_outputs")["value"] is True
     assert next(r for r in rows if r["kind"] == "writes_alone")["seconds"] > 0
 

@@ -102,29 +102,66 @@ def _equal_length_runs(text_lengths: Sequence[int]) -> list[tuple[int, int, int]
 
 
 class HeadParallel(Protocol):
-    """What :func:`joint_attention` needs from a sequence-parallel group (``gamecraft.parallel.ulysses``)."""
+    """What :func:`block_attention` needs from a sequence-parallel group (``gamecraft.parallel.ulysses``)."""
 
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
-                  text_lengths: Sequence[int], backend: str) -> torch.Tensor: ...
+    pack_in_graph: bool  # pack the exchange buffers inside the compiled block (False: in the eager exchange)
+
+    def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]: ...
+
+    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
+                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]: ...
 
 
 # Kept out of torch.compile graphs (a graph break per call): the per-row text lengths decide the
 # segment shapes, and tracing them would recompile the blocks for every new prompt length. SDPA is
-# one kernel anyway, so nothing is lost to fusion. The sequence-parallel exchange lives here too, so
-# collectives never enter a graph.
+# one kernel anyway, so nothing is lost to fusion.
 @torch.compiler.disable
 def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
-                    text_lengths: Sequence[int], backend: str, sp: HeadParallel | None = None) -> torch.Tensor:
-    """Attention over ``[img ; text]`` with the reference's segment semantics.
+                    text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+    """Attention over ``[img ; text]`` with the reference's segment semantics, on one device.
 
     q, k, v: [B, img_len + text_len, H, D]; ``text_lengths[b]`` valid (leading) text tokens of row
     b. Per row, tokens ``[0, img_len + n_b)`` attend among themselves, and so do the padded tokens
-    ``[img_len + n_b, L)``. With ``sp``, the image tokens are this rank's shard and the exchange
-    with the other ranks happens inside. Returns [B, L, H*D].
+    ``[img_len + n_b, L)``. Returns [B, L, H*D].
     """
-    if sp is not None:
-        return sp.attention(q, k, v, img_len, text_lengths, backend)
     return joint_attention_heads(q, k, v, img_len, text_lengths, backend).flatten(2)
+
+
+# Blocks call attention in three steps so that the graph break sits in the block's own frame (a break
+# inside a helper would split the block into more graphs): ``pack_attention`` and ``join_heads`` are
+# traced into the compiled block, ``block_attention`` (the kernels and, with ``sp``, the collectives)
+# is not. With ``sp`` the send buffers are packed by ``sp.pack_heads`` in the graph, so Inductor writes
+# q/k/v straight into the exchange layout, and the image outputs come back as views of the receive
+# buffers that the compiled code reads in place.
+def pack_attention(img_q: torch.Tensor, img_k: torch.Tensor, img_v: torch.Tensor, txt_q: torch.Tensor,
+                   txt_k: torch.Tensor, txt_v: torch.Tensor, sp: HeadParallel | None = None) -> tuple:
+    """The inputs of :func:`block_attention`. img_*: [B, N, H, D] (with ``sp``: this rank's shard of
+    the image tokens), txt_*: [B, L, H, D]."""
+    if sp is None:
+        return (torch.cat((img_q, txt_q), dim=1), torch.cat((img_k, txt_k), dim=1), torch.cat((img_v, txt_v), dim=1),
+                img_q.shape[1])
+    image = sp.pack_heads(img_q, img_k, img_v) if sp.pack_in_graph else (img_q, img_k, img_v)
+    return image, txt_q, txt_k, txt_v
+
+
+@torch.compiler.disable
+def block_attention(packed: tuple, text_lengths: Sequence[int], backend: str, sp: HeadParallel | None = None
+                    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """:func:`joint_attention` on :func:`pack_attention`'s output. Returns (the image outputs as parts
+    [B, N, (P,) h, D] that :func:`join_heads` joins; the text outputs [B, L, H*D])."""
+    if sp is None:
+        q, k, v, img_len = packed
+        out = joint_attention_heads(q, k, v, img_len, text_lengths, backend)
+        return [out[:, :img_len]], out[:, img_len:].flatten(2)
+    image, txt_q, txt_k, txt_v = packed
+    sends = image if sp.pack_in_graph else sp.pack_heads(*image)
+    parts, txt = sp.attention(sends, txt_q, txt_k, txt_v, text_lengths, backend)
+    return parts, txt.flatten(2)
+
+
+def join_heads(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Image outputs [B, N, H*D] from :func:`block_attention`'s parts (head groups, in head order)."""
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)).flatten(2)
 
 
 def joint_attention_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,

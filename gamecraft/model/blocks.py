@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .attention import HeadParallel, joint_attention
+from .attention import HeadParallel, block_attention, join_heads, pack_attention
 from .layers import MLP, RMSNorm, gated, layer_norm, modulate
 from .rope import apply_rope
 
@@ -74,10 +74,9 @@ class DoubleStreamBlock(nn.Module):
         txt_q = self.txt_attn_q_norm(txt_q)
         txt_k = self.txt_attn_k_norm(txt_k)
 
-        attn = joint_attention(torch.cat((img_q, txt_q), dim=1), torch.cat((img_k, txt_k), dim=1),
-                               torch.cat((img_v, txt_v), dim=1), img.shape[1], text_lengths,
-                               attention_backend, sp)
-        img_attn, txt_attn = attn[:, : img.shape[1]], attn[:, img.shape[1]:]
+        packed = pack_attention(img_q, img_k, img_v, txt_q, txt_k, txt_v, sp)
+        img_parts, txt_attn = block_attention(packed, text_lengths, attention_backend, sp)
+        img_attn = join_heads(img_parts)
 
         img = img + gated(self.img_attn_proj(img_attn), img_gate1)
         img = img + gated(self.img_mlp(modulate(layer_norm(img), img_shift2, img_scale2).to(dtype)), img_gate2)
@@ -115,8 +114,9 @@ class SingleStreamBlock(nn.Module):
         q, k, v = _split_heads(qkv, self.num_heads)
         q = self.q_norm(q)
         k = self.k_norm(k)
-        q = torch.cat((apply_rope(q[:, :img_len], *rope), q[:, img_len:]), dim=1)
-        k = torch.cat((apply_rope(k[:, :img_len], *rope), k[:, img_len:]), dim=1)
-        attn = joint_attention(q, k, v, img_len, text_lengths, attention_backend, sp)
+        packed = pack_attention(apply_rope(q[:, :img_len], *rope), apply_rope(k[:, :img_len], *rope), v[:, :img_len],
+                                q[:, img_len:], k[:, img_len:], v[:, img_len:], sp)
+        img_parts, txt_attn = block_attention(packed, text_lengths, attention_backend, sp)
+        attn = torch.cat((join_heads(img_parts), txt_attn), dim=1)
         out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=-1))
         return x + gated(out, gate)

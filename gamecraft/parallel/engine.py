@@ -77,6 +77,7 @@ class ParallelEngine:
         if head_chunks < 1:  # checked here: on a worker rank the error would end the rank
             raise ValueError(f"head_chunks must be at least 1, got {head_chunks}")
         self.head_chunks = head_chunks  # per-rank head groups whose exchanges overlap attention
+        self.pack_in_graph = True  # exchange buffers packed in the compiled blocks (False: eagerly, to compare)
         runtime.attach(local)
         self._sent_camera: torch.Tensor | None = None
         self._sent_rope: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -114,7 +115,7 @@ class ParallelEngine:
             tensors["rope_cos"], tensors["rope_sin"] = rope
         meta = dict(variant=model.variant, fast=model.fast, backend=backend, text_lengths=text_lengths,
                     use_cache=use_cache, cache=cache_op, new_camera=new_camera, new_rope=new_rope,
-                    head_chunks=self.head_chunks,
+                    head_chunks=self.head_chunks, pack_in_graph=self.pack_in_graph,
                     shapes={name: _meta(value) for name, value in tensors.items()})
         tensors = {name: value.contiguous() for name, value in tensors.items()}
         out = self.runtime.command("forward", meta, tensors)

@@ -84,7 +84,8 @@ class PassRunner:
         """One transformer pass, split by the layout for its row count; every rank returns all rows.
 
         ``meta`` (from rank 0): variant, fast, backend, text_lengths, use_cache, cache ("keep" |
-        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups) and ``shapes``
+        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups), pack_in_graph
+        (where the exchange buffers are packed, :class:`SequenceParallel`) and ``shapes``
         {name: (shape, dtype)}; ``tensors`` only on rank 0.
         """
         tensors = tensors or {}
@@ -104,7 +105,7 @@ class PassRunner:
         layout = choose_layout(self.world_size, rows, model.config.num_heads)
         sp = self.groups.sp[layout]
         if sp is not None:
-            sp.head_chunks = meta["head_chunks"]
+            sp.head_chunks, sp.pack_in_graph = meta["head_chunks"], meta["pack_in_graph"]
         text_lengths = list(meta["text_lengths"])
         camera = self.camera_tokens
         if layout.cfg_degree == 2:  # this rank computes one guidance row

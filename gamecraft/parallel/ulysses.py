@@ -5,7 +5,10 @@ tokens. Around attention, one all-to-all turns the image q/k/v shards [B, n_r, H
 shards [B, N, H/P, D]; the text q/k/v are narrowed to the same heads. Each rank then runs the
 one-device attention (:func:`gamecraft.model.attention.joint_attention_heads`) on its heads over the
 whole sequence — per head the same computation as on one GPU — and a second all-to-all returns the
-image outputs to their token shards while the text outputs are all-gathered over heads. The heads
+image outputs to their token shards while the text outputs are all-gathered over heads. The send
+buffers are packed by :meth:`SequenceParallel.pack_heads`, inside the compiled block, and the image
+outputs are returned as views of the receive buffers for the block's compiled code to read: no
+eager copy arranges the heads on either side. The heads
 can be taken in several groups so that one group's exchanges overlap another group's attention
 (``head_chunks``; the split over heads does not change any head's arithmetic).
 
@@ -36,11 +39,14 @@ def head_groups(heads_per_rank: int, chunks: int) -> list[tuple[int, int]]:
 class SequenceParallel:
     """One rank's view of a sequence-parallel group (implements the model's ``TokenParallel``)."""
 
-    def __init__(self, group, rank: int, degree: int, head_chunks: int = 1):
+    def __init__(self, group, rank: int, degree: int, head_chunks: int = 1, pack_in_graph: bool = True):
         self.group = group
         self.rank = rank  # index within the group
         self.degree = degree
         self.head_chunks = head_chunks  # head groups per rank whose exchanges overlap attention
+        # where pack_heads runs: inside the compiled block (fused, the default) or in the eager exchange
+        # (kept for the side-by-side benchmark; same bytes either way)
+        self.pack_in_graph = pack_in_graph
         self._bounds: dict[int, list[tuple[int, int]]] = {}
         self._total: int | None = None  # image tokens of the current pass (token_slice)
 
@@ -56,69 +62,77 @@ class SequenceParallel:
         return slice(*self.bounds(total)[self.rank])
 
     # -- attention -----------------------------------------------------------------------------
-    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
-                  text_lengths: Sequence[int], backend: str) -> torch.Tensor:
-        """q, k, v: [B, n_r + L, H, D] (this rank's image shard, then all text). Returns [B, n_r + L, H*D].
+    def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+        """This rank's image q, k, v [B, n_r, H, D] → per head group, its all-to-all send buffer
+        [P (destination rank), n_r, 3, B, h_g, D], contiguous.
 
-        The rank's H/P heads are processed in ``head_chunks`` groups so that communication overlaps
-        compute: every group's q/k/v exchange is issued at once (asynchronously, in order), and each
-        group's output exchange is issued as soon as its attention is done. While group g attends,
-        the exchanges of groups g+1… (inputs) and g−1 (outputs) run; only the first input exchange
-        and the last output exchange are exposed. Per head the arithmetic is unchanged.
+        Pure tensor operations: called inside the compiled block (``pack_in_graph``), Inductor fuses
+        them into the kernels that produce q and k (RMSNorm, RoPE), so no separate copy runs.
         """
-        batch, _, heads, dim = q.shape
+        heads = q.shape[2]
         if heads % self.degree:
             raise ValueError(f"{heads} heads do not split over {self.degree} ranks")
+        per_rank = heads // self.degree
+        qkv = torch.stack((q, k, v), dim=2).unflatten(3, (self.degree, per_rank))  # [B, n_r, 3, P, H/P, D]
+        return [qkv[..., first:stop, :].permute(3, 1, 2, 0, 4, 5).contiguous()
+                for first, stop in head_groups(per_rank, self.head_chunks)]
+
+    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
+                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Joint attention of this rank's image tokens (``sends`` from :meth:`pack_heads`) with all text
+        tokens txt_* [B, L, H, D].
+
+        Returns (per head group [first, stop), the image outputs [B, n_r, P, h_g, D] as a view of
+        the receive buffer (heads p·H/P + first … of rank p's group); the text outputs [B, L, H, D]).
+
+        Every group's q/k/v exchange is issued at once (asynchronously, in order), and each group's
+        output exchange as soon as its attention is done: with ``head_chunks`` > 1, while group g
+        attends, the exchanges of groups g+1… (inputs) and g−1 (outputs) run. Per head the arithmetic
+        is unchanged.
+        """
+        batch, text_len, heads, dim = txt_q.shape
         total = self._total
         if total is None:
             raise RuntimeError("token_slice() must be called before attention in a pass")
         sizes = [stop - start for start, stop in self.bounds(total)]
+        img_len = sends[0].shape[1]
         if sizes[self.rank] != img_len:
             raise ValueError(f"rank {self.rank} holds {img_len} image tokens, expected {sizes[self.rank]}")
         per_rank = heads // self.degree
-        text_len = q.shape[1] - img_len
         groups = head_groups(per_rank, self.head_chunks)
-        inputs = [self._send_heads((q, k, v), img_len, per_rank, first, stop, sizes, text_len)
-                  for first, stop in groups]
-        result = q.new_empty(batch, img_len + text_len, heads, dim)
-        img_out = result[:, :img_len].unflatten(2, (self.degree, per_rank))  # [B, n_r, P, H/P, D] view
+        if len(sends) != len(groups):
+            raise ValueError(f"{len(sends)} send buffers for {len(groups)} head groups")
+        inputs = [self._send_heads(send, sizes, text_len) for send in sends]
         outputs, txt_parts = [], []
         for (first, stop), (work, recv) in zip(groups, inputs):
             work.wait()
             mine = slice(self.rank * per_rank + first, self.rank * per_rank + stop)
             # the text rows go after the N received image rows, so q/k/v are views of one buffer
             full = recv.view(total + text_len, 3, batch, stop - first, dim)
-            for index, tensor in enumerate((q, k, v)):
-                full[total:, index] = tensor[:, img_len:, mine].transpose(0, 1)
+            for index, tensor in enumerate((txt_q, txt_k, txt_v)):
+                full[total:, index] = tensor[:, :, mine].transpose(0, 1)
             full = full.permute(1, 2, 0, 3, 4)  # [3, B, N + L, h_g, D]
             out = joint_attention_heads(full[0], full[1], full[2], total, text_lengths, backend)  # [B, N + L, h_g, D]
             outputs.append(self._send_tokens(out[:, :total], sizes))
             txt_parts.append(out[:, total:])
         # the text rows are small: gathered over heads once, while the last output exchange runs
-        result[:, img_len:] = self._gather_heads(torch.cat(txt_parts, dim=2).contiguous())
+        txt = self._gather_heads(torch.cat(txt_parts, dim=2).contiguous())
+        img = []
         for (first, stop), (work, recv) in zip(groups, outputs):
             work.wait()  # [P (head owner), n_r, B, h_g, D] -> [B, n_r, P, h_g, D]
-            pieces = recv.view(self.degree, img_len, batch, stop - first, dim)
-            img_out[..., first:stop, :] = pieces.permute(2, 1, 0, 3, 4)
-        return result.flatten(2)
+            img.append(recv.view(self.degree, img_len, batch, stop - first, dim).permute(2, 1, 0, 3, 4))
+        return img, txt
 
-    def _send_heads(self, qkv: tuple[torch.Tensor, ...], img_len: int, per_rank: int, first: int, stop: int,
-                    sizes: list[int], spare_rows: int):
-        """Start the exchange of local heads [first, stop) of every rank's head group: this rank's
-        image tokens of q, k, v [B, n_r, H, D] go to their head owners. Returns (work, receive buffer
-        [N + spare_rows, 3, B, h_g, D]: the first N rows once done, token-major in source-rank = token
-        order; the spare rows are left for the caller)."""
-        batch, _, _, dim = qkv[0].shape
-        width = stop - first
-        send = qkv[0].new_empty(self.degree, img_len, 3, batch, width, dim)  # destination-major
-        for index, tensor in enumerate(qkv):
-            heads = tensor[:, :img_len].unflatten(2, (self.degree, per_rank))[..., first:stop, :]
-            send[:, :, index] = heads.permute(2, 1, 0, 3, 4)
-        unit = 3 * batch * width * dim
+    def _send_heads(self, send: torch.Tensor, sizes: list[int], spare_rows: int):
+        """Start the exchange of one head group: ``send`` [P, n_r, 3, B, h_g, D] (:meth:`pack_heads`)
+        goes to the head owners. Returns (work, receive buffer [N + spare_rows, 3, B, h_g, D]: the
+        first N rows once done, token-major in source-rank = token order; the spare rows are left for
+        the caller)."""
+        unit = send[0, 0].numel()
         recv = send.new_empty((sum(sizes) + spare_rows) * unit)
         work = dist.all_to_all_single(recv[:sum(sizes) * unit], send.view(-1),
                                       output_split_sizes=[s * unit for s in sizes],
-                                      input_split_sizes=[img_len * unit] * self.degree, group=self.group,
+                                      input_split_sizes=[send.shape[1] * unit] * self.degree, group=self.group,
                                       async_op=True)
         return work, recv
 
