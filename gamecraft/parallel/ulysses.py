@@ -8,9 +8,9 @@ whole sequence — per head the same computation as on one GPU — and a second 
 image outputs to their token shards while the text outputs are all-gathered over heads. The send
 buffers are packed by :meth:`SequenceParallel.pack_heads`, inside the compiled block, and the image
 outputs are returned as views of the receive buffers for the block's compiled code to read: no
-eager copy arranges the heads on either side. The heads
-can be taken in several groups so that one group's exchanges overlap another group's attention
-(``head_chunks``; the split over heads does not change any head's arithmetic).
+eager copy arranges the heads on either side. The heads can be taken in several groups so that one
+group's exchanges overlap another group's attention (``head_chunks``; the split over heads does not
+change any head's arithmetic).
 
 Shards may differ by one token (:func:`token_bounds`), so token counts need not divide the degree.
 All collectives are plain ``torch.distributed`` calls (NCCL on GPUs, gloo on CPUs).
@@ -45,7 +45,8 @@ class SequenceParallel:
         self.degree = degree
         self.head_chunks = head_chunks  # head groups per rank whose exchanges overlap attention
         # where pack_heads runs: inside the compiled block (fused, the default) or in the eager exchange
-        # (kept for the side-by-side benchmark; same bytes either way)
+        # (kept for the side-by-side benchmark; the same operations, though Inductor may round the fused
+        # RMSNorm/RoPE kernels differently)
         self.pack_in_graph = pack_in_graph
         self._bounds: dict[int, list[tuple[int, int]]] = {}
         self._total: int | None = None  # image tokens of the current pass (token_slice)
