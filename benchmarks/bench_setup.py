@@ -310,7 +310,8 @@ def measure(args) -> dict:
         from gamecraft.parallel import start_parallel_engine
 
         begin = time.perf_counter()  # early workers: only what is left of their loading after rank 0's
-        engine = start_parallel_engine(engine, engine.worker_spec(), args.gpus, devices, runtime=workers)
+        engine = start_parallel_engine(engine, GameCraftEngine.worker_spec_for(engine.config), args.gpus, devices,
+                                       runtime=workers)
         row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()

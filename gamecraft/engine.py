@@ -109,10 +109,6 @@ class GameCraftEngine:
                  config.dtype)
         return engine
 
-    def worker_spec(self):
-        """How a multi-GPU worker rank builds its twin of this engine: :meth:`worker_spec_for` its config."""
-        return self.worker_spec_for(self.config)
-
     @staticmethod
     def worker_spec_for(config: EngineConfig):
         """How a multi-GPU worker rank builds an engine like ``GameCraftEngine.load(config)``

@@ -156,12 +156,15 @@ def start_parallel_engine(engine, spec, world_size: int, devices: list[str], tim
         raise
     if runtime is None:
         runtime = ParallelRuntime.start(world_size, spec, heads, devices=devices, timeout_s=timeout_s)
+    parallel = None
     try:
         parallel = ParallelEngine(engine, runtime, head_chunks)
         runtime.wait_ready()
     except BaseException:
-        runtime.close()
-        engine.vae.tile_decoder = None
+        if parallel is not None:
+            parallel.close()  # also gives the VAE tiles back to rank 0 alone
+        else:
+            runtime.close()
         raise
     return parallel
 
@@ -196,7 +199,8 @@ def load_parallel_engine(config, world_size: int, devices: list[str], timeout_s:
     workers = start_workers_early(config, world_size, devices, timeout_s)
     try:
         engine = GameCraftEngine.load(config)
-        return start_parallel_engine(engine, engine.worker_spec(), world_size, devices, timeout_s, runtime=workers)
+        return start_parallel_engine(engine, GameCraftEngine.worker_spec_for(config), world_size, devices, timeout_s,
+                                     runtime=workers)
     except BaseException:
         if workers is not None:
             workers.close()  # idempotent
