@@ -64,8 +64,8 @@ class Predictor(BasePredictor):
                     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache)
             except OSError:  # read-only weights: torch's default (temporary) cache is used
                 pass
-        from gamecraft.budget import DEFAULT_BUDGET_S, measure_costs
-        from gamecraft.presets import PRESETS
+        from gamecraft.serving.budget import DEFAULT_BUDGET_S, measure_costs
+        from gamecraft.pipeline.presets import PRESETS
 
         start = time.perf_counter()
         names = [p.strip() for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",") if p.strip()]
@@ -139,11 +139,11 @@ class Predictor(BasePredictor):
         return_last_frame: bool = Input(description="Also return the last frame as PNG.", default=False),
         camera_preview: bool = Input(description="Also return a top-down PNG of the camera path.", default=False),
     ) -> Iterator[Path]:
-        from gamecraft.actions import parse_actions
-        from gamecraft.budget import check_budget
-        from gamecraft.generate import GenerationReport, GenerationRequest, generate, validate_request
-        from gamecraft.presets import resolve_preset
-        from gamecraft.trajectory import load_trajectory
+        from gamecraft.pipeline.actions import parse_actions
+        from gamecraft.serving.budget import check_budget
+        from gamecraft.serving.generate import GenerationReport, GenerationRequest, generate, validate_request
+        from gamecraft.pipeline.presets import resolve_preset
+        from gamecraft.pipeline.trajectory import load_trajectory
 
         self._clean_previous_outputs()
         out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
@@ -215,7 +215,8 @@ def _engine_config(weights: str, preload: tuple[str, ...]):
     import torch
 
     from gamecraft.engine import EngineConfig
-    from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
+    from gamecraft.weights import MissingWeightsError, check_layout, download_weights
+    from gamecraft.testing.tiny_weights import write_tiny_weights
 
     cuda = torch.cuda.is_available()
     if weights == "random":
@@ -255,7 +256,7 @@ def _load_engine(weights: str, config, world: int):
     from gamecraft.engine import GameCraftEngine
     from gamecraft.model import TransformerConfig
     from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
-    from gamecraft.random_weights import random_engine, random_worker_spec
+    from gamecraft.testing.random_weights import random_engine, random_worker_spec
     from gamecraft.weights import transformer_config
 
     heads = (transformer_config(Path(config.weights_dir)) if config is not None else TransformerConfig()).num_heads

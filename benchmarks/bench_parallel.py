@@ -1,6 +1,6 @@
 """Multi-GPU suite (issue 8): per-pass and per-chunk latency on 1..N GPUs, and agreement with one GPU.
 
-Full-size random weights on every rank (``gamecraft.random_weights``, same seed ⇒ same weights). Rank
+Full-size random weights on every rank (``gamecraft.testing.random_weights``, same seed ⇒ same weights). Rank
 0's engine is built once; for each world size a ``ParallelRuntime`` is started, measured and closed:
 
 * the Ulysses overlap (``head_chunks``: 1 = none, 2, 3 head groups) on the 18-frame pass, side by side;
@@ -29,15 +29,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import single  # noqa: E402
-from gamecraft.camera import chunk_poses  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
 from gamecraft.parallel import ParallelEngine, ParallelRuntime  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
-from gamecraft.random_weights import random_worker_spec  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
-from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.testing.random_weights import random_worker_spec  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 
 
 def sync() -> None:
@@ -76,14 +76,14 @@ class Suite:
         self.rows: list[dict] = []
         self.start = time.perf_counter()
         if args.tiny:
-            from gamecraft.random_weights import tiny_random_engine
+            from gamecraft.testing.random_weights import tiny_random_engine
             from tests.test_parallel import CONFIG
 
             self.local = tiny_random_engine(transformer_config=CONFIG)
             self.spec = random_worker_spec(tiny=True, transformer_config=CONFIG)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
-            from gamecraft.random_weights import random_engine
+            from gamecraft.testing.random_weights import random_engine
 
             speed = dict(compile=args.compile, compile_vae=args.compile_vae,
                          attention_backend="fa3" if fa3_available() else "sdpa")

@@ -1,7 +1,7 @@
-"""Whole predictions through ``gamecraft.generate.generate`` (what the predictor and the CLI run): the time
+"""Whole predictions through ``gamecraft.serving.generate.generate`` (what the predictor and the CLI run): the time
 between consecutive chunk files, with the mp4 writes in line vs overlapped with the next chunk.
 
-Full-size random weights on every GPU (``gamecraft.random_weights``), the predictor's settings (compiled
+Full-size random weights on every GPU (``gamecraft.testing.random_weights``), the predictor's settings (compiled
 blocks and VAE decoder, FlashAttention-3 when installed), 704×1216, the distilled preset. The engine is
 warmed up exactly as ``setup()`` does (``measure_costs``); then each variant runs the same request
 (start image, ``--chunks`` actions, seed 1), alternating, ``--repeats`` times:
@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import parse_actions  # noqa: E402
-from gamecraft.budget import measure_costs  # noqa: E402
-from gamecraft.generate import GenerationReport, GenerationRequest, generate  # noqa: E402
-from gamecraft.media import VideoWriter, write_mp4  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
+from gamecraft.pipeline.actions import parse_actions  # noqa: E402
+from gamecraft.serving.budget import measure_costs  # noqa: E402
+from gamecraft.serving.generate import GenerationReport, GenerationRequest, generate  # noqa: E402
+from gamecraft.media.video import VideoWriter, write_mp4  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
 
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
 ACTIONS = ["w", "left_rot", "d", "s", "right_rot", "a"]
@@ -51,7 +51,7 @@ def build_engine(args):
     """Rank 0's engine (and its workers when ``--gpus`` > 1), configured as ``predict.setup()`` does."""
     from gamecraft.model.attention import fa3_available
     from gamecraft.parallel import start_parallel_engine
-    from gamecraft.random_weights import random_engine, random_worker_spec, tiny_random_engine
+    from gamecraft.testing.random_weights import random_engine, random_worker_spec, tiny_random_engine
 
     if args.tiny:
         engine, size, speed, devices = tiny_random_engine(), (64, 96), {}, ["cpu"] * args.gpus

@@ -88,8 +88,8 @@ def write_llm(folder: Path, sizes: dict, shards: int) -> int:
     (the real download's container; fp16, ``language_model.model.*``) at ``sizes``."""
     from transformers import LlamaConfig, LlamaModel
 
-    from gamecraft.model.loading import write_safetensors
-    from gamecraft.tiny_weights import _meta_shapes
+    from gamecraft.weights.transformer import write_safetensors
+    from gamecraft.testing.tiny_weights import _meta_shapes
 
     text_config = resize_text_config(folder, sizes, torch_dtype="float16")
     shapes = {f"language_model.model.{k}": v
@@ -112,8 +112,8 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
     """CLIP's ``model.safetensors`` (fp32 like the real one) holding the text model at ``sizes``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from gamecraft.model.loading import write_safetensors
-    from gamecraft.tiny_weights import _meta_shapes, _prefixed
+    from gamecraft.weights.transformer import write_safetensors
+    from gamecraft.testing.tiny_weights import _meta_shapes, _prefixed
 
     text_config = resize_text_config(folder, sizes, **({"projection_dim": sizes["projection_dim"]} if sizes else {}))
     text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
@@ -126,7 +126,7 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
 
 def write_vae_pt(weights_dir: Path, config) -> int:
     """The official VAE ``.pt`` (fp32, ``vae.*`` keys) + ``config.json``: tiny_weights.write_vae at ``config``."""
-    from gamecraft.tiny_weights import write_vae
+    from gamecraft.testing.tiny_weights import write_vae
     from gamecraft.weights import DEFAULT_LAYOUT
 
     path = weights_dir / DEFAULT_LAYOUT.vae_weights
@@ -142,7 +142,7 @@ def write_transformer_cache(weights_dir: Path, config) -> int:
     ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and whose
     metadata (``_source_fingerprint``: name, size, key) matches it."""
     from gamecraft.model import GameCraftTransformer
-    from gamecraft.model.loading import _source_fingerprint, cache_path_for, write_safetensors
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, write_safetensors
     from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE
 
     (weights_dir / TRANSFORMER_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def safetensors_header(path: Path) -> dict:
 def assert_cache_valid(weights_dir: Path, config) -> Path:
     """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (the checks of
     ``loading._read_cache`` and ``check_state_dict``): else it would read the sparse placeholder."""
-    from gamecraft.model.loading import _source_fingerprint, cache_path_for, expected_shapes
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, expected_shapes
     from gamecraft.weights import DEFAULT_LAYOUT
 
     pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
@@ -186,9 +186,10 @@ def assert_cache_valid(weights_dir: Path, config) -> Path:
 def prepare(weights_dir: Path, tiny: bool) -> dict:
     """Write (or reuse, when the marker says the same sizes) the benchmark's weights directory."""
     from gamecraft.model import TransformerConfig
-    from gamecraft.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
-    from gamecraft.tiny_weights import TINY_VAE
-    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout, write_tiny_weights
+    from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
+    from gamecraft.testing.tiny_weights import TINY_VAE
+    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout
+    from gamecraft.testing.tiny_weights import write_tiny_weights
 
     config = TransformerConfig.tiny() if tiny else TransformerConfig.production()
     marker = weights_dir / MARKER
@@ -245,8 +246,8 @@ def drop_page_cache(weights_dir: Path) -> str:
 def instrument(row: dict, sync) -> None:
     """Time the engine's three loaders into ``row["components_s"]``; record whether the transformer
     came from the safetensors cache, and refuse (loudly) to read the placeholder ``.pt``."""
-    import gamecraft.engine as engine_module
-    import gamecraft.model.loading as loading
+    import gamecraft.engine.local as engine_module
+    import gamecraft.weights.transformer as loading
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -276,7 +277,7 @@ def measure(args) -> dict:
     """What setup() does, timed: import, engine load (per component), warm-up, peak memory."""
     import logging
 
-    from gamecraft.budget import measure_costs
+    from gamecraft.serving.budget import measure_costs
     from gamecraft.engine import EngineConfig, GameCraftEngine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

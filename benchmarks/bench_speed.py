@@ -1,6 +1,6 @@
 """Speed suite for one GPU (issue 7): per pass and per chunk, eager vs compiled vs fp8, in one run.
 
-Full-size random weights (``gamecraft.random_weights``). Measured side by side on the same machine:
+Full-size random weights (``gamecraft.testing.random_weights``). Measured side by side on the same machine:
 
 * one transformer pass at 10 and 18 latent frames, batch 1 (and 2 with ``--cfg``): eager, compiled
   blocks, fp8 twin (``go_fast``) compiled — plus the fp8 pass error vs the exact pass (relative L2,
@@ -28,15 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import single  # noqa: E402
-from gamecraft.camera import chunk_poses  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
-from gamecraft.random_weights import random_engine  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
-from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.testing.random_weights import random_engine  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -59,7 +59,7 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 def build(args):
     if not args.tiny:
         return random_engine(device="cuda", compile_vae=args.compile_vae), (704, 1216)
-    from gamecraft.random_weights import tiny_random_engine
+    from gamecraft.testing.random_weights import tiny_random_engine
 
     engine = tiny_random_engine()
     return engine, (32, 48)

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
-from gamecraft.random_weights import random_engine  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
+from gamecraft.testing.random_weights import random_engine  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 
 
 def timed(fn) -> float:

@@ -16,10 +16,10 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses, world_poses
-from gamecraft.preview import save_preview
-from gamecraft.trajectory import load_trajectory
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses, world_poses
+from gamecraft.media.preview import save_preview
+from gamecraft.pipeline.trajectory import load_trajectory
 
 log = logging.getLogger("gamecraft")
 
@@ -54,7 +54,8 @@ def _engine_config(args: argparse.Namespace, preset_variant: str):
     import torch
 
     from gamecraft.engine import EngineConfig
-    from gamecraft.weights import smoke_run_reason, write_tiny_weights
+    from gamecraft.weights import smoke_run_reason
+    from gamecraft.testing.tiny_weights import write_tiny_weights
 
     weights = Path(args.weights or os.environ.get("GAMECRAFT_WEIGHTS", "weights"))
     reason = "--tiny given" if args.tiny else smoke_run_reason(weights, preset_variant, torch.cuda.is_available())
@@ -89,8 +90,8 @@ def _load(config, gpus: int, smoke: bool):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from gamecraft.generate import GenerationReport, GenerationRequest, generate
-    from gamecraft.presets import resolve_preset
+    from gamecraft.serving.generate import GenerationReport, GenerationRequest, generate
+    from gamecraft.pipeline.presets import resolve_preset
 
     preset = resolve_preset(args.preset, args.steps, args.guidance)
     trajectory = load_trajectory(args.trajectory) if args.trajectory else None

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gamecraft.actions import ActionError, Motion, Segment, parse_actions, to_json_lists
+from gamecraft.pipeline.actions import ActionError, Motion, Segment, parse_actions, to_json_lists
 
 
 def test_official_names_and_single_speeds():

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gamecraft import budget
-from gamecraft.actions import parse_actions
-from gamecraft.chunks_ahead import chunks_ahead
-from gamecraft.generate import GenerationReport, GenerationRequest, generate
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import tiny_random_engine
-from gamecraft.state import load_state
+from gamecraft.serving import budget
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.serving.chunks_ahead import chunks_ahead
+from gamecraft.serving.generate import GenerationReport, GenerationRequest, generate
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.testing.random_weights import tiny_random_engine
+from gamecraft.pipeline.state import load_state
 
 SIZE = (32, 48)
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
@@ -123,7 +123,7 @@ def test_overlapped_writes_give_the_same_outputs_as_in_line(engine, tmp_path):
 
 
 def test_a_write_error_stops_the_thread_and_leaves_no_partial_video(engine, tmp_path, monkeypatch):
-    from gamecraft import generate as generate_module
+    from gamecraft.serving import generate as generate_module
 
     def failing_write(frames, path, fps):
         raise OSError("disk full (fake)")
@@ -152,7 +152,7 @@ def test_setup_decode_cost_leaves_out_the_first_call(engine, monkeypatch):
 
 
 def test_the_thread_uses_the_engine_gpu_or_the_callers_current_one():
-    from gamecraft.chunks_ahead import thread_cuda_index
+    from gamecraft.serving.chunks_ahead import thread_cuda_index
 
     assert thread_cuda_index(torch.device("cuda:2"), 0) == 2
     assert thread_cuda_index(torch.device("cuda"), 1) == 1  # predict's engine says just "cuda"

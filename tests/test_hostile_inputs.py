@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cog_server import data_uri, start_cog_server
+from tools.cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 from PIL import Image
 from safetensors.torch import save_file
 
-from gamecraft.media import write_mp4
-from gamecraft.state import WorldState, save_state
+from gamecraft.media.video import write_mp4
+from gamecraft.pipeline.state import WorldState, save_state
 
 SIZE = (32, 48)
 

@@ -16,23 +16,23 @@ import time
 import pytest
 import torch
 
-from gamecraft.actions import single
-from gamecraft.camera import chunk_poses
+from gamecraft.pipeline.actions import single
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.model import TransformerConfig
 from gamecraft.model.transformer import StepCache
 from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, WorkerSpec,
                                 check_world_size, choose_layout, token_bounds)
 from gamecraft.parallel.passes import tile_owners
 from gamecraft.parallel.ulysses import head_groups
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import tiny_random_engine
-from gamecraft.sampling import LATENT_CHANNELS
-from gamecraft.session import WorldSession
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.testing.random_weights import tiny_random_engine
+from gamecraft.specs.geometry import LATENT_CHANNELS
+from gamecraft.pipeline.session import WorldSession
 
 # 24 heads as the production model, so every degree it allows (1, 2, 3, 4, 6, 8) can be exercised.
 CONFIG = dataclasses.replace(TransformerConfig.tiny(), hidden_size=192, num_heads=24, rope_dim_list=(2, 2, 4))
 HEIGHT, WIDTH = 160, 224  # 20×28 latents: VAE tiles (tiny tile 16 latents), 140 tokens per latent frame
-SPEC = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False))
+SPEC = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False))
 
 
 # -- layouts (pure) ---------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
 
 
 def test_worker_that_fails_to_load_fails_setup(local):
-    bad = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
+    bad = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
                                                                           device_typo=True))
     runtime = ParallelRuntime.start(2, bad, CONFIG.num_heads, devices=["cpu"] * 2, timeout_s=60)
     try:

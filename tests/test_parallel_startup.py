@@ -9,7 +9,7 @@ from test_parallel import session_chunks
 
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.parallel import start_parallel_engine, start_workers_early
-from gamecraft.weights import write_tiny_weights
+from gamecraft.testing.tiny_weights import write_tiny_weights
 
 
 def test_workers_start_before_rank0_loads_and_reproduce_one_process(tmp_path):

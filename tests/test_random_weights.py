@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.model import TransformerConfig
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import random_engine
-from gamecraft.session import WorldSession, chunk_noise
-from gamecraft.tiny_weights import TINY_VAE
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.testing.random_weights import random_engine
+from gamecraft.pipeline.session import WorldSession, chunk_noise
+from gamecraft.testing.tiny_weights import TINY_VAE
 
 
 def test_small_random_engine_generates_a_chunk():

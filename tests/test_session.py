@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gamecraft.actions import parse_actions
+from gamecraft.pipeline.actions import parse_actions
 from gamecraft.engine import EngineConfig, GameCraftEngine
-from gamecraft.generate import GenerationReport, GenerationRequest, generate
-from gamecraft.media import read_video_frames, write_mp4
-from gamecraft.presets import resolve_preset
-from gamecraft.state import StateError, WorldState, load_state, save_state
-from gamecraft.weights import write_tiny_weights
+from gamecraft.serving.generate import GenerationReport, GenerationRequest, generate
+from gamecraft.media.video import read_video_frames, write_mp4
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.pipeline.state import StateError, WorldState, load_state, save_state
+from gamecraft.testing.tiny_weights import write_tiny_weights
 
 SIZE = (32, 48)
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"

@@ -16,12 +16,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from cog_server import request_json, start_cog_server
+from tools.cog_server import request_json, start_cog_server
 from conftest import REPO_ROOT
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses
-from gamecraft.preview import top_down_points
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses
+from gamecraft.media.preview import top_down_points
 from gamecraft.ui import CogBackend, make_server
 
 CHROMIUM = os.environ.get("GAMECRAFT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,7 +10,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cog_server import request_json
+from tools.cog_server import request_json
 
 from gamecraft.ui import CogBackend, ReplicateBackend, make_server
 from gamecraft.ui.__main__ import main as ui_main

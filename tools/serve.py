@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
 BANNER = """
 ############################################################################################
@@ -64,7 +64,7 @@ def _choose_weights() -> tuple[str, str | None]:
 
 
 def _demo(server, out: Path) -> list[Path]:
-    from cog_server import data_uri, save_data_uri
+    from tools.cog_server import data_uri, save_data_uri
 
     image = data_uri(REPO / "assets" / "start.png", "image/png")
     inputs = {"image": image, "prompt": "A cozy village street in the morning", "actions": '["w", "w+left_rot"]',
@@ -94,7 +94,7 @@ def main() -> int:
                         help="port of the controller page (0: don't start it)")
     args = parser.parse_args()
 
-    from cog_server import start_cog_server
+    from tools.cog_server import start_cog_server
 
     subprocess.run([sys.executable, str(REPO / "tools" / "cog_schema.py")], cwd=REPO, check=True)
     weights, tiny_reason = _choose_weights()

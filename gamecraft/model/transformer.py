@@ -54,7 +54,7 @@ class GameCraftTransformer(nn.Module):
 
     ``dtype`` is the compute/storage dtype of all parameters except those named by
     :data:`FLOAT32_PARAMETER_PREFIXES`, which stay float32 (as in the reference). Build it on the
-    ``meta`` device and load weights with :func:`gamecraft.model.loading.load_transformer`.
+    ``meta`` device and load weights with :func:`gamecraft.weights.transformer.load_transformer`.
     """
 
     def __init__(self, config: TransformerConfig, dtype: torch.dtype = torch.bfloat16,

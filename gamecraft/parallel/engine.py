@@ -69,7 +69,7 @@ class DistributedTransformer:
 
 
 class ParallelEngine:
-    """The :class:`gamecraft.session.Engine` interface over several GPUs (see the module docstring)."""
+    """The :class:`gamecraft.pipeline.session.Engine` interface over several GPUs (see the module docstring)."""
 
     def __init__(self, local, runtime: ParallelRuntime, head_chunks: int = DEFAULT_HEAD_CHUNKS):
         self.local = local

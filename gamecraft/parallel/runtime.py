@@ -30,7 +30,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import importlib
 import logging
 import multiprocessing.connection
 import os
@@ -45,6 +44,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gamecraft.specs.workers import WorkerSpec
+
 from .passes import Groups, PassRunner, make_groups
 
 log = logging.getLogger(__name__)
@@ -58,25 +59,6 @@ _JOINING_LOCK = threading.Lock()
 
 class WorkerFailure(RuntimeError):
     """A worker rank died or failed; the multi-GPU runtime cannot be used any more."""
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """How a worker builds its models: ``factory(device=..., **kwargs)`` → an engine-like object with
-    ``transformer(variant, fast)``, ``vae`` and ``device`` (see :class:`gamecraft.engine.GameCraftEngine`).
-
-    ``factory`` is a ``"module:function"`` path so the spec crosses the spawn boundary.
-    """
-
-    factory: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def build(self, device: str):
-        module, _, path = self.factory.partition(":")
-        target = importlib.import_module(module)
-        for name in path.split("."):  # "module:Class.method" too
-            target = getattr(target, name)
-        return target(device=device, **self.kwargs)
 
 
 def _free_port() -> int:

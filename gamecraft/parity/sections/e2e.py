@@ -1,6 +1,6 @@
 """Parity section ``e2e``: the whole chunk loop against the reference's recorded 2-chunk run.
 
-Runs the production :class:`gamecraft.session.WorldSession` on the golden tiny models (transformer
+Runs the production :class:`gamecraft.pipeline.session.WorldSession` on the golden tiny models (transformer
 §3, VAE §6, text states §7) with the reference's recorded noise injected, and compares every
 recorded transformer input/output, the returned latents and the decoded frames; then the 50-step
 runs with and without the step cache and the 8-step guidance-1 run (chunk 0 only). Chunk 1 starts
@@ -15,23 +15,24 @@ from typing import Iterator
 
 import torch
 
-from gamecraft.actions import single
-from gamecraft.camera import chunk_poses
-from gamecraft.model import TransformerConfig, load_transformer
+from gamecraft.pipeline.actions import single
+from gamecraft.pipeline.camera import chunk_poses
+from gamecraft.model import TransformerConfig
+from gamecraft.weights import load_transformer
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
-from gamecraft.presets import Preset, step_cache_flags
-from gamecraft.sampling import StepInfo, TextConditioning
-from gamecraft.scheduler import get_schedule
-from gamecraft.session import WorldSession
-from gamecraft.state import WorldState
-from gamecraft.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.pipeline.presets import Preset, step_cache_flags
+from gamecraft.pipeline.sampling import StepInfo, TextConditioning
+from gamecraft.pipeline.scheduler import get_schedule
+from gamecraft.pipeline.session import WorldSession
+from gamecraft.pipeline.state import WorldState
+from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
 
 SECTION = "e2e"
 
 
 @dataclass
 class _GoldenEngine:
-    """An :class:`gamecraft.session.Engine` on the golden tiny models, with the recorded text states."""
+    """An :class:`gamecraft.pipeline.session.Engine` on the golden tiny models, with the recorded text states."""
 
     transformer_model: torch.nn.Module
     vae: GameCraftVae

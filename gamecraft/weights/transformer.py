@@ -1,4 +1,4 @@
-"""Official checkpoint I/O: strict loading, a safetensors cache, random official-layout weights.
+"""Official transformer checkpoint I/O: strict loading and a safetensors cache.
 
 The official DiT files (``mp_rank_00_model_states.pt`` and ``mp_rank_00_model_states_distill.pt``)
 are ``torch.save({"module": state_dict})`` containers. They are read with
@@ -21,8 +21,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .config import TransformerConfig
-from .transformer import GameCraftTransformer, parameter_dtype
+from gamecraft.model import GameCraftTransformer, TransformerConfig, parameter_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -281,45 +280,3 @@ def load_transformer(checkpoint: str | os.PathLike, config: TransformerConfig | 
     model = GameCraftTransformer(config, dtype=dtype, device="meta")
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval().requires_grad_(False)
-
-
-# ----------------------------------------------------------------------------------------------
-# Random official-layout weights (tests, tiny checkpoints, benchmarks)
-# ----------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def init_random_(model: torch.nn.Module, seed: int, device: torch.device | str | None = None
-                 ) -> torch.nn.Module:
-    """Fill every parameter with the golden README's rule (in place; materialises meta models on
-    ``device`` first, without touching the CPU):
-
-    matrices / conv kernels ``N(0, 1/fan_in)``, biases ``0.1 * N(0, 1)``, other 1-D parameters
-    (norm weights, ``camera_net.scale``) ``1 + 0.1 * N(0, 1)``. Parameters are drawn in
-    state-dict order from one ``torch.Generator`` on the target device.
-    """
-    if any(p.is_meta for p in model.parameters()):
-        model.to_empty(device=device or "cpu")
-    elif device is not None:
-        model.to(device)
-    target = next(model.parameters()).device
-    generator = torch.Generator(device=target).manual_seed(seed)
-    for name, param in model.named_parameters():
-        if param.ndim >= 2:
-            fan_in = math.prod(param.shape[1:])
-            param.normal_(0.0, fan_in ** -0.5, generator=generator)
-        elif name.endswith("bias"):
-            param.normal_(0.0, 0.1, generator=generator)
-        else:
-            param.normal_(1.0, 0.1, generator=generator)
-    return model
-
-
-def random_state_dict(config: TransformerConfig, seed: int, dtype: torch.dtype = torch.float32
-                      ) -> dict[str, torch.Tensor]:
-    """Random weights with official key names and shapes (see :func:`init_random_`), on CPU.
-
-    ``dtype`` applies to every parameter except the float32 ones of the dtype policy
-    (``final_layer.linear.*``, ``camera_net.*``), as an official checkpoint would store them.
-    """
-    model = init_random_(GameCraftTransformer(config, dtype=dtype, device="meta"), seed, device="cpu")
-    return {k: v.detach() for k, v in model.state_dict().items()}

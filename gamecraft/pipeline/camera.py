@@ -5,7 +5,7 @@ camera-to-world matrices (``c2w``) unless a name says ``w2c``. Within a chunk ev
 to the chunk's first frame (identity), as the reference does.
 
 Units:
-* translations of a :class:`~gamecraft.actions.Segment` are "action units" (the speed list's units);
+* translations of a :class:`~gamecraft.pipeline.actions.Segment` are "action units" (the speed list's units);
   the reference multiplies translations by ``TRANSLATION_SCALE`` = 10 before computing rays;
 * angles are degrees; yaw is positive to the left (``left_rot``), pitch positive upwards (``up_rot``);
 * intrinsics are normalized ``(fx, fy, cx, cy)`` (fractions of width/height) or pixels where a name
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gamecraft.actions import Segment
+from gamecraft.pipeline.actions import Segment
+from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 
-FRAMES_PER_CHUNK = 33
 REFERENCE_INTRINSICS = (0.50505, 0.8979, 0.5, 0.5)
 TRANSLATION_SCALE = 10.0
 

@@ -34,12 +34,14 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
 
-from gamecraft.vae_tiles import blend_tiles, split_tiles
+from gamecraft.model.vae_tiles import blend_tiles, split_tiles
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_CLASS_NAME = "AutoencoderKLCausal3D"
-TILE_OVERLAP = 0.25  # reference tile_overlap_factor (tiles: gamecraft.vae_tiles)
+# Decodes a list of unscaled latent tiles (GameCraftVae.decode_tile each), returning them in order.
+TileDecoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+TILE_OVERLAP = 0.25  # reference tile_overlap_factor (tiles: gamecraft.model.vae_tiles)
 LOGVAR_RANGE = (-30.0, 20.0)  # reference DiagonalGaussianDistribution clamp
 _BLOCK_TYPES = {"down": ("DownEncoderBlockCausal3D", "HunyuanVideoDownBlock3D"),
                 "up": ("UpDecoderBlockCausal3D", "HunyuanVideoUpBlock3D")}
@@ -177,31 +179,6 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
                           strict=True, assign=True)
 
 
-def read_official_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """VAE tensors from the official ``pytorch_model.pt``: keys ``vae.*`` (optionally under
-    ``"state_dict"``), prefix stripped; other keys are ignored as the reference does."""
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) container
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint (loading it would need "
-                         f"unrestricted unpickling): {err}") from None
-    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping):
-        ckpt = ckpt["state_dict"]
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{path}: expected a dict of tensors, got {type(ckpt).__name__}")
-    tensors = {key[len("vae."):]: value for key, value in ckpt.items() if key.startswith("vae.")}
-    if not tensors:
-        raise ValueError(f"{path}: no 'vae.'-prefixed keys (found e.g. {sorted(ckpt)[:5]})")
-    if len(tensors) != len(ckpt):
-        logger.info("%s: ignoring %d keys without the 'vae.' prefix", path, len(ckpt) - len(tensors))
-    return tensors
-
-
 class GameCraftVae:
     """The VAE as the pipeline uses it.
 
@@ -214,9 +191,6 @@ class GameCraftVae:
         self.model = model
         self.config = config
         self.tiling = tiling
-        # Decodes a list of latent tiles (see decode_tile); None: one after another here. The
-        # multi-GPU engine (gamecraft.parallel) sets it to spread the tiles over the GPUs.
-        self.tile_decoder: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # see compile_decoder
         self._compiled_scope = "full"
 
@@ -325,9 +299,10 @@ class GameCraftVae:
 
     # -- decode ------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_raw(self, z: torch.Tensor, tile_decoder: TileDecoder | None = None) -> torch.Tensor:
         """Unscaled latents ``[B, C, T', h, w]`` → decoder output ``[B, 3, 1 + 4(T'−1), 8h, 8w]``
-        (≈ [−1, 1])."""
+        (≈ [−1, 1]). ``tile_decoder`` decodes the list of spatial tiles (default: one after another
+        here; the multi-GPU engine spreads them over its GPUs)."""
         if z.ndim != 5:
             raise ValueError(f"expected latents [B, C, T, h, w], got shape {tuple(z.shape)}")
         tile = self.config.tile_latent_size
@@ -338,17 +313,17 @@ class GameCraftVae:
         z = z.to(self.device, self.dtype)
         with self.autocast():
             if self.tiling and (z.shape[-1] > tile or z.shape[-2] > tile):
-                return self._tiled_decode(z)
+                return self._tiled_decode(z, tile_decoder)
             return self.decode_tile(z)
 
-    def _tiled_decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _tiled_decode(self, z: torch.Tensor, tile_decoder: TileDecoder | None) -> torch.Tensor:
         tile = self.config.tile_latent_size
         stride = int(tile * (1 - TILE_OVERLAP))
         blend = int(self.config.sample_size * TILE_OVERLAP)
         keep = self.config.sample_size - blend
         grid = split_tiles(z, tile, stride)
         flat = [t for row in grid for t in row]
-        decoded = self.tile_decoder(flat) if self.tile_decoder is not None else [self.decode_tile(t) for t in flat]
+        decoded = tile_decoder(flat) if tile_decoder is not None else [self.decode_tile(t) for t in flat]
         columns = len(grid[0])
         rows = [decoded[r * columns:(r + 1) * columns] for r in range(len(grid))]
         return blend_tiles(rows, blend, keep)
@@ -368,38 +343,11 @@ class GameCraftVae:
         ratio = self.config.spatial_compression_ratio
         return (batch, 3, 1 + self.config.time_compression_ratio * (frames - 1), h * ratio, w * ratio)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tile_decoder: TileDecoder | None = None) -> torch.Tensor:
         """Diffusion latents ``[B, C, N, h, w]`` → frames ``[B, 3, 1 + 4(N−1), 8h, 8w]`` float32 in [0, 1].
 
         As the reference: divide by ``scaling_factor`` in the latents' dtype, decode, then
         ``(x / 2 + 0.5).clamp(0, 1)`` in the decoder's dtype, returned as float32 on the VAE's device.
         """
-        frames = self.decode_raw(latents / self.config.scaling_factor)
+        frames = self.decode_raw(latents / self.config.scaling_factor, tile_decoder)
         return (frames / 2 + 0.5).clamp(0, 1).float()
-
-
-def load_vae(weights_dir: Path, layout=None, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float16, *, tiling: bool = True,
-             mid_block_causal_attn: bool | None = None) -> GameCraftVae:
-    """Load the VAE from a weights directory in the official layout (``gamecraft.weights``).
-
-    ``dtype`` float16 is the reference's production precision, float32 the parity one.
-    ``mid_block_causal_attn`` overrides the config value (``None``: config, else reference default).
-    """
-    from gamecraft.weights import DEFAULT_LAYOUT
-
-    layout = layout or DEFAULT_LAYOUT
-    config_path = Path(weights_dir) / layout.vae_config
-    weights_path = Path(weights_dir) / layout.vae_weights
-    for path, what in ((config_path, "VAE config"), (weights_path, "VAE weights")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} not found: expected {path}")
-    raw = json.loads(config_path.read_text())
-    if mid_block_causal_attn is not None:
-        raw["mid_block_causal_attn"] = mid_block_causal_attn
-    config = VaeConfig.from_official(raw)
-    model = build_model(config)
-    load_state_dict_strict(model, read_official_checkpoint(weights_path), str(weights_path), device, dtype)
-    logger.info("loaded VAE from %s (%s, %s, mid-block attention %scausal)", weights_path, device, dtype,
-                "" if config.mid_block_causal_attn else "non-")
-    return GameCraftVae(model, config, tiling=tiling)

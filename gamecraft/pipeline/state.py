@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gamecraft.sampling import LATENT_CHANNELS, SPATIAL_COMPRESSION
+from gamecraft.specs.geometry import LATENT_CHANNELS, SPATIAL_COMPRESSION
 
 FORMAT = "gamecraft-world-state"
 FORMAT_VERSION = 1

@@ -22,13 +22,11 @@ from typing import Callable, Sequence
 import torch
 
 from gamecraft.model import GameCraftTransformer, StepCache
-from gamecraft.scheduler import euler_step
+from gamecraft.pipeline.scheduler import euler_step
+from gamecraft.specs.geometry import NEW_LATENT_FRAMES
 
 log = logging.getLogger(__name__)
 
-LATENT_CHANNELS = 16
-SPATIAL_COMPRESSION = 8  # VAE: latent height/width = pixels / 8
-NEW_LATENT_FRAMES = 9
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ def denoise_chunk(
 
     ``noise`` [1, 16, T, h, w] initial latents; ``history`` [1, 16, T − 9, h, w] known latents;
     ``text`` rows and ``camera_tokens`` [B, T·h'·w', hidden] must both have B = 2 (guidance > 1) or 1;
-    ``timesteps`` [n] and ``sigmas`` [n + 1] from :func:`gamecraft.scheduler.get_schedule`;
+    ``timesteps`` [n] and ``sigmas`` [n + 1] from :func:`gamecraft.pipeline.scheduler.get_schedule`;
     ``cache_flags[i]`` reuses the step cache at step ``i``.
     """
     frames = chunk_frames(history)

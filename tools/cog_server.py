@@ -1,4 +1,4 @@
-"""Start Cog's real HTTP server (coglet) on 127.0.0.1 for tests, without Docker.
+"""Start Cog's real HTTP server (coglet) on 127.0.0.1 without Docker (the main job, tests, benchmarks).
 
 ``start_cog_server(cwd, "predict.py:Predictor")`` runs ``python -m cog.server.http`` in
 ``cwd`` and waits until ``/health-check`` reports READY. coglet validates inputs only if

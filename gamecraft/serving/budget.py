@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from gamecraft.presets import PRESETS, Preset, step_cache_flags
+from gamecraft.pipeline.presets import PRESETS, Preset, step_cache_flags
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def measure_costs(engine, height: int, width: int, overhead_s: float = 5.0) -> P
     VAE decode on ``engine`` at ``height``×``width``; doubles as the warm-up of ``setup()``."""
     import torch
 
-    from gamecraft.sampling import LATENT_CHANNELS
+    from gamecraft.specs.geometry import LATENT_CHANNELS
 
     device = engine.device
     model = engine.transformer(engine.loaded_variants[0] if engine.loaded_variants else "distilled")

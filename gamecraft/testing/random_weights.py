@@ -3,7 +3,7 @@
 For GPU benchmarks and GPU server smoke runs where the real 80 GB of weights are not available: the
 transformer (12.8 B, production architecture), the VAE (production config), LLaVA-Llama-3-8B's
 language model and CLIP-L's text model have their real sizes, so time and memory are the real ones;
-the outputs are noise. Tokenizers are the tiny offline ones of :mod:`gamecraft.tiny_weights` (token
+the outputs are noise. Tokenizers are the tiny offline ones of :mod:`gamecraft.testing.tiny_weights` (token
 ids stay far below the real vocabulary size, so every lookup is valid).
 """
 
@@ -20,9 +20,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, LlamaConf
 
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
-from gamecraft.text import TextEncoders
-from gamecraft.tiny_weights import write_tiny_weights
-from gamecraft.vae import GameCraftVae, VaeConfig, build_model
+from gamecraft.model.text import TextEncoders
+from gamecraft.testing.tiny_weights import write_tiny_weights
+from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: T
                        text: bool = True) -> GameCraftEngine:
     """:func:`random_engine` with tiny float32 models, for CPU tests and CPU smoke runs of the
     benchmarks (also a ``gamecraft.parallel.WorkerSpec`` factory)."""
-    from gamecraft.tiny_weights import TINY_VAE
+    from gamecraft.testing.tiny_weights import TINY_VAE
 
     return random_engine(device=device, dtype=torch.float32, seed=seed, vae_dtype=torch.float32,
                          text_dtype=torch.float32, text_offload=False,
@@ -137,7 +137,7 @@ def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: T
 def random_worker_spec(tiny: bool = False, **kwargs):
     """How a multi-GPU worker rank builds its twin of ``random_engine(**kwargs)`` (``tiny_random_engine``
     with ``tiny``): the same seed gives the same weights; no text encoders (prompts are encoded on rank 0)."""
-    from gamecraft.parallel import WorkerSpec
+    from gamecraft.specs.workers import WorkerSpec
 
     factory = "tiny_random_engine" if tiny else "random_engine"
-    return WorkerSpec(f"gamecraft.random_weights:{factory}", dict(kwargs, text=False))
+    return WorkerSpec(f"gamecraft.testing.random_weights:{factory}", dict(kwargs, text=False))

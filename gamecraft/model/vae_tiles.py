@@ -1,4 +1,4 @@
-"""The reference's spatial VAE tiling as pure tensor functions (used by :mod:`gamecraft.vae`).
+"""The reference's spatial VAE tiling as pure tensor functions (used by :mod:`gamecraft.model.vae`).
 
 Tiles of ``tile`` latents (or pixels) every ``stride``, top→bottom then left→right; neighbours are
 blended linearly over ``blend`` rows/columns, in place, so later tiles see already-blended neighbours.

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gamecraft.specs.geometry import DEFAULT_SIZE
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_SIZE = (704, 1216)  # (height, width) of the reference's videos
 ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image]
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
@@ -142,9 +143,3 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int] =
         raise ValueError("expected at least one frame")
     out = [_to_unit_range(resize_and_crop(Image.fromarray(frame), size)) for frame in frames]
     return torch.stack(out, dim=1)[None]
-
-
-def quantize_frames(frames: torch.Tensor) -> torch.Tensor:
-    """Frames in [0, 1] → uint8 on their own device: clamp, ×255, round half to even. The one rule by
-    which every output frame is quantised (the mp4/PNG writers and the chunk frames sent to the host)."""
-    return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)

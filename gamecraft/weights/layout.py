@@ -1,4 +1,4 @@
-"""Where the weights live: the official layout of ``tencent/Hunyuan-GameCraft-1.0``, checks and download.
+"""Where the weights live: the official layout of ``tencent/Hunyuan-GameCraft-1.0`` and its checks.
 
 A weights directory mirrors the Hugging Face repository (paths relative to the directory)::
 
@@ -8,20 +8,19 @@ A weights directory mirrors the Hugging Face repository (paths relative to the d
     stdmodels/llava-llama-3-8b-v1_1-transformers/        LLaVA-Llama-3-8B (only the language model is used)
     stdmodels/openai_clip-vit-large-patch14/             CLIP-L (only the text model is used)
 
-The loaders (``gamecraft.vae.load_vae``, ``gamecraft.text.load_text_encoders``, the transformer loader)
-take a directory plus a :class:`WeightsLayout`, so the real weights and the tiny random ones written by
-:func:`write_tiny_weights` (``python -m gamecraft.weights write-tiny DIR``) go through the same code.
+The loaders (:mod:`.vae`, :mod:`.text`, :mod:`.transformer`) take a directory plus a :class:`WeightsLayout`,
+so the real weights and the tiny random ones written by ``gamecraft.testing.tiny_weights``
+(``python -m gamecraft.testing write-tiny DIR``) go through the same code.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+
+from gamecraft.model import TransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,74 +117,10 @@ def smoke_run_reason(weights_dir: Path, variant: str, cuda_available: bool,
     return None
 
 
-def download_weights(weights_dir: Path, variants: Iterable[str] = ("full",), token: str | None = None,
-                     layout: WeightsLayout = DEFAULT_LAYOUT, repo_id: str = REPO_ID,
-                     revision: str | None = None) -> Path:
-    """Download what ``variants`` need from ``repo_id`` into ``weights_dir`` (idempotent), then check it.
-
-    ``token`` is a Hugging Face token (the repository may be gated); ``None`` uses the local login.
-    """
-    from huggingface_hub import snapshot_download
-
-    variants = list(dict.fromkeys(variants))
-    if not variants:
-        raise ValueError("download_weights needs at least one variant")
-    patterns = list(dict.fromkeys(p for variant in variants for p in layout.allow_patterns(variant)))
-    logger.info("downloading %s (%s) into %s", repo_id, ", ".join(variants), weights_dir)
-    snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns,
-                      local_dir=str(weights_dir), token=token)
-    for variant in variants:
-        check_layout(weights_dir, variant, layout)
-    return Path(weights_dir)
-
-
-def write_tiny_weights(weights_dir: Path, seed: int = 0, layout: WeightsLayout = DEFAULT_LAYOUT) -> Path:
-    """Write a complete tiny random-weight directory in the official layout (see ``gamecraft.tiny_weights``)."""
-    from gamecraft.tiny_weights import write_tiny_weights as write
-
-    return write(Path(weights_dir), seed=seed, layout=layout)
-
-
 def transformer_config(weights_dir: Path):
     """The ``gamecraft.model.TransformerConfig`` of a weights directory: the one in
     :data:`TRANSFORMER_CONFIG_FILE` (tiny directories), else production."""
-    from gamecraft.model import TransformerConfig
-
     path = Path(weights_dir) / TRANSFORMER_CONFIG_FILE
     if path.is_file():
         return TransformerConfig.from_reference(json.loads(path.read_text()))
     return TransformerConfig.production()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gamecraft.weights", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    tiny = commands.add_parser("write-tiny", help="write tiny random weights in the official layout")
-    tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--seed", type=int, default=0)
-    check = commands.add_parser("check", help="check that a weights directory is complete")
-    check.add_argument("dir", type=Path)
-    check.add_argument("--variant", choices=VARIANTS, default="full")
-    download = commands.add_parser("download", help=f"download the weights from {REPO_ID}")
-    download.add_argument("dir", type=Path)
-    download.add_argument("--variant", choices=VARIANTS, action="append", dest="variants")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "write-tiny":
-            write_tiny_weights(args.dir, seed=args.seed)
-            print(f"wrote tiny weights to {args.dir}")
-        elif args.command == "check":
-            check_layout(args.dir, args.variant)
-            print(f"{args.dir}: complete for variant {args.variant!r}")
-        else:
-            download_weights(args.dir, args.variants or ["full"])
-            print(f"downloaded weights to {args.dir}")
-    except MissingWeightsError as err:
-        print(err, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

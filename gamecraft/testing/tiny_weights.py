@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from gamecraft.text import PROMPT_SUFFIX, PROMPT_TEMPLATE
-from gamecraft.vae import VaeConfig, build_model
+from gamecraft.model.text import PROMPT_SUFFIX, PROMPT_TEMPLATE
+from gamecraft.model.vae import VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, WeightsLayout
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -239,7 +239,8 @@ def write_vae(weights_path: Path, config_path: Path, config: VaeConfig, generato
 
 def write_tiny_weights(weights_dir: Path, seed: int = 0, layout: WeightsLayout = DEFAULT_LAYOUT) -> Path:
     """Write every component of both variants under ``weights_dir`` (a few MB); returns ``weights_dir``."""
-    from gamecraft.model import TransformerConfig, random_state_dict, save_official_checkpoint
+    from gamecraft.model import TransformerConfig, random_state_dict
+    from gamecraft.weights import save_official_checkpoint
 
     weights_dir = Path(weights_dir)
     transformer = TransformerConfig.tiny()

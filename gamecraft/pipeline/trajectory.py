@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from gamecraft.actions import MAX_CHUNKS
-from gamecraft.camera import FRAMES_PER_CHUNK, REFERENCE_INTRINSICS, ChunkPoses
+from gamecraft.pipeline.actions import MAX_CHUNKS
+from gamecraft.specs.geometry import FRAMES_PER_CHUNK
+from gamecraft.pipeline.camera import REFERENCE_INTRINSICS, ChunkPoses
 
 MAX_TRAJECTORY_BYTES = 8 * 1024 * 1024
 MAX_TRANSLATION = 1.0e4
@@ -165,11 +166,11 @@ def load_trajectory(path: str | Path, max_chunks: int = MAX_CHUNKS) -> list[Chun
 
 
 def chunks_to_pose_text(chunks: list[ChunkPoses], header: str = "gamecraft camera path") -> str:
-    """Write chunks (chained as in :func:`gamecraft.camera.world_poses`) as RealEstate10K text.
+    """Write chunks (chained as in :func:`gamecraft.pipeline.camera.world_poses`) as RealEstate10K text.
 
     Round-trips through :func:`parse_pose_text`; timestamps are frame indices.
     """
-    from gamecraft.camera import world_poses
+    from gamecraft.pipeline.camera import world_poses
 
     poses = world_poses(chunks)[:-1]
     intrinsics = np.concatenate([c.intrinsics for c in chunks], axis=0)

@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gamecraft.camera import FRAMES_PER_CHUNK, ChunkPoses, world_poses
+from gamecraft.specs.geometry import FRAMES_PER_CHUNK
+from gamecraft.pipeline.camera import ChunkPoses, world_poses
 
 PALETTE = ((230, 57, 70), (29, 120, 220), (46, 160, 67), (240, 150, 20), (142, 68, 173),
            (0, 150, 150), (200, 60, 150), (110, 110, 110))

@@ -1,12 +1,12 @@
 """The world session: chunk after chunk, each conditioned on the last, resumable across requests.
 
-A :class:`WorldSession` owns the state of one world (``gamecraft.state.WorldState``) and the encoded
+A :class:`WorldSession` owns the state of one world (``gamecraft.pipeline.state.WorldState``) and the encoded
 prompt; :meth:`WorldSession.generate_chunk` turns one chunk of camera motion into 33 new frames:
 
 1. Plücker embeddings of the chunk's poses (cond, and identity poses for the unconditional row);
 2. initial noise from the prediction's own seed — ``derive_seed(seed, "chunk", index)`` — so chunk
    ``k`` of a continued world gets exactly the noise it would get in an uninterrupted run;
-3. :func:`gamecraft.sampling.denoise_chunk` with the preset's schedule, guidance and step cache;
+3. :func:`gamecraft.pipeline.sampling.denoise_chunk` with the preset's schedule, guidance and step cache;
 4. the 9 new latents become the history of the next chunk and are decoded to 33 frames.
 """
 
@@ -21,15 +21,15 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from gamecraft.camera import ChunkPoses, chunk_plucker
-from gamecraft.image import quantize_frames
+from gamecraft.pipeline.camera import ChunkPoses, chunk_plucker
+from gamecraft.pipeline.frames import frames_to_host
 from gamecraft.model import GameCraftTransformer, rope_tables
-from gamecraft.presets import Preset, step_cache_flags
-from gamecraft.sampling import (LATENT_CHANNELS, SPATIAL_COMPRESSION, StepInfo, TextConditioning, camera_rows,
-                                chunk_frames, denoise_chunk, log_steps)
-from gamecraft.scheduler import get_schedule
-from gamecraft.state import WorldState
-from gamecraft.vae import GameCraftVae
+from gamecraft.pipeline.presets import Preset, step_cache_flags
+from gamecraft.specs.geometry import LATENT_CHANNELS, SPATIAL_COMPRESSION, latent_size
+from gamecraft.pipeline.sampling import StepInfo, TextConditioning, camera_rows, chunk_frames, denoise_chunk, log_steps
+from gamecraft.pipeline.scheduler import get_schedule
+from gamecraft.pipeline.state import WorldState
+from gamecraft.model.vae import GameCraftVae
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,6 @@ def chunk_noise(seed: int, chunk_index: int, shape: tuple[int, ...]) -> torch.Te
     return torch.randn(shape, generator=cpu_generator(seed, "chunk", chunk_index), dtype=torch.float32)
 
 
-def latent_size(height: int, width: int) -> tuple[int, int]:
-    if height % 16 or width % 16:
-        raise ValueError(f"height and width must be multiples of 16, got {height}×{width}")
-    return height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION
-
-
 @dataclass
 class ChunkResult:
     """One generated chunk: ``frames`` [33, H, W, 3] on the CPU, uint8 (or float32 in [0, 1], see
@@ -80,25 +74,6 @@ class ChunkResult:
     latents: torch.Tensor
     seconds_denoise: float
     seconds_decode: float
-
-
-def frames_to_host(video: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """Decoded frames [3, T, H, W] float in [0, 1] (any device) → [T, H, W, 3] on the CPU.
-
-    uint8 is quantised where the frames are, by the writers' rule (:func:`gamecraft.image.quantize_frames`),
-    so a quarter of the bytes crosses to the host: 85 MB instead of 339 MB for a 704×1216 chunk.
-    float32 returns the frames as decoded (parity checks).
-    """
-    frames = video.permute(1, 2, 3, 0)
-    if dtype == torch.float32:
-        return frames.float().cpu()
-    if dtype != torch.uint8:
-        raise ValueError(f"frames can be returned as uint8 or float32, not {dtype}")
-    has_nan = torch.isnan(frames).any()
-    quantised = quantize_frames(frames).contiguous().cpu()
-    if has_nan.item():  # after the copy, which has synchronised anyway
-        raise RuntimeError("the decoded frames contain NaN")
-    return quantised
 
 
 def encode_start_image(vae: GameCraftVae, pixels: torch.Tensor, seed: int) -> torch.Tensor:

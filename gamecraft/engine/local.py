@@ -19,14 +19,17 @@ from pathlib import Path
 
 import torch
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, load_transformer, text_lengths_from_mask
+from gamecraft.model import GameCraftTransformer, TransformerConfig, text_lengths_from_mask
+from gamecraft.weights import load_transformer
 from gamecraft.model.compile import compile_blocks
 from gamecraft.model.fp8 import fp8_copy
-from gamecraft.model.loading import cache_is_current
-from gamecraft.offload import PinnedOffload
-from gamecraft.sampling import TextConditioning
-from gamecraft.text import TextEncoders, load_text_encoders
-from gamecraft.vae import GameCraftVae, load_vae
+from gamecraft.weights.transformer import cache_is_current
+from gamecraft.weights.offload import PinnedOffload
+from gamecraft.pipeline.sampling import TextConditioning
+from gamecraft.model.text import TextEncoders
+from gamecraft.weights.text import load_text_encoders
+from gamecraft.model.vae import GameCraftVae
+from gamecraft.weights.vae import load_vae
 from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout, transformer_config
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ class EngineConfig:
 
 
 class GameCraftEngine:
-    """Implements :class:`gamecraft.session.Engine`."""
+    """Implements :class:`gamecraft.pipeline.session.Engine`."""
 
     def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders | None,
                  transformer_config: TransformerConfig):
@@ -113,7 +116,7 @@ class GameCraftEngine:
     def worker_spec_for(config: EngineConfig):
         """How a multi-GPU worker rank builds an engine like ``GameCraftEngine.load(config)``
         (:meth:`load_worker`): a ``gamecraft.parallel.WorkerSpec``."""
-        from gamecraft.parallel import WorkerSpec
+        from gamecraft.specs.workers import WorkerSpec
 
         return WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
 

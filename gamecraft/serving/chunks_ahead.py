@@ -1,6 +1,6 @@
 """Chunks generated on a background thread, one ahead of whoever writes them.
 
-After a chunk is decoded, :func:`gamecraft.generate.generate` writes it twice with H.264 (its own mp4
+After a chunk is decoded, :func:`gamecraft.serving.generate.generate` writes it twice with H.264 (its own mp4
 and the whole video), about a second of CPU work per chunk on a 16-core host (2.4 s on 2 cores). Done
 in line, the GPUs idle meanwhile. :func:`chunks_ahead` runs ``session.generate_chunk`` on a thread,
 so chunk k+1 is denoised while chunk k is being written; the results come out in order, the same
@@ -20,9 +20,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from gamecraft.camera import ChunkPoses
-from gamecraft.sampling import StepInfo, log_steps
-from gamecraft.session import ChunkResult, WorldSession
+from gamecraft.pipeline.camera import ChunkPoses
+from gamecraft.pipeline.sampling import StepInfo, log_steps
+from gamecraft.pipeline.session import ChunkResult, WorldSession
 
 _DONE = object()
 POLL_S = 0.2  # how often a blocked hand-over or wait looks at the stop flag / the thread

@@ -35,8 +35,10 @@ from typing import Any, BinaryIO
 import imageio_ffmpeg
 import numpy as np
 
+from gamecraft.specs.geometry import FPS
+
 # Reading lives in video_reader; re-exported so callers have one media API.
-from gamecraft.video_reader import (  # noqa: F401
+from gamecraft.media.video_reader import (  # noqa: F401
     START_FRAMES,
     VideoInfo,
     _open_video,
@@ -47,7 +49,7 @@ from gamecraft.video_reader import (  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FPS = 25
+DEFAULT_FPS = FPS
 DEFAULT_CRF = 18
 DEFAULT_PRESET = "fast"
 _FFMPEG_CLOSE_TIMEOUT_S = 300.0
@@ -113,7 +115,7 @@ def to_uint8_frames(frames: Any) -> np.ndarray:
         if x.is_floating_point():
             x = x.float()
             _check_float_range(float(x.min()), float(x.max()))
-            from gamecraft.image import quantize_frames  # torch is loaded already: x is a tensor
+            from gamecraft.pipeline.frames import quantize_frames  # torch is loaded already: x is a tensor
 
             x = quantize_frames(x)
         x, perm = (x.permute(*perm) if perm else x).contiguous().cpu().numpy(), None

@@ -8,7 +8,7 @@
 4. the last frame as PNG, and the camera-path preview, when asked.
 
 A request starts from exactly one of: an image, a video (its last 33 frames), or a saved state.
-The chunks are generated on a background thread one ahead of the writes (:mod:`gamecraft.chunks_ahead`),
+The chunks are generated on a background thread one ahead of the writes (:mod:`gamecraft.serving.chunks_ahead`),
 so the GPUs work on chunk k+1 while chunk k is encoded.
 """
 
@@ -22,20 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from gamecraft.actions import Segment
-from gamecraft.camera import ChunkPoses, chunk_poses
-from gamecraft.chunks_ahead import chunks_ahead
-from gamecraft.image import preprocess_frames, preprocess_image
-from gamecraft.media import VideoWriter, last_frames_for_start, save_png, write_mp4
-from gamecraft.presets import Preset
-from gamecraft.preview import save_preview
-from gamecraft.session import Engine, WorldSession, encode_start_image, encode_start_video, latent_size
-from gamecraft.state import load_state, save_state
+from gamecraft.pipeline.actions import Segment
+from gamecraft.pipeline.camera import ChunkPoses, chunk_poses
+from gamecraft.serving.chunks_ahead import chunks_ahead
+from gamecraft.media.image import preprocess_frames, preprocess_image
+from gamecraft.media.video import VideoWriter, last_frames_for_start, save_png, write_mp4
+from gamecraft.pipeline.presets import Preset
+from gamecraft.media.preview import save_preview
+from gamecraft.pipeline.session import Engine, WorldSession, encode_start_image, encode_start_video
+from gamecraft.specs.geometry import latent_size
+from gamecraft.pipeline.state import load_state, save_state
+from gamecraft.specs.geometry import DEFAULT_SIZE, MAX_SEED
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = (704, 1216)
-MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, stem: st
     """Run ``request``, writing files named ``<stem>-…`` into ``out_dir``; yields each as it is ready.
 
     ``stem`` may contain ``{seed}``, replaced by the seed actually used. ``overlap_writes``: generate
-    the next chunk on a background thread while this one's mp4s are written (:mod:`gamecraft.chunks_ahead`;
+    the next chunk on a background thread while this one's mp4s are written (:mod:`gamecraft.serving.chunks_ahead`;
     same outputs). Close the iterator (``contextlib.closing``) when not exhausting it, so that the
     thread is stopped at once.
     """
