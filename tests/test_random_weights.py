@@ -27,8 +27,7 @@ def test_small_random_engine_generates_a_chunk():
     text = engine.encode_text("a village", "", guidance=True)
     assert text.states.shape == (2, 256, 64) and torch.isfinite(text.states).all()
     history = torch.randn(1, 16, 1, 4, 6)
-    session = WorldSession.start(engine, resolve_preset("distilled", 2), "a village", 1, 32, 48, history=history,
-                                 ref_latents=history)
+    session = WorldSession.start(engine, resolve_preset("distilled", 2), "a village", 1, 32, 48, history=history)
     result = session.generate_chunk(chunk_poses(parse_actions('["w"]', "[0.2]")[0]), "w")
     assert result.frames.shape == (33, 32, 48, 3) and torch.isfinite(result.latents).all()
     assert chunk_noise(1, 0, (1, 16, 10, 4, 6)).shape == (1, 16, 10, 4, 6)

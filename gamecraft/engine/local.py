@@ -1,4 +1,4 @@
-"""The loaded models: transformer(s), VAE and text encoders on one device, from a weights directory.
+"""The loaded models on one device (a GPU, or the CPU for tiny smoke runs), from a weights directory.
 
 Everything is configured by :class:`EngineConfig` (no environment variables). The transformer of each
 variant (``distilled``/``full``) is loaded on first use; ``preload`` names the ones loaded at start.
@@ -21,11 +21,13 @@ import torch
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, text_lengths_from_mask
 from gamecraft.weights import load_transformer
-from gamecraft.model.compile import compile_blocks
+from gamecraft.model.compile import compile_blocks, uncompile_blocks
 from gamecraft.model.fp8 import fp8_copy
 from gamecraft.weights.transformer import cache_is_current
 from gamecraft.weights.offload import PinnedOffload
 from gamecraft.pipeline.sampling import TextConditioning
+
+from .base import Engine
 from gamecraft.model.text import TextEncoders
 from gamecraft.weights.text import load_text_encoders
 from gamecraft.model.vae import GameCraftVae
@@ -57,6 +59,7 @@ class EngineConfig:
     one_transformer_on_gpu: bool = True
     compile: bool = False
     compile_vae: bool = False  # compile the VAE decoder for full-size tiles (GameCraftVae.compile_decoder)
+    compile_backend: str = "inductor"  # torch.compile's backend ("eager"/"aot_eager" in tests)
     attention_backend: str = "sdpa"
     fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
     cache_dir: Path | None = None
@@ -70,16 +73,17 @@ class EngineConfig:
         return cls(Path(weights_dir), **{**base, **overrides})
 
 
-class GameCraftEngine:
-    """Implements :class:`gamecraft.pipeline.session.Engine`."""
+class GameCraftEngine(Engine):
+    """:class:`gamecraft.engine.Engine` on one device."""
 
     def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders | None,
                  transformer_config: TransformerConfig):
         self.config = config
         self.device = torch.device(config.device)
         self.vae = vae
+        self._compile = config.compile
         if config.compile_vae:
-            vae.compile_decoder()
+            vae.compile_decoder(backend=config.compile_backend)
         self.text_encoders = text
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
@@ -113,14 +117,6 @@ class GameCraftEngine:
         return engine
 
     @staticmethod
-    def worker_spec_for(config: EngineConfig):
-        """How a multi-GPU worker rank builds an engine like ``GameCraftEngine.load(config)``
-        (:meth:`load_worker`): a ``gamecraft.parallel.WorkerSpec``."""
-        from gamecraft.specs.workers import WorkerSpec
-
-        return WorkerSpec("gamecraft.engine:GameCraftEngine.load_worker", dict(config=config))
-
-    @staticmethod
     def loads_without_writing(config: EngineConfig) -> bool:
         """Whether loading ``config`` only reads: every preloaded transformer has a current safetensors
         cache. Only then may several processes load it at once (each would otherwise convert the
@@ -147,10 +143,23 @@ class GameCraftEngine:
         return tuple(self._transformers)
 
     def register_transformer(self, variant: str, model: GameCraftTransformer) -> None:
-        """Use ``model`` for ``variant`` (compiling its blocks when ``config.compile``)."""
-        if self.config.compile:
-            compile_blocks(model)
+        """Use ``model`` for ``variant`` (compiling its blocks unless compilation is off)."""
+        if self._compile:
+            compile_blocks(model, backend=self.config.compile_backend)
         self._transformers[variant] = model
+
+    @property
+    def compiled(self) -> bool:
+        return self._compile
+
+    def disable_compile(self) -> None:
+        self._compile = False
+        for model in (*self._transformers.values(), *self._fast.values()):
+            uncompile_blocks(model)
+        self.vae.uncompile_decoder()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents)
 
     def _swapping(self) -> bool:
         return self.config.one_transformer_on_gpu and self.device.type == "cuda"
@@ -185,8 +194,8 @@ class GameCraftEngine:
         if fast:
             if variant not in self._fast:
                 twin = fp8_copy(model)
-                if self.config.compile:
-                    compile_blocks(twin)
+                if self._compile:
+                    compile_blocks(twin, backend=self.config.compile_backend)
                 self._fast[variant] = twin
             return self._fast[variant]
         return model

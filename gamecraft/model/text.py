@@ -21,14 +21,11 @@ always uses ``""``, quirk Q1); an over-long prompt loses its *end*, not the suff
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from transformers import AutoConfig, CLIPTextModel, CLIPTokenizer, LlamaModel, PreTrainedTokenizerFast
+from transformers import CLIPTextModel, LlamaModel
 
 
 logger = logging.getLogger(__name__)

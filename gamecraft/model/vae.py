@@ -24,11 +24,8 @@ Precision: the VAE is built in an explicit dtype. Below float32, encode/decode r
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import pickle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch

@@ -71,8 +71,6 @@ ALIASES: dict[str, str] = {
     "look_down": "down_rot", "pitch_down": "down_rot", "tilt_down": "down_rot",
     "stay": IDLE, "still": IDLE, "none": IDLE, "noop": IDLE,
 }
-KNOWN_NAMES = tuple(ACTIONS) + (IDLE,) + tuple(ALIASES)
-
 
 class ActionError(ValueError):
     """A malformed action or speed list; the message names the index and the problem."""
@@ -271,17 +269,3 @@ def parse_actions(actions: str | Sequence[Any], speeds: str | Sequence[Any],
         keys = _parse_action(raw_action, index)
         segments.append(Segment(_parse_speed(raw_speed, keys, "+".join(keys) or IDLE, index)))
     return segments
-
-
-def to_json_lists(segments: Sequence[Segment]) -> tuple[str, str]:
-    """The canonical ``(actions, action_speeds)`` JSON strings for ``segments`` (inverse of the parser)."""
-    actions = [s.label for s in segments]
-    speeds: list[Any] = []
-    for s in segments:
-        if not s.motions:
-            speeds.append(0)
-        elif len(s.motions) == 1:
-            speeds.append(s.motions[0].speed)
-        else:
-            speeds.append([m.speed for m in s.motions])
-    return json.dumps(actions), json.dumps(speeds)

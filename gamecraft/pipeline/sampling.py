@@ -15,6 +15,7 @@ frames take the Euler step. Latents stay float32 between steps (the reference ke
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -27,6 +28,10 @@ from gamecraft.specs.geometry import NEW_LATENT_FRAMES
 
 log = logging.getLogger(__name__)
 
+
+
+class GenerationStopped(Exception):
+    """A chunk was abandoned between two denoising steps because its ``stop`` signal was set."""
 
 
 @dataclass(frozen=True)
@@ -102,13 +107,15 @@ def denoise_chunk(
     rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     attention_backend: str = "sdpa",
     on_step: Callable[[StepInfo], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> torch.Tensor:
     """Denoise one chunk and return its 9 new latent frames [1, 16, 9, h, w] (float32).
 
     ``noise`` [1, 16, T, h, w] initial latents; ``history`` [1, 16, T − 9, h, w] known latents;
     ``text`` rows and ``camera_tokens`` [B, T·h'·w', hidden] must both have B = 2 (guidance > 1) or 1;
     ``timesteps`` [n] and ``sigmas`` [n + 1] from :func:`gamecraft.pipeline.scheduler.get_schedule`;
-    ``cache_flags[i]`` reuses the step cache at step ``i``.
+    ``cache_flags[i]`` reuses the step cache at step ``i``. ``stop``: checked before every step; once set,
+    :class:`GenerationStopped` is raised there (the caller has gone: a cancelled request).
     """
     frames = chunk_frames(history)
     if noise.shape[2] != frames:
@@ -121,6 +128,8 @@ def denoise_chunk(
     cache = StepCache()
     dtype = transformer.dtype
     for i, t in enumerate(timesteps):
+        if stop is not None and stop.is_set():
+            raise GenerationStopped(f"stopped before step {i + 1} of {len(timesteps)}")
         start = time.perf_counter()
         latents[:, :, :known] = history
         x = torch.cat([latents, cond_part], dim=1).expand(rows, -1, -1, -1, -1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -25,7 +26,7 @@ from gamecraft.pipeline.camera import ChunkPoses, chunk_plucker
 from gamecraft.pipeline.frames import frames_to_host
 from gamecraft.model import GameCraftTransformer, rope_tables
 from gamecraft.pipeline.presets import Preset, step_cache_flags
-from gamecraft.specs.geometry import LATENT_CHANNELS, SPATIAL_COMPRESSION, latent_size
+from gamecraft.specs.geometry import LATENT_CHANNELS, latent_size
 from gamecraft.pipeline.sampling import StepInfo, TextConditioning, camera_rows, chunk_frames, denoise_chunk, log_steps
 from gamecraft.pipeline.scheduler import get_schedule
 from gamecraft.pipeline.state import WorldState
@@ -34,17 +35,19 @@ from gamecraft.model.vae import GameCraftVae
 log = logging.getLogger(__name__)
 
 
-class Engine(Protocol):
-    """The loaded models a session runs on (see ``gamecraft.engine.GameCraftEngine``)."""
+class SessionEngine(Protocol):
+    """The part of ``gamecraft.engine.Engine`` a session uses (the pipeline layer sits below the engine, so
+    it names what it needs structurally instead of importing it)."""
 
     device: torch.device
-    vae: GameCraftVae
     attention_backend: str
     fast_attention_backend: str  # the kernel go_fast (``preset.fp8``) uses
 
     def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
 
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -84,12 +87,9 @@ def encode_start_image(vae: GameCraftVae, pixels: torch.Tensor, seed: int) -> to
     return vae.encode_image(pixels, cpu_generator(seed, "image"))
 
 
-def encode_start_video(vae: GameCraftVae, clip: torch.Tensor, first_frame: torch.Tensor, seed: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A video start: last 33 frames [1, 3, 33, H, W] → 9 history latents; frame −33 → reference latent."""
-    history = vae.encode_video(clip, cpu_generator(seed, "video"))
-    ref = vae.encode_image(first_frame, cpu_generator(seed, "video-ref"))
-    return history, ref
+def encode_start_video(vae: GameCraftVae, clip: torch.Tensor, seed: int) -> torch.Tensor:
+    """A video start: its last 33 frames [1, 3, 33, H, W] in [−1, 1] → 9 history latents [1, 16, 9, h, w]."""
+    return vae.encode_video(clip, cpu_generator(seed, "video"))
 
 
 class WorldSession:
@@ -101,7 +101,7 @@ class WorldSession:
 
     frames_dtype: torch.dtype = torch.uint8
 
-    def __init__(self, engine: Engine, preset: Preset, state: WorldState, text: TextConditioning):
+    def __init__(self, engine: SessionEngine, preset: Preset, state: WorldState, text: TextConditioning):
         self.engine = engine
         self.preset = preset
         self.state = state
@@ -109,13 +109,12 @@ class WorldSession:
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def start(cls, engine: Engine, preset: Preset, prompt: str, seed: int, height: int, width: int, *,
-              history: torch.Tensor, ref_latents: torch.Tensor, negative_prompt: str = "",
+    def start(cls, engine: SessionEngine, preset: Preset, prompt: str, seed: int, height: int, width: int, *,
+              history: torch.Tensor, negative_prompt: str = "",
               chunks_done: int = 0, pose=None, actions=()) -> "WorldSession":
         """A session from known history latents (an encoded image or video, or a loaded state)."""
         latent_size(height, width)
-        state = WorldState(last_latents=history.float().cpu(), ref_latents=ref_latents.float().cpu(), height=height,
-                           width=width, seed=seed, chunks_done=chunks_done, prompt=prompt,
+        state = WorldState(last_latents=history.float().cpu(), height=height, width=width, seed=seed, chunks_done=chunks_done, prompt=prompt,
                            pose=np.eye(4).tolist() if pose is None else pose, actions=list(actions))
         text = engine.encode_text(prompt, negative_prompt, preset.uses_cfg)
         return cls(engine, preset, state, text)
@@ -132,8 +131,12 @@ class WorldSession:
         return self.engine.attention_backend
 
     def generate_chunk(self, poses: ChunkPoses, label: str = "", noise: torch.Tensor | None = None,
-                       on_step: Callable[[StepInfo], None] | None = None) -> ChunkResult:
-        """Generate the next chunk along ``poses``; updates :attr:`state`. ``noise`` overrides the seeded noise."""
+                       on_step: Callable[[StepInfo], None] | None = None,
+                       stop: threading.Event | None = None) -> ChunkResult:
+        """Generate the next chunk along ``poses``; updates :attr:`state` (only once the chunk is complete).
+
+        ``noise`` overrides the seeded noise; ``on_step`` sees every denoising step (default: one log line
+        each); ``stop``, once set, ends the chunk between two steps with :class:`GenerationStopped`."""
         state, preset, device = self.state, self.preset, self.engine.device
         index = state.chunks_done
         transformer = self.engine.transformer(preset.variant, fast=preset.fp8)
@@ -152,13 +155,12 @@ class WorldSession:
                 transformer, noise.to(device), history, self.text, tokens, timesteps.to(device), sigmas,
                 preset.guidance_scale, step_cache_flags(preset.num_inference_steps, preset.step_cache),
                 rope=self._rope_for(frames, transformer), attention_backend=self._attention_backend(),
-                on_step=on_step or log_steps(index, device))
+                on_step=on_step or log_steps(index, device), stop=stop)
             denoised = time.perf_counter()
-            video = self.engine.vae.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
+            video = self.engine.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
         frames_out = frames_to_host(video[0], self.frames_dtype)
         decoded = time.perf_counter()
         state.last_latents = latents.float().cpu()
-        state.ref_latents = state.last_latents[:, :, -1:].clone()
         state.chunks_done += 1
         state.pose = (np.asarray(state.pose) @ poses.advance).tolist()
         state.actions.append(label)

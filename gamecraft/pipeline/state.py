@@ -1,10 +1,13 @@
 """World state files: continue a world in a later request, losslessly (safetensors + JSON, no pickle).
 
 A state holds what the next chunk needs — the last 9 latent frames (``last_latents``; a fresh start
-from an image holds the image's single latent frame) and the reference latent (``ref_latents``) — plus
-JSON metadata: format version, model, resolution, seed and the number of chunks done (per-chunk noise
+from an image holds the image's single latent frame) — plus JSON metadata: format version, model, resolution, seed and the number of chunks done (per-chunk noise
 is derived from ``(seed, chunk index)``, so a continued world draws exactly the noise an uninterrupted
 run would), the cumulative camera pose (for previews) and the actions so far.
+
+Format versions: 2 holds ``last_latents`` only. Version 1 also held a reference latent (``ref_latents``,
+the last latent frame again, which only a parity check read); version-1 files still load: their
+``ref_latents`` is checked like the rest and then dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from safetensors.torch import load_file, save_file
 from gamecraft.specs.geometry import LATENT_CHANNELS, SPATIAL_COMPRESSION
 
 FORMAT = "gamecraft-world-state"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# The tensors each readable version holds.
+_TENSORS = {1: ("last_latents", "ref_latents"), 2: ("last_latents",)}
 MODEL_ID = "hunyuan-gamecraft-1.0"
 MAX_STATE_BYTES = 256 * 1024 * 1024
 
@@ -33,14 +39,13 @@ class StateError(ValueError):
 
 @dataclass
 class WorldState:
-    """``last_latents`` [1, 16, 1 | 9, h, w] and ``ref_latents`` [1, 16, 1, h, w] (float32, VAE-scaled).
+    """``last_latents`` [1, 16, 1 | 9, h, w] (float32, VAE-scaled): the next chunk's known history.
 
     ``pose`` is the 4×4 camera-to-world pose where the next chunk starts (action units), in the
     frame of the world's first frame.
     """
 
     last_latents: torch.Tensor
-    ref_latents: torch.Tensor
     height: int
     width: int
     seed: int
@@ -49,13 +54,8 @@ class WorldState:
     pose: list[list[float]] = field(default_factory=lambda: np.eye(4).tolist())
     actions: list[str] = field(default_factory=list)
 
-    @property
-    def is_fresh(self) -> bool:
-        """True when no chunk was generated yet (history = one image latent)."""
-        return self.last_latents.shape[2] == 1 and self.chunks_done == 0
-
     def metadata(self) -> dict:
-        meta = {k: v for k, v in asdict(self).items() if k not in ("last_latents", "ref_latents")}
+        meta = {k: v for k, v in asdict(self).items() if k != "last_latents"}
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": MODEL_ID, **meta}
 
 
@@ -63,8 +63,7 @@ def save_state(state: WorldState, path: str | Path) -> Path:
     """Write ``state`` to ``path`` (safetensors with the metadata as JSON), atomically."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tensors = {"last_latents": state.last_latents.detach().float().cpu().contiguous(),
-               "ref_latents": state.ref_latents.detach().float().cpu().contiguous()}
+    tensors = {"last_latents": state.last_latents.detach().float().cpu().contiguous()}
     try:
         save_file(tensors, str(tmp), metadata={"gamecraft": json.dumps(state.metadata())})
         tmp.replace(path)
@@ -109,8 +108,9 @@ def load_state(path: str | Path, height: int | None = None, width: int | None = 
     except json.JSONDecodeError:
         raise StateError("state file: metadata is not valid JSON") from None
     _require(isinstance(meta, dict) and meta.get("format") == FORMAT, "not a GameCraft world state")
-    _require(meta.get("format_version") == FORMAT_VERSION,
-             f"format version {meta.get('format_version')!r}; this package reads version {FORMAT_VERSION}")
+    version = meta.get("format_version")
+    _require(version in READABLE_VERSIONS, f"format version {version!r}; this package reads versions "
+             f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}")
     _require(meta.get("model") == MODEL_ID, f"made for model {meta.get('model')!r}, not {MODEL_ID}")
     state_h = _int(meta, "height", 16, 4096)
     state_w = _int(meta, "width", 16, 4096)
@@ -119,11 +119,13 @@ def load_state(path: str | Path, height: int | None = None, width: int | None = 
     if height is not None and width is not None:
         _require((state_h, state_w) == (height, width),
                  f"made at {state_h}×{state_w}; this request generates {height}×{width}")
-    _require(set(tensors) == {"last_latents", "ref_latents"},
-             f"expected tensors last_latents and ref_latents, found {sorted(tensors)}")
+    expected = _TENSORS[version]
+    _require(set(tensors) == set(expected), f"expected tensor{'s' if len(expected) > 1 else ''} "
+             f"{' and '.join(expected)}, found {sorted(tensors)}")
     latent_hw = (state_h // SPATIAL_COMPRESSION, state_w // SPATIAL_COMPRESSION)
-    last, ref = tensors["last_latents"], tensors["ref_latents"]
-    for name, tensor, frames in (("last_latents", last, (1, 9) if chunks_done == 0 else (9,)), ("ref_latents", ref, (1,))):
+    frames_of = {"last_latents": (1, 9) if chunks_done == 0 else (9,), "ref_latents": (1,)}
+    for name in expected:
+        tensor, frames = tensors[name], frames_of[name]
         _require(tensor.dtype in (torch.float32, torch.float16, torch.bfloat16), f"{name} has dtype {tensor.dtype}")
         _require(tensor.ndim == 5 and tensor.shape[0] == 1 and tensor.shape[1] == LATENT_CHANNELS
                  and tensor.shape[2] in frames and tuple(tensor.shape[3:]) == latent_hw,
@@ -138,6 +140,6 @@ def load_state(path: str | Path, height: int | None = None, width: int | None = 
     actions = meta.get("actions", [])
     _require(isinstance(prompt, str), "'prompt' must be a string")
     _require(isinstance(actions, list) and all(isinstance(a, str) for a in actions), "'actions' must be a list of strings")
-    return WorldState(last_latents=last.float(), ref_latents=ref.float(), height=state_h, width=state_w, seed=seed,
+    return WorldState(last_latents=tensors["last_latents"].float(), height=state_h, width=state_w, seed=seed,
                       chunks_done=chunks_done, prompt=prompt, pose=[[float(v) for v in row] for row in pose],
                       actions=list(actions))

@@ -163,19 +163,3 @@ def load_trajectory(path: str | Path, max_chunks: int = MAX_CHUNKS) -> list[Chun
     if text.lstrip()[:1] in ("[", "{"):
         return parse_c2w_json(text, max_chunks)
     return parse_pose_text(text, max_chunks)
-
-
-def chunks_to_pose_text(chunks: list[ChunkPoses], header: str = "gamecraft camera path") -> str:
-    """Write chunks (chained as in :func:`gamecraft.pipeline.camera.world_poses`) as RealEstate10K text.
-
-    Round-trips through :func:`parse_pose_text`; timestamps are frame indices.
-    """
-    from gamecraft.pipeline.camera import world_poses
-
-    poses = world_poses(chunks)[:-1]
-    intrinsics = np.concatenate([c.intrinsics for c in chunks], axis=0)
-    w2c = np.linalg.inv(poses)[:, :3, :].reshape(len(poses), 12)
-    lines = [header]
-    for index, (k, m) in enumerate(zip(intrinsics, w2c)):
-        lines.append(" ".join([str(index)] + [repr(float(v)) for v in k] + ["0", "0"] + [repr(float(v)) for v in m]))
-    return "\n".join(lines) + "\n"

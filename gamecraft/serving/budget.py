@@ -1,18 +1,21 @@
 """Time budget: estimate a request's run time from per-pass costs and refuse what cannot finish in time.
 
 Replicate stops a prediction after 30 minutes; a request that cannot finish should fail at once with a
-message that says what fits, not after 29 minutes of GPU time. Costs are measured at warm-up (one pass
-per chunk shape, one decode) or taken from a table.
+message that says what fits, not after 29 minutes of GPU time. Costs are measured at warm-up (every pass
+shape the configured presets run, one decode: :meth:`gamecraft.engine.Engine.warm_up`) or taken from a table.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
+from gamecraft.engine import Engine
+from gamecraft.engine.base import PassShape, WarmUp
 from gamecraft.pipeline.presets import PRESETS, Preset, step_cache_flags
+from gamecraft.specs.geometry import FIRST_CHUNK_LATENT_FRAMES, LATER_CHUNK_LATENT_FRAMES, PASS_LATENT_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,9 @@ class PassCosts:
     one chunk's VAE decode + mp4 encode, and the per-request overhead (prompt and start encoding).
 
     ``cfg_factor``: cost of a guidance pass (2 rows) relative to 1 row. ``cached_fraction``: a step-cache
-    step runs one of the 60 blocks plus the final layer.
+    step runs one of the 60 blocks plus the final layer. ``measured``: seconds per pass of the shapes the
+    warm-up ran (:class:`gamecraft.engine.PassShape`); a shape found there is used as measured, the others
+    are derived from the one-row times.
     """
 
     first_pass_s: float
@@ -34,13 +39,35 @@ class PassCosts:
     overhead_s: float
     cfg_factor: float = 2.0
     cached_fraction: float = 1 / 40
+    measured: Mapping[PassShape, float] = field(default_factory=dict)
+
+    def pass_seconds(self, rows: int, first: bool, fast: bool = False) -> float:
+        frames = FIRST_CHUNK_LATENT_FRAMES if first else LATER_CHUNK_LATENT_FRAMES
+        for shape in (PassShape(rows, frames, fast), PassShape(rows, frames, False)):
+            if shape in self.measured:
+                return self.measured[shape]
+        return (self.first_pass_s if first else self.later_pass_s) * (self.cfg_factor if rows == 2 else 1.0)
 
     def chunk_seconds(self, preset: Preset, first: bool) -> float:
-        flags = step_cache_flags(preset.num_inference_steps, preset.step_cache)
-        passes = sum(self.cached_fraction if cached else 1.0 for cached in flags)
-        per_pass = self.first_pass_s if first else self.later_pass_s
-        rows = self.cfg_factor if preset.uses_cfg else 1.0
-        return passes * per_pass * rows + self.decode_s
+        return denoise_seconds(self, preset, first) + self.decode_s
+
+
+def denoise_seconds(costs: PassCosts, preset: Preset, first: bool) -> float:
+    """Seconds of one chunk's denoising (every step, cached steps at their fraction), without the decode."""
+    flags = step_cache_flags(preset.num_inference_steps, preset.step_cache)
+    passes = sum(costs.cached_fraction if cached else 1.0 for cached in flags)
+    return passes * costs.pass_seconds(2 if preset.uses_cfg else 1, first, preset.fp8)
+
+
+def warm_up_shapes(presets: Iterable[Preset], go_fast: bool) -> list[PassShape]:
+    """Every pass shape the ``presets`` run: their row count (2 with guidance) × 10 and 18 latent frames,
+    exact and, with ``go_fast``, the fp8 twin's."""
+    shapes = []
+    for preset in presets:
+        rows = 2 if preset.uses_cfg else 1
+        for fast in (False, True) if go_fast else (False,):
+            shapes += [PassShape(rows, frames, fast) for frames in PASS_LATENT_FRAMES]
+    return list(dict.fromkeys(shapes))
 
 
 def estimate_seconds(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool) -> float:
@@ -79,43 +106,27 @@ def check_budget(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bo
                      f"on {device_name}; the limit is {_minutes(budget_s)}: {', '.join(advice)}")
 
 
-def measure_costs(engine, height: int, width: int, overhead_s: float = 5.0) -> PassCosts:
-    """Time one transformer pass per chunk shape (the faster of two: the first selects kernels) and one
-    VAE decode on ``engine`` at ``height``×``width``; doubles as the warm-up of ``setup()``."""
-    import torch
+def costs_from_warm_up(warm: WarmUp, overhead_s: float = 5.0) -> PassCosts:
+    """The cost table of a warm-up: its pass times as measured, one-row times for the rest (a two-row pass
+    counts as two one-row ones when only the two-row shape was run)."""
+    def one_row(frames: int) -> float:
+        if PassShape(1, frames) in warm.pass_seconds:
+            return warm.pass_seconds[PassShape(1, frames)]
+        two = warm.pass_seconds.get(PassShape(2, frames))
+        return two / 2 if two is not None else 0.0
 
-    from gamecraft.specs.geometry import LATENT_CHANNELS
-
-    device = engine.device
-    model = engine.transformer(engine.loaded_variants[0] if engine.loaded_variants else "distilled")
-    h, w = height // 8, width // 8
-    text = engine.encode_text("warm-up", "", guidance=False)
-
-    def timed(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        begin = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - begin
-
-    passes = []
-    with torch.no_grad():
-        for frames in (10, 18):
-            x = torch.zeros(1, 2 * LATENT_CHANNELS + 1, frames, h, w, device=device, dtype=model.dtype)
-            cam = torch.zeros(1, 33, 6, height, width, device=device)
-            t = torch.full((1,), 1000.0, device=device)
-
-            def run() -> None:
-                model(x, t, text.states, text.mask, text.pooled, cam_latents=cam, text_lengths=text.lengths,
-                      attention_backend=engine.attention_backend)
-
-            passes.append(min(timed(run) for _ in range(2)))
-        # the faster of two here too: the first call compiles the decoder when config.compile_vae (≈ 20 s)
-        decode = min(timed(lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=device)))
-                     for _ in range(2))
-    log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", passes[0], passes[1], decode)
     # decode_s also covers the chunk's mp4 writes and camera embedding (≈ 20 % + 0.5 s on an H100)
-    return PassCosts(first_pass_s=passes[0], later_pass_s=passes[1], decode_s=decode * 1.2 + 0.5,
-                     overhead_s=overhead_s)
+    return PassCosts(first_pass_s=one_row(FIRST_CHUNK_LATENT_FRAMES), later_pass_s=one_row(LATER_CHUNK_LATENT_FRAMES),
+                     decode_s=warm.decode_seconds * 1.2 + 0.5, overhead_s=overhead_s, measured=dict(warm.pass_seconds))
+
+
+def measure_costs(engine: Engine, height: int, width: int, shapes: Iterable[PassShape] | None = None,
+                  overhead_s: float = 5.0) -> PassCosts:
+    """Warm up ``engine`` on ``shapes`` (default: one row at 10 and 18 latent frames) at ``height``×``width``
+    and return the cost table; with compilation on, this compiles every shape (``setup()``'s warm-up)."""
+    shapes = list(shapes) if shapes is not None else [PassShape(1, f) for f in PASS_LATENT_FRAMES]
+    warm = engine.warm_up(shapes, height, width)
+    costs = costs_from_warm_up(warm, overhead_s)
+    log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", costs.first_pass_s,
+             costs.later_pass_s, warm.decode_seconds)
+    return costs

@@ -1,35 +1,71 @@
 """Chunks generated on a background thread, one ahead of whoever writes them.
 
-After a chunk is decoded, :func:`gamecraft.serving.generate.generate` writes it twice with H.264 (its own mp4
-and the whole video), about a second of CPU work per chunk on a 16-core host (2.4 s on 2 cores). Done
-in line, the GPUs idle meanwhile. :func:`chunks_ahead` runs ``session.generate_chunk`` on a thread,
-so chunk k+1 is denoised while chunk k is being written; the results come out in order, the same
-tensors as in line (the thread runs the same code; only the wall-clock order changes).
+After a chunk is decoded, :func:`gamecraft.serving.generate.generate` writes it twice with H.264 (its own
+mp4 and the whole video), about a second of CPU work per chunk on a 16-core host (2.4 s on 2 cores). Done
+in line, the GPUs idle meanwhile. :func:`chunks_ahead` runs ``session.generate_chunk`` on a thread, so
+chunk k+1 is denoised while chunk k is being written; the results come out in order, the same tensors as
+in line (the thread runs the same code; only the wall-clock order changes). The thread's denoising steps
+come out too, in the consumer's thread, as they happen.
 
-Stopping: when the consumer stops iterating (a cancellation raised in its thread, an error while
-writing, ``close()``), the thread abandons its chunk at the next denoising step and is joined before
-the iterator finishes, so no GPU work outlives the request. An error in the thread (out of memory, a
-dead GPU worker) is raised in the consumer as the same exception object.
+Stopping: when the consumer stops iterating (a cancellation raised in its thread, an error while writing,
+``close()``), the ``stop`` signal is set; the chunk in progress ends before its next denoising step
+(``gamecraft.pipeline.sampling.GenerationStopped``) and the thread is joined before the iterator finishes,
+so no GPU work outlives the request. An error in the thread (out of memory, a dead GPU worker) is raised
+in the consumer as the same exception object.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from gamecraft.pipeline.camera import ChunkPoses
-from gamecraft.pipeline.sampling import StepInfo, log_steps
+from gamecraft.pipeline.sampling import GenerationStopped, StepInfo
 from gamecraft.pipeline.session import ChunkResult, WorldSession
 
-_DONE = object()
 POLL_S = 0.2  # how often a blocked hand-over or wait looks at the stop flag / the thread
 
 
-class ChunkAbandoned(Exception):
-    """Raised at a denoising step inside the thread once the consumer has gone."""
+@dataclass(frozen=True)
+class Step:
+    """Denoising step ``index`` (0-based, of ``total``) of chunk ``position`` (0-based within the request)
+    finished; ``seconds`` since the previous step ended (or the chunk's start), measured after the device
+    finished the step's work."""
+
+    position: int
+    index: int
+    total: int
+    cached: bool
+    seconds: float
+
+
+def step_recorder(position: int, device: torch.device, sink: Callable[[Step], None]) -> Callable[[StepInfo], None]:
+    """A ``generate_chunk`` step callback handing a :class:`Step` to ``sink``. It synchronises the device
+    once per step (after the step's work is queued) so that the times are real; that costs microseconds
+    per multi-second step. Only scalars leave the callback: the step's tensors are not kept alive."""
+    last = [time.perf_counter()]
+
+    def on_step(info: StepInfo) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        seconds, last[0] = now - last[0], now
+        sink(Step(position, info.index, info.total, bool(info.cached), seconds))
+
+    return on_step
+
+
+@dataclass(frozen=True)
+class _Result:
+    result: ChunkResult
+
+
+_DONE = object()
 
 
 def thread_cuda_index(device: torch.device, caller_index: int | None) -> int | None:
@@ -40,59 +76,58 @@ def thread_cuda_index(device: torch.device, caller_index: int | None) -> int | N
     return device.index if device.index is not None else caller_index
 
 
-def chunks_ahead(session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], ahead: int = 1
-                 ) -> Iterator[ChunkResult]:
-    """``session.generate_chunk(poses, label)`` for each of ``chunks``, computed on a background thread
-    at most ``ahead`` finished chunks ahead of the consumer (plus the one in progress); yields them in
-    order. Close the iterator (``contextlib.closing``) when not exhausting it."""
-    results: queue.Queue = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
+def chunks_ahead(session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], ahead: int = 1,
+                 stop: threading.Event | None = None, steps: bool = False) -> Iterator[Step | ChunkResult]:
+    """``session.generate_chunk(poses, label)`` for each of ``chunks`` on a background thread, at most
+    ``ahead`` finished chunks ahead of the consumer (plus the one in progress). Yields each
+    :class:`ChunkResult` and, with ``steps``, every :class:`Step` too, in the order they happened. ``stop``
+    (made here when not given) is set when the iterator ends; close the iterator (``contextlib.closing``)
+    when not exhausting it."""
+    events: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(ahead)  # finished chunks not yet taken by the consumer
+    stop = stop or threading.Event()
     device = session.engine.device
     cuda_index = thread_cuda_index(device, torch.cuda.current_device() if device.type == "cuda" else None)
 
-    def hand_over(item) -> bool:
+    def take_slot() -> bool:
         while not stop.is_set():
-            try:
-                results.put(item, timeout=POLL_S)
+            if slots.acquire(timeout=POLL_S):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def produce() -> None:
         if cuda_index is not None:
             torch.cuda.set_device(cuda_index)  # CUDA's current device is per thread
         try:
-            for poses, label in chunks:
-                step_log = log_steps(session.state.chunks_done, device)
-
-                def on_step(info: StepInfo) -> None:
-                    if stop.is_set():
-                        raise ChunkAbandoned
-                    step_log(info)
-
-                if not hand_over(session.generate_chunk(poses, label, on_step=on_step)):
+            for position, (poses, label) in enumerate(chunks):
+                on_step = step_recorder(position, device, events.put) if steps else None
+                result = session.generate_chunk(poses, label, stop=stop, on_step=on_step)
+                if not take_slot():
                     return
-            hand_over(_DONE)
-        except ChunkAbandoned:
+                events.put(_Result(result))
+            events.put(_DONE)
+        except GenerationStopped:
             return
         except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread
-            hand_over(err)
+            events.put(err)
 
     thread = threading.Thread(target=produce, name="gamecraft-chunks", daemon=True)
     thread.start()
     try:
         while True:
             try:
-                item = results.get(timeout=POLL_S)
+                item = events.get(timeout=POLL_S)
             except queue.Empty:
-                if not thread.is_alive() and results.empty():
+                if not thread.is_alive() and events.empty():
                     raise RuntimeError("the chunk thread ended without a result") from None
                 continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, _Result):
+                slots.release()
+                item = item.result
             yield item
     finally:
         stop.set()

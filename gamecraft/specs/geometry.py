@@ -27,7 +27,3 @@ def latent_size(height: int, width: int) -> tuple[int, int]:
         raise ValueError(f"height and width must be multiples of 16, got {height}×{width}")
     return height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION
 
-
-def chunk_duration_s(fps: float = FPS) -> float:
-    """Seconds of video one chunk makes at ``fps``."""
-    return FRAMES_PER_CHUNK / fps

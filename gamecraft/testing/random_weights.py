@@ -9,6 +9,7 @@ ids stay far below the real vocabulary size, so every lookup is valid).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -21,7 +22,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, LlamaConf
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
 from gamecraft.model.text import TextEncoders
-from gamecraft.testing.tiny_weights import write_tiny_weights
+from gamecraft.specs.workers import WorkerSpec
+from gamecraft.testing.tiny_weights import TINY_VAE, write_tiny_weights
 from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT
 
@@ -87,7 +89,9 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
                   text_dtype: torch.dtype = torch.float16,
                   transformer_config: TransformerConfig | None = None, vae_config: VaeConfig = PRODUCTION_VAE,
                   llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
-                  compile: bool = False, compile_vae: bool = False, text: bool = True) -> GameCraftEngine:
+                  compile: bool = False, compile_vae: bool = False, text: bool = True,
+                  fast_attention_backend: str | None = None, compile_backend: str = "inductor",
+                  one_transformer_on_gpu: bool = False) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
@@ -100,7 +104,8 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     tokenizer_dir = write_tiny_weights(Path(tempfile.mkdtemp(prefix="gamecraft-tokenizers-")))
     config = EngineConfig(tokenizer_dir, device=device, dtype=dtype, vae_dtype=vae_dtype, text_dtype=text_dtype,
                           preload=(), text_offload=text_offload, attention_backend=attention_backend,
-                          compile=compile, compile_vae=compile_vae)
+                          fast_attention_backend=fast_attention_backend, compile=compile, compile_vae=compile_vae,
+                          compile_backend=compile_backend, one_transformer_on_gpu=one_transformer_on_gpu)
     transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
     init_random_(transformer, seed, device=dev)
     transformer = transformer.eval().requires_grad_(False)
@@ -116,6 +121,9 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     return engine
 
 
+# The tiny transformer with the production model's 24 heads, so every GPU count the model allows (1, 2, 3, 4, 6,
+# 8) can be exercised with gloo processes on a CPU.
+TINY_24_HEADS = dataclasses.replace(TransformerConfig.tiny(), hidden_size=192, num_heads=24, rope_dim_list=(2, 2, 4))
 TINY_LLM = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2)
 TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -123,21 +131,18 @@ TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidd
 
 
 def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: TransformerConfig | None = None,
-                       text: bool = True) -> GameCraftEngine:
+                       text: bool = True, **speed) -> GameCraftEngine:
     """:func:`random_engine` with tiny float32 models, for CPU tests and CPU smoke runs of the
-    benchmarks (also a ``gamecraft.parallel.WorkerSpec`` factory)."""
-    from gamecraft.testing.tiny_weights import TINY_VAE
-
+    benchmarks (also a ``gamecraft.parallel.WorkerSpec`` factory). ``speed``: random_engine's kernel and
+    compilation options."""
     return random_engine(device=device, dtype=torch.float32, seed=seed, vae_dtype=torch.float32,
                          text_dtype=torch.float32, text_offload=False,
                          transformer_config=transformer_config or TransformerConfig.tiny(), vae_config=TINY_VAE,
-                         llm_config=TINY_LLM, clip_config=TINY_CLIP, text=text)
+                         llm_config=TINY_LLM, clip_config=TINY_CLIP, text=text, **speed)
 
 
-def random_worker_spec(tiny: bool = False, **kwargs):
+def random_worker_spec(tiny: bool = False, **kwargs) -> WorkerSpec:
     """How a multi-GPU worker rank builds its twin of ``random_engine(**kwargs)`` (``tiny_random_engine``
     with ``tiny``): the same seed gives the same weights; no text encoders (prompts are encoded on rank 0)."""
-    from gamecraft.specs.workers import WorkerSpec
-
     factory = "tiny_random_engine" if tiny else "random_engine"
     return WorkerSpec(f"gamecraft.testing.random_weights:{factory}", dict(kwargs, text=False))
