@@ -163,6 +163,24 @@ def test_two_ranks_reproduce_one_process(local):
     assert not parallel.healthy
 
 
+def test_sequence_parallel_with_sage_equals_one_process(local):
+    """Backend "sage" (on CPU its emulation): quantization groups, K means and V scales are per head over all
+    tokens, and each rank holds all tokens of its heads, so the head shards reproduce one process."""
+    inputs, cam, lengths = pass_inputs(local, rows=1, frames=10)
+    tokens = local.transformer("distilled").camera_tokens(cam, 10)
+    kw = dict(camera_tokens=tokens, text_lengths=lengths)
+    parallel = start(2, local)
+    try:
+        with torch.no_grad():
+            got = parallel.transformer("distilled")(**inputs, **kw, attention_backend="sage")
+            want = local.transformer("distilled")(**inputs, **kw, attention_backend="sage")
+            exact = local.transformer("distilled")(**inputs, **kw, attention_backend="sdpa")
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert (want - exact).norm() > 1e-4 * exact.norm()  # the quantized numerics really ran
+    finally:
+        parallel.close()
+
+
 def test_three_ranks_uneven_token_shards(local):
     parallel = start(3, local)
     try:
