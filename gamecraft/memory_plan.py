@@ -74,7 +74,7 @@ class ByteCosts:
         return rows * frames * self.tokens_per_frame * self.hidden * 4
 
     def step_cache(self, rows: int, frames: int) -> int:
-        """StepCache features [rows, tokens + text, hidden] float32 (the full preset's step cache)."""
+        """StepCache features [rows, tokens + text, hidden] float32 (kept by the sampler between steps)."""
         return rows * (frames * self.tokens_per_frame + self.text_tokens) * self.hidden * 4
 
     def vae_decode(self, tile_px: int) -> int:
@@ -85,10 +85,12 @@ DEFAULT_COSTS = ByteCosts()
 
 
 def pass_bytes(costs: ByteCosts, world: int, rows: int, frames: int, step_cache: bool, one_at_a_time: bool) -> int:
-    """Working memory of one transformer pass on GPU 0 (weights excluded): its activations, and with the
-    step cache the features it keeps. ``one_at_a_time``: 2 rows as two batch-1 passes (the other row's
-    camera tokens stay allocated). With several GPUs the rows go to guidance groups and the tokens are
-    split over each group (:func:`gamecraft.parallel.layout.choose_layout`)."""
+    """Working memory of one transformer pass on GPU 0 (weights excluded): its activations, and with
+    ``step_cache`` the previous step's StepCache features, alive until this pass replaces them (the
+    sampler passes a StepCache in every preset, so from the second step on they always are).
+    ``one_at_a_time``: 2 rows as two batch-1 passes (the other row's camera tokens stay allocated). With
+    several GPUs the rows go to guidance groups and the tokens are split over each group
+    (:func:`gamecraft.parallel.layout.choose_layout`)."""
     layout = choose_layout(world, rows, costs.num_heads)
     rows_here = rows // layout.cfg_degree
     sp = layout.sp_degree
@@ -146,10 +148,10 @@ def _peaks(costs: ByteCosts, world: int, keep_both: bool, twin: str, one_at_a_ti
     resident += costs.text_encoders if text_on_gpu else 0
     peaks = {
         "encode": resident + (0 if text_on_gpu else costs.text_encoders) + costs.text_encode_work,
-        "pass_1_row": resident + pass_bytes(costs, world, 1, 18, False, False),
+        "pass_1_row": resident + pass_bytes(costs, world, 1, 18, True, False),
         "decode": resident + costs.vae_decode(tile_px),
     }
-    if guidance:  # the full preset: 2 rows, 50 steps with the step cache
+    if guidance:  # the full preset: 2 rows
         peaks["pass_2_rows"] = resident + pass_bytes(costs, world, 2, 18, True, one_at_a_time)
     if twin == "replace":  # fp8_copy quantizes from the bf16 weights: both exist until the swap
         peaks["fp8_build"] = weights + costs.fp8_twin
