@@ -103,18 +103,21 @@ class PlannedEngine:
         engine.transformer = self.transformer
 
     def transformer(self, variant: str, fast: bool = False):
+        """As ``engine.transformer``; with ``fp8_replace`` only one of the bf16 block linears and the twin's
+        fp8 ones is on the device (the other is dropped before this one is refilled: no transient peak)."""
         model = self.original(variant)
         if fast:
-            self._refill(model)  # the twin is quantized from the bf16 weights
-            twin = self.twins[variant] = self.original(variant, fast=True)
-            self._refill(twin)
+            if variant not in self.twins:
+                self._refill(model)  # the twin is quantized from the bf16 weights
+                self.twins[variant] = self.original(variant, fast=True)
             if self.fp8_replace:
                 self._drop(model)
-            model = twin
+            self._refill(self.twins[variant])
+            model = self.twins[variant]
         else:
-            self._refill(model)
             if self.fp8_replace and variant in self.twins:
                 self._drop(self.twins[variant])
+            self._refill(model)
         return RowByRow(model) if self.rows_one_at_a_time else model
 
     def _selected(self, model):
@@ -182,8 +185,8 @@ def build_engine(device, attention, compile_, text_offload: bool, tiny: bool):
 class Recorder:
     """One row per phase: peak allocated/reserved GiB since the phase began, seconds, out-of-memory."""
 
-    def __init__(self, cuda: bool):
-        self.cuda, self.rows = cuda, []
+    def __init__(self, cuda: bool, out: Path):
+        self.cuda, self.rows, self.out = cuda, [], out
 
     @contextlib.contextmanager
     def phase(self, cap: str, name: str, modeled_gib: float | None = None):
@@ -208,6 +211,8 @@ class Recorder:
             row["seconds"] = round(time.perf_counter() - start, 1)
             self.rows.append(row)
             print(row, flush=True)
+            # rows so far: a run stopped at its time limit still leaves its measurements
+            (self.out / "bench_memory_rows.json").write_text(json.dumps(self.rows, indent=1))
             if "error" in row:
                 gc.collect()
                 if self.cuda:
@@ -348,7 +353,7 @@ def main() -> int:
     first = caps[args.caps[0]]
     if cuda:
         apply_cap(first["cap_bytes"])
-    rec = Recorder(cuda)
+    rec = Recorder(cuda, args.out)
     size = (704, 1216) if cuda else (32, 48)
     with rec.phase(args.caps[0], "build"):
         engine = build_engine("cuda" if cuda else "cpu", first["attention"], first["compile"],

@@ -129,7 +129,7 @@ def _any_link_active(pynvml, handle) -> bool:
 
 # -- kernels ------------------------------------------------------------------------------------
 ATTENTION_CHOICES = ("auto", "fa3", "sage", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
-_HOPPER_ONLY = {"fa3": "fa3", "sage": "sage"}  # kernel -> the package that provides it (fa3-fwd, sageattention)
+_HOPPER_ONLY = {"fa3": "fa3-fwd", "sage": "sageattention"}  # kernel -> the package that provides it
 
 
 def kernel_allowed(kernel: str, capability: tuple[int, int]) -> bool:

@@ -78,9 +78,12 @@ def test_fp8_replace_keeps_one_of_bf16_and_fp8_linears():
     weights = [m.weight for name, m in bf16.named_modules() if "block" in name and "mod" not in name
                and isinstance(m, torch.nn.Linear)]
     shapes = [w.shape for w in weights]
-    twin = planned.transformer("distilled", fast=True)
-    assert all(w.numel() == 0 for w in weights)  # the bf16 block linears left the device
-    assert all(m.weight_fp8.numel() for m in twin.modules() if hasattr(m, "weight_fp8"))
+    for _ in range(2):  # the first call builds the twin from the bf16 weights, the second reuses it
+        twin = planned.transformer("distilled", fast=True)
+        assert all(w.numel() == 0 for w in weights)  # the bf16 block linears left the device
+        assert all(m.weight_fp8.numel() for m in twin.modules() if hasattr(m, "weight_fp8"))
     planned.transformer("distilled")
     assert [w.shape for w in weights] == shapes
     assert all(m.weight_fp8.numel() == 0 for m in twin.modules() if hasattr(m, "weight_fp8"))
+    planned.fp8_replace = False  # beside: both stay
+    assert planned.transformer("distilled", fast=True) is twin and all(w.numel() for w in weights)

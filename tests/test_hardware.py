@@ -214,7 +214,7 @@ def test_fa3_on_a_non_hopper_gpu_is_a_one_line_setup_error():
     with pytest.raises(ValueError, match="Hopper"):
         choose_attention(b200, "fa3", fa3_installed=True)
     h100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), CARD_MEMORY[80])
-    with pytest.raises(ValueError, match="fa3 package"):
+    with pytest.raises(ValueError, match="needs the fa3-fwd package"):
         choose_attention(h100, "fa3", fa3_installed=False)
     with pytest.raises(ValueError, match="expected one of"):
         choose_attention(h100, "flash4", fa3_installed=True)
