@@ -114,10 +114,11 @@ class Predictor(BasePredictor):
         self._last_output_dir = out_dir
         plan = self.served.plan
         try:
-            fast = go_fast and plan.speed.go_fast_supported
+            fast = go_fast and plan.go_fast_note is None
             if go_fast and not fast:
-                log.warning("go_fast: %s", plan.speed.go_fast_note)
+                log.warning("%s", plan.go_fast_note)
             chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=fast)
+            plan.check_request(chosen)  # what this GPU's memory cannot run is refused before any GPU work
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
             segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
             request = GenerationRequest(
@@ -129,7 +130,7 @@ class Predictor(BasePredictor):
             estimate = check_budget(self.served.costs, chosen, n_chunks, starts_fresh=request.starts_fresh,
                                     budget_s=self.config.time_budget_s, device_name=plan.device_name)
             log.info("request: %d chunk(s), preset %s%s, estimated %.0fs", n_chunks, chosen.name,
-                     " (go_fast)" if fast else "", estimate)
+                     f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "", estimate)
             stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
             with closing(generate(self.engine, request, out_dir, OutputNames(), costs=self.served.costs,

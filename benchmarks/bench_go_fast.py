@@ -36,10 +36,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import single  # noqa: E402
-from gamecraft.camera import chunk_poses  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available, sdpa  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
+from gamecraft.serving.build import build_engine  # noqa: E402
+from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.model.sage import sage_unavailable_reason  # noqa: E402
 from gamecraft.model.sage_reference import (  # noqa: E402
     quantize_keys,
@@ -50,9 +52,9 @@ from gamecraft.model.sage_reference import (  # noqa: E402
     smooth_keys,
     with_key_outliers,
 )
-from gamecraft.presets import resolve_preset  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
-from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 
 KEY_KINDS = {"random": None, "outliers-moderate": (1.0, 8.0), "outliers-strong": (2.0, 16.0)}  # (offset std, large)
 
@@ -264,7 +266,7 @@ def chunk_suite(report: Report, args, engine, size, variants: dict) -> None:
         engine.attention_backend = variants["exact"][1]
         engine.fast_attention_backend = backend  # the kernel the session uses for go_fast (preset.fp8)
         session = WorldSession.start(
-            engine, preset, "a village street", 1, height, width, history=history, ref_latents=history[:, :, -1:]
+            engine, preset, "a village street", 1, height, width, history=history
         )
         session.frames_dtype = torch.float32
         try:
@@ -350,14 +352,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.tokens = args.tokens or ([300, 170] if args.tiny else [60448, 33696])
     start = time.perf_counter()
-    if args.tiny:
-        from gamecraft.random_weights import tiny_random_engine
-
-        engine, size = tiny_random_engine(), (32, 48)
-    else:
-        from gamecraft.random_weights import random_engine
-
-        engine, size = random_engine(device="cuda", variants=("distilled",)), (704, 1216)
+    # the engine as setup() builds it, eager and not warmed up: the passes below compile what they measure
+    config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", compile=False, gpus=1,
+                                    tiny_size=(32, 48))
+    served = build_engine(config, warm=False)
+    engine, size = served.engine, served.plan.size
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 references stay float32
     device = engine.device
     fa3 = device.type == "cuda" and fa3_available()

@@ -2,31 +2,24 @@
 
 For each ``--caps`` entry (``l40s``: 48 GB L40S, ``80gb``: H100 80GB, ``a100``: A100 80GB) the script caps
 PyTorch's allocator with ``torch.cuda.set_per_process_memory_fraction`` at that card's memory less the
-CUDA-context estimate of ``gamecraft.memory_plan`` (L40S 44.4 GiB, H100 79.1 GiB), asks
-``gamecraft.hardware`` for the card's plan (attention kernel, fp8 twin, rows one at a time, text
-offload, VAE tiles) and runs, each phase with ``torch.cuda.reset_peak_memory_stats`` before and
-``max_memory_allocated`` after:
+CUDA-context estimate of ``gamecraft.serving.memory_plan`` (L40S 44.4 GiB, H100 79.1 GiB) and builds the engine
+exactly as ``setup()`` would on that card: ``build_engine`` with ``GAMECRAFT_GPU`` set to the card, so the
+planner picks its attention kernel, fp8-twin placement, guidance rows one at a time, text offload and
+compilation (full-size random weights; the kernels run on the real GPU). Each phase is timed with
+``torch.cuda.reset_peak_memory_stats`` before and ``max_memory_allocated`` after:
 
-* ``build`` (first cap only): the full-size random engine (text encoders built in fp16 directly:
-  ``random_engine`` builds LLaMA in float32 first, a 53.3 GiB peak that is a benchmark artifact);
-* ``setup_warmup``: ``measure_costs`` as ``setup()`` runs it (prompt encode, 1-row passes at 10 and 18
-  latent frames, two VAE decodes; compiles when the plan compiles);
-* a request per preset: ``encode`` then one phase per chunk, from an image (chunk 1: 10 latent frames,
-  i.e. a 1-chunk request; later chunks: 18). Step counts are cut (the peak of a step does not depend on
-  how many run): distilled 2 steps (the second runs with the first one's StepCache features alive, as
-  in every later step); full 3 steps flagged full/cached/full, so the reference's step cache is really
-  used and its features are alive during a full pass, as at steps 12–38 of 50;
-* go_fast (distilled): ``fp8_build`` (the twin made from the bf16 weights; where the plan keeps it
-  beside them, first, so that every phase holds it as a server does after its first go_fast request)
-  and a request (its first chunk: the twin's passes are smaller than the exact ones, never binding).
+* ``setup (build + warm-up)``: the engine and its warm-up on every pass shape of both presets (and go_fast's),
+  then one row per warm-up shape with its own peak;
+* a request per preset: ``encode`` then one phase per chunk, from an image (chunk 1: 10 latent frames;
+  later chunks: 18). Step counts are cut (the peak of a step does not depend on how many run): distilled 2
+  steps; full 3 steps flagged full/cached/full, so the reference's step cache is really used and its features
+  are alive during a full pass, as at steps 12–38 of 50;
+* go_fast (distilled) where the card runs it: the fp8 twin is built on its first pass, placed as planned.
 
-Plan features the engine lacks yet are emulated here: guidance rows one at a time (a wrapper runs the
-2-row pass as two 1-row passes, one StepCache per row) and the fp8 twin replacing the bf16 block
-linears (their GPU tensors are dropped while go_fast runs and refilled with random values before exact
-passes; with random weights the values do not matter, only the memory). An out-of-memory error ends
-its request and is recorded; the next phase runs. Out: ``bench_memory.json`` and ``bench_memory.md``.
+An out-of-memory error ends its request and is recorded; the next phase runs. Out: ``bench_memory.json``
+and ``bench_memory.md`` (measured next to the plan's modeled GiB).
 
-    python benchmarks/bench_memory.py --out $OUT --caps l40s 80gb          # one H200, ≈ 6 min
+    python benchmarks/bench_memory.py --out $OUT --caps l40s 80gb          # one H200
     python benchmarks/bench_memory.py --out $OUT --caps l40s --non-hopper  # A100 choices: cuDNN SDPA, no fp8
     python benchmarks/bench_memory.py --tiny --out /tmp/mem                 # CPU smoke test of the script
 """
@@ -52,134 +45,6 @@ CARDS = {  # cap name -> (the card whose plan is used, capability, memory as the
     "80gb": ("NVIDIA H100 80GB HBM3", (9, 0), 81559 * MIB),
     "a100": ("NVIDIA A100-SXM4-80GB", (8, 0), 81920 * MIB),
 }
-
-
-class RowByRow:
-    """A transformer whose 2-row passes run as two 1-row passes (the plan's ``rows_one_at_a_time``), each
-    row with its own StepCache kept on the sampler's cache object. Other attributes are the model's."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def __call__(self, x, t, states, mask, pooled, *, cache=None, **kwargs):
-        import torch
-
-        from gamecraft.model import StepCache
-
-        rows = x.shape[0]
-        if rows == 1:
-            return self.model(x, t, states, mask, pooled, cache=cache, **kwargs)
-        caches = [None] * rows
-        if cache is not None:
-            if not hasattr(cache, "row_caches"):
-                cache.row_caches = [StepCache() for _ in range(rows)]
-            caches = cache.row_caches
-
-        def row(i: int, key: str, value):  # per-row tensors (camera tokens/latents) and the text lengths
-            if key == "text_lengths" and value is not None:
-                return value[i:i + 1]
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows:
-                return value[i:i + 1]
-            return value  # rope tables, flags, the attention kernel
-
-        return torch.cat([self.model(x[i:i + 1], t[i:i + 1], states[i:i + 1], mask[i:i + 1], pooled[i:i + 1],
-                                     cache=caches[i], **{k: row(i, k, v) for k, v in kwargs.items()})
-                          for i in range(rows)])
-
-
-class PlannedEngine:
-    """Routes ``engine.transformer`` through the plan's emulated features (rows, fp8 twin replacing)."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.original = engine.transformer
-        self.rows_one_at_a_time = False
-        self.fp8_replace = False
-        self.dropped: dict[int, tuple] = {}  # tensor id -> (tensor, shape, dtype)
-        self.twins: dict[str, object] = {}
-        engine.transformer = self.transformer
-
-    def transformer(self, variant: str, fast: bool = False):
-        """As ``engine.transformer``; with ``fp8_replace`` only one of the bf16 block linears and the twin's
-        fp8 ones is on the device (the other is dropped before this one is refilled: no transient peak)."""
-        model = self.original(variant)
-        if fast:
-            if variant not in self.twins:
-                self._refill(model)  # the twin is quantized from the bf16 weights
-                self.twins[variant] = self.original(variant, fast=True)
-            if self.fp8_replace:
-                self._drop(model)
-            self._refill(self.twins[variant])
-            model = self.twins[variant]
-        else:
-            if self.fp8_replace and variant in self.twins:
-                self._drop(self.twins[variant])
-            self._refill(model)
-        return RowByRow(model) if self.rows_one_at_a_time else model
-
-    def _selected(self, model):
-        from gamecraft.model.fp8 import FP8Linear, is_fp8_layer
-
-        for name, module in model.named_modules():
-            if isinstance(module, FP8Linear):
-                yield module.weight_fp8
-                yield module.weight_scale
-            elif is_fp8_layer(name, module):
-                yield module.weight
-
-    def _drop(self, model) -> None:
-        import torch
-
-        for tensor in self._selected(model):
-            if tensor.numel():
-                self.dropped[id(tensor)] = (tensor, tensor.shape, tensor.dtype)
-                tensor.data = torch.empty(0, device=tensor.device, dtype=tensor.dtype)
-
-    def _refill(self, model) -> None:
-        import torch
-
-        for tensor in self._selected(model):
-            if id(tensor) in self.dropped:
-                _, shape, dtype = self.dropped.pop(id(tensor))
-                fresh = torch.empty(shape, device=tensor.device, dtype=torch.float32 if dtype.itemsize == 1 else dtype)
-                tensor.data = fresh.normal_(0.0, 0.02).to(dtype)  # random weights: only the memory matters
-
-
-def build_engine(device, attention, compile_, text_offload: bool, tiny: bool):
-    """The full-size random engine (``tiny``: CPU-sized), text encoders allocated in their dtype at once."""
-    import torch
-
-    from gamecraft.engine import GameCraftEngine
-    from gamecraft.random_weights import TINY_CLIP, TINY_LLM, random_engine, random_text_encoders
-
-    if tiny:
-        from gamecraft.model import TransformerConfig
-        from gamecraft.tiny_weights import TINY_VAE
-
-        base = random_engine(device="cpu", dtype=torch.float32, vae_dtype=torch.float32, text_dtype=torch.float32,
-                             text_offload=False, transformer_config=TransformerConfig.tiny(), vae_config=TINY_VAE,
-                             text=False, variants=("distilled",))
-        sizes, text_dtype = dict(llm_config=TINY_LLM, clip_config=TINY_CLIP), torch.float32
-    else:
-        base = random_engine(device=device, text=False, variants=("distilled",))
-        sizes, text_dtype = {}, torch.float16
-    model = base.transformer("distilled")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(text_dtype)  # meta-built LLaMA/CLIP in fp16: no float32 copy on the GPU
-    try:
-        text = random_text_encoders(torch.device(device), text_dtype, 1, Path(base.config.weights_dir), **sizes)
-    finally:
-        torch.set_default_dtype(previous)
-    config = dataclasses.replace(base.config, text_offload=text_offload and not tiny, attention_backend=attention.exact,
-                                 fast_attention_backend=attention.go_fast, compile=compile_.blocks,
-                                 compile_vae=compile_.vae_decoder)
-    engine = GameCraftEngine(config, base.vae, text, base.transformer_config)
-    for variant in ("distilled", "full"):
-        engine.register_transformer(variant, model)  # one random transformer serves both presets
-    return engine
 
 
 class Recorder:
@@ -221,17 +86,16 @@ class Recorder:
 
 def run_request(rec: Recorder, engine, cap: str, preset, chunks: int, size, peaks: dict) -> None:
     """One request from an image: the prompt encode, then ``chunks`` chunks (10 latent frames, then 18)."""
-    from gamecraft.actions import single
-    from gamecraft.camera import chunk_poses
-    from gamecraft.sampling import LATENT_CHANNELS
-    from gamecraft.session import WorldSession, chunk_noise
+    from gamecraft.pipeline.actions import single
+    from gamecraft.pipeline.camera import chunk_poses
+    from gamecraft.specs.geometry import LATENT_CHANNELS
+    from gamecraft.pipeline.session import WorldSession, chunk_noise
 
     h, w = size[0] // 8, size[1] // 8
     history = chunk_noise(99, 0, (1, LATENT_CHANNELS, 1, h, w))
     label = preset.name + (" go_fast" if preset.fp8 else "")
     with rec.phase(cap, f"{label}: encode", gib(peaks.get("encode"))) as row:
-        session = WorldSession.start(engine, preset, "a village street", 1, *size, history=history,
-                                     ref_latents=history)
+        session = WorldSession.start(engine, preset, "a village street", 1, *size, history=history)
     if "error" in row:
         return
     pass_peak = max(peaks.get("pass_2_rows" if preset.uses_cfg else "pass_1_row", 0), peaks.get("decode", 0))
@@ -240,6 +104,11 @@ def run_request(rec: Recorder, engine, cap: str, preset, chunks: int, size, peak
             session.generate_chunk(chunk_poses(single("w", 0.3)), "w")
         if "error" in row:
             return
+
+
+def replace_weights(config):
+    """For planning the card: random weights are planned as the real ones would be (on the CPU, tiny)."""
+    return dataclasses.replace(config, weights="random") if config.weights == "random" else config
 
 
 def apply_cap(cap_bytes: int) -> None:
@@ -253,36 +122,41 @@ def gib(value) -> float | None:
     return None if value is None else round(value / 2**30, 2)
 
 
-def run_cap(rec: Recorder, args, planned: PlannedEngine, cap: str, card: dict, size) -> None:
+def run_cap(rec: Recorder, args, cap: str, card: dict) -> None:
+    """Build the engine as ``setup()`` does for this card (``GAMECRAFT_GPU`` override + the memory cap), then
+    the requests."""
     import torch
 
-    from gamecraft.budget import measure_costs
-    from gamecraft.memory_plan import DEFAULT_COSTS
-    from gamecraft.presets import resolve_preset
+    from gamecraft.pipeline.presets import resolve_preset
+    from gamecraft.serving.build import build_engine
 
-    engine, plan = planned.engine, card["plan"]
-    peaks = dict(plan.peaks)
     if rec.cuda:
         gc.collect()
         torch.cuda.empty_cache()
         apply_cap(card["cap_bytes"])
-    planned.rows_one_at_a_time = plan.rows_one_at_a_time
-    planned.fp8_replace = plan.fp8_twin == "replace"
-    with rec.phase(cap, "setup_warmup", gib(max(peaks[k] for k in ("encode", "pass_1_row", "decode")))):
-        measure_costs(engine, *size)
-    exact = [(resolve_preset("distilled", args.distilled_steps), args.chunks),
-             (resolve_preset("full", args.full_steps), args.full_chunks)]
-    fast = resolve_preset("distilled", args.distilled_steps, fp8=True)
-    if plan.fp8_twin == "beside":  # resident from the first go_fast request on: every later phase holds it
-        with rec.phase(cap, "fp8_build", gib(DEFAULT_COSTS.transformer + DEFAULT_COSTS.vae + DEFAULT_COSTS.fp8_twin)):
-            planned.transformer("distilled", fast=True)
-    for preset, chunks in exact:
-        run_request(rec, engine, cap, preset, chunks, size, peaks)
-    if args.go_fast_chunks and plan.fp8_twin == "replace":  # quantized while the bf16 weights are still there
-        with rec.phase(cap, "fp8_build", gib(peaks["fp8_build"])):
-            planned.transformer("distilled", fast=True)
-    if args.go_fast_chunks and plan.fp8_twin in ("beside", "replace"):
-        run_request(rec, engine, cap, fast, args.go_fast_chunks, size, peaks)
+    with rec.phase(cap, "setup (build + warm-up)", gib(max(card["peaks"].values(), default=None))) as row:
+        served = build_engine(card["config"])
+    if "error" in row:
+        return
+    plan = served.plan
+    peaks = dict(plan.memory.peaks) if plan.memory is not None else {}
+    try:
+        for shape, peak in served.warm_up.peak_bytes.items():
+            rec.rows.append(dict(cap=cap, phase=f"warm-up pass: {shape}", peak_gib=gib(peak), oom=False,
+                                 seconds=round(served.warm_up.pass_seconds[shape], 3), modeled_gib=None))
+        requests = [(resolve_preset("distilled", args.distilled_steps), args.chunks),
+                    (resolve_preset("full", args.full_steps), args.full_chunks)]
+        if args.go_fast_chunks and card["go_fast"]:
+            requests.append((resolve_preset("distilled", args.distilled_steps, fp8=True), args.go_fast_chunks))
+        for preset, chunks in requests:
+            if chunks:
+                run_request(rec, served.engine, cap, preset, chunks, plan.size, peaks)
+    finally:
+        served.close()
+        del served
+        gc.collect()
+        if rec.cuda:
+            torch.cuda.empty_cache()
 
 
 def full_flags(steps: int, enabled: bool) -> list[bool]:
@@ -326,51 +200,48 @@ def main() -> int:
         os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     import torch
 
-    import gamecraft.session
-    from gamecraft import hardware
-    from gamecraft.memory_plan import DEFAULT_COSTS
-    from gamecraft.model.attention import fa3_available
+    import gamecraft.pipeline.session
+    from gamecraft.serving.build import plan_engine
+    from gamecraft.serving.config import ServingConfig
+    from gamecraft.serving.hardware import DeviceInfo, probe_devices
+    from gamecraft.serving.memory_plan import DEFAULT_COSTS
 
     args.out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not args.tiny
     if not cuda and not args.tiny:
         parser.error("needs a CUDA GPU (or --tiny)")
-    gamecraft.session.step_cache_flags = full_flags  # see the module docstring: cut steps, cache really used
+    gamecraft.pipeline.session.step_cache_flags = full_flags  # see the module docstring: cut steps, cache used
+    real = probe_devices() if cuda else None
     caps = {}
     for cap in args.caps:
         name, capability, memory = CARDS[cap]
         if args.non_hopper:
             capability = (8, 0)
-        card = hardware.DeviceInfo(name, capability, memory)
-        plan = hardware.plan_for(card)
-        attention = hardware.choose_attention(card, "sdpa-cudnn" if args.non_hopper else "auto",
-                                              fa3_installed=fa3_available())
-        compile_ = hardware.compile_settings(card, enabled=not args.eager and cuda)
-        caps[cap] = dict(card=name, capability=capability, cap_bytes=memory - DEFAULT_COSTS.cuda_context, plan=plan,
-                         attention=attention, compile=compile_,
-                         summary=hardware.summary_line(card, attention, plan, compile_))
+        card = DeviceInfo(name, capability, memory)
+        override = f"{name}:{capability[0]}.{capability[1]}:{memory / 2**30:.4f}"
+        config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", gpus=1, preload=("distilled",),
+                                        tiny_size=(32, 48), compile=not args.eager and cuda,
+                                        gpu_override=override if cuda else None,
+                                        attention="sdpa-cudnn" if args.non_hopper else "auto")
+        # the card's plan as setup() would make it there (reported; on the CPU the engine runs tiny models)
+        planned = plan_engine(replace_weights(config), device=card if not cuda else
+                              DeviceInfo(name, capability, memory, real.count, real.nvlink))
+        caps[cap] = dict(card=name, capability=capability, cap_bytes=memory - DEFAULT_COSTS.cuda_context,
+                         config=config, plan=planned.memory, attention=planned.attention, compile=planned.compile,
+                         peaks=dict(planned.memory.peaks), summary=planned.summary,
+                         go_fast=planned.go_fast_note is None and planned.memory.fp8_twin in ("beside", "replace"))
         print(caps[cap]["summary"], flush=True)
-    first = caps[args.caps[0]]
-    if cuda:
-        apply_cap(first["cap_bytes"])
     rec = Recorder(cuda, args.out)
-    size = (704, 1216) if cuda else (32, 48)
-    with rec.phase(args.caps[0], "build"):
-        engine = build_engine("cuda" if cuda else "cpu", first["attention"], first["compile"],
-                              first["plan"].text_offload, args.tiny)
-    planned = PlannedEngine(engine)
     for cap in args.caps:
-        if caps[cap]["attention"] != first["attention"]:
-            engine.attention_backend = caps[cap]["attention"].exact
-            engine.fast_attention_backend = caps[cap]["attention"].go_fast
-        run_cap(rec, args, planned, cap, caps[cap], size)
+        run_cap(rec, args, cap, caps[cap])
     env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card=torch.cuda.get_device_name() if cuda else "cpu (tiny)", size=size, args=sys.argv[1:],
+               card=torch.cuda.get_device_name() if cuda else "cpu (tiny)", args=sys.argv[1:],
                allocator=os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"),
                any_oom=any(r["oom"] for r in rec.rows), any_error=any("error" in r for r in rec.rows))
     plans = {cap: dict(card=c["card"], capability=c["capability"], cap_gib=round(c["cap_bytes"] / 2**30, 2),
                        attention=dataclasses.asdict(c["attention"]), compile=dataclasses.asdict(c["compile"]),
                        plan=dataclasses.asdict(c["plan"]), summary=c["summary"]) for cap, c in caps.items()}
+    env["size"] = [32, 48] if args.tiny else [704, 1216]
     (args.out / "bench_memory.json").write_text(json.dumps(dict(environment=env, caps=plans, rows=rec.rows), indent=2))
     (args.out / "bench_memory.md").write_text(markdown(rec.rows, caps))
     print(json.dumps(env))

@@ -129,7 +129,7 @@ def main() -> int:
         record(dict(kind="memory_cap", gib=args.memory_gib, fraction=round(args.memory_gib * 2**30 / total, 4)))
     served = build_engine(config_for(args))
     engine, plan, warm = served.engine, served.plan, served.warm_up
-    record(dict(kind="setup", gpus=plan.world_size, seconds=round(served.setup_seconds, 1), plan=plan.speed.summary,
+    record(dict(kind="setup", gpus=plan.world_size, seconds=round(served.setup_seconds, 1), plan=plan.summary,
                 warm_up={str(shape): dict(seconds=round(s, 3), peak_gib=round(warm.peak_bytes[shape] / 2**30, 2))
                          for shape, s in warm.pass_seconds.items()}, decode_s=round(warm.decode_seconds, 3)))
     try:

@@ -78,9 +78,10 @@ def _generate(args: argparse.Namespace) -> int:
     if plan.source == "tiny":
         reason = plan.smoke_reason or "--tiny given"
         print(SMOKE_BANNER.format(reason=reason, weights=config.weights), file=sys.stderr, flush=True)
-    if args.go_fast and not plan.speed.go_fast_supported:
-        print(f"go_fast: {plan.speed.go_fast_note}", file=sys.stderr)
-    preset = resolve_preset(args.preset, args.steps, args.guidance, fp8=args.go_fast and plan.speed.go_fast_supported)
+    if args.go_fast and plan.go_fast_note is not None:
+        print(plan.go_fast_note, file=sys.stderr)
+    preset = resolve_preset(args.preset, args.steps, args.guidance, fp8=args.go_fast and plan.go_fast_note is None)
+    plan.check_request(preset)
     image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
     request = GenerationRequest(
         prompt=args.prompt, preset=preset, segments=segments, trajectory=trajectory, image=image, video=args.video,

@@ -1,4 +1,4 @@
-"""Capability- and memory-aware choices (gamecraft.hardware, gamecraft.memory_plan) with mocked devices.
+"""Capability- and memory-aware choices (gamecraft.serving.hardware, gamecraft.serving.memory_plan) with mocked devices.
 
 The expectations come from the rules of issue 20 (FA3 only on sm90, fp8 only on sm89+, memory per GPU)
 and from recomputing the byte table independently (the architectures on the meta device, the Ulysses
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gamecraft import hardware
-from gamecraft.hardware import (
+from gamecraft.serving import hardware
+from gamecraft.serving.hardware import (
     ATTENTION_CHOICES,
     DeviceInfo,
     check_device,
@@ -30,8 +30,8 @@ from gamecraft.hardware import (
     probe_devices,
     summary_line,
 )
-from gamecraft.memory_plan import DEFAULT_COSTS, GIB, ByteCosts, budget_bytes, min_memory_bytes, pass_bytes, plan_memory
-from gamecraft.model.attention import ATTENTION_BACKENDS
+from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, ByteCosts, budget_bytes, min_memory_bytes, pass_bytes, plan_memory
+from gamecraft.model.attention import ATTENTION_BACKENDS, MEASUREMENT_ONLY_BACKENDS
 
 MIB = 1 << 20
 # Memory as the driver reports it (nvidia-smi "MiB" totals): T4, L4, L40S/A40, H100 80GB, A100 80GB, H200.
@@ -238,7 +238,8 @@ def test_cpu_keeps_todays_behaviour_and_kernel_names_match_the_model():
     assert choose_attention(None, fa3_installed=False).exact == "sdpa"
     assert choose_attention(None, "sdpa-math", fa3_installed=False).exact == "sdpa-math"
     assert fp8_linears_supported(None) and go_fast_message(None) is None
-    assert set(ATTENTION_BACKENDS) <= set(ATTENTION_CHOICES)  # every engine kernel is a valid choice here
+    # every serving kernel of the engine is a valid choice here
+    assert set(ATTENTION_BACKENDS) - set(MEASUREMENT_ONLY_BACKENDS) <= set(ATTENTION_CHOICES)
     with pytest.raises(ValueError, match="unknown kernel"):
         kernel_allowed("warp", (9, 0))
 
@@ -265,8 +266,8 @@ def test_byte_costs_match_the_architectures():
 
     from gamecraft.model import GameCraftTransformer, TransformerConfig
     from gamecraft.model.fp8 import is_fp8_layer
-    from gamecraft.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
-    from gamecraft.vae import build_model
+    from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
+    from gamecraft.model.vae import build_model
 
     config = TransformerConfig.production()
     model = GameCraftTransformer(config, dtype=torch.bfloat16, device="meta")

@@ -18,7 +18,7 @@ from gamecraft.serving.config import ServingConfig
 from gamecraft.serving.hardware import DeviceInfo
 from gamecraft.testing.tiny_weights import write_tiny_weights
 
-H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 80 * 2**30, count=2)
+H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 80 * 2**30, count=2, nvlink=True)
 
 
 def test_from_env_reads_every_variable():
@@ -58,11 +58,11 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
     """Same environment and weights, same preset: the same kernels, compilation, caches and placement."""
     weights = write_tiny_weights(tmp_path / "weights")
     env = {"GAMECRAFT_WEIGHTS": str(weights), "GAMECRAFT_PRELOAD": "distilled"}
-    predictor = plan_engine(ServingConfig.from_env(env), devices=[H100, H100])
+    predictor = plan_engine(ServingConfig.from_env(env), device=H100)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    cli = plan_engine(serving_config(_cli_args(), resolve_preset("distilled")), devices=[H100, H100])
-    assert cli.engine == predictor.engine and cli.speed == predictor.speed
+    cli = plan_engine(serving_config(_cli_args(), resolve_preset("distilled")), device=H100)
+    assert cli.engine == predictor.engine and (cli.attention, cli.compile, cli.memory) == (predictor.attention, predictor.compile, predictor.memory)
     assert (cli.source, cli.size, cli.world_size, cli.devices) == (predictor.source, predictor.size, 2,
                                                                     ("cuda:0", "cuda:1"))
     assert predictor.engine.compile and predictor.engine.cache_dir == weights / ".safetensors-cache"
@@ -73,12 +73,12 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
 def test_the_cli_falls_back_to_tiny_weights_and_says_why(tmp_path):
     config = serving_config(_cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")),
                             resolve_preset("distilled"))
-    plan = plan_engine(config, devices=[])
+    plan = plan_engine(config, device=None)
     assert plan.source == "tiny" and plan.smoke_reason == "no CUDA GPU" and plan.engine.device == "cpu"
-    plan = plan_engine(config, devices=[H100])
+    plan = plan_engine(config, device=H100)
     assert plan.source == "tiny" and plan.smoke_reason.startswith("weights incomplete")
     with pytest.raises(ConfigError, match="3 GPUs cannot split 2 attention heads evenly") as info:
-        plan_engine(replace(config, weights="tiny", gpus=3), devices=[])
+        plan_engine(replace(config, weights="tiny", gpus=3), device=None)
     assert info.value.option == "gpus" and info.value.value == 3
 
 
@@ -89,7 +89,7 @@ def test_a_broken_compiler_falls_back_to_eager(tmp_path, caplog):
     weights = write_tiny_weights(tmp_path / "weights")
     config = replace(EngineConfig.for_cpu(weights, preload=("distilled",)), compile=True, compile_backend=broken_backend)
     engine = GameCraftEngine.load(config)
-    plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), devices=[])
+    plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
     warm = build.warm_up(engine, plan)
     assert not engine.compiled and set(warm.pass_seconds) == set(plan.warm_shapes)
     assert "compiling failed during the warm-up; running eagerly" in caplog.text

@@ -108,6 +108,11 @@ class Engine(abc.ABC):
         return 1
 
     @property
+    def rows_at_once(self) -> int:
+        """Guidance rows per transformer call: 2, or 1 where the GPU's memory plan says so."""
+        return 2
+
+    @property
     def healthy(self) -> bool:
         """False once the engine can no longer run (a multi-GPU worker died)."""
         return True

@@ -22,12 +22,12 @@ import torch
 from gamecraft.model import GameCraftTransformer, TransformerConfig, text_lengths_from_mask
 from gamecraft.weights import load_transformer
 from gamecraft.model.compile import compile_blocks, uncompile_blocks
-from gamecraft.model.fp8 import fp8_copy
 from gamecraft.weights.transformer import cache_is_current
 from gamecraft.weights.offload import PinnedOffload
 from gamecraft.pipeline.sampling import TextConditioning
 
 from .base import Engine
+from .twins import Fp8Twin
 from gamecraft.model.text import TextEncoders
 from gamecraft.weights.text import load_text_encoders
 from gamecraft.model.vae import GameCraftVae
@@ -60,6 +60,9 @@ class EngineConfig:
     compile: bool = False
     compile_vae: bool = False  # compile the VAE decoder for full-size tiles (GameCraftVae.compile_decoder)
     compile_backend: str = "inductor"  # torch.compile's backend ("eager"/"aot_eager" in tests)
+    fp8_twin: str = "beside"  # go_fast's fp8 weights beside the bf16 ones, or "replace" them (gamecraft.engine.twins)
+    park_on_host: bool = True  # swapped-out transformers wait in pinned host memory (False: reloaded from disk)
+    rows_at_once: int = 2  # guidance rows per pass: 1 runs them one after the other (half the activations)
     attention_backend: str = "sdpa"
     fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
     cache_dir: Path | None = None
@@ -90,7 +93,7 @@ class GameCraftEngine(Engine):
         self.fast_attention_backend = config.fast_attention_backend or config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
         self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
-        self._fast: dict[str, GameCraftTransformer] = {}  # variant -> fp8 twin sharing its other weights
+        self._twins: dict[str, Fp8Twin] = {}  # variant -> its go_fast fp8 twin
         self._text_offload: list[PinnedOffload] = []
         self._pinning: concurrent.futures.Future | None = None
         if text is not None and config.text_offload and self.device.type != "cpu":
@@ -152,9 +155,13 @@ class GameCraftEngine(Engine):
     def compiled(self) -> bool:
         return self._compile
 
+    @property
+    def rows_at_once(self) -> int:
+        return self.config.rows_at_once
+
     def disable_compile(self) -> None:
         self._compile = False
-        for model in (*self._transformers.values(), *self._fast.values()):
+        for model in (*self._transformers.values(), *(t.twin for t in self._twins.values())):
             uncompile_blocks(model)
         self.vae.uncompile_decoder()
 
@@ -162,49 +169,61 @@ class GameCraftEngine(Engine):
         return self.vae.decode(latents)
 
     def _swapping(self) -> bool:
-        return self.config.one_transformer_on_gpu and self.device.type == "cuda"
+        return self.config.one_transformer_on_gpu
 
     def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer:
         """The transformer of ``variant`` on the device, loaded on first use; ``fast``: its fp8 twin
-        (``go_fast``; made on first use from the loaded weights, +9.3 GB).
+        (``go_fast``; made on first use from the loaded weights, placed as ``config.fp8_twin`` says).
 
-        When swapping, another variant's transformer goes back to its pinned host copy first (its fp8
-        twin is dropped), so only one is ever on the GPU (25.6 GB each in bf16).
+        With ``one_transformer_on_gpu`` only one variant is on the GPU (23.9 GiB each in bf16): the other
+        goes back to its pinned host copy first (``park_on_host``) or is dropped and later reloaded from
+        its safetensors cache (hosts with too little memory for pinned copies); its fp8 twin is dropped.
         """
+        if self._swapping():
+            self._make_room_for(variant)
         if variant not in self._transformers:
             start = time.perf_counter()
             path = Path(self.config.weights_dir) / self.config.layout.transformer(variant)
             check_layout(self.config.weights_dir, variant, self.config.layout)
-            target = "cpu" if self._swapping() and self._transformers else self.device
-            model = load_transformer(path, self.transformer_config, dtype=self.config.dtype, device=target,
+            model = load_transformer(path, self.transformer_config, dtype=self.config.dtype, device=self.device,
                                      cache_dir=self.config.cache_dir)
             self.register_transformer(variant, model)
             log.info("loaded %s transformer in %.1fs", variant, time.perf_counter() - start)
         model = self._transformers[variant]
-        if self._swapping() and any(p is not model for p in self._transformers.values()):
+        if variant in self._parked and not self._parked[variant].resident:
             start = time.perf_counter()
-            for other, other_model in self._transformers.items():
-                if other_model is not model and other_model.img_in.proj.weight.device.type != "cpu":
-                    self._fast.pop(other, None)
-                    self._parked_copy(other, other_model).to_host()
-            if model.img_in.proj.weight.device.type == "cpu":
-                self._parked_copy(variant, model).to_device()
+            self._parked[variant].to_device()
+            if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-                log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
+            log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
         if fast:
-            if variant not in self._fast:
-                twin = fp8_copy(model)
-                if self._compile:
-                    compile_blocks(twin, backend=self.config.compile_backend)
-                self._fast[variant] = twin
-            return self._fast[variant]
+            if variant not in self._twins:
+                prepare = (lambda twin: compile_blocks(twin, backend=self.config.compile_backend)) \
+                    if self._compile else None
+                self._twins[variant] = Fp8Twin(model, self.device, self.config.fp8_twin, prepare)
+            return self._twins[variant].use(True)
+        if variant in self._twins:
+            return self._twins[variant].use(False)
         return model
 
-    def _parked_copy(self, variant: str, model: GameCraftTransformer) -> PinnedOffload:
-        """The pinned host copy of ``variant``'s weights, made once (the first park copies 25.6 GB)."""
-        if variant not in self._parked:
-            self._parked[variant] = PinnedOffload(model, self.device)
-        return self._parked[variant]
+    def _make_room_for(self, variant: str) -> None:
+        """Take every other variant's transformer off the GPU (see :meth:`transformer`)."""
+        for other in [v for v in self._transformers if v != variant]:
+            model = self._transformers[other]
+            if model is self._transformers.get(variant) or (other in self._parked and not self._parked[other].resident):
+                continue  # already parked (random engines register one model under both names)
+            if other in self._twins:
+                self._twins.pop(other).release()
+            if not self.config.park_on_host:
+                del self._transformers[other]  # reloaded from the safetensors cache on its next request
+                self._parked.pop(other, None)
+                log.info("dropped the %s transformer from the GPU (reloaded on its next use)", other)
+                continue
+            if other not in self._parked:
+                self._parked[other] = PinnedOffload(model, self.device)  # the first park copies 23.9 GiB
+            self._parked[other].to_host()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.no_grad()
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:

@@ -47,6 +47,7 @@ back to PyTorch's CPU default there (``"fa3"`` too, so tiny CPU runs accept ever
 """
 
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
+MEASUREMENT_ONLY_BACKENDS = ("fa3-fp8",)  # benchmarks only: never chosen for serving
 
 _KERNELS: dict[str, list[SDPBackend]] = {
     "sdpa": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,

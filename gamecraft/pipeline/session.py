@@ -42,6 +42,7 @@ class SessionEngine(Protocol):
     device: torch.device
     attention_backend: str
     fast_attention_backend: str  # the kernel go_fast (``preset.fp8``) uses
+    rows_at_once: int  # guidance rows per transformer call (1 on GPUs short of memory)
 
     def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
 
@@ -155,7 +156,7 @@ class WorldSession:
                 transformer, noise.to(device), history, self.text, tokens, timesteps.to(device), sigmas,
                 preset.guidance_scale, step_cache_flags(preset.num_inference_steps, preset.step_cache),
                 rope=self._rope_for(frames, transformer), attention_backend=self._attention_backend(),
-                on_step=on_step or log_steps(index, device), stop=stop)
+                on_step=on_step or log_steps(index, device), stop=stop, rows_at_once=self.engine.rows_at_once)
             denoised = time.perf_counter()
             video = self.engine.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
         frames_out = frames_to_host(video[0], self.frames_dtype)

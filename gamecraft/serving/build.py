@@ -19,14 +19,16 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
 from gamecraft.engine import Engine, EngineConfig, GameCraftEngine, PassShape, WarmUp
 from gamecraft.model import TransformerConfig
 from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
-from gamecraft.pipeline.presets import PRESETS
+from gamecraft.model.attention import fa3_available
+from gamecraft.model.sage import sage_unavailable_reason
+from gamecraft.pipeline.presets import PRESETS, Preset
 from gamecraft.testing.random_weights import random_engine, random_worker_spec
 from gamecraft.testing.tiny_weights import write_tiny_weights
 from gamecraft.weights import (MissingWeightsError, check_layout, download_weights, smoke_run_reason,
@@ -34,7 +36,10 @@ from gamecraft.weights import (MissingWeightsError, check_layout, download_weigh
 
 from .budget import PassCosts, costs_from_warm_up, warm_up_shapes
 from .config import ServingConfig
-from .hardware import DeviceInfo, SpeedSettings, probe_devices, speed_settings
+from .hardware import (AttentionChoice, CompileSettings, DeviceInfo, check_device, check_request, choose_attention,
+                       compile_settings, go_fast_message, multi_gpu_estimate, override_device, plan_for, probe_devices,
+                       probe_host_memory, summary_line)
+from .memory_plan import MemoryPlan
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,10 @@ class ConfigError(ValueError):
 class EnginePlan:
     """What :func:`build_engine` will build (see the module docstring). ``source``: ``"weights"``,
     ``"tiny"`` or ``"random"``; ``smoke_reason``: why tiny weights replace the real ones (None when they
-    were asked for or not used); ``engine``: the engine's configuration (``weights_dir`` is the tiny
-    directory for tiny weights; for random weights it is unused)."""
+    were asked for or not used); ``gpu``: the GPU(s) planned for (None: the CPU); ``memory``: their memory
+    plan; ``engine``: the engine's configuration (``weights_dir`` is the tiny directory for tiny weights;
+    for random weights it is unused); ``go_fast_note``: why go_fast requests run exact here (None: they
+    do not)."""
 
     source: str
     weights_dir: Path | None
@@ -63,13 +70,23 @@ class EnginePlan:
     size: tuple[int, int]
     world_size: int
     devices: tuple[str, ...]
-    speed: SpeedSettings
+    gpu: DeviceInfo | None
+    attention: AttentionChoice
+    compile: CompileSettings
+    memory: MemoryPlan | None
     engine: EngineConfig
     warm_shapes: tuple[PassShape, ...]
+    go_fast_note: str | None
+    summary: str
 
     @property
     def device_name(self) -> str:
-        return self.speed.device_name
+        return self.gpu.name if self.gpu is not None else "this CPU"
+
+    def check_request(self, preset: Preset) -> None:
+        """``ValueError`` (one line) for a request this GPU's memory plan refuses, before any GPU work."""
+        if self.memory is not None:
+            check_request(self.memory, 2 if preset.uses_cfg else 1, preset.fp8)
 
 
 @dataclass
@@ -86,36 +103,64 @@ class ServingEngine:
         self.engine.close()
 
 
-def plan_engine(config: ServingConfig, devices: list[DeviceInfo] | None = None) -> EnginePlan:
+PROBE = object()  # plan_engine's default: look at the GPUs of this machine
+
+
+def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROBE) -> EnginePlan:
     """Decide everything :func:`build_engine` does, without loading or writing anything.
 
-    ``devices``: the GPUs (default: :func:`probe_devices`; an empty list = no GPU). ``ConfigError`` /
+    ``device``: the GPU(s) (default: :func:`probe_devices`; None = no GPU). ``ConfigError`` /
     ``RuntimeError`` with one line for what cannot run here."""
-    devices = probe_devices(config.gpu_override) if devices is None else devices
-    cuda = bool(devices)
-    source, weights_dir, reason = _weights_source(config, cuda)
-    on_gpu = cuda and (source != "tiny" or reason is None)  # a tiny fallback runs on the CPU
-    world = _world_size(config, devices, on_gpu, source)
+    if device is PROBE:
+        device = probe_devices()
+        if device is not None and config.gpu_override:
+            device = override_device(device, config.gpu_override)
+    source, weights_dir, reason = _weights_source(config, device is not None)
+    on_gpu = device is not None and (source != "tiny" or reason is None)  # a tiny fallback runs on the CPU
+    world = _world_size(config, device, on_gpu, source)
     heads = (transformer_config(weights_dir) if source == "weights" else _tiny_or_production(source)).num_heads
     try:
         check_world_size(world, heads)
     except ValueError as err:
         raise ConfigError("gpus", world, str(err)) from None
-    speed = speed_settings(devices[0] if on_gpu else None, config)
+    gpu = replace(device, count=world) if on_gpu else None
+    try:
+        check_device(gpu)
+        attention = choose_attention(gpu, config.attention, fa3_installed=gpu is not None and fa3_available(),
+                                     sage_installed=_sage_installed(gpu))
+    except ValueError as err:
+        raise RuntimeError(str(err)) from None
+    compile_ = compile_settings(gpu, config.compile)
+    memory = plan_for(gpu, host_memory_bytes=probe_host_memory()) if gpu is not None else None
     variants = tuple(dict.fromkeys(PRESETS[name].variant for name in config.preload))
-    if on_gpu:
+    if gpu is not None:
         engine = EngineConfig(weights_dir or Path("."), device="cuda", preload=variants,
                               cache_dir=config.safetensors_cache if source == "weights" else None,
-                              one_transformer_on_gpu=speed.one_transformer_on_gpu, compile=speed.compile,
-                              compile_vae=speed.compile_vae, attention_backend=speed.attention_backend,
-                              fast_attention_backend=speed.fast_attention_backend)
+                              text_offload=memory.text_offload,
+                              one_transformer_on_gpu=not (memory.keep_both or config.keep_both),
+                              compile=compile_.blocks, compile_vae=compile_.vae_decoder,
+                              attention_backend=attention.exact, fast_attention_backend=attention.go_fast,
+                              fp8_twin="replace" if memory.fp8_twin == "replace" else "beside",
+                              park_on_host=memory.park_on_host, rows_at_once=1 if memory.rows_one_at_a_time else 2)
+        fast_ok = memory.fp8_twin in ("beside", "replace")
     else:
-        engine = EngineConfig.for_cpu(weights_dir, preload=variants)
+        engine = EngineConfig.for_cpu(weights_dir, preload=variants, fast_attention_backend=attention.go_fast)
+        fast_ok = True
+    note = go_fast_message(gpu)
     presets = [PRESETS[name] for name in (config.warm_presets or tuple(PRESETS))]
-    shapes = warm_up_shapes(presets, go_fast=config.warm_go_fast and speed.warm_go_fast)
+    # the CPU's fp8 twin is for tests only: smoke runs do not build it in setup
+    shapes = warm_up_shapes(presets, go_fast=config.warm_go_fast and fast_ok and note is None and gpu is not None)
     size = config.tiny_size if source == "tiny" else config.size
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
-    return EnginePlan(source, weights_dir, reason, size, world, device_names, speed, engine, tuple(shapes))
+    estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
+    summary = summary_line(gpu, attention, memory, compile_, estimate.line() if estimate else "")
+    return EnginePlan(source, weights_dir, reason, size, world, device_names, gpu, attention, compile_, memory,
+                      engine, tuple(shapes), note, summary)
+
+
+def _sage_installed(gpu: DeviceInfo | None) -> bool:
+    """Whether the SageAttention kernel loads here (only asked on Hopper)."""
+    return gpu is not None and gpu.capability[0] == 9 and sage_unavailable_reason("cuda") is None
 
 
 def _weights_source(config: ServingConfig, cuda: bool) -> tuple[str, Path | None, str | None]:
@@ -136,8 +181,8 @@ def _weights_source(config: ServingConfig, cuda: bool) -> tuple[str, Path | None
     return "weights", weights_dir, None
 
 
-def _world_size(config: ServingConfig, devices: list[DeviceInfo], on_gpu: bool, source: str) -> int:
-    visible = len(devices)
+def _world_size(config: ServingConfig, device: DeviceInfo | None, on_gpu: bool, source: str) -> int:
+    visible = device.count if device is not None else 0
     world = config.gpus if config.gpus is not None else (visible if on_gpu else 1)
     if world > 1 and on_gpu and world > visible:
         raise ConfigError("gpus", world, f"only {visible} GPUs are visible")
@@ -170,7 +215,7 @@ def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
                                f"{type(download_err).__name__}: {str(download_err).splitlines()[0]}") from None
     # torch reads its compiler-cache location from the environment, before it first compiles; a value the
     # operator set wins.
-    if config.compile_cache and plan.speed.compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    if config.compile_cache and plan.engine.compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         inductor = Path(plan.engine.cache_dir or plan.weights_dir).resolve() / "inductor"
         try:
             inductor.mkdir(parents=True, exist_ok=True)
@@ -200,8 +245,10 @@ def load_engine(plan: EnginePlan) -> Engine:
 def random_engine_kwargs(plan: EnginePlan) -> dict:
     """The plan's kernels and compilation as ``gamecraft.testing.random_weights.random_engine`` arguments (one
     random transformer serves both variants, so nothing is swapped)."""
-    return dict(attention_backend=plan.speed.attention_backend, fast_attention_backend=plan.speed.fast_attention_backend,
-                compile=plan.speed.compile, compile_vae=plan.speed.compile_vae, one_transformer_on_gpu=False)
+    config = plan.engine
+    return dict(attention_backend=config.attention_backend, fast_attention_backend=config.fast_attention_backend,
+                compile=config.compile, compile_vae=config.compile_vae, one_transformer_on_gpu=False,
+                text_offload=config.text_offload, fp8_twin=config.fp8_twin, rows_at_once=config.rows_at_once)
 
 
 def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
@@ -217,13 +264,13 @@ def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
         return engine.warm_up(plan.warm_shapes, *plan.size)
 
 
-def build_engine(config: ServingConfig, warm: bool = True, devices: list[DeviceInfo] | None = None
+def build_engine(config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE
                  ) -> ServingEngine:
     """Plan, prepare, load and (``warm``) warm up the engine ``config`` describes."""
     start = time.perf_counter()
-    plan = plan_engine(config, devices)
-    log.info("engine plan: %s weights%s, %dx%d, %d GPU(s); %s", plan.source,
-             f" ({plan.smoke_reason})" if plan.smoke_reason else "", *plan.size, plan.world_size, plan.speed.summary)
+    plan = plan_engine(config, device)
+    log.info("engine plan: %s weights%s, %dx%d; %s", plan.source, f" ({plan.smoke_reason})" if plan.smoke_reason
+             else "", *plan.size, plan.summary)
     prepare_weights(config, plan)  # missing weights are the first thing to report
     if plan.source == "weights" and plan.engine.device != "cuda":
         raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); set GAMECRAFT_WEIGHTS=tiny "

@@ -53,10 +53,11 @@ def _randomize_(module: torch.nn.Module, generator: torch.Generator, std: float 
 
 
 def _on_device(factory, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Build on the meta device, then allocate (uninitialized) on ``device`` — no CPU copy."""
+    """Build on the meta device, then allocate (uninitialized) on ``device`` in ``dtype`` — no CPU copy, and no
+    float32 copy on the device first (LLaMA-8B in float32 would need 28 GiB on the GPU for a moment)."""
     with torch.device("meta"):
         module = factory()
-    return module.to_empty(device=device).to(dtype)
+    return module.to(dtype).to_empty(device=device)
 
 
 def random_text_encoders(device: torch.device, dtype: torch.dtype, seed: int, tokenizer_dir: Path,
@@ -91,7 +92,8 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
                   llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
                   compile: bool = False, compile_vae: bool = False, text: bool = True,
                   fast_attention_backend: str | None = None, compile_backend: str = "inductor",
-                  one_transformer_on_gpu: bool = False) -> GameCraftEngine:
+                  one_transformer_on_gpu: bool = False, fp8_twin: str = "beside",
+                  rows_at_once: int = 2) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
@@ -105,7 +107,8 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     config = EngineConfig(tokenizer_dir, device=device, dtype=dtype, vae_dtype=vae_dtype, text_dtype=text_dtype,
                           preload=(), text_offload=text_offload, attention_backend=attention_backend,
                           fast_attention_backend=fast_attention_backend, compile=compile, compile_vae=compile_vae,
-                          compile_backend=compile_backend, one_transformer_on_gpu=one_transformer_on_gpu)
+                          compile_backend=compile_backend, one_transformer_on_gpu=one_transformer_on_gpu,
+                          fp8_twin=fp8_twin, rows_at_once=rows_at_once)
     transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
     init_random_(transformer, seed, device=dev)
     transformer = transformer.eval().requires_grad_(False)

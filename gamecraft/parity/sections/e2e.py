@@ -40,6 +40,7 @@ class _GoldenEngine:
     device: torch.device = torch.device("cpu")
     attention_backend: str = "sdpa-math"
     fast_attention_backend: str = "sdpa-math"
+    rows_at_once: int = 2
 
     def transformer(self, variant: str, fast: bool = False):
         return self.transformer_model

@@ -1,7 +1,7 @@
 """GPU memory plan: what stays on each GPU, how guidance rows run, VAE tiles — from a table of byte costs.
 
 Pure functions over plain numbers (per-GPU memory, GPU count, whether fp8 linears exist); the device
-side is :mod:`gamecraft.hardware`. Every constant of :class:`ByteCosts` names its source: computed from
+side is :mod:`gamecraft.serving.hardware`. Every constant of :class:`ByteCosts` names its source: computed from
 the production architecture, measured (BENCHMARKS.md), or an ESTIMATE still to be measured by
 ``benchmarks/bench_memory.py``.
 
