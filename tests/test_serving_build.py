@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from gamecraft.__main__ import serving_config
 from gamecraft.engine import EngineConfig, GameCraftEngine
@@ -93,3 +94,30 @@ def test_a_broken_compiler_falls_back_to_eager(tmp_path, caplog):
     warm = build.warm_up(engine, plan)
     assert not engine.compiled and set(warm.pass_seconds) == set(plan.warm_shapes)
     assert "compiling failed during the warm-up; running eagerly" in caplog.text
+
+
+def test_an_out_of_memory_warm_up_is_not_taken_for_a_compiler_failure(tmp_path):
+    """Running eagerly needs more memory, not less: the warm-up's fallback is for broken compilers only."""
+
+    class Engine:
+        compiled, disabled = True, False
+
+        def warm_up(self, shapes, height, width):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.46 GiB")
+
+        def disable_compile(self):
+            self.disabled = True
+
+    weights = write_tiny_weights(tmp_path / "weights")
+    plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
+    engine = Engine()
+    with pytest.raises(torch.OutOfMemoryError):
+        build.warm_up(engine, plan)
+    assert not engine.disabled
+
+
+def test_a_card_that_runs_guidance_rows_one_at_a_time_warms_only_one_row_passes():
+    l40s = DeviceInfo("NVIDIA L40S", (8, 9), 46068 * 2**20)
+    plan = plan_engine(ServingConfig(weights="random"), device=l40s)
+    assert plan.engine.rows_at_once == 1 and plan.engine.fp8_twin == "replace"
+    assert {shape.rows for shape in plan.warm_shapes} == {1} and any(shape.fast for shape in plan.warm_shapes)

@@ -59,15 +59,14 @@ def denoise_seconds(costs: PassCosts, preset: Preset, first: bool) -> float:
     return passes * costs.pass_seconds(2 if preset.uses_cfg else 1, first, preset.fp8)
 
 
-def warm_up_shapes(presets: Iterable[Preset], go_fast: bool) -> list[PassShape]:
-    """Every pass shape the ``presets`` run: their row count (2 with guidance) × 10 and 18 latent frames,
-    exact and, with ``go_fast``, the fp8 twin's."""
-    shapes = []
-    for preset in presets:
-        rows = 2 if preset.uses_cfg else 1
-        for fast in (False, True) if go_fast else (False,):
-            shapes += [PassShape(rows, frames, fast) for frames in PASS_LATENT_FRAMES]
-    return list(dict.fromkeys(shapes))
+def warm_up_shapes(presets: Iterable[Preset], go_fast: bool, rows_at_once: int = 2) -> list[PassShape]:
+    """Every pass shape the ``presets`` run: their row count (2 with guidance; at most ``rows_at_once``, the
+    engine's rows per call) × 10 and 18 latent frames; the exact shapes first, then, with ``go_fast``, the fp8
+    twin's (so an fp8 twin that replaces the bf16 linears is swapped once)."""
+    rows = sorted({min(2 if preset.uses_cfg else 1, rows_at_once) for preset in presets})
+    shapes = [PassShape(r, frames, fast) for fast in ((False, True) if go_fast else (False,)) for r in rows
+              for frames in PASS_LATENT_FRAMES]
+    return shapes
 
 
 def estimate_seconds(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool) -> float:

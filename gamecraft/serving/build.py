@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
+import torch
+
 from gamecraft.engine import Engine, EngineConfig, GameCraftEngine, PassShape, WarmUp
 from gamecraft.model import TransformerConfig
 from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
@@ -149,7 +151,8 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     note = go_fast_message(gpu)
     presets = [PRESETS[name] for name in (config.warm_presets or tuple(PRESETS))]
     # the CPU's fp8 twin is for tests only: smoke runs do not build it in setup
-    shapes = warm_up_shapes(presets, go_fast=config.warm_go_fast and fast_ok and note is None and gpu is not None)
+    shapes = warm_up_shapes(presets, go_fast=config.warm_go_fast and fast_ok and note is None and gpu is not None,
+                            rows_at_once=engine.rows_at_once)
     size = config.tiny_size if source == "tiny" else config.size
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
     estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
@@ -256,9 +259,9 @@ def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
     eagerly from then on and warm up again, so the model still serves."""
     try:
         return engine.warm_up(plan.warm_shapes, *plan.size)
-    except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
-        if not engine.compiled:
-            raise
+    except Exception as err:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
+        if not engine.compiled or isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower():
+            raise  # (running eagerly needs more memory, not less)
         log.exception("compiling failed during the warm-up; running eagerly")
         engine.disable_compile()
         return engine.warm_up(plan.warm_shapes, *plan.size)
