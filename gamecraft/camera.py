@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from gamecraft.actions import Segment
+from gamecraft.chunk_geometry import FRAMES_PER_CHUNK
 
-FRAMES_PER_CHUNK = 33
 REFERENCE_INTRINSICS = (0.50505, 0.8979, 0.5, 0.5)
 TRANSLATION_SCALE = 10.0
 

@@ -36,6 +36,7 @@ import imageio_ffmpeg
 import numpy as np
 
 # Reading lives in video_reader; re-exported so callers have one media API.
+from gamecraft.chunk_geometry import MODEL_FPS
 from gamecraft.video_reader import (  # noqa: F401
     START_FRAMES,
     VideoInfo,
@@ -47,7 +48,7 @@ from gamecraft.video_reader import (  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FPS = 25
+DEFAULT_FPS = MODEL_FPS
 DEFAULT_CRF = 18
 DEFAULT_PRESET = "fast"
 _FFMPEG_CLOSE_TIMEOUT_S = 300.0

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from gamecraft.ui.server import CogBackend, ReplicateBackend, make_server
+from gamecraft.ui.replicate import ReplicateBackend
+from gamecraft.ui.server import CogBackend, make_server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,593 @@
+"""The controller page as a game, in headless Chromium: held input, the timeline, playback, the screen, the
+status badge and accessibility. The model side is tests/ui_contract_predictor.py under the real coglet
+(the predictor contract's progress metrics, exact timings, a worker that can die); the end-to-end runs with
+the real pipeline (tiny weights) are in test_ui_browser.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from ui_fakes import FakeUpstream, reply
+from ui_harness import (ARGS, CHROMIUM, PHONE, capture_inputs, chunks_for, downloads, held_seconds, hold, lists,
+                        open_page, page_server, record_keys, require_browser, rows, start_contract_server, wait_done)
+
+from gamecraft.media import read_video_frames
+from gamecraft.ui import CogBackend
+
+sync_api = require_browser()
+
+FAKE_PAD = """
+window.__pad = {id: "Test pad (STANDARD GAMEPAD Vendor: 054c Product: 09cc)", index: 0, connected: true,
+                mapping: "standard", timestamp: 0, axes: [0, 0, 0, 0],
+                buttons: Array.from({length: 17}, () => ({pressed: false, touched: false, value: 0}))};
+navigator.getGamepads = () => [window.__pad, null, null, null];
+"""
+
+
+@pytest.fixture(scope="module")
+def contract(tmp_path_factory):
+    server = start_contract_server(tmp_path_factory.mktemp("contract"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def url(contract):
+    with page_server(CogBackend(contract.url)) as (address, _):
+        yield address
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=60_000)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    page = open_page(browser, url)
+    yield page
+    page.context.close()
+    assert page.errors == [], page.errors
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("GAMECRAFT_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {path}")
+    return path
+
+
+def set_prompt(page, text):
+    page.fill("#prompt", text)
+    page.keyboard.press("Escape")
+
+
+# ---------- play semantics ----------
+
+def test_a_held_key_is_as_many_chunks_as_it_was_held(page):
+    # durations are read from the page's own key events: a loaded CI machine stretches the waits below
+    record_keys(page)
+    page.keyboard.down("KeyW")
+    page.wait_for_timeout(2640)   # about 2 chunks
+    assert page.get_attribute(".cap[data-key=w]", "aria-pressed") == "true"
+    live = re.fullmatch(r"holding w 0\.4 · (\d+) chunks? · ([\d.]+) s", page.text_content("#holding"))
+    assert live and int(live.group(1)) == chunks_for(float(live.group(2)))
+    page.keyboard.up("KeyW")
+    assert page.get_attribute(".cap[data-key=w]", "aria-pressed") == "false"
+    n = chunks_for(held_seconds(page, "KeyW"))
+    assert n >= 2 and rows(page) == ["w"] * n
+    page.keyboard.press("KeyD")                              # a tap is one chunk
+    record_keys(page)
+    hold(page, "KeyW", "ArrowLeft", seconds=0.9)             # a chord: combined chunks
+    m = chunks_for(held_seconds(page, "KeyW", "ArrowLeft"))
+    assert lists(page) == (["w"] * n + ["d"] + ["w+left_rot"] * m, [0.4] * n + [0.4] + [[0.4, 20]] * m)
+
+
+def test_gesture_phases_become_chunks(page):
+    cases = page.evaluate("""async () => {
+        const { phasesToChunks } = await import('./gestures.js');
+        const key = (k, drag = false) => [k, { key: k, speed: 1, drag }];
+        const ph = (start, end, ...keys) => ({ start, end, inputs: new Map(keys) });
+        const run = (phases) => phasesToChunks(phases, 1.32).map((c) => [[...c.keys.keys()].join('+'), c.count]);
+        return {
+            tap: run([ph(0, 0.1, key('w'))]),
+            four: run([ph(0, 4, key('w'))]),
+            chord: run([ph(0, 0.08, key('w')), ph(0.08, 2.6, key('w'), key('left_rot')), ph(2.6, 2.65, key('left_rot'))]),
+            tap_during_hold: run([ph(0, 2, key('w')), ph(2, 2.2, key('w'), key('left_rot')), ph(2.2, 4.2, key('w'))]),
+            drag: run([ph(0, 3, key('left_rot', true))]),
+        };
+    }""")
+    assert cases == {"tap": [["w", 1]], "four": [["w", 3]], "chord": [["w+left_rot", 2]],
+                     "tap_during_hold": [["w", 2], ["w+left_rot", 1], ["w", 1]], "drag": [["left_rot", 1]]}
+
+
+def test_drag_distance_sets_the_degrees(page):
+    box = page.locator("#lookpad").bounding_box()
+    cx, cy, half = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 2
+
+    def drag(dx, hold_key=None):
+        if hold_key:
+            page.keyboard.down(hold_key)
+        page.mouse.move(cx - dx / 2, cy)
+        page.mouse.down()
+        page.mouse.move(cx + dx / 2, cy, steps=6)
+        page.mouse.up()
+        if hold_key:
+            page.keyboard.up(hold_key)
+
+    drag(-half / 2)        # a quarter of the pad to the left: half the look speed
+    drag(half)             # half the pad to the right: the look speed
+    drag(2 * half - 4)     # (almost) the whole pad: twice
+    drag(-half, "KeyS")    # with S held: one combined chunk
+    actions, speeds = lists(page)
+    assert actions == ["left_rot", "right_rot", "right_rot", "s+left_rot"]
+    assert speeds[0] == 10 and speeds[1] == 20 and 39 <= speeds[2] <= 40 and speeds[3] == [0.4, 20]
+
+
+def test_gamepad_tilt_scales_speed_and_the_dpad_moves(browser, url):
+    page = open_page(browser, url, init_script=FAKE_PAD)
+    try:
+        page.wait_for_function("document.querySelector('#pad-status').textContent === 'pad: Test pad'")
+        badge = page.locator("#pad-status").evaluate("b => [b.scrollWidth, b.clientWidth, b.title]")
+        assert badge[0] <= badge[1] and badge[2].startswith("Test pad (STANDARD GAMEPAD")
+
+        def pad(axes=None, button=None, wait=150):
+            """Set the fake pad; returns how long it stayed so (seconds, measured in the page; polled every 50 ms)."""
+            t0 = page.evaluate("([axes, button]) => { if (axes) window.__pad.axes = axes;"
+                               " window.__pad.buttons.forEach((b, i) => { b.pressed = i === button; b.value = +(i === button); });"
+                               " return performance.now(); }", [axes, button])
+            page.wait_for_timeout(wait)
+            return (page.evaluate("performance.now()") - t0) / 1000
+
+        forward = pad([0.1, -0.65, 0, 0], wait=700)     # left stick half tilted forward (halfway past the deadzone)
+        pad([0, 0, 0, 0])
+        pad([0, 0, 1.0, -0.2], wait=300)                # right stick fully right; -0.2 is inside the deadzone
+        pad([0, 0, 0, 0])
+        right = pad(button=15, wait=2640)               # D-pad right held: "d" at the slider's speed
+        pad(button=None)
+        pad(button=0), pad(button=None)                 # A: an idle chunk
+        pad(button=0), pad(button=None)
+        pad(button=1), pad(button=None)                 # B: undo the last chunk
+        n, m = chunks_for(forward), chunks_for(right)
+        assert m >= 2
+        assert lists(page) == (["w"] * n + ["right_rot"] + ["d"] * m + ["idle"], [0.2] * n + [20] + [0.4] * m + [0])
+        set_prompt(page, "pad run")
+        pad(button=9), pad(button=None)                 # Start: plays (a new world from the example image)
+        assert wait_done(page).startswith("done")
+        assert page.locator("#thumbs .thumb").count() == n + m + 2
+    finally:
+        page.context.close()
+    assert page.errors == []
+
+
+# ---------- generate, keep playing, history ----------
+
+def test_keep_playing_sends_only_new_chunks_from_the_returned_state(page, artifacts):
+    sent = capture_inputs(page)
+    progress_texts = watch(page, "#progress-text")
+    set_prompt(page, "keep test [step 0.05s]")
+    page.keyboard.press("KeyW")
+    hold(page, "KeyW", "ArrowLeft", seconds=0.3)
+    assert rows(page) == ["w", "w+left_rot"]
+    page.click("#generate")
+    assert wait_done(page).startswith("done: 2 chunks")
+    assert page.locator("#timeline li.locked").count() == 2      # played: history, locked and dimmed
+    assert page.locator("#timeline li.locked input.action").evaluate_all("xs => xs.map(x => x.readOnly)") == [True, True]
+    assert float(page.locator("#timeline li.locked").first.evaluate("li => getComputedStyle(li).opacity")) < 0.7
+    page.keyboard.press("KeyD")
+    assert "Keep playing · chunk 3 from the world's state" in page.text_content("#plan")
+    assert lists(page) == (["d"], [0.4])
+    page.click("#keep")
+    assert wait_done(page).startswith("done: 1 chunk")
+    assert [json.loads(s["actions"]) for s in sent] == [["w", "w+left_rot"], ["d"]]
+    assert "continue_from" in sent[1] and "image" not in sent[1] and sent[0]["image"].startswith("data:image/png")
+    assert page.text_content("#world").startswith("world 1: 3 chunks")
+    assert page.locator("#thumbs .thumb").evaluate_all("ts => ts.map(t => t.dataset.chunk)") == ["1", "2", "3"]
+    # every download stays, named like the predictor's files (seed, id, world chunk number)
+    names = downloads(page)
+    assert all(n.startswith("gamecraft-1234-") for n in names) and len({n.split("-")[2] for n in names}) == 2
+    assert sorted(kinds(names)) == ["chunk001.mp4", "chunk002.mp4", "chunk003.mp4", "state.safetensors",
+                                    "state.safetensors", "video.mp4", "video.mp4"]
+    assert any("step 2/4" in t for t in progress_texts()) and any("decoding" in t for t in progress_texts())
+    assert any("ETA" in t for t in progress_texts())
+    # thumbnails open a chunk; the whole world is one video made by the page's server
+    page.click("#thumbs .thumb[data-chunk='2']")
+    assert page.evaluate("window.gamecraft.player.nowPlaying") == 2
+    page.click("#world-video")
+    page.wait_for_selector("#history a[download$='chunks001-003.mp4']")
+    data = page.evaluate("""async () => {
+        const a = document.querySelector("#history a[download$='chunks001-003.mp4']");
+        const bytes = new Uint8Array(await (await fetch(a.href)).arrayBuffer());
+        let s = ''; for (const b of bytes) s += String.fromCharCode(b); return btoa(s); }""")
+    world = artifacts / "world.mp4"
+    world.write_bytes(base64.b64decode(data))
+    frames, info = read_video_frames(world)
+    assert frames.shape[0] == 3 * 33 and abs(info.duration_s - 3.96) < 0.05
+    assert "joined without re-encoding" in page.text_content("#history")
+    page.screenshot(path=str(artifacts / "keep-playing.png"), full_page=True)
+
+
+def kinds(names):
+    """gamecraft-<seed>-<id>-<kind> -> kind."""
+    return [n.split("-", 3)[3] for n in names]
+
+
+def watch(page, selector):
+    """Every text the element shows from now on (a MutationObserver); call the result to read them."""
+    page.evaluate("""(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];
+        const el = document.querySelector(sel);
+        new MutationObserver(() => seen.push(el.textContent)).observe(el, {childList: true, characterData: true, subtree: true}); }""",
+                  selector)
+    return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)
+
+
+def test_chunks_play_back_to_back_without_a_gap(page):
+    set_prompt(page, "gapless [step 0.02s]")
+    for key in ("KeyW", "KeyD", "KeyA"):
+        page.keyboard.press(key)
+    page.click("#generate")
+    wait_done(page)
+    page.wait_for_function("window.gamecraft.player.log.filter(e => e.event === 'playing').length >= 3", timeout=20_000)
+    log = page.evaluate("window.gamecraft.player.log")
+    ended = {e["n"]: e["t"] for e in log if e["event"] == "ended"}
+    playing = {e["n"]: e["t"] for e in log if e["event"] == "playing"}
+    gaps = [playing[n + 1] - ended[n] for n in (1, 2)]
+    # the next chunk was loaded behind the one playing, and started in the same moment the other ended
+    assert [e["next_ready"] for e in log if e["event"] == "ended"][:2] == [True, True]
+    assert all(0 <= g < 250 for g in gaps), gaps
+
+
+def test_a_late_chunk_shows_generating_and_eta_on_the_screen(page, artifacts):
+    set_prompt(page, "slow [step 0.6s]")   # 4 steps = 2.4 s per chunk, longer than the 1.32 s a chunk plays
+    page.keyboard.press("KeyW")
+    page.keyboard.press("KeyD")
+    overlay = watch(page, "#stage .overlay")
+    page.click("#generate")
+    page.wait_for_function("window.gamecraft.player.log.some(e => e.event === 'ended' && e.n === 1)", timeout=20_000)
+    page.wait_for_selector("#stage .overlay.shown.generating")
+    assert page.text_content("#stage .overlay").startswith("generating chunk 2 · ETA ")
+    page.screenshot(path=str(artifacts / "late-chunk-overlay.png"))
+    wait_done(page)
+    assert overlay()[0].startswith("generating chunk 1 · ETA")   # before the first chunk too
+    assert page.evaluate("window.gamecraft.player.log.some(e => e.event === 'playing' && e.n === 2)")
+
+
+def test_advanced_inputs_reach_the_server(page):
+    sent = capture_inputs(page)
+    set_prompt(page, "advanced")
+    page.click("#advanced summary")
+    page.fill("#steps", "2")
+    page.fill("#guidance", "1.5")
+    page.fill("#fps", "12")
+    page.fill("#negative", "blurry")
+    for box in ("#go-fast", "#last-frame", "#camera-preview"):
+        page.check(box)
+    page.keyboard.press("Escape")
+    page.keyboard.press("KeyW")
+    page.select_option("#cmd-kind", "cog")
+    command = page.text_content("#command")
+    for arg in ("-i num_inference_steps=2", "-i guidance_scale=1.5", "-i fps=12", "-i negative_prompt=blurry",
+                "-i go_fast=true", "-i return_last_frame=true", "-i camera_preview=true"):
+        assert arg in command
+    page.click("#generate")
+    assert wait_done(page).startswith("done")
+    assert {k: sent[0][k] for k in ("num_inference_steps", "guidance_scale", "fps", "negative_prompt", "go_fast",
+                                    "return_last_frame", "camera_preview")} == {
+        "num_inference_steps": 2, "guidance_scale": 1.5, "fps": 12, "negative_prompt": "blurry", "go_fast": True,
+        "return_last_frame": True, "camera_preview": True}
+    assert sorted(kinds(downloads(page))) == ["camera.png", "chunk001.mp4", "last-frame.png", "state.safetensors",
+                                              "video.mp4"]
+
+
+# ---------- the server's state ----------
+
+def test_a_dead_worker_is_reported_as_unhealthy_not_busy(browser, tmp_path):
+    server = start_contract_server(tmp_path)
+    try:
+        with page_server(CogBackend(server.url)) as (address, _):
+            page = open_page(browser, address)
+            page.wait_for_function("document.querySelector('#server-text').textContent.endsWith(': ready')")
+            set_prompt(page, "crash")
+            page.keyboard.press("KeyW")
+            page.click("#generate")
+            wait_done(page)
+            page.evaluate("window.gamecraft.checkHealth()")
+            page.wait_for_function("document.querySelector('#server-text').textContent.endsWith(': unhealthy')")
+            assert page.text_content("#server-text") == f"Cog server {server.url.removeprefix('http://')}: unhealthy"
+            page.click("#generate")
+            page.wait_for_function("document.querySelector('.field-error[data-for=generate]').textContent.includes('unhealthy')")
+            text = page.text_content(".field-error[data-for=generate]")
+            assert "Restart it" in text and "busy" not in text
+            page.context.close()
+    finally:
+        server.stop()
+
+
+def test_the_badge_names_the_server_and_follows_its_health(browser):
+    health = {"status": "STARTING"}
+    upstream = FakeUpstream({("GET", "/health-check"): lambda h, b: reply(h, 200, health)})
+    name = upstream.url.removeprefix("http://")
+    # the page's server as its own process, so that stopping it closes its connections as a real stop does
+    proc = subprocess.Popen([sys.executable, "-m", "gamecraft.ui", "--backend", upstream.url, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        address = re.search(r"on (http://127\.0\.0\.1:\d+/)", proc.stdout.readline()).group(1)
+        page = open_page(browser, address)
+
+        def badge(status=None):
+            if status:
+                health["status"] = status
+            return page.evaluate("window.gamecraft.checkHealth().then(() => [document.querySelector('#server-text')"
+                                 ".textContent, document.querySelector('#server-status').className])")
+
+        assert badge() == [f"Cog server {name}: setup", "badge status warn"]
+        assert badge("READY") == [f"Cog server {name}: ready", "badge status good"]
+        assert badge("BUSY") == [f"Cog server {name}: busy", "badge status warn"]
+        assert badge("UNHEALTHY") == [f"Cog server {name}: unhealthy", "badge status bad"]
+        assert badge("SETUP_FAILED")[0] == f"Cog server {name}: setup failed"
+        upstream.close()
+        assert badge() == [f"Cog server {name}: unreachable", "badge status bad"]
+        page.keyboard.press("KeyW")
+        page.click("#generate")
+        wait_done(page)
+        assert page.text_content(".field-error[data-for=generate]") == \
+            f"Cannot reach the Cog server at {upstream.url} (Connection refused)."
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert badge()[0] == f"page's server {address.removeprefix('http://').rstrip('/')}: not answering"
+        page.click("#generate")
+        wait_done(page)
+        assert page.text_content(".field-error[data-for=generate]") == \
+            f"No answer from the page's server at {address.rstrip('/')}: is `python -m gamecraft.ui` still running?"
+        page.context.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        upstream.close()
+
+
+# ---------- the timeline: focus, layout, validation, undo ----------
+
+def test_focus_stays_where_the_user_puts_it(page):
+    page.keyboard.press("KeyW")
+    page.keyboard.press("KeyD")
+    speed = page.get_by_role("spinbutton", name="row 1 w speed (units, 0–3)")
+    speed.fill("0.7")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "move row 1 down"
+    page.keyboard.press("KeyS")              # inside the timeline, letters are not controller keys
+    assert lists(page) == (["w", "d"], [0.7, 0.4])
+    page.keyboard.press("Escape")            # Esc leaves the timeline: the keys drive the controller again
+    page.keyboard.press("KeyS")
+    assert lists(page)[0] == ["w", "d", "s"]
+    # editing the prompt, then clicking a timeline field: the click lands and typing goes there
+    page.click("#prompt")
+    page.keyboard.type(" at dusk")
+    page.click("#timeline li:nth-child(1) input.action")
+    page.keyboard.press("End")
+    page.keyboard.type("+left_rot")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "row 1 action"
+    assert lists(page) == (["w+left_rot", "d", "s"], [[0.7, 20], 0.4, 0.4])
+
+
+def test_a_four_part_chunk_row_fits_and_can_be_deleted(page):
+    hold(page, "KeyW", "KeyD", "ArrowLeft", "ArrowDown", seconds=0.4)
+    assert lists(page)[0] == ["w+d+left_rot+down_rot"]
+    box = page.locator("#timeline").bounding_box()
+    for name in ("move row 1 down", "delete row 1"):
+        b = page.get_by_role("button", name=name).bounding_box()
+        assert box["x"] <= b["x"] and b["x"] + b["width"] <= box["x"] + box["width"], name
+    page.get_by_role("button", name="delete row 1").click()
+    assert lists(page) == ([], [])
+
+
+def test_arrows_on_a_focused_slider_move_the_slider(page):
+    page.focus("#look-speed")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowUp")
+    assert page.input_value("#look-speed") == "23" and page.text_content("#look-speed-out") == "23"
+    assert rows(page) == []
+
+
+def test_enter_and_space_on_the_drop_zone_open_the_file_chooser(page):
+    for key in ("Enter", "Space"):
+        page.focus("#drop")
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press(key)
+        assert chooser.value.element.get_attribute("id") == "file"
+        chooser.value.set_files([])   # close the chooser (nothing chosen)
+    assert rows(page) == []
+
+
+def test_every_bad_entry_is_listed_by_row_and_marked(page):
+    sent = capture_inputs(page)
+    for key in ("KeyW", "KeyW", "KeyW", "ArrowLeft", "KeyA"):
+        page.keyboard.press(key)
+    field = lambda n: page.locator(f"#timeline li:nth-child({n}) input.action")  # noqa: E731
+    field(2).fill("jump")
+    page.get_by_role("spinbutton", name="row 3 w speed (units, 0–3)").fill("-5")
+    page.get_by_role("spinbutton", name="row 4 left_rot speed (degrees, 0–90)").fill("")
+    field(5).fill("a+d")
+    errors = page.locator("#timeline-errors li").all_text_contents()
+    assert errors == [
+        "row 2: unknown action 'jump'; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle "
+        "(or an alias such as 'forward', 'look_left')",
+        "row 3: speed for 'w' must be >= 0 (use 's' for the other direction), got -5",
+        "row 4: speed for 'left_rot' is empty; give a number",
+        "row 5: 'd' conflicts with 'a' (same strafe axis); combine at most one action per axis"]
+    assert page.locator("#timeline li.bad").evaluate_all("ls => ls.map(l => l.dataset.row)") == ["2", "3", "4", "5"]
+    assert page.get_attribute("#timeline li:nth-child(2) input.action", "aria-invalid") == "true"
+    page.click("#generate")
+    assert sent == [] and page.locator("#timeline-errors").is_visible()
+
+
+def test_aliases_get_their_own_units_and_move_the_map(page):
+    page.keyboard.press("KeyW")
+    field = page.locator("#timeline input.action")
+    field.fill("look_left")
+    assert page.locator("#timeline .speed .unit").all_text_contents() == ["°"]
+    assert lists(page) == (["left_rot"], [20])
+    assert page.get_attribute("#minimap", "data-yaw") == "20"
+    field.dispatch_event("change")
+    assert field.input_value() == "left_rot"
+
+
+CASES = ["w", "W", " look_left ", "forward+turn_right", "w+s", "w+w", "idle+w", "jump", "", "+", "w+", "stay",
+         "left_rot+w", "a+d+up_rot+left_rot", "tilt_down"]
+SPEEDS = [0, 0.2, 3, 3.01, -0.5, 90, 90.5, 45]
+
+
+def test_inline_validation_says_what_the_parser_says(page):
+    from gamecraft.actions import ActionError, parse_actions
+
+    js = page.evaluate("""([cases, speeds]) => {
+        const t = window.gamecraft.state.table;
+        return {actions: cases.map((c) => t.parseAction(c)),
+                speeds: ['w', 'left_rot'].flatMap((k) => speeds.map((v) => t.checkSpeed(k, v)))}; }""", [CASES, SPEEDS])
+    for case, got in zip(CASES, js["actions"]):
+        try:
+            segment = parse_actions([case], [0 if case.strip().lower() in ("idle", "stay") else [0] * 4])[0]
+            expected = None
+        except ActionError as err:
+            expected, segment = str(err).removeprefix("actions[0]: "), None
+            if str(err).startswith("action_speeds"):  # the action itself was fine
+                expected = None
+        if expected is None and segment is None:
+            keys = got["keys"]
+            assert keys is not None and parse_actions([case], [[0] * len(keys) if len(keys) > 1 else 0]), case
+        assert got["error"] == expected, case
+    for (key, value), got in zip([(k, v) for k in ("w", "left_rot") for v in SPEEDS], js["speeds"]):
+        try:
+            parse_actions([key], [value])
+            expected = None
+        except ActionError as err:
+            expected = str(err).removeprefix("action_speeds[0]: ")
+        assert got == expected, (key, value)
+
+
+def test_clear_and_new_world_can_be_undone(page):
+    for _ in range(12):
+        page.keyboard.press("KeyW")
+    last = page.locator("#timeline li").last.bounding_box()
+    box = page.locator("#timeline").bounding_box()
+    assert box["y"] <= last["y"] and last["y"] + last["height"] <= box["y"] + box["height"] + 1  # scrolled into view
+    page.click("#clear")
+    assert rows(page) == [] and "cleared 12 new chunks" in page.text_content("#toast")
+    page.click("#toast button")
+    assert len(rows(page)) == 12
+    page.keyboard.press("Backspace")
+    assert len(rows(page)) == 11
+    page.keyboard.press("Control+KeyZ")
+    assert len(rows(page)) == 12
+
+
+def test_the_command_follows_every_keystroke(page):
+    page.keyboard.press("KeyW")
+    page.click("#seed")
+    page.keyboard.type("42")
+    assert '"seed": 42' in page.text_content("#command")
+    page.click("#advanced summary")
+    page.click("#steps")
+    page.keyboard.type("3")
+    assert '"num_inference_steps": 3' in page.text_content("#command")
+    page.select_option("#cmd-kind", "cog")
+    assert "-i num_inference_steps=3" in page.text_content("#command") and "-i seed=42" in page.text_content("#command")
+
+
+def test_copy_buttons_copy_and_say_so(browser, url):
+    page = open_page(browser, url, permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page.keyboard.press("KeyW")
+        for target in ("json-actions", "json-speeds", "command"):
+            button = page.locator(f"button.copy[data-copy='{target}']")
+            button.click()
+            sync_api.expect(button).to_have_text("copied ✓")
+            assert page.evaluate("navigator.clipboard.readText()") == page.text_content(f"#{target}")
+        sync_api.expect(page.locator("#announce")).to_have_text("command copied to the clipboard")
+    finally:
+        page.context.close()
+
+
+# ---------- accessibility, phone, details ----------
+
+def test_controls_have_names_states_and_live_regions(page):
+    page.keyboard.press("KeyW")
+    page.keyboard.press("ArrowLeft")
+    tree = page.locator("main").aria_snapshot()
+    for bad in ('button "↑"', 'button "↓"', 'button "✕"', 'button "■"', 'spinbutton "u"', 'spinbutton "°"'):
+        assert bad not in tree
+    for name in ("move row 2 up", "move row 1 down", "delete row 2", "cancel the generation", "random seed"):
+        assert page.get_by_role("button", name=name, exact=True).count() == 1, name
+    assert page.get_by_role("spinbutton", name="row 2 left_rot speed (degrees, 0–90)").count() == 1
+    assert page.get_by_label("command", exact=True).evaluate("e => e.id") == "cmd-kind"
+    assert page.get_by_role("img").first.get_attribute("aria-label").startswith(
+        "Camera path of 2 chunks: ends 0.40 forward and 0.00 right of the start")
+    assert page.get_attribute("#progress-text", "role") == "status"
+    assert page.get_attribute("#server-status", "aria-live") == "polite"
+    assert page.get_attribute(".field-error[data-for=generate]", "role") == "alert"
+    page.keyboard.down("KeyD")
+    assert page.get_attribute(".cap[data-key=d]", "aria-pressed") == "true"
+    page.keyboard.up("KeyD")
+    assert page.eval_on_selector("#stage-text .blink", "e => getComputedStyle(e).animationIterationCount") == "6"
+
+
+def test_reduced_motion_stops_the_blinking(browser, url):
+    page = open_page(browser, url, reduced_motion="reduce")
+    try:
+        assert page.eval_on_selector("#stage-text .blink", "e => getComputedStyle(e).animationName") == "none"
+    finally:
+        page.context.close()
+
+
+def test_no_request_fails_while_the_page_loads(browser, url):
+    context = browser.new_context()
+    page = context.new_page()
+    failed = []
+    page.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
+    page.goto(url)
+    page.wait_for_function("document.body.classList.contains('ready')")
+    assert failed == []
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/favicon.svg")
+    context.close()
+
+
+def test_the_phone_layout_fits_and_shows_the_first_chunk(browser, url, artifacts):
+    page = open_page(browser, url, viewport=PHONE, has_touch=True, is_mobile=True)
+    try:
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        clipped = page.evaluate("""() => [...document.querySelectorAll('label, button, h2, .badge, summary, #plan, .draft')]
+            .filter((e) => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map((e) => e.id || e.textContent.trim())""")
+        assert clipped == []
+        top = lambda sel: page.locator(sel).bounding_box()["y"]  # noqa: E731
+        assert top("#cancel") == top("#generate") == top("#keep")
+        page.screenshot(path=str(artifacts / "phone-top.png"))
+        page.locator(".cap[data-key=w]").tap()
+        page.locator(".cap[data-key=d]").tap()
+        assert rows(page) == ["w", "d"]
+        page.screenshot(path=str(artifacts / "phone-controller.png"))
+        set_prompt(page, "phone [step 0.1s]")
+        page.click("#generate")
+        page.wait_for_selector("#thumbs .thumb")
+        page.wait_for_timeout(800)   # the smooth scroll
+        stage = page.locator("#stage").bounding_box()
+        assert stage["y"] >= 0 and stage["y"] + stage["height"] <= PHONE["height"]
+        wait_done(page)
+        page.screenshot(path=str(artifacts / "phone-playing.png"))
+        page.screenshot(path=str(artifacts / "phone-full.png"), full_page=True)
+    finally:
+        page.context.close()
+    assert page.errors == []
