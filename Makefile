@@ -8,7 +8,7 @@ GOLDEN ?= ../shared/golden
 ACTIONS ?= ["w", "w+left_rot", "left_rot", "d", "s+up_rot", "a"]
 SPEEDS ?= [0.5, [0.5, 20], 30, 0.4, [0.3, 10], 0.4]
 
-.PHONY: test run generate parity preview clean-venv
+.PHONY: test lint run generate parity preview clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements-notorch.txt -r requirements-dev.txt
 	touch $@
 
-test: $(VENV)/.installed
+# Lint first (ruff, formatting, import-linter's layer and cycle contracts), then the tests.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
 parity: $(VENV)/.installed

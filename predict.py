@@ -1,18 +1,10 @@
 """Cog API layer for Hunyuan-GameCraft-1.0: inputs, validation, outputs. The work is in ``gamecraft/``.
 
-Environment (read here only): ``GAMECRAFT_WEIGHTS`` or ``COG_WEIGHTS`` — weights directory (default
-``./weights``; ``tiny`` = tiny random weights for CPU smoke runs; ``random`` = full-size random weights
-built on the GPU, for benchmarks and GPU smoke runs without the real weights — outputs are noise), ``GAMECRAFT_PRELOAD`` — presets whose
-transformer loads in ``setup()`` (default ``distilled``; the other loads on first use),
-``GAMECRAFT_TIME_BUDGET_S`` — refuse requests estimated to take longer (default 1680 s),
-``HF_TOKEN`` — for downloading the gated weights, ``GAMECRAFT_DOWNLOAD`` — ``0`` disables downloading,
-``GAMECRAFT_TINY_SIZE`` — ``HxW`` of tiny smoke runs (default 128x224), ``GAMECRAFT_KEEP_BOTH`` — ``1``
-keeps both transformers on the GPU (needs > 80 GB; default: the unused one waits in pinned host RAM),
-``GAMECRAFT_COMPILE`` — ``0`` runs the transformer and VAE decoder eagerly (default on a GPU: compiled
-blocks and full-tile VAE decoder, warmed up here),
-``GAMECRAFT_ATTENTION`` — attention kernel (default ``auto``: FlashAttention-3 when ``fa3-fwd`` imports, else
-cuDNN SDPA), ``GAMECRAFT_GPUS`` — GPUs to split every pass over (default: all visible; ``1`` = one GPU; with
-``tiny`` weights on a CPU, that many gloo processes, for tests). Multi-GPU runs keep NCCL's NVLink multicast off.
+``setup()`` builds the engine the environment describes (``gamecraft.serving.config`` lists every
+``GAMECRAFT_*`` variable) with ``gamecraft.serving.build.build_engine``, the same builder the CLI, the local
+server and the benchmarks use. ``predict()`` turns the inputs into one ``GenerationRequest`` and streams
+what ``gamecraft.serving.generate.generate`` reports: each file as soon as it exists, progress as coglet
+metrics (``progress``: phase, chunk, step, ETA; ``seed``; ``chunks_done``; ``seconds_per_chunk``).
 
 Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
 world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
@@ -22,13 +14,11 @@ preview (PNG). File names: ``gamecraft-<seed>-<id>-chunk001.mp4``, ``…-video.m
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
-import time
+import threading
 import traceback
-import uuid
 from contextlib import closing
 from typing import Iterator, Optional
 
@@ -38,6 +28,8 @@ from cog import BasePredictor, Input, Path
 log = logging.getLogger("gamecraft.predict")
 
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "gamecraft-outputs"
+# How the environment names each ServingConfig field (for setup errors about one of them).
+ENV_NAMES = {"gpus": "GAMECRAFT_GPUS", "attention": "GAMECRAFT_ATTENTION", "weights": "GAMECRAFT_WEIGHTS"}
 
 
 def _configure_logging() -> None:
@@ -53,47 +45,19 @@ def _configure_logging() -> None:
 class Predictor(BasePredictor):
     def setup(self) -> None:
         _configure_logging()
-        weights = os.environ.get("GAMECRAFT_WEIGHTS") or os.environ.get("COG_WEIGHTS") or "weights"
-        if weights not in ("tiny", "random") and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-            # Compiled kernels next to the safetensors cache: a restart with the same weights volume
-            # skips most of the compilation warm-up (set before torch's compiler reads its config).
-            compile_cache = Path(weights).resolve() / ".safetensors-cache" / "inductor"
-            try:
-                compile_cache.mkdir(parents=True, exist_ok=True)
-                if os.access(compile_cache, os.W_OK):
-                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache)
-            except OSError:  # read-only weights: torch's default (temporary) cache is used
-                pass
-        from gamecraft.budget import DEFAULT_BUDGET_S, measure_costs
-        from gamecraft.presets import PRESETS
+        from gamecraft.serving.build import ConfigError, build_engine
+        from gamecraft.serving.config import ServingConfig
 
-        start = time.perf_counter()
-        names = [p.strip() for p in os.environ.get("GAMECRAFT_PRELOAD", "distilled").split(",") if p.strip()]
-        unknown = [n for n in names if n not in PRESETS]
-        if unknown:
-            raise RuntimeError(f"GAMECRAFT_PRELOAD names unknown presets {unknown}; expected {', '.join(PRESETS)}")
-        preload = tuple(dict.fromkeys(PRESETS[n].variant for n in names))
-        self.budget_s = float(os.environ.get("GAMECRAFT_TIME_BUDGET_S", DEFAULT_BUDGET_S))
-        self.tiny = weights == "tiny"
-        self.size = (704, 1216)
-        if self.tiny:
-            self.size = tuple(int(v) for v in os.environ.get("GAMECRAFT_TINY_SIZE", "128x224").split("x"))
-        world = _world_size(weights)  # checked before any download or load
-        self.engine = _load_engine(weights, _engine_config(weights, preload), world)
-        try:
-            self.costs = measure_costs(self.engine, *self.size)  # also the compilation warm-up
-        except Exception:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
-            if not self.engine.config.compile or hasattr(self.engine, "runtime"):
-                raise  # (multi-GPU: the workers compiled too; GAMECRAFT_COMPILE=0 is the way out)
-            from gamecraft.model.compile import uncompile_blocks
-
-            log.exception("compiling the transformer failed; running it eagerly")
-            for variant in self.engine.loaded_variants:
-                uncompile_blocks(self.engine.transformer(variant))
-            self.engine.vae.uncompile_decoder()
-            self.costs = measure_costs(self.engine, *self.size)
         self._last_output_dir: Path | None = None
-        log.info("setup done in %.1fs (weights: %s)", time.perf_counter() - start, weights)
+        try:
+            self.config = ServingConfig.from_env()
+            self.served = build_engine(self.config)
+        except ConfigError as err:
+            raise RuntimeError(f"{ENV_NAMES.get(err.option, err.option)}={err.value}: {err}") from None
+        except ValueError as err:
+            raise RuntimeError(str(err)) from None
+        self.engine = self.served.engine
+        log.info("setup done in %.1fs (weights: %s)", self.served.setup_seconds, self.config.weights)
 
     @cog.streaming
     def predict(
@@ -139,39 +103,42 @@ class Predictor(BasePredictor):
         return_last_frame: bool = Input(description="Also return the last frame as PNG.", default=False),
         camera_preview: bool = Input(description="Also return a top-down PNG of the camera path.", default=False),
     ) -> Iterator[Path]:
-        from gamecraft.actions import parse_actions
-        from gamecraft.budget import check_budget
-        from gamecraft.generate import GenerationReport, GenerationRequest, generate, validate_request
-        from gamecraft.presets import resolve_preset
-        from gamecraft.trajectory import load_trajectory
+        from gamecraft.pipeline.actions import parse_actions
+        from gamecraft.pipeline.presets import resolve_preset
+        from gamecraft.pipeline.trajectory import load_trajectory
+        from gamecraft.serving.budget import check_budget
+        from gamecraft.serving.generate import GenerationRequest, OutputNames, generate
 
         self._clean_previous_outputs()
         out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
         self._last_output_dir = out_dir
+        plan = self.served.plan
         try:
-            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=go_fast)
+            fast = go_fast and plan.go_fast_note is None
+            if go_fast and not fast:
+                log.warning("%s", plan.go_fast_note)
+            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=fast)
+            plan.check_request(chosen)  # what this GPU's memory cannot run is refused before any GPU work
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
             segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
             request = GenerationRequest(
                 prompt=prompt, preset=chosen, segments=segments, trajectory=chunks_traj, image=image, video=video,
                 continue_from=continue_from, seed=seed, negative_prompt=negative_prompt,
-                size=self.size, fps=float(fps), return_state=return_state,
+                size=plan.size, fps=float(fps), return_state=return_state,
                 last_frame=return_last_frame, camera_preview=camera_preview)
-            validate_request(request)
-            n_chunks = len(chunks_traj) if chunks_traj is not None else len(segments)
-            estimate = check_budget(self.costs, chosen, n_chunks, starts_fresh=continue_from is None and video is None,
-                                    budget_s=self.budget_s, device_name=_device_name(self.engine.device))
-            log.info("request: %d chunk(s), preset %s, estimated %.0fs", n_chunks, chosen.name, estimate)
-            report = GenerationReport()
-            stem = f"gamecraft-{{seed}}-{uuid.uuid4().hex[:8]}"
+            n_chunks = len(request.chunks())
+            estimate = check_budget(self.served.costs, chosen, n_chunks, starts_fresh=request.starts_fresh,
+                                    budget_s=self.config.time_budget_s, device_name=plan.device_name)
+            log.info("request: %d chunk(s), preset %s%s, estimated %.0fs", n_chunks, chosen.name,
+                     f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "", estimate)
+            stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
-            with closing(generate(self.engine, request, out_dir, stem, report)) as outputs:
-                for output in outputs:
-                    if output.kind == "chunk":
-                        self.record_metric("chunks_done", len(report.chunk_seconds))
-                        self.record_metric("seconds_per_chunk", round(report.chunk_seconds[-1], 3), mode="append")
-                    yield Path(output.path)
-            log.info("seed %s", report.seed)
+            with closing(generate(self.engine, request, out_dir, OutputNames(), costs=self.served.costs,
+                                  stop=stop)) as events:
+                for event in events:
+                    path = self._report(event)
+                    if path is not None:
+                        yield Path(path)
         except cog.CancelationException:
             shutil.rmtree(out_dir, ignore_errors=True)
             _free_memory()
@@ -188,10 +155,43 @@ class Predictor(BasePredictor):
         finally:
             _trim_host_memory()
 
+    def _report(self, event) -> str | None:
+        """Metrics for ``event`` (coglet sends each as an SSE ``metric`` event and in webhooks); the path of
+        a file event."""
+        from gamecraft.serving import events as ev
+
+        if isinstance(event, ev.FileReady):
+            return str(event.path)
+        if isinstance(event, ev.Started):
+            self.record_metric("seed", event.seed)
+            self.record_metric("progress", dict(phase="start", chunk=1, chunks=event.chunks,
+                                                world_chunk=event.first_world_chunk, step=0, steps=event.steps,
+                                                elapsed_s=0.0, eta_s=_round(event.estimate_s), seed=event.seed))
+            self._seed, self._steps = event.seed, event.steps
+        elif isinstance(event, ev.StepDone):
+            self.record_metric("progress", dict(phase="denoise", chunk=event.chunk, chunks=event.chunks,
+                                                world_chunk=event.world_chunk, step=event.step, steps=event.steps,
+                                                elapsed_s=_round(event.elapsed_s), eta_s=_round(event.eta_s),
+                                                seed=self._seed))
+        elif isinstance(event, ev.ChunkDenoised):
+            self.record_metric("progress", dict(phase="decode", chunk=event.chunk, chunks=event.chunks,
+                                                world_chunk=event.world_chunk, step=self._steps, steps=self._steps,
+                                                elapsed_s=_round(event.elapsed_s), eta_s=_round(event.eta_s),
+                                                seed=self._seed))
+        elif isinstance(event, ev.ChunkDone):
+            self.record_metric("chunks_done", event.chunk)
+            self.record_metric("seconds_per_chunk", round(event.seconds, 3), mode="append")
+        elif isinstance(event, ev.Finished):
+            self.record_metric("progress", dict(phase="done", chunk=event.chunks, chunks=event.chunks,
+                                                world_chunk=event.world_chunks, step=self._steps, steps=self._steps,
+                                                elapsed_s=_round(event.seconds), eta_s=0.0, seed=event.seed))
+            log.info("seed %s", event.seed)
+        return None
+
     def healthcheck(self) -> bool:
         """False once a multi-GPU worker has died (coglet then reports UNHEALTHY)."""
         engine = getattr(self, "engine", None)
-        return getattr(engine, "healthy", True)
+        return engine.healthy if engine is not None else True
 
     def _clean_previous_outputs(self) -> None:
         """Outputs of the previous prediction were uploaded when it finished; don't let them pile up."""
@@ -200,109 +200,8 @@ class Predictor(BasePredictor):
             self._last_output_dir = None
 
 
-def _speed_settings() -> dict:
-    """Compiled transformer blocks and VAE decoder, attention kernel: the same for every weights source."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    compile_models = cuda and os.environ.get("GAMECRAFT_COMPILE", "1") != "0"
-    return dict(compile=compile_models, compile_vae=compile_models, attention_backend=_attention_backend(cuda))
-
-
-def _engine_config(weights: str, preload: tuple[str, ...]):
-    """The ``EngineConfig`` for ``GAMECRAFT_WEIGHTS``: ``tiny`` or a weights directory (downloaded if
-    missing); None for ``random`` (no files)."""
-    import torch
-
-    from gamecraft.engine import EngineConfig
-    from gamecraft.weights import MissingWeightsError, check_layout, download_weights, write_tiny_weights
-
-    cuda = torch.cuda.is_available()
-    if weights == "random":
-        return None
-    if weights == "tiny":
-        tiny_dir = Path(tempfile.gettempdir()) / "gamecraft-tiny-weights"
-        if not (tiny_dir / "gamecraft_models").is_dir():
-            write_tiny_weights(tiny_dir)
-        return EngineConfig(tiny_dir, device="cuda", preload=preload, **_speed_settings()) if cuda else \
-            EngineConfig.for_cpu(tiny_dir, preload=preload)
-    weights_dir = Path(weights)
-    try:
-        for variant in preload:
-            check_layout(weights_dir, variant)
-    except MissingWeightsError as err:
-        first_line = str(err).splitlines()[0]
-        if os.environ.get("GAMECRAFT_DOWNLOAD", "1") == "0":
-            raise RuntimeError(f"{first_line}; downloading is disabled (GAMECRAFT_DOWNLOAD=0)") from None
-        try:
-            download_weights(weights_dir, preload, token=os.environ.get("HF_TOKEN"))
-        except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
-            raise RuntimeError(f"{first_line}, and downloading them failed: "
-                               f"{type(download_err).__name__}: {str(download_err).splitlines()[0]}") from None
-    if not cuda:
-        raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); "
-                           "set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run")
-    return EngineConfig(weights_dir, device="cuda", preload=preload, cache_dir=weights_dir / ".safetensors-cache",
-                        one_transformer_on_gpu=os.environ.get("GAMECRAFT_KEEP_BOTH", "0") != "1",
-                        **_speed_settings())
-
-
-def _load_engine(weights: str, config, world: int):
-    """Rank 0's engine, split over ``world`` GPUs when > 1: ``config`` loaded, or full-size random
-    weights (``config`` None)."""
-    import torch
-
-    from gamecraft.engine import GameCraftEngine
-    from gamecraft.model import TransformerConfig
-    from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
-    from gamecraft.random_weights import random_engine, random_worker_spec
-    from gamecraft.weights import transformer_config
-
-    heads = (transformer_config(Path(config.weights_dir)) if config is not None else TransformerConfig()).num_heads
-    try:
-        check_world_size(world, heads)
-    except ValueError as err:
-        raise RuntimeError(f"GAMECRAFT_GPUS={world}: {err}") from None
-    cuda = torch.cuda.is_available()
-    devices = [f"cuda:{i}" for i in range(world)] if cuda else ["cpu"] * world
-    if world > 1:
-        log.info("starting %d GPU workers", world - 1)
-    if config is None:
-        log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
-        speed = _speed_settings()
-        engine = random_engine(device="cuda" if cuda else "cpu", **speed)
-        return engine if world <= 1 else start_parallel_engine(engine, random_worker_spec(**speed), world, devices)
-    if weights == "tiny":
-        log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
-    return GameCraftEngine.load(config) if world <= 1 else load_parallel_engine(config, world, devices)
-
-
-def _attention_backend(cuda: bool) -> str:
-    from gamecraft.model.attention import ATTENTION_BACKENDS, fa3_available
-
-    choice = os.environ.get("GAMECRAFT_ATTENTION", "auto")
-    if choice == "auto":
-        return "fa3" if cuda and fa3_available() else "sdpa"
-    if choice not in ATTENTION_BACKENDS:
-        raise RuntimeError(f"GAMECRAFT_ATTENTION={choice!r}; expected auto or one of {', '.join(ATTENTION_BACKENDS)}")
-    return choice
-
-
-def _world_size(weights: str) -> int:
-    """How many GPUs to use (``GAMECRAFT_GPUS``, default: every visible one); checked."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    default = torch.cuda.device_count() if cuda else 1
-    try:
-        world = int(os.environ.get("GAMECRAFT_GPUS", default))
-    except ValueError:
-        raise RuntimeError(f"GAMECRAFT_GPUS must be a number, got {os.environ['GAMECRAFT_GPUS']!r}") from None
-    if world > 1 and cuda and world > torch.cuda.device_count():
-        raise RuntimeError(f"GAMECRAFT_GPUS={world} but only {torch.cuda.device_count()} GPUs are visible")
-    if world > 1 and not cuda and weights != "tiny":
-        raise RuntimeError("GAMECRAFT_GPUS > 1 without GPUs is only for tests with GAMECRAFT_WEIGHTS=tiny")
-    return max(world, 1)
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
@@ -338,9 +237,3 @@ def _trim_host_memory() -> None:
 def _ensure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _device_name(device) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "this CPU"

@@ -1,6 +1,6 @@
 """Multi-GPU suite (issue 8): per-pass and per-chunk latency on 1..N GPUs, and agreement with one GPU.
 
-Full-size random weights on every rank (``gamecraft.random_weights``, same seed ⇒ same weights). Rank
+Full-size random weights on every rank (``gamecraft.testing.random_weights``, same seed ⇒ same weights). Rank
 0's engine is built once; for each world size a ``ParallelRuntime`` is started, measured and closed:
 
 * the Ulysses overlap (``head_chunks``: 1 = none, 2, 3 head groups) on the 18-frame pass, side by side;
@@ -29,15 +29,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import single  # noqa: E402
-from gamecraft.camera import chunk_poses  # noqa: E402
-from gamecraft.model.attention import fa3_available  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
 from gamecraft.parallel import ParallelEngine, ParallelRuntime  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
-from gamecraft.random_weights import random_worker_spec  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
-from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.testing.random_weights import random_worker_spec  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 
 
 def sync() -> None:
@@ -76,19 +75,22 @@ class Suite:
         self.rows: list[dict] = []
         self.start = time.perf_counter()
         if args.tiny:
-            from gamecraft.random_weights import tiny_random_engine
-            from tests.test_parallel import CONFIG
+            from gamecraft.testing.random_weights import TINY_24_HEADS, tiny_random_engine
 
-            self.local = tiny_random_engine(transformer_config=CONFIG)
-            self.spec = random_worker_spec(tiny=True, transformer_config=CONFIG)
+            # 24 heads so that every GPU count splits them (the tiny weights directory has 2)
+            self.local = tiny_random_engine(transformer_config=TINY_24_HEADS)
+            self.spec = random_worker_spec(tiny=True, transformer_config=TINY_24_HEADS)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
-            from gamecraft.random_weights import random_engine
+            from gamecraft.serving.build import load_engine, plan_engine, random_engine_kwargs
+            from gamecraft.serving.config import ServingConfig
 
-            speed = dict(compile=args.compile, compile_vae=args.compile_vae,
-                         attention_backend="fa3" if fa3_available() else "sdpa")
-            self.local = random_engine(device="cuda:0", **speed)
-            self.spec = random_worker_spec(**speed)
+            # rank 0 as setup() builds it for random weights (on one GPU); workers are added per GPU count
+            plan = plan_engine(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile))
+            self.local = load_engine(plan)
+            if args.compile and not args.compile_vae:
+                self.local.vae.uncompile_decoder()
+            self.spec = random_worker_spec(**random_engine_kwargs(plan))
             self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         self.record(dict(kind="setup", rank0_engine_s=round(time.perf_counter() - self.start, 1),
                          attention=self.local.attention_backend, compile=args.compile,
@@ -257,8 +259,7 @@ class Suite:
                     continue
                 steps = self.args.full_steps if preset_name == "full" else None
                 preset = resolve_preset(preset_name, steps, fp8=fast)
-                session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history,
-                                             ref_latents=history[:, :, -1:])
+                session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
                 seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w",
                                                                        noise=noise))
                 row = dict(kind="chunk", gpus=world, chunk=spec, go_fast=fast, steps=preset.num_inference_steps,

@@ -1,21 +1,23 @@
-"""Whole predictions through ``gamecraft.generate.generate`` (what the predictor and the CLI run): the time
-between consecutive chunk files, with the mp4 writes in line vs overlapped with the next chunk.
+"""Whole predictions through ``gamecraft.serving.generate.generate`` (what the predictor and the CLI run), on an
+engine built by ``gamecraft.serving.build.build_engine`` exactly as ``setup()`` builds it.
 
-Full-size random weights on every GPU (``gamecraft.random_weights``), the predictor's settings (compiled
-blocks and VAE decoder, FlashAttention-3 when installed), 704×1216, the distilled preset. The engine is
-warmed up exactly as ``setup()`` does (``measure_costs``); then each variant runs the same request
-(start image, ``--chunks`` actions, seed 1), alternating, ``--repeats`` times:
+Default: full-size random weights (``GAMECRAFT_WEIGHTS=random``), 704×1216, the predictor's kernels and
+compilation, warmed up on every pass shape of both presets (and the go_fast twin). Then each case runs the same
+kind of request (start image, ``--chunks`` actions, seed 1), one after another:
 
-* ``inline``: each chunk's two H.264 encodes (its mp4 and the whole video) run before the next chunk starts;
-* ``ahead``: the next chunk is generated on a thread while they run (``overlap_writes``, the default).
+* ``--cases``: ``PRESET[:fast][:STEPS]`` (e.g. ``distilled``, ``distilled:fast``, ``full:fast:4``): preset,
+  go_fast, optional step override (the full preset's step cache only runs at its 50 steps);
+* ``--variants``: ``inline`` (each chunk's writes before the next chunk starts) and ``ahead`` (the next
+  chunk is generated while the mp4s are written, as the predictor does); ``same_outputs`` checks they agree.
 
-Rows: every chunk interval (seconds since the previous chunk's file, the first from the request's
-start, which includes encoding the start image and the prompt), each chunk's denoise and decode
-seconds, the whole request, and the CPU cost of one chunk's writes measured alone. ``same_outputs``
-checks that every variant wrote the same bytes. ``--log-steps`` logs every denoising step with a
-millisecond timestamp.
+Rows: the setup (seconds, every warm-up shape's pass time and peak memory), then per prediction every chunk
+interval (seconds since the previous chunk's file; the first from the request's start, which includes encoding
+the start image and the prompt), each chunk's denoise / decode seconds, every step's seconds (so a step that
+compiled would show), the mean later chunk, peak GPU memory, and whether the step times match the warm-up's
+pass times (no compilation during requests). ``--memory-gib`` caps the usable GPU memory
+(``torch.cuda.set_per_process_memory_fraction``) to stand in for a smaller card.
 
-    python benchmarks/bench_prediction.py --out $OUT --gpus 4 --chunks 4
+    python benchmarks/bench_prediction.py --out $OUT --cases distilled distilled:fast full:fast:2
     python benchmarks/bench_prediction.py --tiny --gpus 2 --out /tmp/bp     # CPU (gloo) smoke test
 """
 
@@ -35,38 +37,51 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import parse_actions  # noqa: E402
-from gamecraft.budget import measure_costs  # noqa: E402
-from gamecraft.generate import GenerationReport, GenerationRequest, generate  # noqa: E402
-from gamecraft.media import VideoWriter, write_mp4  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
+from gamecraft.media.video import VideoWriter, write_mp4  # noqa: E402
+from gamecraft.pipeline.actions import parse_actions  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.serving.build import build_engine  # noqa: E402
+from gamecraft.serving.config import ServingConfig  # noqa: E402
+from gamecraft.serving.events import FileReady, Finished, StepDone  # noqa: E402
+from gamecraft.serving.generate import GenerationRequest, generate  # noqa: E402
 
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
 ACTIONS = ["w", "left_rot", "d", "s", "right_rot", "a"]
-VARIANTS = ("inline", "ahead")
 SPEEDS = [0.3, 20, 0.2, 0.3, 15, 0.2]
+VARIANTS = ("inline", "ahead")
 
 
-def build_engine(args):
-    """Rank 0's engine (and its workers when ``--gpus`` > 1), configured as ``predict.setup()`` does."""
-    from gamecraft.model.attention import fa3_available
-    from gamecraft.parallel import start_parallel_engine
-    from gamecraft.random_weights import random_engine, random_worker_spec, tiny_random_engine
+def parse_case(text: str) -> tuple[str, bool, int | None]:
+    """``PRESET[:fast][:STEPS]`` → (preset, go_fast, steps)."""
+    parts = text.split(":")
+    preset, fast, steps = parts[0], False, None
+    for part in parts[1:]:
+        if part == "fast":
+            fast = True
+        else:
+            steps = int(part)
+    return preset, fast, steps
 
+
+def config_for(args) -> ServingConfig:
+    """The configuration ``setup()`` would read from the environment, with this run's choices on top."""
+    overrides = dict(gpus=args.gpus, weights="tiny" if args.tiny else "random",
+                     preload=tuple(dict.fromkeys(parse_case(c)[0] for c in args.cases)))
     if args.tiny:
-        engine, size, speed, devices = tiny_random_engine(), (64, 96), {}, ["cpu"] * args.gpus
-    else:
-        speed = dict(compile=True, compile_vae=True, attention_backend="fa3" if fa3_available() else "sdpa")
-        engine, size = random_engine(device="cuda:0", **speed), (704, 1216)
-        devices = [f"cuda:{i}" for i in range(args.gpus)]
-    if args.gpus > 1:
-        engine = start_parallel_engine(engine, random_worker_spec(args.tiny, **speed), args.gpus, devices)
-    return engine, size
+        overrides.update(tiny_size=(64, 96), tiny_dir=Path(tempfile.mkdtemp(prefix="bench-prediction-tiny-")))
+    if args.attention:
+        overrides["attention"] = args.attention
+    if args.no_compile:
+        overrides["compile"] = False
+    if args.gpu_override:
+        overrides["gpu_override"] = args.gpu_override
+    return ServingConfig.from_env(**overrides)
 
 
-def request_for(args, size) -> GenerationRequest:
+def request_for(args, case: str, size) -> GenerationRequest:
+    preset, fast, steps = parse_case(case)
     actions, speeds = ACTIONS[:args.chunks], SPEEDS[:args.chunks]
-    return GenerationRequest(prompt="a medieval village street", preset=resolve_preset("distilled"),
+    return GenerationRequest(prompt="a medieval village street", preset=resolve_preset(preset, steps, fp8=fast),
                              segments=parse_actions(json.dumps(actions), json.dumps(speeds)), image=IMAGE, seed=1,
                              size=size, return_state=False)
 
@@ -86,57 +101,71 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="tiny CPU models (tests the script)")
     parser.add_argument("--gpus", type=int, default=1, help="split every pass over this many GPUs (gloo ranks)")
-    parser.add_argument("--chunks", type=int, default=4, choices=range(1, len(ACTIONS) + 1))
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--chunks", type=int, default=3, choices=range(1, len(ACTIONS) + 1))
+    parser.add_argument("--cases", nargs="+", default=["distilled"], help="PRESET[:fast][:STEPS] per prediction")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--attention", help="force an attention backend (e.g. sdpa-cudnn)")
+    parser.add_argument("--gpu-override", help="plan as if on NAME:CAPABILITY:GIB (e.g. L40S:8.9:44.4)")
+    parser.add_argument("--memory-gib", type=float, help="cap usable GPU memory (set_per_process_memory_fraction)")
+    parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--log-steps", action="store_true", help="log each step and chunk with a timestamp")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.log_steps:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO if args.log_steps else logging.WARNING,
+                        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S")
     rows: list[dict] = []
     start = time.perf_counter()
 
     def record(row: dict) -> None:
         row["elapsed_s"] = round(time.perf_counter() - start, 1)
         rows.append(row)
-        print(row, flush=True)
+        print(json.dumps(row), flush=True)
         (args.out / "bench_prediction_rows.json").write_text(json.dumps(rows, indent=1))
 
-    engine, size = build_engine(args)
-    record(dict(kind="engine", gpus=args.gpus, seconds=round(time.perf_counter() - start, 1)))
+    cuda = torch.cuda.is_available() and not args.tiny
+    if args.memory_gib and cuda:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total))
+        record(dict(kind="memory_cap", gib=args.memory_gib, fraction=round(args.memory_gib * 2**30 / total, 4)))
+    served = build_engine(config_for(args))
+    engine, plan, warm = served.engine, served.plan, served.warm_up
+    record(dict(kind="setup", gpus=plan.world_size, seconds=round(served.setup_seconds, 1), plan=plan.summary,
+                warm_up={str(shape): dict(seconds=round(s, 3), peak_gib=round(warm.peak_bytes[shape] / 2**30, 2))
+                         for shape, s in warm.pass_seconds.items()}, decode_s=round(warm.decode_seconds, 3)))
     try:
-        begin = time.perf_counter()
-        costs = measure_costs(engine, *size)  # setup()'s warm-up: compiles both chunk shapes and the decoder
-        record(dict(kind="warmup", seconds=round(time.perf_counter() - begin, 1), costs=vars(costs)))
         work = Path(tempfile.mkdtemp(prefix="bench-prediction-"))
-        record(dict(kind="writes_alone", seconds=round(write_cost(size, work), 3)))
         outputs: dict[str, list[bytes]] = {}
-        for repeat in range(args.repeats):
+        record(dict(kind="writes_alone", seconds=round(write_cost(plan.size, work), 3)))
+        same = True
+        for case in args.cases:
             for variant in args.variants:
-                out = work / f"{variant}-{repeat}"
-                report = GenerationReport()
+                out = work / f"{case.replace(':', '-')}-{variant}"
+                request = request_for(args, case, plan.size)
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 begin = time.perf_counter()
-                files = list(generate(engine, request_for(args, size), out, "run", report,
-                                      overlap_writes=variant == "ahead"))
+                events = list(generate(engine, request, out, costs=served.costs, overlap_writes=variant == "ahead"))
                 wall = time.perf_counter() - begin
-                outputs.setdefault(variant, [f.path.read_bytes() for f in files])
-                later = report.chunk_seconds[1:]
-                record(dict(kind="prediction", variant=variant, repeat=repeat, gpus=args.gpus, chunks=args.chunks,
-                            chunk_intervals_s=[round(s, 3) for s in report.chunk_seconds], wall_s=round(wall, 2),
+                finished = next(e for e in events if isinstance(e, Finished))
+                steps = [round(e.seconds, 3) for e in events if isinstance(e, StepDone)]
+                files = [e.path.read_bytes() for e in events if isinstance(e, FileReady) and e.kind == "chunk"]
+                same = same and files == outputs.setdefault(case, files)
+                later = finished.chunk_seconds[1:]
+                record(dict(kind="prediction", case=case, variant=variant, gpus=plan.world_size, chunks=args.chunks,
+                            chunk_intervals_s=[round(s, 3) for s in finished.chunk_seconds], wall_s=round(wall, 2),
+                            first_chunk_s=round(finished.chunk_seconds[0], 3),
                             later_chunk_mean_s=round(sum(later) / len(later), 3) if later else None,
-                            denoise_s=[round(s, 3) for s in report.denoise_seconds],
-                            decode_s=[round(s, 3) for s in report.decode_seconds]))
-        record(dict(kind="same_outputs", value=all(o == outputs[args.variants[0]] for o in outputs.values())))
+                            denoise_s=[round(s, 3) for s in finished.denoise_seconds],
+                            decode_s=[round(s, 3) for s in finished.decode_seconds], step_s=steps,
+                            peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None))
+        record(dict(kind="same_outputs", value=same))  # every variant of a case wrote the same chunk files
         env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-                   card=torch.cuda.get_device_name() if torch.cuda.is_available() and not args.tiny else "cpu",
-                   gpus=args.gpus, cpus=os.cpu_count(), size=list(size), total_s=round(time.perf_counter() - start, 1))
+                   card=torch.cuda.get_device_name() if cuda else "cpu", gpus=args.gpus, cpus=os.cpu_count(),
+                   size=list(plan.size), total_s=round(time.perf_counter() - start, 1))
         (args.out / "bench_prediction.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
         print(json.dumps(env), flush=True)
     finally:
-        if hasattr(engine, "runtime"):
-            engine.close()  # (stopping 3 workers took ≈ 20 s on 4 H200s: written before it)
+        served.close()
     return 0
 
 

@@ -7,7 +7,7 @@
    (bf16) beside a *sparse placeholder* ``.pt``. Tensors are views into one random pool per dtype,
    so RAM stays ~1 GB. The vision towers / LM head are not written: the loaders never read them.
 2. **Measure** in fresh subprocesses (nothing pre-warmed; page cache dropped first with
-   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``predict._engine_config`` configures it
+   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``serving.build.plan_engine`` configures it
    (split into VAE / text encoders / transformer), the warm-up ``measure_costs`` that ``setup()`` runs
    (it compiles the blocks on CUDA), peak GPU memory. ``--repeat-compile`` runs a second time with the
    inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run. ``--gpus N``
@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-CACHE_SUBDIR = ".safetensors-cache"  # predict._engine_config's EngineConfig.cache_dir
+CACHE_SUBDIR = ".safetensors-cache"  # serving.build.plan_engine's EngineConfig.cache_dir
 MARKER = "bench_setup_prepared.json"
 GIB = 2**30
 
@@ -88,8 +88,8 @@ def write_llm(folder: Path, sizes: dict, shards: int) -> int:
     (the real download's container; fp16, ``language_model.model.*``) at ``sizes``."""
     from transformers import LlamaConfig, LlamaModel
 
-    from gamecraft.model.loading import write_safetensors
-    from gamecraft.tiny_weights import _meta_shapes
+    from gamecraft.weights.transformer import write_safetensors
+    from gamecraft.testing.tiny_weights import _meta_shapes
 
     text_config = resize_text_config(folder, sizes, torch_dtype="float16")
     shapes = {f"language_model.model.{k}": v
@@ -112,8 +112,8 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
     """CLIP's ``model.safetensors`` (fp32 like the real one) holding the text model at ``sizes``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from gamecraft.model.loading import write_safetensors
-    from gamecraft.tiny_weights import _meta_shapes, _prefixed
+    from gamecraft.weights.transformer import write_safetensors
+    from gamecraft.testing.tiny_weights import _meta_shapes, _prefixed
 
     text_config = resize_text_config(folder, sizes, **({"projection_dim": sizes["projection_dim"]} if sizes else {}))
     text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
@@ -126,7 +126,7 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
 
 def write_vae_pt(weights_dir: Path, config) -> int:
     """The official VAE ``.pt`` (fp32, ``vae.*`` keys) + ``config.json``: tiny_weights.write_vae at ``config``."""
-    from gamecraft.tiny_weights import write_vae
+    from gamecraft.testing.tiny_weights import write_vae
     from gamecraft.weights import DEFAULT_LAYOUT
 
     path = weights_dir / DEFAULT_LAYOUT.vae_weights
@@ -142,7 +142,7 @@ def write_transformer_cache(weights_dir: Path, config) -> int:
     ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and whose
     metadata (``_source_fingerprint``: name, size, key) matches it."""
     from gamecraft.model import GameCraftTransformer
-    from gamecraft.model.loading import _source_fingerprint, cache_path_for, write_safetensors
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, write_safetensors
     from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE
 
     (weights_dir / TRANSFORMER_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def safetensors_header(path: Path) -> dict:
 def assert_cache_valid(weights_dir: Path, config) -> Path:
     """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (the checks of
     ``loading._read_cache`` and ``check_state_dict``): else it would read the sparse placeholder."""
-    from gamecraft.model.loading import _source_fingerprint, cache_path_for, expected_shapes
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, expected_shapes
     from gamecraft.weights import DEFAULT_LAYOUT
 
     pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
@@ -186,9 +186,10 @@ def assert_cache_valid(weights_dir: Path, config) -> Path:
 def prepare(weights_dir: Path, tiny: bool) -> dict:
     """Write (or reuse, when the marker says the same sizes) the benchmark's weights directory."""
     from gamecraft.model import TransformerConfig
-    from gamecraft.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
-    from gamecraft.tiny_weights import TINY_VAE
-    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout, write_tiny_weights
+    from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
+    from gamecraft.testing.tiny_weights import TINY_VAE
+    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout
+    from gamecraft.testing.tiny_weights import write_tiny_weights
 
     config = TransformerConfig.tiny() if tiny else TransformerConfig.production()
     marker = weights_dir / MARKER
@@ -245,8 +246,8 @@ def drop_page_cache(weights_dir: Path) -> str:
 def instrument(row: dict, sync) -> None:
     """Time the engine's three loaders into ``row["components_s"]``; record whether the transformer
     came from the safetensors cache, and refuse (loudly) to read the placeholder ``.pt``."""
-    import gamecraft.engine as engine_module
-    import gamecraft.model.loading as loading
+    import gamecraft.engine.local as engine_module
+    import gamecraft.weights.transformer as loading
 
     def timed(name, fn):
         def wrapper(*a, **kw):
@@ -276,8 +277,10 @@ def measure(args) -> dict:
     """What setup() does, timed: import, engine load (per component), warm-up, peak memory."""
     import logging
 
-    from gamecraft.budget import measure_costs
     from gamecraft.engine import EngineConfig, GameCraftEngine
+    from gamecraft.serving.budget import measure_costs
+    from gamecraft.serving.build import plan_engine
+    from gamecraft.serving.config import ServingConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     row = {"import_s": time.perf_counter() - PROCESS_START, "components_s": {}, "cache_used": False}
@@ -285,11 +288,12 @@ def measure(args) -> dict:
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     instrument(row, sync)
-    if cuda:  # predict._engine_config's configuration for a weights directory
-        config = EngineConfig(weights_dir, device=args.device, preload=("distilled",), cache_dir=cache_dir,
-                              one_transformer_on_gpu=True, compile=not args.no_compile,
-                              compile_vae=not args.no_compile)
-    else:
+    shapes = None
+    if cuda:  # the configuration setup() plans for a weights directory
+        plan = plan_engine(ServingConfig.from_env(weights=str(weights_dir), preload=("distilled",), cache_dir=cache_dir,
+                                                  compile=not args.no_compile, gpus=args.gpus, compile_cache=False))
+        config, shapes = plan.engine, plan.warm_shapes
+    else:  # the CPU smoke mode of this script: the CPU configuration of tiny weights
         config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
     devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
     workers = None
@@ -307,17 +311,17 @@ def measure(args) -> dict:
         row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
     row["workers_s"] = 0.0
     if args.gpus > 1:  # parallel.load_parallel_engine: one worker per extra GPU loads the same directory
-        from gamecraft.parallel import start_parallel_engine
+        from gamecraft.parallel import engine_worker_spec, start_parallel_engine
 
         begin = time.perf_counter()  # early workers: only what is left of their loading after rank 0's
-        engine = start_parallel_engine(engine, GameCraftEngine.worker_spec_for(engine.config), args.gpus, devices,
+        engine = start_parallel_engine(engine, engine_worker_spec(engine.config), args.gpus, devices,
                                        runtime=workers)
         row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()
-    costs = measure_costs(engine, *size)  # setup()'s warm-up (compiles the blocks when config.compile)
+    costs = measure_costs(engine, *size, shapes=shapes)  # setup()'s warm-up (every shape it compiles)
     row["warmup_s"] = time.perf_counter() - begin
-    row.update(compile=config.compile, size=list(size), costs=vars(costs), gpus=args.gpus,
+    row.update(compile=config.compile, size=list(size), costs=dict(first_pass_s=costs.first_pass_s, later_pass_s=costs.later_pass_s, decode_s=costs.decode_s, measured={str(k): v for k, v in costs.measured.items()}), gpus=args.gpus,
                total_s=row["import_s"] + row["load_s"] + row["workers_s"] + row["warmup_s"],
                host_peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
                card=torch.cuda.get_device_name(device) if cuda else "cpu")

@@ -1,6 +1,6 @@
 """Speed suite for one GPU (issue 7): per pass and per chunk, eager vs compiled vs fp8, in one run.
 
-Full-size random weights (``gamecraft.random_weights``). Measured side by side on the same machine:
+Full-size random weights (``gamecraft.testing.random_weights``). Measured side by side on the same machine:
 
 * one transformer pass at 10 and 18 latent frames, batch 1 (and 2 with ``--cfg``): eager, compiled
   blocks, fp8 twin (``go_fast``) compiled — plus the fp8 pass error vs the exact pass (relative L2,
@@ -28,15 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.actions import single  # noqa: E402
-from gamecraft.camera import chunk_poses  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
-from gamecraft.presets import resolve_preset  # noqa: E402
-from gamecraft.random_weights import random_engine  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
-from gamecraft.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -57,12 +56,17 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def build(args):
-    if not args.tiny:
-        return random_engine(device="cuda", compile_vae=args.compile_vae), (704, 1216)
-    from gamecraft.random_weights import tiny_random_engine
+    """The engine as setup() builds it (``build_engine``), eager and not warmed up: the variants below
+    compile what they measure."""
+    from gamecraft.serving.build import build_engine
+    from gamecraft.serving.config import ServingConfig
 
-    engine = tiny_random_engine()
-    return engine, (32, 48)
+    config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", compile=False, gpus=1,
+                                    tiny_size=(32, 48))
+    served = build_engine(config, warm=False)
+    if args.compile_vae and not args.tiny:
+        served.engine.vae.compile_decoder()
+    return served.engine, served.plan.size
 
 
 VARIANTS = (  # name, fp8 twin, attention kernel, compiled blocks
@@ -214,8 +218,7 @@ def chunk_suite(engine, size, args, pass_rows) -> list[dict]:
         latents = {}
         for fp8 in (False, True) if not args.no_fp8 and preset_name == "distilled" else (False,):
             preset = resolve_preset(preset_name, steps, fp8=fp8)
-            session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history,
-                                         ref_latents=history[:, :, -1:])
+            session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
             seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise),
                                     device)
             latents[fp8] = result.latents

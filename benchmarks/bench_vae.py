@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.random_weights import PRODUCTION_VAE, _randomize_  # noqa: E402
-from gamecraft.tiny_weights import TINY_VAE  # noqa: E402
-from gamecraft.vae import GameCraftVae, build_model  # noqa: E402
+from gamecraft.testing.random_weights import PRODUCTION_VAE, _randomize_  # noqa: E402
+from gamecraft.testing.tiny_weights import TINY_VAE  # noqa: E402
+from gamecraft.model.vae import GameCraftVae, build_model  # noqa: E402
 
 
 VARIANTS = ("default", "cudnn_benchmark", "channels_last_3d", "both", "compiled_full_tiles", "compiled_all_tiles")

@@ -22,8 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
-from gamecraft.random_weights import random_engine  # noqa: E402
-from gamecraft.sampling import LATENT_CHANNELS  # noqa: E402
+from gamecraft.serving.build import plan_engine, random_engine_kwargs  # noqa: E402
+from gamecraft.serving.config import ServingConfig  # noqa: E402
+from gamecraft.testing.random_weights import random_engine  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -42,7 +44,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"card": torch.cuda.get_device_name(), "torch": torch.__version__}
 
-    engine = random_engine(variants=("distilled",))
+    # the planner's kernels for random weights, with the swapping of the real two-checkpoint setup
+    plan = plan_engine(ServingConfig.from_env(weights="random", compile=False, gpus=1))
+    engine = random_engine(variants=("distilled",), **{**random_engine_kwargs(plan), "one_transformer_on_gpu": True})
     second = GameCraftTransformer(TransformerConfig.production(), dtype=torch.bfloat16, device="meta")
     init_random_(second, 1, device=torch.device("cuda"))
     engine.register_transformer("full", second.eval().requires_grad_(False))

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
-from cog_server import data_uri, save_data_uri, start_cog_server  # noqa: E402
+from tools.cog_server import data_uri, save_data_uri, start_cog_server  # noqa: E402
 
 
 def main() -> int:
@@ -57,7 +57,7 @@ def main() -> int:
         if uri.startswith("data:video/mp4"):
             path = Path(tempfile.mkdtemp()) / f"out{index}.mp4"
             save_data_uri(uri, path)
-            from gamecraft.media import probe_video, read_video_frames
+            from gamecraft.media.video import probe_video, read_video_frames
 
             info = probe_video(path)
             frames.append([len(read_video_frames(path)[0]), info.width, info.height, info.codec])

@@ -1,30 +1,32 @@
 """Command line: ``python -m gamecraft generate …`` (videos) and ``python -m gamecraft preview …`` (camera path).
 
-``generate`` runs the real pipeline. Without a GPU or without complete weights it writes a tiny random
-weights directory and runs the same code on the CPU — the video is then a pipeline smoke run, not the
-model's output, and the command says so loudly. Environment: ``GAMECRAFT_WEIGHTS`` (weights directory,
-default ``./weights``).
+``generate`` runs the real pipeline, built by ``gamecraft.serving.build.build_engine`` exactly as the Cog
+predictor builds it (the environment of ``gamecraft.serving.config`` applies; flags win). Without a GPU or
+without complete weights it writes a tiny random weights directory and runs the same code on the CPU — the
+video is then a pipeline smoke run, not the model's output, and the command says so loudly.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses, world_poses
-from gamecraft.preview import save_preview
-from gamecraft.trajectory import load_trajectory
+from gamecraft.media.preview import save_preview
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.presets import Preset, resolve_preset
+from gamecraft.serving.build import ConfigError, build_engine, plan_engine
+from gamecraft.serving.config import ServingConfig, parse_size
+from gamecraft.serving.events import FileReady, Finished
+from gamecraft.serving.generate import GenerationRequest, generate
+from gamecraft.pipeline.camera import chunk_poses, world_poses
+from gamecraft.pipeline.trajectory import load_trajectory
 
 log = logging.getLogger("gamecraft")
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "start.png"
-TINY_SIZE = (128, 224)
 SMOKE_BANNER = """
 ############################################################################################
 #  NO GPU OR NO COMPLETE WEIGHTS: using TINY RANDOM WEIGHTS on the CPU ({reason}).
@@ -50,72 +52,56 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_config(args: argparse.Namespace, preset_variant: str):
-    import torch
-
-    from gamecraft.engine import EngineConfig
-    from gamecraft.weights import smoke_run_reason, write_tiny_weights
-
-    weights = Path(args.weights or os.environ.get("GAMECRAFT_WEIGHTS", "weights"))
-    reason = "--tiny given" if args.tiny else smoke_run_reason(weights, preset_variant, torch.cuda.is_available())
-    if reason is None:
-        return EngineConfig(weights, device="cuda", preload=(preset_variant,)), None
-    print(SMOKE_BANNER.format(reason=reason, weights=weights), file=sys.stderr, flush=True)
-    tiny_dir = Path(args.tiny_dir)
-    if not (tiny_dir / "gamecraft_models").is_dir():
-        write_tiny_weights(tiny_dir)
-    return EngineConfig.for_cpu(tiny_dir, preload=(preset_variant,)), reason
-
-
-def _load(config, gpus: int, smoke: bool):
-    """The engine, its passes split over ``gpus`` GPUs when > 1 (gloo processes on the CPU for tiny
-    smoke runs); the workers load while rank 0 does when the weights need no conversion."""
-    import torch
-
-    from gamecraft.engine import GameCraftEngine
-    from gamecraft.parallel import check_world_size, load_parallel_engine
-    from gamecraft.weights import transformer_config
-
-    if gpus <= 1:
-        return GameCraftEngine.load(config)
-    if not smoke and gpus > torch.cuda.device_count():
-        raise SystemExit(f"--gpus {gpus}: only {torch.cuda.device_count()} GPUs are visible")
-    try:
-        check_world_size(gpus, transformer_config(config.weights_dir).num_heads)
-    except ValueError as err:
-        raise SystemExit(f"--gpus {gpus}: {err}") from None
-    devices = ["cpu"] * gpus if smoke else [f"cuda:{i}" for i in range(gpus)]
-    return load_parallel_engine(config, gpus, devices)
+def serving_config(args: argparse.Namespace, preset: Preset) -> ServingConfig:
+    """The CLI's :class:`ServingConfig`: the environment's, with the flags on top; the requested preset is
+    the one loaded and warmed up, and without a GPU or complete weights tiny weights run on the CPU."""
+    flags = dict(preload=(preset.name,), warm_presets=(preset.name,), warm_go_fast=args.go_fast,
+                 fallback_to_tiny=True, tiny_dir=Path(args.tiny_dir), gpus=args.gpus)
+    if args.tiny:
+        flags["weights"] = "tiny"
+    elif args.weights:
+        flags["weights"] = str(args.weights)
+    if args.size:
+        flags["size"] = flags["tiny_size"] = parse_size(args.size, "--size")
+    return ServingConfig.from_env(**flags)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from gamecraft.generate import GenerationReport, GenerationRequest, generate
-    from gamecraft.presets import resolve_preset
-
     preset = resolve_preset(args.preset, args.steps, args.guidance)
     trajectory = load_trajectory(args.trajectory) if args.trajectory else None
     segments = () if trajectory is not None else parse_actions(args.actions, args.speeds)
-    config, smoke = _engine_config(args, preset.variant)
-    size = tuple(int(v) for v in args.size.split("x")) if args.size else (TINY_SIZE if smoke else (704, 1216))
+    config = serving_config(args, preset)
+    try:
+        plan = plan_engine(config)
+    except ConfigError as err:
+        raise SystemExit(f"--{err.option} {err.value}: {err}") from None
+    if plan.source == "tiny":
+        reason = plan.smoke_reason or "--tiny given"
+        print(SMOKE_BANNER.format(reason=reason, weights=config.weights), file=sys.stderr, flush=True)
+    if args.go_fast and plan.go_fast_note is not None:
+        print(plan.go_fast_note, file=sys.stderr)
+    preset = resolve_preset(args.preset, args.steps, args.guidance, fp8=args.go_fast and plan.go_fast_note is None)
+    plan.check_request(preset)
     image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
     request = GenerationRequest(
         prompt=args.prompt, preset=preset, segments=segments, trajectory=trajectory, image=image, video=args.video,
-        continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=size,
+        continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=plan.size,
         fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
-    engine = _load(config, args.gpus, smoke is not None)
-    report = GenerationReport()
-    start = time.perf_counter()
-    stem = f"gamecraft-{args.seed if args.seed is not None else 'r'}-{int(time.time())}"
+    served = build_engine(config)
+    finished = None
     try:
-        with closing(generate(engine, request, Path(args.out), stem, report)) as outputs:  # Ctrl-C stops it
-            for output in outputs:
-                print(f"{output.kind:<10} {output.path}", flush=True)
+        with closing(generate(served.engine, request, Path(args.out), costs=served.costs)) as events:  # Ctrl-C stops it
+            for event in events:
+                if isinstance(event, FileReady):
+                    print(f"{event.kind:<10} {event.path}", flush=True)
+                elif isinstance(event, Finished):
+                    finished = event
     finally:
-        if args.gpus > 1:
-            engine.close()  # stop the worker processes
-    print(f"seed {report.seed}; {len(report.chunk_seconds)} chunk(s) in {time.perf_counter() - start:.1f}s")
-    if smoke:
-        print(f"NOTE: pipeline smoke run with tiny random weights ({smoke}); not the model's output.", file=sys.stderr)
+        served.close()  # stops multi-GPU worker processes
+    print(f"seed {finished.seed}; {finished.chunks} chunk(s) in {finished.seconds:.1f}s")
+    if plan.source == "tiny":
+        print(f"NOTE: pipeline smoke run with tiny random weights ({plan.smoke_reason or '--tiny given'}); "
+              "not the model's output.", file=sys.stderr)
     return 0
 
 
@@ -143,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tiny-dir", default=".cache/tiny-weights", help="where tiny weights are written")
     g.add_argument("--last-frame", action="store_true", help="also write the last frame as PNG")
     g.add_argument("--camera-preview", action="store_true", help="also write the camera-path preview PNG")
-    g.add_argument("--gpus", type=int, default=1,
-                   help="split every pass over this many GPUs (1, 2, 3, 4, 6, 8; processes on the CPU for smoke runs)")
+    g.add_argument("--gpus", type=int, help="split every pass over this many GPUs (default: every visible one; "
+                   "1, 2, 3, 4, 6 or 8; processes on the CPU for smoke runs)")
+    g.add_argument("--go-fast", action="store_true", help="fp8 transformer (and quantized attention where supported)")
     g.add_argument("--out", type=Path, default=Path("outputs"))
 
     p = sub.add_parser("preview", help="render the top-down camera path of an action list to a PNG")

@@ -1,4 +1,5 @@
-"""gamecraft.actions.action_table(): the vocabulary the controller page gets from its server is the parser's."""
+"""gamecraft.pipeline.actions.action_table(): the vocabulary the controller page gets from its server is the
+parser's own."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import json
 
 import pytest
 
-from gamecraft import chunk_geometry
-from gamecraft.actions import ACTIONS, ALIASES, IDLE, ActionError, action_table, parse_actions
-from gamecraft.camera import FRAMES_PER_CHUNK
-from gamecraft.media import DEFAULT_FPS
+from gamecraft.media.video import DEFAULT_FPS
+from gamecraft.pipeline.actions import ACTIONS, ALIASES, IDLE, ActionError, action_table, parse_actions
+from gamecraft.pipeline.camera import FRAMES_PER_CHUNK
+from gamecraft.specs import geometry
 
 
 def test_table_is_json_and_lists_every_name_the_parser_knows():
@@ -22,7 +23,7 @@ def test_table_is_json_and_lists_every_name_the_parser_knows():
     assert {a["axis"] for a in table["actions"] if a["axis"]} == set(table["axes"])
     assert table["chunk"] == {"frames": FRAMES_PER_CHUNK, "fps": DEFAULT_FPS, "seconds": FRAMES_PER_CHUNK / DEFAULT_FPS}
     assert table["chunk"] == {"frames": 33, "fps": 25, "seconds": 1.32}
-    assert chunk_geometry.FRAMES_PER_CHUNK == FRAMES_PER_CHUNK
+    assert geometry.FRAMES_PER_CHUNK == FRAMES_PER_CHUNK and geometry.FPS == DEFAULT_FPS
 
 
 @pytest.mark.parametrize("entry", action_table()["actions"], ids=lambda e: e["name"])

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gamecraft.actions import ActionError, Motion, Segment, parse_actions, to_json_lists
+from gamecraft.pipeline.actions import ActionError, Motion, Segment, parse_actions
+from gamecraft.testing.inputs import to_json_lists
 
 
 def test_official_names_and_single_speeds():

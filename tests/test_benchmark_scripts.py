@@ -70,3 +70,24 @@ def test_bench_exchange_tiny(tmp_path):
     assert [(r["gpus"], r["groups"], r["backend"]) for r in rows] == [(2, 1, "gloo"), (2, 2, "gloo")]
     assert all(r["nccl_ms"] > 0 and r["attention_ms"] > 0 for r in rows)  # the all-to-all and attention ran
     assert all("no peer memory" in r["pull_error"] for r in rows)  # pulls need GPUs; recorded, not fatal
+
+
+def test_bench_go_fast_tiny(tmp_path):
+    """On CPU "sage" and "fa3-fp8" run their emulations: the script's plumbing, not the kernels' numbers."""
+    run("bench_go_fast.py", "--tiny", "--eager", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "bench_go_fast.json").read_text())["rows"]
+    calls = {(r["tokens"], r["keys"], r["method"]): r for r in rows if r["kind"] == "call"}
+    assert len(calls) == 2 * 3 * 4 and not any("error" in r for r in calls.values())
+    for tokens in (300, 170):
+        assert calls[(tokens, "random", "sdpa")]["rel_l2"] < 0.01 < calls[(tokens, "random", "sage")]["rel_l2"] < 0.06
+        assert calls[(tokens, "random", "sage-emulated")]["rel_l2_vs_kernel"] == 0.0  # on CPU both are the emulation
+        strong = calls[(tokens, "outliers-strong", "fa3-fp8")]["rel_l2"]
+        assert strong > 2 * calls[(tokens, "outliers-strong", "sage")]["rel_l2"]
+    passes = {(r["frames"], r["rows"], r["variant"]): r for r in rows if r["kind"] == "pass"}
+    assert set(passes) == {(f, n, v) for f, n in ((18, 1), (10, 1), (18, 2))
+                           for v in ("exact", "fp8", "fp8+sage", "fp8+fa3-fp8")}
+    assert all(0 < r["rel_l2"] < 0.2 for key, r in passes.items() if key[2] != "exact")
+    chunks = {r["variant"]: r for r in rows if r["kind"] == "chunk"}
+    assert set(chunks) == {"exact", "fp8", "fp8+sage", "fp8+fa3-fp8"} and chunks["exact"]["steps"] == 8
+    assert all(r["frames_psnr_db"] > 20 and r["latents_rel_l2"] > 0 for v, r in chunks.items() if v != "exact")
+    assert "| fp8+sage |" in (tmp_path / "bench_go_fast.md").read_text()

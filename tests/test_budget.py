@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gamecraft.budget import PassCosts, check_budget, estimate_seconds, max_chunks_within
-from gamecraft.presets import resolve_preset
+from gamecraft.serving.budget import PassCosts, check_budget, estimate_seconds, max_chunks_within
+from gamecraft.pipeline.presets import resolve_preset
 
 COSTS = PassCosts(first_pass_s=3.0, later_pass_s=7.0, decode_s=5.0, overhead_s=10.0, cached_fraction=0.0)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gamecraft import camera
-from gamecraft.actions import parse_actions, single
+from gamecraft.pipeline import camera
+from gamecraft.pipeline.actions import parse_actions, single
 from gamecraft.parity import run_sections
 
 

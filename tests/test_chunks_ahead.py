@@ -10,13 +10,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gamecraft import budget
-from gamecraft.actions import parse_actions
-from gamecraft.chunks_ahead import chunks_ahead
-from gamecraft.generate import GenerationReport, GenerationRequest, generate
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import tiny_random_engine
-from gamecraft.state import load_state
+from gamecraft.engine import base as engine_base
+from gamecraft.serving import budget
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.serving.chunks_ahead import chunks_ahead
+from gamecraft.serving.events import FileReady
+from gamecraft.serving.generate import GenerationRequest, generate
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.pipeline.sampling import GenerationStopped
+from gamecraft.testing.random_weights import tiny_random_engine
+from gamecraft.pipeline.state import load_state
 
 SIZE = (32, 48)
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
@@ -35,7 +38,7 @@ class FakeSession:
         self.blocked, self.release = threading.Event(), threading.Event()
         self.threads: set[str] = set()
 
-    def generate_chunk(self, poses, label, on_step=None):
+    def generate_chunk(self, poses, label, on_step=None, stop=None):
         index = self.state.chunks_done
         self.started.append(index)
         self.threads.add(threading.current_thread().name)
@@ -45,7 +48,10 @@ class FakeSession:
             if index == self.block_at and step == 1:
                 self.blocked.set()
                 self.release.wait(10)
-            on_step(SimpleNamespace(index=step, total=STEPS, timestep=1.0, cached=False))
+            if stop is not None and stop.is_set():  # as denoise_chunk: the stop signal, checked between steps
+                raise GenerationStopped
+            if on_step is not None:
+                on_step(SimpleNamespace(index=step, total=STEPS, timestep=1.0, cached=False))
             self.steps_run += 1
         self.state.chunks_done += 1
         return SimpleNamespace(index=index, label=label)
@@ -106,16 +112,15 @@ def _generate(engine, out: Path, overlap: bool):
     request = GenerationRequest(prompt="a village", preset=resolve_preset("distilled", 2),
                                 segments=parse_actions('["w", "left_rot", "d"]', "[0.3, 20, 0.2]"), size=SIZE,
                                 image=IMAGE, seed=3)
-    report = GenerationReport()
-    outputs = list(generate(engine, request, out, "run", report, overlap_writes=overlap))
-    return outputs, report
+    events = list(generate(engine, request, out, overlap_writes=overlap))
+    return [e for e in events if isinstance(e, FileReady)], events[-1]
 
 
 def test_overlapped_writes_give_the_same_outputs_as_in_line(engine, tmp_path):
     ahead, report = _generate(engine, tmp_path / "ahead", overlap=True)
     inline, _ = _generate(engine, tmp_path / "inline", overlap=False)
     assert [o.kind for o in ahead] == [o.kind for o in inline] == ["chunk"] * 3 + ["video", "state"]
-    assert [o.chunk for o in ahead[:3]] == [0, 1, 2] and len(report.chunk_seconds) == 3
+    assert [o.world_chunk for o in ahead[:3]] == [1, 2, 3] and len(report.chunk_seconds) == 3
     a, b = (load_state(next(o.path for o in outs if o.kind == "state")) for outs in (ahead, inline))
     assert torch.equal(a.last_latents, b.last_latents) and a.actions == b.actions
     for x, y in zip(ahead[:4], inline[:4]):  # same frames in ⇒ the same H.264 bytes out
@@ -123,7 +128,7 @@ def test_overlapped_writes_give_the_same_outputs_as_in_line(engine, tmp_path):
 
 
 def test_a_write_error_stops_the_thread_and_leaves_no_partial_video(engine, tmp_path, monkeypatch):
-    from gamecraft import generate as generate_module
+    from gamecraft.serving import generate as generate_module
 
     def failing_write(frames, path, fps):
         raise OSError("disk full (fake)")
@@ -138,7 +143,7 @@ def test_a_write_error_stops_the_thread_and_leaves_no_partial_video(engine, tmp_
 def test_setup_decode_cost_leaves_out_the_first_call(engine, monkeypatch):
     """The first decode compiles the decoder (compile_vae): the budget must not count that as a cost."""
     clock = [0.0]
-    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(engine_base.time, "perf_counter", lambda: clock[0])
     decode, calls = engine.vae.decode, []
 
     def slow_first(z):
@@ -152,7 +157,7 @@ def test_setup_decode_cost_leaves_out_the_first_call(engine, monkeypatch):
 
 
 def test_the_thread_uses_the_engine_gpu_or_the_callers_current_one():
-    from gamecraft.chunks_ahead import thread_cuda_index
+    from gamecraft.serving.chunks_ahead import thread_cuda_index
 
     assert thread_cuda_index(torch.device("cuda:2"), 0) == 2
     assert thread_cuda_index(torch.device("cuda"), 1) == 1  # predict's engine says just "cuda"

@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from cog_server import free_port
+from tools.cog_server import free_port
 from conftest import REPO_ROOT
 
 from gamecraft.__main__ import main
-from gamecraft.media import read_video_frames
-from gamecraft.state import load_state
+from gamecraft.media.video import read_video_frames
+from gamecraft.pipeline.state import load_state
 
 
 def test_cli_generate_tiny_writes_videos_and_says_so(tmp_path, capsys):

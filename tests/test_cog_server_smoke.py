@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from cog_server import start_cog_server
+from tools.cog_server import start_cog_server
 from conftest import REPO_ROOT
 
 TOOL = REPO_ROOT / "tools" / "cog_schema.py"

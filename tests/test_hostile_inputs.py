@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cog_server import data_uri, start_cog_server
+from tools.cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 from PIL import Image
 from safetensors.torch import save_file
 
-from gamecraft.media import write_mp4
-from gamecraft.state import WorldState, save_state
+from gamecraft.media.video import write_mp4
+from gamecraft.pipeline.state import WorldState, save_state
 
 SIZE = (32, 48)
 
@@ -43,7 +43,7 @@ def server(tmp_path_factory):
 
 
 def _state_bytes(tmp: Path, **overrides) -> bytes:
-    fields = dict(last_latents=torch.zeros(1, 16, 9, 4, 6), ref_latents=torch.zeros(1, 16, 1, 4, 6), height=32,
+    fields = dict(last_latents=torch.zeros(1, 16, 9, 4, 6), height=32,
                   width=48, seed=1, chunks_done=1)
     fields.update(overrides)
     path = save_state(WorldState(**fields), tmp / "state.safetensors")
@@ -58,14 +58,12 @@ def _cases(tmp: Path) -> list[tuple[str, dict, int, str]]:
     """(name, inputs, expected HTTP status, expected text in the error/detail)."""
     bomb = png(Image.new("1", (12000, 12000)))  # 144 MP of 1-bit pixels: a few kB compressed
     rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
-    state_other_res = _state_bytes(tmp, height=64, width=96, last_latents=torch.zeros(1, 16, 9, 8, 12),
-                                   ref_latents=torch.zeros(1, 16, 1, 8, 12))
+    state_other_res = _state_bytes(tmp, height=64, width=96, last_latents=torch.zeros(1, 16, 9, 8, 12))
     tampered = tmp / "tampered.safetensors"
     tampered.write_bytes(_state_bytes(tmp))
     nan_state = tmp / "nan.safetensors"
-    save_file({"last_latents": torch.full((1, 16, 9, 4, 6), float("nan")), "ref_latents": torch.zeros(1, 16, 1, 4, 6)},
-              str(nan_state), metadata={"gamecraft": json.dumps(WorldState(
-                  torch.zeros(1), torch.zeros(1), 32, 48, 1, 1).metadata())})
+    save_file({"last_latents": torch.full((1, 16, 9, 4, 6), float("nan"))},
+              str(nan_state), metadata={"gamecraft": json.dumps(WorldState(torch.zeros(1), 32, 48, 1, 1).metadata())})
     pickled = io.BytesIO()
     torch.save({"last_latents": torch.zeros(1)}, pickled)
     rigid_row = "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"

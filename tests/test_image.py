@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gamecraft.image import (DEFAULT_SIZE, ImageLimits, cover_size, load_image, preprocess_frames,
-                             preprocess_image, resize_and_crop)
+from gamecraft.specs.geometry import DEFAULT_SIZE
+from gamecraft.media.image import ImageLimits, cover_size, load_image, preprocess_frames, preprocess_image, resize_and_crop
 
 SMALL = (32, 48)  # (H, W) target for fast tests
 

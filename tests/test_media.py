@@ -1,4 +1,4 @@
-"""gamecraft.media: mp4 writing/reading round trips, container facts, failure hygiene, limits."""
+"""gamecraft.media.video: mp4 writing/reading round trips, container facts, failure hygiene, limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gamecraft import media
+from gamecraft.media import video as media
 
 
 def gradient_clip(frames: int = 33, height: int = 48, width: int = 64, shift: int = 3) -> np.ndarray:

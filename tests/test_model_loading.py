@@ -12,21 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import gamecraft.model.loading as loading
-from gamecraft.model import (
-    CheckpointError,
-    CheckpointMismatchError,
-    GameCraftTransformer,
-    TransformerConfig,
-    cache_path_for,
-    expected_shapes,
-    load_transformer,
-    parameter_dtype,
-    random_state_dict,
-    read_official_checkpoint,
-    save_official_checkpoint,
-)
-from gamecraft.model.loading import cache_is_current, write_safetensors
+import gamecraft.weights.transformer as loading
+from gamecraft.weights import CheckpointError, CheckpointMismatchError, cache_path_for, expected_shapes, load_transformer, read_official_checkpoint, save_official_checkpoint
+from gamecraft.model import GameCraftTransformer, TransformerConfig, parameter_dtype, random_state_dict
+from gamecraft.weights.transformer import cache_is_current, write_safetensors
 
 TINY = TransformerConfig.tiny()
 

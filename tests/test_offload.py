@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gamecraft.offload import PinnedOffload
+from gamecraft.weights.offload import PinnedOffload
 
 
 def test_offload_round_trip_keeps_outputs_and_tied_weights():
@@ -28,8 +28,8 @@ def test_background_pinning_is_waited_for_by_the_first_prompt():
     load); the first encode waits for that work and then uses its offloads."""
     import threading
 
-    from gamecraft.engine import _PIN_POOL
-    from gamecraft.random_weights import tiny_random_engine
+    from gamecraft.engine.local import _PIN_POOL
+    from gamecraft.testing.random_weights import tiny_random_engine
 
     engine = tiny_random_engine()
     release, threads = threading.Event(), []

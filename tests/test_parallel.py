@@ -8,7 +8,6 @@ pass by GEMM rounding only (≤ 1e-5).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -16,23 +15,23 @@ import time
 import pytest
 import torch
 
-from gamecraft.actions import single
-from gamecraft.camera import chunk_poses
-from gamecraft.model import TransformerConfig
+from gamecraft.pipeline.actions import single
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.model.transformer import StepCache
-from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, WorkerSpec,
-                                check_world_size, choose_layout, token_bounds)
+from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, check_world_size,
+                                choose_layout, token_bounds)
 from gamecraft.parallel.passes import tile_owners
 from gamecraft.parallel.ulysses import head_groups
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import tiny_random_engine
-from gamecraft.sampling import LATENT_CHANNELS
-from gamecraft.session import WorldSession
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.testing.random_weights import TINY_24_HEADS, tiny_random_engine
+from gamecraft.specs.geometry import LATENT_CHANNELS
+from gamecraft.pipeline.session import WorldSession
+from gamecraft.specs.workers import WorkerSpec
 
 # 24 heads as the production model, so every degree it allows (1, 2, 3, 4, 6, 8) can be exercised.
-CONFIG = dataclasses.replace(TransformerConfig.tiny(), hidden_size=192, num_heads=24, rope_dim_list=(2, 2, 4))
+CONFIG = TINY_24_HEADS
 HEIGHT, WIDTH = 160, 224  # 20×28 latents: VAE tiles (tiny tile 16 latents), 140 tokens per latent frame
-SPEC = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False))
+SPEC = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False))
 
 
 # -- layouts (pure) ---------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ def compare_passes(parallel, local, rows: int, frames: int, atol: float) -> None
 def session_chunks(engine, preset_name: str, steps: int, actions: tuple[str, ...]) -> list:
     history = torch.randn(1, LATENT_CHANNELS, 1, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(1))
     session = WorldSession.start(engine, resolve_preset(preset_name, steps), "a road", 11, HEIGHT, WIDTH,
-                                 history=history, ref_latents=history)
+                                 history=history)
     session.frames_dtype = torch.float32  # compared at float tolerance (uint8 could flip at a rounding edge)
     return [session.generate_chunk(chunk_poses(single(action, 0.4)), action) for action in actions]
 
@@ -153,10 +152,8 @@ def test_two_ranks_reproduce_one_process(local):
         parallel.head_chunks = 2
         compare_passes(parallel, local, rows=2, frames=10, atol=1e-5)  # guidance parallel
         for preset, steps, actions, atol in (("distilled", 2, ("w", "left_rot"), 0), ("full", 2, ("d",), 1e-5)):
-            local.vae.tile_decoder = None
             want = session_chunks(local, preset, steps, actions)
-            local.vae.tile_decoder = parallel._decode_tiles  # VAE tiles over both ranks
-            got = session_chunks(parallel, preset, steps, actions)
+            got = session_chunks(parallel, preset, steps, actions)  # VAE tiles over both ranks too
             for a, b in zip(got, want):
                 torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=atol)
                 torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=max(atol, 1e-6))
@@ -164,6 +161,24 @@ def test_two_ranks_reproduce_one_process(local):
     finally:
         parallel.close()
     assert not parallel.healthy
+
+
+def test_sequence_parallel_with_sage_equals_one_process(local):
+    """Backend "sage" (on CPU its emulation): quantization groups, K means and V scales are per head over all
+    tokens, and each rank holds all tokens of its heads, so the head shards reproduce one process."""
+    inputs, cam, lengths = pass_inputs(local, rows=1, frames=10)
+    tokens = local.transformer("distilled").camera_tokens(cam, 10)
+    kw = dict(camera_tokens=tokens, text_lengths=lengths)
+    parallel = start(2, local)
+    try:
+        with torch.no_grad():
+            got = parallel.transformer("distilled")(**inputs, **kw, attention_backend="sage")
+            want = local.transformer("distilled")(**inputs, **kw, attention_backend="sage")
+            exact = local.transformer("distilled")(**inputs, **kw, attention_backend="sdpa")
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert (want - exact).norm() > 1e-4 * exact.norm()  # the quantized numerics really ran
+    finally:
+        parallel.close()
 
 
 def test_three_ranks_uneven_token_shards(local):
@@ -238,7 +253,7 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
 
 
 def test_worker_that_fails_to_load_fails_setup(local):
-    bad = WorkerSpec("gamecraft.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
+    bad = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
                                                                           device_typo=True))
     runtime = ParallelRuntime.start(2, bad, CONFIG.num_heads, devices=["cpu"] * 2, timeout_s=60)
     try:

@@ -8,8 +8,9 @@ import torch
 from test_parallel import session_chunks
 
 from gamecraft.engine import EngineConfig, GameCraftEngine
-from gamecraft.parallel import start_parallel_engine, start_workers_early
-from gamecraft.weights import write_tiny_weights
+from gamecraft.parallel import engine_worker_spec, start_parallel_engine, start_workers_early
+from gamecraft.parallel.commands import DisableCompile
+from gamecraft.testing.tiny_weights import write_tiny_weights
 
 
 def test_workers_start_before_rank0_loads_and_reproduce_one_process(tmp_path):
@@ -29,9 +30,9 @@ def test_workers_start_before_rank0_loads_and_reproduce_one_process(tmp_path):
     assert workers is not None
     try:
         with pytest.raises(RuntimeError, match="wait_ready"):
-            workers.command("forward", {})
+            workers.command(DisableCompile())
         local = GameCraftEngine.load(config)  # rank 0's own load, while the worker's runs
-        parallel = start_parallel_engine(local, GameCraftEngine.worker_spec_for(local.config), 2, devices,
+        parallel = start_parallel_engine(local, engine_worker_spec(local.config), 2, devices,
                                          runtime=workers)
         assert parallel.healthy
         got = session_chunks(parallel, "distilled", 2, ("w",))
@@ -49,10 +50,10 @@ def test_a_runtime_of_another_size_is_refused_and_stopped_cleanly(tmp_path):
     local = GameCraftEngine.load(config)
     workers = start_workers_early(config, 2, ["cpu", "cpu"])
     with pytest.raises(ValueError, match="2 ranks, not 3"):  # closed at once, before its group was joined
-        start_parallel_engine(local, GameCraftEngine.worker_spec_for(local.config), 3, ["cpu"] * 3, runtime=workers)
+        start_parallel_engine(local, engine_worker_spec(local.config), 3, ["cpu"] * 3, runtime=workers)
     assert not workers.healthy
     # Nothing of it is left waiting in this process: a new runtime starts and works.
-    parallel = start_parallel_engine(local, GameCraftEngine.worker_spec_for(local.config), 2, ["cpu", "cpu"],
+    parallel = start_parallel_engine(local, engine_worker_spec(local.config), 2, ["cpu", "cpu"],
                                      runtime=start_workers_early(config, 2, ["cpu", "cpu"]))
     try:
         assert parallel.healthy and session_chunks(parallel, "distilled", 1, ("d",))[0].frames.shape[0] == 33

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cog_server import data_uri, start_cog_server
+from tools.cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 
 IMAGE = REPO_ROOT / "assets" / "start.png"

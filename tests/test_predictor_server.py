@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cog_server import data_uri, request_json, save_data_uri, start_cog_server
+from tools.cog_server import data_uri, request_json, save_data_uri, start_cog_server
 from conftest import REPO_ROOT
 
-from gamecraft.media import read_video_frames, write_mp4
-from gamecraft.state import load_state
+from gamecraft.media.video import read_video_frames, write_mp4
+from gamecraft.pipeline.state import load_state
 
 SIZE = (32, 48)
 IMAGE = REPO_ROOT / "assets" / "start.png"
@@ -222,7 +222,7 @@ SETUP_FAILURES = [
 
 @pytest.mark.parametrize("name,env,pattern", SETUP_FAILURES, ids=[f[0] for f in SETUP_FAILURES])
 def test_setup_failure_is_reported_in_one_line(tmp_path, name, env, pattern):
-    from gamecraft.weights import write_tiny_weights
+    from gamecraft.testing.tiny_weights import write_tiny_weights
 
     weights = tmp_path / "weights"
     if env.pop("TINY_AS_REAL", None):  # a complete (tiny) weights directory, but no GPU to run it on

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gamecraft import camera
-from gamecraft.actions import ACTIONS, ActionError, parse_actions, to_json_lists
-from gamecraft.state import StateError, load_state
+from gamecraft.pipeline import camera
+from gamecraft.pipeline.actions import ACTIONS, ActionError, parse_actions
+from gamecraft.testing.inputs import to_json_lists
+from gamecraft.pipeline.state import StateError, load_state
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=12),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.model import TransformerConfig
-from gamecraft.presets import resolve_preset
-from gamecraft.random_weights import random_engine
-from gamecraft.session import WorldSession, chunk_noise
-from gamecraft.tiny_weights import TINY_VAE
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.testing.random_weights import random_engine
+from gamecraft.pipeline.session import WorldSession, chunk_noise
+from gamecraft.testing.tiny_weights import TINY_VAE
 
 
 def test_small_random_engine_generates_a_chunk():
@@ -27,8 +27,7 @@ def test_small_random_engine_generates_a_chunk():
     text = engine.encode_text("a village", "", guidance=True)
     assert text.states.shape == (2, 256, 64) and torch.isfinite(text.states).all()
     history = torch.randn(1, 16, 1, 4, 6)
-    session = WorldSession.start(engine, resolve_preset("distilled", 2), "a village", 1, 32, 48, history=history,
-                                 ref_latents=history)
+    session = WorldSession.start(engine, resolve_preset("distilled", 2), "a village", 1, 32, 48, history=history)
     result = session.generate_chunk(chunk_poses(parse_actions('["w"]', "[0.2]")[0]), "w")
     assert result.frames.shape == (33, 32, 48, 3) and torch.isfinite(result.latents).all()
     assert chunk_noise(1, 0, (1, 16, 10, 4, 6)).shape == (1, 16, 10, 4, 6)

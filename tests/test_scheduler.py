@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gamecraft.parity import load_manifest, load_tensors, run_sections
-from gamecraft.scheduler import euler_step, get_schedule
+from gamecraft.pipeline.scheduler import euler_step, get_schedule
 
 
 def test_parity_section_passes(golden_dir):

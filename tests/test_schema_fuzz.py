@@ -11,7 +11,7 @@ and the server stays READY.
 from __future__ import annotations
 
 import pytest
-from cog_server import data_uri, request_json, start_cog_server
+from tools.cog_server import data_uri, request_json, start_cog_server
 from conftest import REPO_ROOT
 from hypothesis import HealthCheck, given, settings
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gamecraft.actions import parse_actions
+from gamecraft.pipeline.actions import parse_actions
 from gamecraft.engine import EngineConfig, GameCraftEngine
-from gamecraft.generate import GenerationReport, GenerationRequest, generate
-from gamecraft.media import read_video_frames, write_mp4
-from gamecraft.presets import resolve_preset
-from gamecraft.state import StateError, WorldState, load_state, save_state
-from gamecraft.weights import write_tiny_weights
+from gamecraft.serving.events import FileReady, Finished
+from gamecraft.serving.generate import GenerationRequest, OutputNames, generate
+from gamecraft.media.video import read_video_frames, write_mp4
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.pipeline.state import StateError, WorldState, load_state, save_state
+from gamecraft.testing.tiny_weights import write_tiny_weights
 
 SIZE = (32, 48)
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
@@ -28,12 +29,11 @@ def engine(tmp_path_factory) -> GameCraftEngine:
     return GameCraftEngine.load(EngineConfig.for_cpu(weights, preload=("distilled",)))
 
 
-def _run(engine, out: Path, actions: str, speeds: str, **kwargs) -> tuple[list, GenerationReport]:
+def _run(engine, out: Path, actions: str, speeds: str, **kwargs) -> tuple[list[FileReady], Finished]:
     request = GenerationRequest(prompt=kwargs.pop("prompt", "a village"), preset=kwargs.pop("preset", resolve_preset("distilled", 2)),
                                 segments=parse_actions(actions, speeds), size=SIZE, **kwargs)
-    report = GenerationReport()
-    outputs = list(generate(engine, request, out, "run", report))
-    return outputs, report
+    events = list(generate(engine, request, out, OutputNames(prefix="run", request_id="t")))
+    return [e for e in events if isinstance(e, FileReady)], events[-1]
 
 
 def _final_state(outputs) -> WorldState:
@@ -69,13 +69,13 @@ def test_resume_equals_uninterrupted(engine, tmp_path):
     state_path = next(o.path for o in first if o.kind == "state")
     rest, report = _run(engine, tmp_path / "p2", '["left_rot", "s+up_rot"]', "[15, [0.2, 5]]", continue_from=state_path)
     assert report.seed == 11  # the stored seed is used when none is given
-    assert [o.path.name for o in rest if o.kind == "chunk"] == ["run-chunk002.mp4", "run-chunk003.mp4"]
+    assert [o.path.name for o in rest if o.kind == "chunk"] == ["run-11-t-chunk002.mp4", "run-11-t-chunk003.mp4"]
     resumed, uninterrupted = _final_state(rest), _final_state(full)
     assert resumed.chunks_done == uninterrupted.chunks_done == 3
     assert torch.equal(resumed.last_latents, uninterrupted.last_latents)
     assert np.allclose(resumed.pose, uninterrupted.pose)
-    last_full = read_video_frames(next(o.path for o in full if o.kind == "chunk" and o.chunk == 2))[0]
-    last_resumed = read_video_frames(next(o.path for o in rest if o.kind == "chunk" and o.chunk == 2))[0]
+    last_full = read_video_frames(next(o.path for o in full if o.kind == "chunk" and o.world_chunk == 3))[0]
+    last_resumed = read_video_frames(next(o.path for o in rest if o.kind == "chunk" and o.world_chunk == 3))[0]
     assert np.array_equal(last_full, last_resumed)
 
 
@@ -111,8 +111,23 @@ def test_request_validation(engine, tmp_path):
 # -- state files ----------------------------------------------------------------------------------
 
 def _state(chunks_done=1) -> WorldState:
-    return WorldState(last_latents=torch.randn(1, 16, 9, 4, 6), ref_latents=torch.randn(1, 16, 1, 4, 6),
-                      height=32, width=48, seed=5, chunks_done=chunks_done, prompt="p", actions=["w 0.2"])
+    return WorldState(last_latents=torch.randn(1, 16, 9, 4, 6), height=32, width=48, seed=5, chunks_done=chunks_done,
+                      prompt="p", actions=["w 0.2"])
+
+
+def _save_v1(state: WorldState, path: Path) -> Path:
+    """A state file as format version 1 wrote it: also a reference latent (the last latent frame)."""
+    meta = {**state.metadata(), "format_version": 1}
+    save_file({"last_latents": state.last_latents, "ref_latents": state.last_latents[:, :, -1:].contiguous()},
+              str(path), metadata={"gamecraft": json.dumps(meta)})
+    return path
+
+
+def test_version_1_state_files_still_load(tmp_path):
+    state = _state()
+    loaded = load_state(_save_v1(state, tmp_path / "v1.safetensors"), 32, 48)
+    assert torch.equal(loaded.last_latents, state.last_latents) and loaded.metadata() == state.metadata()
+    assert loaded.metadata()["format_version"] == 2
 
 
 def test_state_round_trip(tmp_path):
@@ -139,12 +154,14 @@ BAD_STATES = [
      "state file: last_latents contains NaN or infinite values"),
     ("shape", lambda p: _tamper(p, {"last_latents": torch.zeros(1, 16, 5, 4, 6)}), (32, 48),
      "state file: last_latents has shape (1, 16, 5, 4, 6); expected [1, 16, 9, 4, 6]"),
-    ("dtype", lambda p: _tamper(p, {"ref_latents": torch.zeros(1, 16, 1, 4, 6, dtype=torch.int32)}), (32, 48),
-     "state file: ref_latents has dtype torch.int32"),
-    ("extra", lambda p: _tamper(p, {"evil": torch.zeros(1)}), (32, 48),
+    ("dtype", lambda p: _tamper(_save_v1(_state(), p), {"ref_latents": torch.zeros(1, 16, 1, 4, 6, dtype=torch.int32)}),
+     (32, 48), "state file: ref_latents has dtype torch.int32"),
+    ("extra", lambda p: _tamper(_save_v1(_state(), p), {"evil": torch.zeros(1)}), (32, 48),
      "state file: expected tensors last_latents and ref_latents, found ['evil', 'last_latents', 'ref_latents']"),
+    ("extra v2", lambda p: _tamper(p, {"ref_latents": torch.zeros(1, 16, 1, 4, 6)}), (32, 48),
+     "state file: expected tensor last_latents, found ['last_latents', 'ref_latents']"),
     ("version", lambda p: _tamper(p, meta_update={"format_version": 99}), (32, 48),
-     "state file: format version 99; this package reads version 1"),
+     "state file: format version 99; this package reads versions 1 and 2"),
     ("model", lambda p: _tamper(p, meta_update={"model": "other-model"}), (32, 48),
      "state file: made for model 'other-model', not hunyuan-gamecraft-1.0"),
     ("meta json", lambda p: _tamper(p, meta_raw="{not json"), (32, 48), "state file: metadata is not valid JSON"),

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from gamecraft.media import to_uint8_frames
-from gamecraft.session import frames_to_host
+from gamecraft.media.video import to_uint8_frames
+from gamecraft.pipeline.session import frames_to_host
 
 
 def decoded_like(seed: int = 0) -> torch.Tensor:

@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from cog_server import data_uri, request_json, start_cog_server
+from tools.cog_server import data_uri, request_json, start_cog_server
 from conftest import REPO_ROOT
 
 RSS_BOUND_MB = 150

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 from gamecraft.parity import load_manifest, load_tensors, run_sections
-from gamecraft.text import (PROMPT_SUFFIX, PROMPT_TEMPLATE, TextEncoderConfig, TextEncoders, load_clip,
-                            load_llm)
+from gamecraft.model.text import PROMPT_SUFFIX, PROMPT_TEMPLATE, TextEncoderConfig, TextEncoders
+from gamecraft.weights.text import load_clip, load_llm
 
 LLAVA = "llava-llama-3-8b-v1_1-transformers"
 CLIP = "openai_clip-vit-large-patch14"
@@ -81,7 +81,7 @@ def test_long_prompt_keeps_the_suffix(encoders, caplog):
     suffix_tokens = _valid_tail(encoders, "", 7)  # <|eot_id|> + "\nThe person looks like<image>"
     assert suffix_tokens[0] == "<|eot_id|>" and suffix_tokens[-1] == "<image>"
     long_prompt = " ".join(["A charming medieval village with cobblestone streets"] * 80)
-    with caplog.at_level(logging.WARNING, logger="gamecraft.text"):
+    with caplog.at_level(logging.WARNING, logger="gamecraft.model.text"):
         fitted = encoders.fit_prompt(long_prompt)
         tokens = encoders.tokenize_llm([long_prompt])
     assert "too long" in caplog.text
@@ -179,7 +179,7 @@ def test_long_prompt_with_multibyte_characters_under_a_byte_level_tokenizer():
     """Byte-level BPE splits one emoji into several tokens sharing its offsets; cutting must still end."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    from gamecraft.tiny_weights import LLAMA3_PATTERN, LLM_SPECIAL_TOKENS, bytes_to_unicode
+    from gamecraft.testing.tiny_weights import LLAMA3_PATTERN, LLM_SPECIAL_TOKENS, bytes_to_unicode
 
     vocab = {t: i for i, t in enumerate(LLM_SPECIAL_TOKENS)}
     vocab.update({c: len(LLM_SPECIAL_TOKENS) + i for i, c in enumerate(bytes_to_unicode().values())})

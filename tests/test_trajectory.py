@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gamecraft import camera
-from gamecraft.actions import parse_actions
-from gamecraft.trajectory import (TrajectoryError, chunks_to_pose_text, load_trajectory, parse_c2w_json,
+from gamecraft.pipeline import camera
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.testing.inputs import chunks_to_pose_text
+from gamecraft.pipeline.trajectory import (TrajectoryError, load_trajectory, parse_c2w_json,
                                   parse_pose_text)
 
 ACTIONS = parse_actions('["w+left_rot", "d", "up_rot"]', "[[0.6, 25], 0.4, 15]")

@@ -20,17 +20,29 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cog_server import request_json, start_cog_server
 from conftest import REPO_ROOT
 from safetensors import safe_open
 from ui_fakes import STEPS, FakeReplicate
-from ui_harness import (ARGS, CHROMIUM, capture_inputs, downloads, hold, lists, open_page, page_server,
-                        require_browser, rows, wait_done)
+from ui_harness import (
+    ARGS,
+    CHROMIUM,
+    capture_inputs,
+    downloads,
+    hold,
+    lists,
+    open_page,
+    page_server,
+    require_browser,
+    rows,
+    wait_done,
+    watch,
+)
 
-from gamecraft.actions import parse_actions
-from gamecraft.camera import chunk_poses
-from gamecraft.preview import top_down_points
+from gamecraft.media.preview import top_down_points
+from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.ui import CogBackend, ReplicateBackend
+from tools.cog_server import request_json, start_cog_server
 
 sync_api = require_browser()
 IMAGE = REPO_ROOT / "assets" / "start.png"
@@ -85,26 +97,18 @@ def set_steps(page, steps):
     page.keyboard.press("Escape")
 
 
-def watch(page, selector):
-    """Every text the element shows from now on; call the result to read them."""
-    page.evaluate("""(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];
-        const el = document.querySelector(sel);
-        new MutationObserver(() => seen.push(el.textContent)).observe(el, {childList: true, characterData: true, subtree: true}); }""",
-                  selector)
-    return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)
-
-
 def test_js_camera_path_agrees_with_python(page):
     actions = ["w", "left_rot", "w+left_rot", "d+up_rot", "idle", "s+right_rot+down_rot", "a"]
     speeds = [0.4, 30, [0.5, 45], [0.3, 10], 0, [0.2, 60, 5], 1.5]
     segments = parse_actions(actions, speeds)
     positions, headings = top_down_points([chunk_poses(s) for s in segments])
     chunks = [[{"key": m.key, "speed": m.speed} for m in s.motions] for s in segments]
-    js = page.evaluate("async (chunks) => (await import('./path.js')).topDownPoints(chunks, window.gamecraft.state.table)",
-                       chunks)
+    js = page.evaluate("async (chunks) => (await import('./path.js'))"
+                       ".topDownPoints(chunks, window.gamecraft.state.table)", chunks)
     assert len(js["positions"]) == positions.shape[0] == len(actions) * 33 + 1
-    assert max(abs(a - b) for p, q in zip(js["positions"], positions.tolist()) for a, b in zip(p, q)) < 1e-9
-    assert max(abs(a - b) for a, b in zip(js["headings"], headings.tolist())) < 1e-9
+    assert max(abs(a - b) for p, q in zip(js["positions"], positions.tolist(), strict=True)
+               for a, b in zip(p, q, strict=True)) < 1e-9
+    assert max(abs(a - b) for a, b in zip(js["headings"], headings.tolist(), strict=True)) < 1e-9
 
 
 def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
@@ -133,11 +137,12 @@ def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
     assert wait_done(page).startswith(f"done: {len(actions)} chunks")
     assert sent[0]["image"] == page.evaluate("window.gamecraft.state.source.uri")
     seed = sent[0]["seed"]
-    # today's predictor records chunks_done and seconds_per_chunk, not the progress metric: the page's fallback
-    assert any(re.fullmatch(r"chunk 1/\d+ done · generating chunk 2 · ETA \d+ s", t) for t in progress()), progress()
-    assert not any("step" in t for t in progress())
+    # the predictor's progress metric: chunk (world number), step, decode, ETA
+    texts = progress()
+    assert any(re.fullmatch(r"chunk 1 \(1/\d+\) · step 1/2 · ETA (\d+ s|…)", t) for t in texts), texts
+    assert any(re.fullmatch(r"chunk 2 \(2/\d+\) · decoding · ETA \d+ s", t) for t in texts), texts
     names = downloads(page)
-    assert all(n.startswith(f"gamecraft-{seed}-") for n in names)   # the seed, from the returned state file
+    assert all(n.startswith(f"gamecraft-{seed}-") for n in names)   # the seed and the prediction's id
     assert [n.split("-", 3)[3] for n in names] == [f"chunk{i:03d}.mp4" for i in range(1, len(actions) + 1)] + [
         "video.mp4", "state.safetensors"]
     assert cog.wait_until_ready() == "READY"
@@ -164,7 +169,7 @@ def cog_predict_inputs(command: str, cwd: Path) -> dict:
     assert words[:2] == ["cog", "predict"]
     props = SCHEMA["components"]["schemas"]["Input"]["properties"] if SCHEMA else {}
     inputs = {}
-    for flag, pair in zip(words[2::2], words[3::2]):
+    for flag, pair in zip(words[2::2], words[3::2], strict=True):
         assert flag == "-i"
         name, value = pair.split("=", 1)
         kind = props.get(name, {}).get("type") or ("string" if name in ("preset",) else None)
@@ -310,8 +315,7 @@ def test_cancel_stops_a_running_generation(page, cog):
     for _ in range(12):
         page.keyboard.press("KeyW")
     page.click("#generate")
-    page.wait_for_function("/chunk 1\\/12 done/.test(document.querySelector('#progress-text').textContent)",
-                           timeout=60_000)
+    page.wait_for_selector("#thumbs .thumb")   # the first chunk arrived
     page.get_by_role("button", name="cancel the generation").click()
     assert wait_done(page) == "canceled"
     assert page.is_enabled("#generate")
@@ -332,7 +336,8 @@ def test_a_saved_world_continues_with_its_own_chunk_numbers(page, browser, ui_ur
     other = open_page(browser, ui_url)
     try:
         other.set_input_files("#file", str(saved))
-        other.wait_for_function("document.querySelector('#drop-text').textContent === 'saved world: my-world.safetensors'")
+        other.wait_for_function("document.querySelector('#drop-text').textContent === "
+                                "'saved world: my-world.safetensors'")
         assert rows(other) == ["w"] and other.locator("#timeline li.locked").count() == 1
         other.keyboard.press("KeyD")
         assert "Keep playing · chunk 2 from the world's state" in other.text_content("#plan")

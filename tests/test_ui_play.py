@@ -11,13 +11,31 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from ui_fakes import FakeUpstream, reply
-from ui_harness import (ARGS, CHROMIUM, PHONE, capture_inputs, chunks_for, downloads, held_seconds, hold, lists,
-                        open_page, page_server, record_keys, require_browser, rows, start_contract_server, wait_done)
+from ui_harness import (
+    ARGS,
+    CHROMIUM,
+    PHONE,
+    capture_inputs,
+    chunks_for,
+    downloads,
+    held_seconds,
+    hold,
+    lists,
+    open_page,
+    page_server,
+    record_keys,
+    require_browser,
+    rows,
+    start_contract_server,
+    wait_done,
+    watch,
+)
 
-from gamecraft.media import read_video_frames
+from gamecraft.media.video_reader import read_video_frames
 from gamecraft.ui import CogBackend
 
 sync_api = require_browser()
@@ -77,11 +95,12 @@ def set_prompt(page, text):
 
 # ---------- play semantics ----------
 
+
 def test_a_held_key_is_as_many_chunks_as_it_was_held(page):
     # durations are read from the page's own key events: a loaded CI machine stretches the waits below
     record_keys(page)
     page.keyboard.down("KeyW")
-    page.wait_for_timeout(2640)   # about 2 chunks
+    page.wait_for_timeout(2640)  # about 2 chunks
     assert page.get_attribute(".cap[data-key=w]", "aria-pressed") == "true"
     live = re.fullmatch(r"holding w 0\.4 · (\d+) chunks? · ([\d.]+) s", page.text_content("#holding"))
     assert live and int(live.group(1)) == chunks_for(float(live.group(2)))
@@ -89,9 +108,9 @@ def test_a_held_key_is_as_many_chunks_as_it_was_held(page):
     assert page.get_attribute(".cap[data-key=w]", "aria-pressed") == "false"
     n = chunks_for(held_seconds(page, "KeyW"))
     assert n >= 2 and rows(page) == ["w"] * n
-    page.keyboard.press("KeyD")                              # a tap is one chunk
+    page.keyboard.press("KeyD")  # a tap is one chunk
     record_keys(page)
-    hold(page, "KeyW", "ArrowLeft", seconds=0.9)             # a chord: combined chunks
+    hold(page, "KeyW", "ArrowLeft", seconds=0.9)  # a chord: combined chunks
     m = chunks_for(held_seconds(page, "KeyW", "ArrowLeft"))
     assert lists(page) == (["w"] * n + ["d"] + ["w+left_rot"] * m, [0.4] * n + [0.4] + [[0.4, 20]] * m)
 
@@ -105,13 +124,19 @@ def test_gesture_phases_become_chunks(page):
         return {
             tap: run([ph(0, 0.1, key('w'))]),
             four: run([ph(0, 4, key('w'))]),
-            chord: run([ph(0, 0.08, key('w')), ph(0.08, 2.6, key('w'), key('left_rot')), ph(2.6, 2.65, key('left_rot'))]),
+            chord: run([ph(0, 0.08, key('w')), ph(0.08, 2.6, key('w'), key('left_rot')),
+                        ph(2.6, 2.65, key('left_rot'))]),
             tap_during_hold: run([ph(0, 2, key('w')), ph(2, 2.2, key('w'), key('left_rot')), ph(2.2, 4.2, key('w'))]),
             drag: run([ph(0, 3, key('left_rot', true))]),
         };
     }""")
-    assert cases == {"tap": [["w", 1]], "four": [["w", 3]], "chord": [["w+left_rot", 2]],
-                     "tap_during_hold": [["w", 2], ["w+left_rot", 1], ["w", 1]], "drag": [["left_rot", 1]]}
+    assert cases == {
+        "tap": [["w", 1]],
+        "four": [["w", 3]],
+        "chord": [["w+left_rot", 2]],
+        "tap_during_hold": [["w", 2], ["w+left_rot", 1], ["w", 1]],
+        "drag": [["left_rot", 1]],
+    }
 
 
 def test_drag_distance_sets_the_degrees(page):
@@ -128,10 +153,10 @@ def test_drag_distance_sets_the_degrees(page):
         if hold_key:
             page.keyboard.up(hold_key)
 
-    drag(-half / 2)        # a quarter of the pad to the left: half the look speed
-    drag(half)             # half the pad to the right: the look speed
-    drag(2 * half - 4)     # (almost) the whole pad: twice
-    drag(-half, "KeyS")    # with S held: one combined chunk
+    drag(-half / 2)  # a quarter of the pad to the left: half the look speed
+    drag(half)  # half the pad to the right: the look speed
+    drag(2 * half - 4)  # (almost) the whole pad: twice
+    drag(-half, "KeyS")  # with S held: one combined chunk
     actions, speeds = lists(page)
     assert actions == ["left_rot", "right_rot", "right_rot", "s+left_rot"]
     assert speeds[0] == 10 and speeds[1] == 20 and 39 <= speeds[2] <= 40 and speeds[3] == [0.4, 20]
@@ -146,26 +171,30 @@ def test_gamepad_tilt_scales_speed_and_the_dpad_moves(browser, url):
 
         def pad(axes=None, button=None, wait=150):
             """Set the fake pad; returns how long it stayed so (seconds, measured in the page; polled every 50 ms)."""
-            t0 = page.evaluate("([axes, button]) => { if (axes) window.__pad.axes = axes;"
-                               " window.__pad.buttons.forEach((b, i) => { b.pressed = i === button; b.value = +(i === button); });"
-                               " return performance.now(); }", [axes, button])
+            t0 = page.evaluate(
+                "([axes, button]) => { if (axes) window.__pad.axes = axes;"
+                " window.__pad.buttons.forEach((b, i) => {"
+                "   b.pressed = i === button; b.value = +(i === button); });"
+                " return performance.now(); }",
+                [axes, button],
+            )
             page.wait_for_timeout(wait)
             return (page.evaluate("performance.now()") - t0) / 1000
 
-        forward = pad([0.1, -0.65, 0, 0], wait=700)     # left stick half tilted forward (halfway past the deadzone)
+        forward = pad([0.1, -0.65, 0, 0], wait=700)  # left stick half tilted forward (halfway past the deadzone)
         pad([0, 0, 0, 0])
-        pad([0, 0, 1.0, -0.2], wait=300)                # right stick fully right; -0.2 is inside the deadzone
+        pad([0, 0, 1.0, -0.2], wait=300)  # right stick fully right; -0.2 is inside the deadzone
         pad([0, 0, 0, 0])
-        right = pad(button=15, wait=2640)               # D-pad right held: "d" at the slider's speed
+        right = pad(button=15, wait=2640)  # D-pad right held: "d" at the slider's speed
         pad(button=None)
-        pad(button=0), pad(button=None)                 # A: an idle chunk
+        pad(button=0), pad(button=None)  # A: an idle chunk
         pad(button=0), pad(button=None)
-        pad(button=1), pad(button=None)                 # B: undo the last chunk
+        pad(button=1), pad(button=None)  # B: undo the last chunk
         n, m = chunks_for(forward), chunks_for(right)
         assert m >= 2
         assert lists(page) == (["w"] * n + ["right_rot"] + ["d"] * m + ["idle"], [0.2] * n + [20] + [0.4] * m + [0])
         set_prompt(page, "pad run")
-        pad(button=9), pad(button=None)                 # Start: plays (a new world from the example image)
+        pad(button=9), pad(button=None)  # Start: plays (a new world from the example image)
         assert wait_done(page).startswith("done")
         assert page.locator("#thumbs .thumb").count() == n + m + 2
     finally:
@@ -174,6 +203,7 @@ def test_gamepad_tilt_scales_speed_and_the_dpad_moves(browser, url):
 
 
 # ---------- generate, keep playing, history ----------
+
 
 def test_keep_playing_sends_only_new_chunks_from_the_returned_state(page, artifacts):
     sent = capture_inputs(page)
@@ -184,8 +214,9 @@ def test_keep_playing_sends_only_new_chunks_from_the_returned_state(page, artifa
     assert rows(page) == ["w", "w+left_rot"]
     page.click("#generate")
     assert wait_done(page).startswith("done: 2 chunks")
-    assert page.locator("#timeline li.locked").count() == 2      # played: history, locked and dimmed
-    assert page.locator("#timeline li.locked input.action").evaluate_all("xs => xs.map(x => x.readOnly)") == [True, True]
+    assert page.locator("#timeline li.locked").count() == 2  # played: history, locked and dimmed
+    locked = page.locator("#timeline li.locked input.action")
+    assert locked.evaluate_all("xs => xs.map(x => x.readOnly)") == [True, True]
     assert float(page.locator("#timeline li.locked").first.evaluate("li => getComputedStyle(li).opacity")) < 0.7
     page.keyboard.press("KeyD")
     assert "Keep playing · chunk 3 from the world's state" in page.text_content("#plan")
@@ -199,8 +230,15 @@ def test_keep_playing_sends_only_new_chunks_from_the_returned_state(page, artifa
     # every download stays, named like the predictor's files (seed, id, world chunk number)
     names = downloads(page)
     assert all(n.startswith("gamecraft-1234-") for n in names) and len({n.split("-")[2] for n in names}) == 2
-    assert sorted(kinds(names)) == ["chunk001.mp4", "chunk002.mp4", "chunk003.mp4", "state.safetensors",
-                                    "state.safetensors", "video.mp4", "video.mp4"]
+    assert sorted(kinds(names)) == [
+        "chunk001.mp4",
+        "chunk002.mp4",
+        "chunk003.mp4",
+        "state.safetensors",
+        "state.safetensors",
+        "video.mp4",
+        "video.mp4",
+    ]
     assert any("step 2/4" in t for t in progress_texts()) and any("decoding" in t for t in progress_texts())
     assert any("ETA" in t for t in progress_texts())
     # thumbnails open a chunk; the whole world is one video made by the page's server
@@ -225,15 +263,6 @@ def kinds(names):
     return [n.split("-", 3)[3] for n in names]
 
 
-def watch(page, selector):
-    """Every text the element shows from now on (a MutationObserver); call the result to read them."""
-    page.evaluate("""(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];
-        const el = document.querySelector(sel);
-        new MutationObserver(() => seen.push(el.textContent)).observe(el, {childList: true, characterData: true, subtree: true}); }""",
-                  selector)
-    return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)
-
-
 def test_chunks_play_back_to_back_without_a_gap(page):
     set_prompt(page, "gapless [step 0.02s]")
     for key in ("KeyW", "KeyD", "KeyA"):
@@ -251,7 +280,7 @@ def test_chunks_play_back_to_back_without_a_gap(page):
 
 
 def test_a_late_chunk_shows_generating_and_eta_on_the_screen(page, artifacts):
-    set_prompt(page, "slow [step 0.6s]")   # 4 steps = 2.4 s per chunk, longer than the 1.32 s a chunk plays
+    set_prompt(page, "slow [step 0.6s]")  # 4 steps = 2.4 s per chunk, longer than the 1.32 s a chunk plays
     page.keyboard.press("KeyW")
     page.keyboard.press("KeyD")
     overlay = watch(page, "#stage .overlay")
@@ -261,7 +290,7 @@ def test_a_late_chunk_shows_generating_and_eta_on_the_screen(page, artifacts):
     assert page.text_content("#stage .overlay").startswith("generating chunk 2 · ETA ")
     page.screenshot(path=str(artifacts / "late-chunk-overlay.png"))
     wait_done(page)
-    assert overlay()[0].startswith("generating chunk 1 · ETA")   # before the first chunk too
+    assert overlay()[0].startswith("generating chunk 1 · ETA")  # before the first chunk too
     assert page.evaluate("window.gamecraft.player.log.some(e => e.event === 'playing' && e.n === 2)")
 
 
@@ -279,20 +308,65 @@ def test_advanced_inputs_reach_the_server(page):
     page.keyboard.press("KeyW")
     page.select_option("#cmd-kind", "cog")
     command = page.text_content("#command")
-    for arg in ("-i num_inference_steps=2", "-i guidance_scale=1.5", "-i fps=12", "-i negative_prompt=blurry",
-                "-i go_fast=true", "-i return_last_frame=true", "-i camera_preview=true"):
+    for arg in (
+        "-i num_inference_steps=2",
+        "-i guidance_scale=1.5",
+        "-i fps=12",
+        "-i negative_prompt=blurry",
+        "-i go_fast=true",
+        "-i return_last_frame=true",
+        "-i camera_preview=true",
+    ):
         assert arg in command
     page.click("#generate")
     assert wait_done(page).startswith("done")
-    assert {k: sent[0][k] for k in ("num_inference_steps", "guidance_scale", "fps", "negative_prompt", "go_fast",
-                                    "return_last_frame", "camera_preview")} == {
-        "num_inference_steps": 2, "guidance_scale": 1.5, "fps": 12, "negative_prompt": "blurry", "go_fast": True,
-        "return_last_frame": True, "camera_preview": True}
-    assert sorted(kinds(downloads(page))) == ["camera.png", "chunk001.mp4", "last-frame.png", "state.safetensors",
-                                              "video.mp4"]
+    assert {
+        k: sent[0][k]
+        for k in (
+            "num_inference_steps",
+            "guidance_scale",
+            "fps",
+            "negative_prompt",
+            "go_fast",
+            "return_last_frame",
+            "camera_preview",
+        )
+    } == {
+        "num_inference_steps": 2,
+        "guidance_scale": 1.5,
+        "fps": 12,
+        "negative_prompt": "blurry",
+        "go_fast": True,
+        "return_last_frame": True,
+        "camera_preview": True,
+    }
+    assert sorted(kinds(downloads(page))) == [
+        "camera.png",
+        "chunk001.mp4",
+        "last-frame.png",
+        "state.safetensors",
+        "video.mp4",
+    ]
+
+
+def test_without_the_progress_metric_progress_comes_from_chunks_done(page):
+    """Predictors before the progress contract record only chunks_done and seconds_per_chunk."""
+    progress = watch(page, "#progress-text")
+    set_prompt(page, "old predictor [no progress] [step 0.1s]")
+    page.keyboard.press("KeyW")
+    page.keyboard.press("KeyD")
+    page.click("#generate")
+    assert wait_done(page).startswith("done: 2 chunks")
+    texts = progress()
+    assert any(re.fullmatch(r"chunk 1/2 done · generating chunk 2 · ETA \d+ s", t) for t in texts), texts
+    assert not any("step" in t for t in texts)
+    # the seed comes from the returned state file's metadata instead
+    assert all(n.startswith("gamecraft-1234-") for n in downloads(page))
+    assert page.text_content("#world").endswith("seed 1234")
 
 
 # ---------- the server's state ----------
+
 
 def test_a_dead_worker_is_reported_as_unhealthy_not_busy(browser, tmp_path):
     server = start_contract_server(tmp_path)
@@ -308,7 +382,9 @@ def test_a_dead_worker_is_reported_as_unhealthy_not_busy(browser, tmp_path):
             page.wait_for_function("document.querySelector('#server-text').textContent.endsWith(': unhealthy')")
             assert page.text_content("#server-text") == f"Cog server {server.url.removeprefix('http://')}: unhealthy"
             page.click("#generate")
-            page.wait_for_function("document.querySelector('.field-error[data-for=generate]').textContent.includes('unhealthy')")
+            page.wait_for_function(
+                "document.querySelector('.field-error[data-for=generate]').textContent.includes('unhealthy')"
+            )
             text = page.text_content(".field-error[data-for=generate]")
             assert "Restart it" in text and "busy" not in text
             page.context.close()
@@ -321,8 +397,12 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
     upstream = FakeUpstream({("GET", "/health-check"): lambda h, b: reply(h, 200, health)})
     name = upstream.url.removeprefix("http://")
     # the page's server as its own process, so that stopping it closes its connections as a real stop does
-    proc = subprocess.Popen([sys.executable, "-m", "gamecraft.ui", "--backend", upstream.url, "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gamecraft.ui", "--backend", upstream.url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         address = re.search(r"on (http://127\.0\.0\.1:\d+/)", proc.stdout.readline()).group(1)
         page = open_page(browser, address)
@@ -330,8 +410,10 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
         def badge(status=None):
             if status:
                 health["status"] = status
-            return page.evaluate("window.gamecraft.checkHealth().then(() => [document.querySelector('#server-text')"
-                                 ".textContent, document.querySelector('#server-status').className])")
+            return page.evaluate(
+                "window.gamecraft.checkHealth().then(() => [document.querySelector('#server-text')"
+                ".textContent, document.querySelector('#server-status').className])"
+            )
 
         assert badge() == [f"Cog server {name}: setup", "badge status warn"]
         assert badge("READY") == [f"Cog server {name}: ready", "badge status good"]
@@ -343,15 +425,19 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
         page.keyboard.press("KeyW")
         page.click("#generate")
         wait_done(page)
-        assert page.text_content(".field-error[data-for=generate]") == \
-            f"Cannot reach the Cog server at {upstream.url} (Connection refused)."
+        assert (
+            page.text_content(".field-error[data-for=generate]")
+            == f"Cannot reach the Cog server at {upstream.url} (Connection refused)."
+        )
         proc.terminate()
         proc.wait(timeout=10)
         assert badge()[0] == f"page's server {address.removeprefix('http://').rstrip('/')}: not answering"
         page.click("#generate")
         wait_done(page)
-        assert page.text_content(".field-error[data-for=generate]") == \
-            f"No answer from the page's server at {address.rstrip('/')}: is `python -m gamecraft.ui` still running?"
+        assert (
+            page.text_content(".field-error[data-for=generate]")
+            == f"No answer from the page's server at {address.rstrip('/')}: is `python -m gamecraft.ui` still running?"
+        )
         page.context.close()
     finally:
         proc.kill()
@@ -361,6 +447,7 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
 
 # ---------- the timeline: focus, layout, validation, undo ----------
 
+
 def test_focus_stays_where_the_user_puts_it(page):
     page.keyboard.press("KeyW")
     page.keyboard.press("KeyD")
@@ -368,9 +455,9 @@ def test_focus_stays_where_the_user_puts_it(page):
     speed.fill("0.7")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "move row 1 down"
-    page.keyboard.press("KeyS")              # inside the timeline, letters are not controller keys
+    page.keyboard.press("KeyS")  # inside the timeline, letters are not controller keys
     assert lists(page) == (["w", "d"], [0.7, 0.4])
-    page.keyboard.press("Escape")            # Esc leaves the timeline: the keys drive the controller again
+    page.keyboard.press("Escape")  # Esc leaves the timeline: the keys drive the controller again
     page.keyboard.press("KeyS")
     assert lists(page)[0] == ["w", "d", "s"]
     # editing the prompt, then clicking a timeline field: the click lands and typing goes there
@@ -404,12 +491,18 @@ def test_arrows_on_a_focused_slider_move_the_slider(page):
 
 
 def test_enter_and_space_on_the_drop_zone_open_the_file_chooser(page):
-    for key in ("Enter", "Space"):
+    choosers = []
+    # listening intercepts the dialog; set up before any key is pressed
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    page.wait_for_timeout(200)
+    for n, key in enumerate(("Enter", "Space"), 1):
         page.focus("#drop")
-        with page.expect_file_chooser() as chooser:
-            page.keyboard.press(key)
-        assert chooser.value.element.get_attribute("id") == "file"
-        chooser.value.set_files([])   # close the chooser (nothing chosen)
+        page.keyboard.press(key)
+        deadline = time.monotonic() + 10
+        while len(choosers) < n and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert len(choosers) == n, key
+        assert choosers[-1].element.get_attribute("id") == "file"
     assert rows(page) == []
 
 
@@ -428,7 +521,8 @@ def test_every_bad_entry_is_listed_by_row_and_marked(page):
         "(or an alias such as 'forward', 'look_left')",
         "row 3: speed for 'w' must be >= 0 (use 's' for the other direction), got -5",
         "row 4: speed for 'left_rot' is empty; give a number",
-        "row 5: 'd' conflicts with 'a' (same strafe axis); combine at most one action per axis"]
+        "row 5: 'd' conflicts with 'a' (same strafe axis); combine at most one action per axis",
+    ]
     assert page.locator("#timeline li.bad").evaluate_all("ls => ls.map(l => l.dataset.row)") == ["2", "3", "4", "5"]
     assert page.get_attribute("#timeline li:nth-child(2) input.action", "aria-invalid") == "true"
     page.click("#generate")
@@ -446,19 +540,37 @@ def test_aliases_get_their_own_units_and_move_the_map(page):
     assert field.input_value() == "left_rot"
 
 
-CASES = ["w", "W", " look_left ", "forward+turn_right", "w+s", "w+w", "idle+w", "jump", "", "+", "w+", "stay",
-         "left_rot+w", "a+d+up_rot+left_rot", "tilt_down"]
+CASES = [
+    "w",
+    "W",
+    " look_left ",
+    "forward+turn_right",
+    "w+s",
+    "w+w",
+    "idle+w",
+    "jump",
+    "",
+    "+",
+    "w+",
+    "stay",
+    "left_rot+w",
+    "a+d+up_rot+left_rot",
+    "tilt_down",
+]
 SPEEDS = [0, 0.2, 3, 3.01, -0.5, 90, 90.5, 45]
 
 
 def test_inline_validation_says_what_the_parser_says(page):
-    from gamecraft.actions import ActionError, parse_actions
+    from gamecraft.pipeline.actions import ActionError, parse_actions
 
-    js = page.evaluate("""([cases, speeds]) => {
+    js = page.evaluate(
+        """([cases, speeds]) => {
         const t = window.gamecraft.state.table;
         return {actions: cases.map((c) => t.parseAction(c)),
-                speeds: ['w', 'left_rot'].flatMap((k) => speeds.map((v) => t.checkSpeed(k, v)))}; }""", [CASES, SPEEDS])
-    for case, got in zip(CASES, js["actions"]):
+                speeds: ['w', 'left_rot'].flatMap((k) => speeds.map((v) => t.checkSpeed(k, v)))}; }""",
+        [CASES, SPEEDS],
+    )
+    for case, got in zip(CASES, js["actions"], strict=True):
         try:
             segment = parse_actions([case], [0 if case.strip().lower() in ("idle", "stay") else [0] * 4])[0]
             expected = None
@@ -470,7 +582,7 @@ def test_inline_validation_says_what_the_parser_says(page):
             keys = got["keys"]
             assert keys is not None and parse_actions([case], [[0] * len(keys) if len(keys) > 1 else 0]), case
         assert got["error"] == expected, case
-    for (key, value), got in zip([(k, v) for k in ("w", "left_rot") for v in SPEEDS], js["speeds"]):
+    for (key, value), got in zip([(k, v) for k in ("w", "left_rot") for v in SPEEDS], js["speeds"], strict=True):
         try:
             parse_actions([key], [value])
             expected = None
@@ -524,6 +636,7 @@ def test_copy_buttons_copy_and_say_so(browser, url):
 
 # ---------- accessibility, phone, details ----------
 
+
 def test_controls_have_names_states_and_live_regions(page):
     page.keyboard.press("KeyW")
     page.keyboard.press("ArrowLeft")
@@ -534,8 +647,11 @@ def test_controls_have_names_states_and_live_regions(page):
         assert page.get_by_role("button", name=name, exact=True).count() == 1, name
     assert page.get_by_role("spinbutton", name="row 2 left_rot speed (degrees, 0–90)").count() == 1
     assert page.get_by_label("command", exact=True).evaluate("e => e.id") == "cmd-kind"
-    assert page.get_by_role("img").first.get_attribute("aria-label").startswith(
-        "Camera path of 2 chunks: ends 0.40 forward and 0.00 right of the start")
+    assert (
+        page.get_by_role("img")
+        .first.get_attribute("aria-label")
+        .startswith("Camera path of 2 chunks: ends 0.40 forward and 0.00 right of the start")
+    )
     assert page.get_attribute("#progress-text", "role") == "status"
     assert page.get_attribute("#server-status", "aria-live") == "polite"
     assert page.get_attribute(".field-error[data-for=generate]", "role") == "alert"
@@ -569,8 +685,10 @@ def test_the_phone_layout_fits_and_shows_the_first_chunk(browser, url, artifacts
     page = open_page(browser, url, viewport=PHONE, has_touch=True, is_mobile=True)
     try:
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
-        clipped = page.evaluate("""() => [...document.querySelectorAll('label, button, h2, .badge, summary, #plan, .draft')]
-            .filter((e) => e.offsetParent && e.scrollWidth > e.clientWidth + 1).map((e) => e.id || e.textContent.trim())""")
+        clipped = page.evaluate("""() => [...document.querySelectorAll(
+                'label, button, h2, .badge, summary, #plan, .draft')]
+            .filter((e) => e.offsetParent && e.scrollWidth > e.clientWidth + 1)
+            .map((e) => e.id || e.textContent.trim())""")
         assert clipped == []
         top = lambda sel: page.locator(sel).bounding_box()["y"]  # noqa: E731
         assert top("#cancel") == top("#generate") == top("#keep")
@@ -582,7 +700,7 @@ def test_the_phone_layout_fits_and_shows_the_first_chunk(browser, url, artifacts
         set_prompt(page, "phone [step 0.1s]")
         page.click("#generate")
         page.wait_for_selector("#thumbs .thumb")
-        page.wait_for_timeout(800)   # the smooth scroll
+        page.wait_for_timeout(800)  # the smooth scroll
         stage = page.locator("#stage").bounding_box()
         assert stage["y"] >= 0 and stage["y"] + stage["height"] <= PHONE["height"]
         wait_done(page)

@@ -15,15 +15,16 @@ import urllib.request
 
 import numpy as np
 import pytest
-from cog_server import request_json
 from conftest import REPO_ROOT
 from ui_fakes import STEPS, FakeReplicate, FakeUpstream, reply
 
-from gamecraft.actions import action_table
-from gamecraft.media import probe_video, read_video_frames, write_mp4
+from gamecraft.media.video import write_mp4
+from gamecraft.media.video_reader import probe_video, read_video_frames
+from gamecraft.pipeline.actions import action_table
 from gamecraft.ui import CogBackend, ReplicateBackend, make_server
 from gamecraft.ui.__main__ import main as ui_main
 from gamecraft.ui.server import STATIC
+from tools.cog_server import request_json
 
 
 @pytest.fixture
@@ -229,7 +230,8 @@ def test_action_table_route_and_json_only_posts(serve):
     assert request_json("GET", url + "/api/actions") == (200, json.loads(json.dumps(action_table())))
     # a form or text/plain POST (what a foreign page can send without a CORS preflight) is refused
     for path in ("/api/predictions", "/api/predictions/x/cancel", "/api/world-video"):
-        req = urllib.request.Request(url + path, data=b'{"input": {}}', method="POST", headers={"Content-Type": "text/plain"})
+        req = urllib.request.Request(url + path, data=b'{"input": {}}', method="POST",
+                                     headers={"Content-Type": "text/plain"})
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 415
@@ -250,8 +252,9 @@ def _chunk_files(tmp_path, count, fps=25):
 
 def _post_world(url, files):
     uris = ["data:video/mp4;base64," + base64.b64encode(f.read_bytes()).decode() for f in files]
-    req = urllib.request.Request(url + "/api/world-video", data=json.dumps({"chunks": uris, "name": "w/../x.mp4"}).encode(),
-                                 method="POST", headers={"Content-Type": "application/json"})
+    body = json.dumps({"chunks": uris, "name": "w/../x.mp4"}).encode()
+    req = urllib.request.Request(url + "/api/world-video", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.read(), dict(resp.headers)
 
@@ -319,5 +322,6 @@ def test_serve_help_is_complete():
                           text=True, timeout=60)
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
-    assert "start the Cog HTTP server locally (as the built image runs it, without Docker), make one demo prediction" in text
+    assert "start the Cog HTTP server locally (as the built image runs it, without Docker), make one demo " \
+           "prediction" in text
     assert "pipeline smoke run, not GameCraft's output." in text

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gamecraft.parity import load_manifest, load_tensors, run_sections
-from gamecraft.vae import (GameCraftVae, VaeConfig, build_model, load_state_dict_strict, load_vae,
-                           read_official_checkpoint)
+from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.weights.vae import load_vae, read_official_checkpoint
 from gamecraft.weights import DEFAULT_LAYOUT
 
 
@@ -57,7 +57,7 @@ def test_config_round_trip(golden_config):
 
 def test_config_without_causal_key_uses_reference_default(golden_config, caplog):
     raw = {k: v for k, v in golden_config.items() if k != "mid_block_causal_attn"}
-    with caplog.at_level(logging.WARNING, logger="gamecraft.vae"):
+    with caplog.at_level(logging.WARNING, logger="gamecraft.model.vae"):
         assert VaeConfig.from_official(raw).mid_block_causal_attn is False
     assert "mid_block_causal_attn" in caplog.text
 

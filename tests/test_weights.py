@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPModel, LlavaForConditionalGeneration
 
-from gamecraft import weights
-from gamecraft.text import load_text_encoders
-from gamecraft.vae import load_vae
-from gamecraft.weights import (DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, MissingWeightsError, check_layout,
-                               download_weights, transformer_config, write_tiny_weights)
+from gamecraft.testing.__main__ import main as write_tiny_cli
+from gamecraft.weights.__main__ import main as weights_main
+from gamecraft.weights.text import load_text_encoders
+from gamecraft.weights.vae import load_vae
+from gamecraft.weights import VARIANTS, DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, MissingWeightsError, check_layout, download_weights, transformer_config
+from gamecraft.testing.tiny_weights import write_tiny_weights
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_tiny_directory_is_complete_in_the_official_layout(tiny_dir):
-    for variant in weights.VARIANTS:
+    for variant in VARIANTS:
         check_layout(tiny_dir, variant)
     assert (tiny_dir / "gamecraft_models/mp_rank_00_model_states.pt").is_file()
     assert (tiny_dir / "gamecraft_models/mp_rank_00_model_states_distill.pt").is_file()
@@ -65,11 +66,12 @@ def test_tiny_folders_load_with_plain_transformers(tiny_dir):
 
 
 def test_tiny_transformer_loads_through_the_model_package(tiny_dir):
-    from gamecraft.model import TransformerConfig, load_transformer
+    from gamecraft.model import TransformerConfig
+    from gamecraft.weights import load_transformer
 
     config = transformer_config(tiny_dir)
     assert config == TransformerConfig.tiny()
-    for variant in weights.VARIANTS:
+    for variant in VARIANTS:
         model = load_transformer(tiny_dir / DEFAULT_LAYOUT.transformer(variant), config, dtype=torch.float32,
                                  use_cache=False)
         assert sum(p.numel() for p in model.parameters()) > 0
@@ -155,7 +157,7 @@ def test_download_requests_only_what_the_variant_needs(tiny_dir, tmp_path, monke
     calls.clear()
     download_weights(tmp_path / "w", ["full", "distilled", "full"])
     transformer_patterns = [p for p in calls[0]["allow_patterns"] if p.startswith("gamecraft_models/")]
-    assert sorted(transformer_patterns) == sorted(DEFAULT_LAYOUT.transformer(v) for v in weights.VARIANTS)
+    assert sorted(transformer_patterns) == sorted(DEFAULT_LAYOUT.transformer(v) for v in VARIANTS)
 
 
 def test_incomplete_download_is_reported(tmp_path, monkeypatch):
@@ -166,9 +168,9 @@ def test_incomplete_download_is_reported(tmp_path, monkeypatch):
 
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_write_tiny_and_check(tmp_path, capsys):
-    assert weights.main(["write-tiny", str(tmp_path / "w"), "--seed", "3"]) == 0
+    assert write_tiny_cli(["write-tiny", str(tmp_path / "w"), "--seed", "3"]) == 0
     assert (tmp_path / "w" / TRANSFORMER_CONFIG_FILE).is_file()
-    assert weights.main(["check", str(tmp_path / "w"), "--variant", "distilled"]) == 0
+    assert weights_main(["check", str(tmp_path / "w"), "--variant", "distilled"]) == 0
     (tmp_path / "w" / DEFAULT_LAYOUT.vae_config).unlink()
-    assert weights.main(["check", str(tmp_path / "w")]) == 1
+    assert weights_main(["check", str(tmp_path / "w")]) == 1
     assert "VAE config" in capsys.readouterr().err

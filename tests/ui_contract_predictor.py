@@ -7,9 +7,11 @@ predict.py records it, and a model worker that dies (``prompt == "crash"``). Eac
 H.264 mp4 (a colour field that moves with the chunk's camera motion), the state file is a real safetensors
 file with GameCraft's metadata, so the page's numbering, file names and Keep playing work as with the model.
 
-A prompt containing ``[step 0.4s]`` sleeps that long per denoising step (default 0).
+A prompt containing ``[step 0.4s]`` sleeps that long per denoising step (default 0); one containing
+``[no progress]`` records only ``chunks_done`` and ``seconds_per_chunk``, as predictors before the contract did.
 """
 
+# ruff: noqa: B008 - Cog declares inputs as Input(...) defaults
 from __future__ import annotations
 
 import json
@@ -20,7 +22,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
 
 import cog
 import numpy as np
@@ -38,19 +39,19 @@ class Predictor(BasePredictor):
     @cog.streaming
     def predict(
         self,
-        image: Optional[CogPath] = Input(default=None),
+        image: CogPath | None = Input(default=None),
         prompt: str = Input(default="a test world", max_length=2000),
         actions: str = Input(default='["w"]', regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
         action_speeds: str = Input(default="[0.2]", regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
         preset: str = Input(default="distilled", choices=["distilled", "full"]),
-        num_inference_steps: Optional[int] = Input(default=None, ge=1, le=100),
-        guidance_scale: Optional[float] = Input(default=None, ge=1.0, le=20.0),
+        num_inference_steps: int | None = Input(default=None, ge=1, le=100),
+        guidance_scale: float | None = Input(default=None, ge=1.0, le=20.0),
         go_fast: bool = Input(default=False),
-        seed: Optional[int] = Input(default=None, ge=0, le=2147483647),
+        seed: int | None = Input(default=None, ge=0, le=2147483647),
         negative_prompt: str = Input(default="", max_length=2000),
         fps: int = Input(default=25, ge=1, le=60),
-        video: Optional[CogPath] = Input(default=None),
-        continue_from: Optional[CogPath] = Input(default=None),
+        video: CogPath | None = Input(default=None),
+        continue_from: CogPath | None = Input(default=None),
         return_state: bool = Input(default=True),
         return_last_frame: bool = Input(default=False),
         camera_preview: bool = Input(default=False),
@@ -58,8 +59,8 @@ class Predictor(BasePredictor):
         from safetensors import safe_open
         from safetensors.numpy import load_file, save_file
 
-        from gamecraft.actions import parse_actions
-        from gamecraft.media import save_png, write_mp4
+        from gamecraft.media.video import save_png, write_mp4
+        from gamecraft.pipeline.actions import parse_actions
 
         if prompt == "crash":
             os._exit(3)  # what a CUDA abort or the OOM killer does to the model worker
@@ -74,19 +75,35 @@ class Predictor(BasePredictor):
         elif image is None and video is None:
             raise ValueError("give exactly one of image, video or continue_from")
         seed = 1234 if seed is None else seed
+        quiet = "[no progress]" in prompt
         step_s = float(m.group(1)) if (m := re.search(r"\[step ([\d.]+)s\]", prompt)) else 0.0
         stem = f"gamecraft-{seed}-{uuid.uuid4().hex[:8]}"
         steps = num_inference_steps or STEPS
         start = time.perf_counter()
-        self.record_metric("seed", seed)
+        if not quiet:
+            self.record_metric("seed", seed)
         frames_all: list[np.ndarray] = []
+
         def progress(phase: str, k: int, world: int, step: int) -> None:
+            if quiet:
+                return
             elapsed = time.perf_counter() - start
             work = (k - 1) + step / steps
             eta = elapsed / work * (len(segments) - work) if work > 0 else None
-            self.record_metric("progress", {"phase": phase, "chunk": k, "chunks": len(segments), "world_chunk": world,
-                                            "step": step, "steps": steps, "elapsed_s": round(elapsed, 3),
-                                            "eta_s": eta, "seed": seed})
+            self.record_metric(
+                "progress",
+                {
+                    "phase": phase,
+                    "chunk": k,
+                    "chunks": len(segments),
+                    "world_chunk": world,
+                    "step": step,
+                    "steps": steps,
+                    "elapsed_s": round(elapsed, 3),
+                    "eta_s": eta,
+                    "seed": seed,
+                },
+            )
 
         for k, segment in enumerate(segments, 1):
             world = done + k
@@ -105,11 +122,20 @@ class Predictor(BasePredictor):
         progress("done", len(segments), done + len(segments), steps)
         yield CogPath(write_mp4(np.concatenate(frames_all), self.out / f"{stem}-video.mp4", fps=fps))
         if return_state:
-            meta = {"format": "gamecraft-world-state", "format_version": 1, "seed": seed, "chunks_done": done + len(segments),
-                    "prompt": prompt, "actions": history}
+            meta = {
+                "format": "gamecraft-world-state",
+                "format_version": 1,
+                "seed": seed,
+                "chunks_done": done + len(segments),
+                "prompt": prompt,
+                "actions": history,
+            }
             state = self.out / f"{stem}-state.safetensors"
-            save_file({"last_latents": np.zeros((1, 16, 1, 2, 2), np.float32)}, str(state),
-                      metadata={"gamecraft": json.dumps(meta)})
+            save_file(
+                {"last_latents": np.zeros((1, 16, 1, 2, 2), np.float32)},
+                str(state),
+                metadata={"gamecraft": json.dumps(meta)},
+            )
             yield CogPath(state)
         if return_last_frame:
             yield CogPath(save_png(frames_all[-1][-1], self.out / f"{stem}-last-frame.png"))

@@ -67,13 +67,37 @@ class FakeReplicate:
             if handler.headers.get("Authorization") != "Bearer tok-123":
                 return reply(handler, 401, {"detail": "Invalid token."})
             if payload["input"].get("seed") == -1:
-                return reply(handler, 422, {"title": "Input validation failed", "status": 422, "detail": "- seed: bad",
-                                            "invalid_fields": [{"type": "greater_than_equal", "field": "input.seed",
-                                                                "description": "Must be greater than or equal to 0"}]})
+                return reply(
+                    handler,
+                    422,
+                    {
+                        "title": "Input validation failed",
+                        "status": 422,
+                        "detail": "- seed: bad",
+                        "invalid_fields": [
+                            {
+                                "type": "greater_than_equal",
+                                "field": "input.seed",
+                                "description": "Must be greater than or equal to 0",
+                            }
+                        ],
+                    },
+                )
             self.created = payload
-            reply(handler, 201, {"id": "r1", "status": "starting", "logs": "", "output": None,
-                                 "urls": {"get": f"{self.api.url}{base}/predictions/r1",
-                                          "cancel": f"{self.api.url}{base}/predictions/r1/cancel"}})
+            reply(
+                handler,
+                201,
+                {
+                    "id": "r1",
+                    "status": "starting",
+                    "logs": "",
+                    "output": None,
+                    "urls": {
+                        "get": f"{self.api.url}{base}/predictions/r1",
+                        "cancel": f"{self.api.url}{base}/predictions/r1/cancel",
+                    },
+                },
+            )
 
         def get(handler, body):
             state = self.steps[min(self.polls, len(self.steps) - 1)]
@@ -87,22 +111,51 @@ class FakeReplicate:
         def model(handler, body):
             if handler.headers.get("Authorization") != "Bearer tok-123":
                 return reply(handler, 401, {"detail": "Invalid token."})
-            reply(handler, 200, {"owner": "me", "name": "gamecraft", "latest_version": {
-                "id": "abc123", "openapi_schema": {"components": {"schemas": {"Input": {"properties": {
-                    "seed": {"type": "integer", "minimum": 0, "maximum": 2147483647}}}}}}}})
+            reply(
+                handler,
+                200,
+                {
+                    "owner": "me",
+                    "name": "gamecraft",
+                    "latest_version": {
+                        "id": "abc123",
+                        "openapi_schema": {
+                            "components": {
+                                "schemas": {
+                                    "Input": {
+                                        "properties": {"seed": {"type": "integer", "minimum": 0, "maximum": 2147483647}}
+                                    }
+                                }
+                            }
+                        },
+                    },
+                },
+            )
 
-        self.api = FakeUpstream({("GET", f"{base}/models/me/gamecraft"): model,
-                                 ("POST", f"{base}/models/me/gamecraft/predictions"): create,
-                                 ("POST", f"{base}/predictions"): create,
-                                 ("GET", f"{base}/predictions/r1"): get,
-                                 ("POST", f"{base}/predictions/r1/cancel"): cancel})
+        self.api = FakeUpstream(
+            {
+                ("GET", f"{base}/models/me/gamecraft"): model,
+                ("POST", f"{base}/models/me/gamecraft/predictions"): create,
+                ("POST", f"{base}/predictions"): create,
+                ("GET", f"{base}/predictions/r1"): get,
+                ("POST", f"{base}/predictions/r1/cancel"): cancel,
+            }
+        )
         self.url = self.api.url + base
 
 
 STEPS = [
     {"status": "processing", "logs": "chunk 1 step 1/2\n", "output": None},
     {"status": "processing", "logs": "chunk 1 step 1/2\nchunk 1/2 done\n", "output": ["https://x/chunk001.mp4"]},
-    {"status": "succeeded", "logs": "chunk 1 step 1/2\nchunk 1/2 done\nchunk 2/2 done\n",
-     "output": ["https://x/chunk001.mp4", "https://x/chunk002.mp4", "https://x/video.mp4", "https://x/s.safetensors"],
-     "metrics": {"predict_time": 3.2}},
+    {
+        "status": "succeeded",
+        "logs": "chunk 1 step 1/2\nchunk 1/2 done\nchunk 2/2 done\n",
+        "output": [
+            "https://x/chunk001.mp4",
+            "https://x/chunk002.mp4",
+            "https://x/video.mp4",
+            "https://x/s.safetensors",
+        ],
+        "metrics": {"predict_time": 3.2},
+    },
 ]

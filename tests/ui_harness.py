@@ -14,14 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cog_server import start_cog_server
 from conftest import REPO_ROOT
 
 from gamecraft.ui import make_server
+from tools.cog_server import start_cog_server
 
 CHROMIUM = os.environ.get("GAMECRAFT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 60_000
 DESKTOP = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
@@ -50,9 +58,21 @@ def page_server(backend):
 def start_contract_server(folder: Path):
     """coglet serving tests/ui_contract_predictor.py (with its schema, so SSE is on) from ``folder``."""
     shutil.copy(Path(__file__).with_name("ui_contract_predictor.py"), folder / "predict.py")
-    subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "cog_schema.py"), "--root", str(folder), "--ref",
-                    "predict.py:Predictor", "--out", str(folder / ".cog" / "openapi_schema.json")],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "cog_schema.py"),
+            "--root",
+            str(folder),
+            "--ref",
+            "predict.py:Predictor",
+            "--out",
+            str(folder / ".cog" / "openapi_schema.json"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return start_cog_server(folder, "predict.py:Predictor", {"PYTHONPATH": str(REPO_ROOT)}, startup_timeout_s=120)
 
 
@@ -90,9 +110,11 @@ def hold(page, *keys, seconds: float) -> None:
 
 
 def wait_done(page, timeout=TIMEOUT_MS):
-    page.wait_for_function("!document.body.classList.contains('busy') && "
-                           "/^(done|failed|canceled)/.test(document.querySelector('#progress-text').textContent)",
-                           timeout=timeout)
+    page.wait_for_function(
+        "!document.body.classList.contains('busy') && "
+        "/^(done|failed|canceled)/.test(document.querySelector('#progress-text').textContent)",
+        timeout=timeout,
+    )
     return page.text_content("#progress-text")
 
 
@@ -103,8 +125,14 @@ def downloads(page) -> list[str]:
 def capture_inputs(page) -> list[dict]:
     """Every prediction input the page posts from now on (appended as they are sent)."""
     sent: list[dict] = []
-    page.on("request", lambda r: sent.append(json.loads(r.post_data)["input"])
-            if r.url.endswith("/api/predictions") and r.method == "POST" else None)
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data)["input"])
+            if r.url.endswith("/api/predictions") and r.method == "POST"
+            else None
+        ),
+    )
     return sent
 
 
@@ -126,3 +154,14 @@ def held_seconds(page, *codes) -> float:
 def chunks_for(seconds: float) -> int:
     """The page's rule: a hold is round(seconds / 1.32) chunks, at least one."""
     return max(1, round(seconds / 1.32))
+
+
+def watch(page, selector):
+    """Every text the element shows from now on (a MutationObserver); call the result to read them."""
+    page.evaluate(
+        """(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];
+        const el = document.querySelector(sel), options = {childList: true, characterData: true, subtree: true};
+        new MutationObserver(() => seen.push(el.textContent)).observe(el, options); }""",
+        selector,
+    )
+    return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)

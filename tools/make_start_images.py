@@ -38,8 +38,12 @@ class Solid:
 
 
 def box(x0, x1, y0, y1, z0, z1, color, texture=0.06) -> Solid:
-    return Solid([((1, 0, 0), x1), ((-1, 0, 0), -x0), ((0, 1, 0), y1), ((0, -1, 0), -y0), ((0, 0, 1), z1),
-                  ((0, 0, -1), -z0)], color, texture, (x0, x1, y0, y1, z0, z1))
+    return Solid(
+        [((1, 0, 0), x1), ((-1, 0, 0), -x0), ((0, 1, 0), y1), ((0, -1, 0), -y0), ((0, 0, 1), z1), ((0, 0, -1), -z0)],
+        color,
+        texture,
+        (x0, x1, y0, y1, z0, z1),
+    )
 
 
 def roof(x0, x1, y0, rise, z0, z1, color) -> Solid:
@@ -49,8 +53,12 @@ def roof(x0, x1, y0, rise, z0, z1, color) -> Solid:
     # the two slopes: planes through the eaves (x0, y0) / (x1, y0) and the ridge, inside below them
     left = ((-rise / slope, half / slope, 0.0), (-rise * x0 + half * y0) / slope)
     right = ((rise / slope, half / slope, 0.0), (rise * x1 + half * y0) / slope)
-    return Solid([left, right, ((0, -1, 0), -y0), ((0, 0, 1), z1), ((0, 0, -1), -z0)], color, 0.1,
-                 (x0, x1, y0, y0 + rise, z0, z1))
+    return Solid(
+        [left, right, ((0, -1, 0), -y0), ((0, 0, 1), z1), ((0, 0, -1), -z0)],
+        color,
+        0.1,
+        (x0, x1, y0, y0 + rise, z0, z1),
+    )
 
 
 def pine(x, z, height, radius, color, sides=7) -> list[Solid]:
@@ -146,10 +154,15 @@ def render(scene: Scene) -> np.ndarray:
     sun_dot = d @ sun
     color += (np.clip((sun_dot - 0.9975) * 400, 0, 1) * 0.6 + np.clip(sun_dot, 0, 1) ** 40 * 0.25)[..., None]
     cloud = np.clip(_fbm(clouds, d[..., 0] / np.maximum(elev, 0.05) * 3, 8 / np.maximum(elev, 0.05)) * 1.6, 0, 1)
-    color = color * (1 - 0.5 * cloud[..., None] * (elev > 0.02)[..., None]) + 0.5 * cloud[..., None] * (elev > 0.02)[..., None]
+    veil = (0.5 * cloud * (elev > 0.02))[..., None]
+    color = color * (1 - veil) + veil
     azimuth = np.arctan2(d[..., 0], d[..., 2])
-    ridge = 0.06 + 0.035 * np.sin(azimuth * 5 + scene.seed) + 0.02 * np.sin(azimuth * 13 + 1.3 * scene.seed) \
+    ridge = (
+        0.06
+        + 0.035 * np.sin(azimuth * 5 + scene.seed)
+        + 0.02 * np.sin(azimuth * 13 + 1.3 * scene.seed)
         + 0.012 * _sample(lattice, azimuth * 40, np.zeros_like(azimuth))
+    )
     mountain = (elev < ridge) & (elev > -0.02)
     shade = 0.75 + 0.25 * np.sin(azimuth * 31 + elev * 40)
     mcol = np.array(scene.mountains)[None, None] * shade[..., None]
@@ -238,9 +251,22 @@ def _village() -> Scene:
             solids.append(roof(x0 - 0.3, x1 + 0.3, h, 1.7, z - 0.3, z + 6.8, roofs[(i - side) % 3]))
             face = x1 if side < 0 else x0  # the wall that faces the street gets a door
             solids.append(box(face - 0.06, face + 0.06, 0, 1.7, z + 2.6, z + 3.7, (0.3, 0.19, 0.12), 0.02))
-    return Scene("village.png", "Village street", "A medieval village street, sunny day, cobblestones, timber houses, "
-                 "game screenshot", (0.27, 0.5, 0.86), (0.75, 0.85, 0.95), (0.32, 0.52, 0.24), (0.55, 0.5, 0.44), 1.6,
-                 (0.38, 0.45, 0.55), (-0.4, 0.7, 0.5), 0.012, 0.35, solids, seed=1)
+    return Scene(
+        "village.png",
+        "Village street",
+        "A medieval village street, sunny day, cobblestones, timber houses, game screenshot",
+        (0.27, 0.5, 0.86),
+        (0.75, 0.85, 0.95),
+        (0.32, 0.52, 0.24),
+        (0.55, 0.5, 0.44),
+        1.6,
+        (0.38, 0.45, 0.55),
+        (-0.4, 0.7, 0.5),
+        0.012,
+        0.35,
+        solids,
+        seed=1,
+    )
 
 
 def _forest() -> Scene:
@@ -253,9 +279,22 @@ def _forest() -> Scene:
         h = rng.uniform(4.5, 8.5)
         g = rng.uniform(0.16, 0.26)
         solids += pine(float(x), float(z), float(h), float(h) * 0.28, (0.08, g, 0.1))
-    return Scene("forest.png", "Forest path", "A misty pine forest with a dirt path, morning light, realistic game "
-                 "screenshot", (0.45, 0.6, 0.78), (0.82, 0.86, 0.84), (0.2, 0.34, 0.16), (0.45, 0.36, 0.26), 1.0,
-                 (0.3, 0.38, 0.4), (0.5, 0.45, 0.8), 0.03, 0.35, solids, seed=2)
+    return Scene(
+        "forest.png",
+        "Forest path",
+        "A misty pine forest with a dirt path, morning light, realistic game screenshot",
+        (0.45, 0.6, 0.78),
+        (0.82, 0.86, 0.84),
+        (0.2, 0.34, 0.16),
+        (0.45, 0.36, 0.26),
+        1.0,
+        (0.3, 0.38, 0.4),
+        (0.5, 0.45, 0.8),
+        0.03,
+        0.35,
+        solids,
+        seed=2,
+    )
 
 
 def _canyon() -> Scene:
@@ -268,9 +307,22 @@ def _canyon() -> Scene:
             x0, x1 = (inner, inner + 8) if side > 0 else (-inner - 8, -inner)
             tone = rng.uniform(0.85, 1.1)
             solids.append(box(x0, x1, 0, h, z, z + 6.2, (0.72 * tone, 0.38 * tone, 0.22 * tone), 0.16))
-    return Scene("canyon.png", "Desert canyon", "A red rock desert canyon at golden hour, sand road, adventure game "
-                 "screenshot", (0.3, 0.45, 0.75), (0.98, 0.78, 0.55), (0.85, 0.66, 0.44), (0.78, 0.6, 0.42), 1.3,
-                 (0.7, 0.45, 0.35), (-0.8, 0.35, 0.6), 0.012, 0.25, solids, seed=3)
+    return Scene(
+        "canyon.png",
+        "Desert canyon",
+        "A red rock desert canyon at golden hour, sand road, adventure game screenshot",
+        (0.3, 0.45, 0.75),
+        (0.98, 0.78, 0.55),
+        (0.85, 0.66, 0.44),
+        (0.78, 0.6, 0.42),
+        1.3,
+        (0.7, 0.45, 0.35),
+        (-0.8, 0.35, 0.6),
+        0.012,
+        0.25,
+        solids,
+        seed=3,
+    )
 
 
 def _snow() -> Scene:
@@ -284,9 +336,22 @@ def _snow() -> Scene:
         z = float(rng.uniform(8.0, 60.0))
         h = float(rng.uniform(3.5, 7.0))
         solids += pine(x, z, h, h * 0.3, (0.12, 0.24, 0.2))
-    return Scene("snow.png", "Snowy hamlet", "A snowy mountain hamlet with wooden cabins and pine trees, clear winter "
-                 "day, game screenshot", (0.38, 0.56, 0.85), (0.86, 0.9, 0.96), (0.9, 0.92, 0.96), (0.75, 0.77, 0.8),
-                 1.2, (0.85, 0.88, 0.94), (0.3, 0.55, 0.7), 0.018, 0.08, solids, seed=4)
+    return Scene(
+        "snow.png",
+        "Snowy hamlet",
+        "A snowy mountain hamlet with wooden cabins and pine trees, clear winter day, game screenshot",
+        (0.38, 0.56, 0.85),
+        (0.86, 0.9, 0.96),
+        (0.9, 0.92, 0.96),
+        (0.75, 0.77, 0.8),
+        1.2,
+        (0.85, 0.88, 0.94),
+        (0.3, 0.55, 0.7),
+        0.018,
+        0.08,
+        solids,
+        seed=4,
+    )
 
 
 SCENES = (_village, _forest, _canyon, _snow)
@@ -300,15 +365,23 @@ def write_all(out: Path) -> list[dict]:
         scene = make()
         Image.fromarray(render(scene)).save(out / scene.name, optimize=True)
         # "path": where the page's copy lives in the repository (the commands the page shows read it from there)
-        index.append({"file": scene.name, "title": scene.title, "prompt": scene.prompt,
-                      "path": (OUT / scene.name).relative_to(REPO).as_posix()})
+        index.append(
+            {
+                "file": scene.name,
+                "title": scene.title,
+                "prompt": scene.prompt,
+                "path": (OUT / scene.name).relative_to(REPO).as_posix(),
+            }
+        )
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     return index
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for the PNGs and index.json (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="folder for the PNGs and index.json (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for entry in write_all(args.out):
         print(f"wrote {args.out / entry['file']}")

@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
+
+from tools.cog_server import data_uri, save_data_uri, start_cog_server  # noqa: E402
 
 BANNER = """
 ############################################################################################
@@ -51,21 +53,19 @@ The server is READY at {url}  (Ctrl-C stops it)
 
 
 def _choose_weights() -> tuple[str, str | None]:
-    """``(GAMECRAFT_WEIGHTS value, reason for tiny or None)``."""
-    import torch
+    """``(GAMECRAFT_WEIGHTS for the server, reason for tiny weights or None)``: the predictor's configuration
+    with the CLI's fallback, decided by the same planner the predictor runs."""
+    from gamecraft.serving.build import plan_engine
+    from gamecraft.serving.config import ServingConfig
 
-    from gamecraft.weights import smoke_run_reason
-
-    weights = os.environ.get("GAMECRAFT_WEIGHTS", "weights")
-    if weights in ("tiny", "random"):
-        return weights, "GAMECRAFT_WEIGHTS=tiny" if weights == "tiny" else None
-    reason = smoke_run_reason(Path(weights), "distilled", torch.cuda.is_available())
-    return ("tiny", reason) if reason else (weights, None)
+    config = ServingConfig.from_env(fallback_to_tiny=True)
+    plan = plan_engine(config)
+    if plan.source == "tiny":
+        return "tiny", plan.smoke_reason or "GAMECRAFT_WEIGHTS=tiny"
+    return config.weights, None
 
 
 def _demo(server, out: Path) -> list[Path]:
-    from cog_server import data_uri, save_data_uri
-
     image = data_uri(REPO / "assets" / "start.png", "image/png")
     inputs = {"image": image, "prompt": "A cozy village street in the morning", "actions": '["w", "w+left_rot"]',
               "action_speeds": "[0.3, [0.3, 20]]", "seed": 7, "camera_preview": True}
@@ -93,8 +93,6 @@ def main() -> int:
     parser.add_argument("--ui-port", type=int, default=int(os.environ.get("UI_PORT", 8080)),
                         help="port of the controller page (0: don't start it)")
     args = parser.parse_args()
-
-    from cog_server import start_cog_server
 
     subprocess.run([sys.executable, str(REPO / "tools" / "cog_schema.py")], cwd=REPO, check=True)
     weights, tiny_reason = _choose_weights()

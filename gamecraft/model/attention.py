@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-AttentionBackend = Literal["sdpa", "sdpa-math", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "fa3"]
+from .sage import sage_attention
+from .sage_reference import FP8_MAX, per_head_fp8_attention_reference
+
+AttentionBackend = Literal["sdpa", "sdpa-math", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "fa3", "sage", "fa3-fp8"]
 """How attention is computed.
 
 * ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention`` with the priority
@@ -32,11 +35,19 @@ AttentionBackend = Literal["sdpa", "sdpa-math", "sdpa-cudnn", "sdpa-flash", "sdp
   exact up to rounding; on an H200 12 % faster per pass than cuDNN, BENCHMARKS.md). Its FP8 mode was
   measured too and rejected: 0.34–0.44 relative L2 error per pass, against 0.07 for fp8 linears.
 
-On CPU only ``"sdpa-math"`` restricts the kernel; the GPU-only choices fall back to PyTorch's CPU
-default there (``"fa3"`` too, so tiny CPU runs accept every name).
+* ``"sage"``: SageAttention2's Hopper kernel (int8 Q·Kᵀ after smoothing K, e4m3 P·V; optional
+  ``sageattention`` package, :mod:`gamecraft.model.sage`), approximate: ≈ 0.04 relative L2 per call.
+  On CPUs it runs the emulation of the same numerics (:mod:`gamecraft.model.sage_reference`).
+* ``"fa3-fp8"``: for measurements only — FlashAttention-3's FP8 mode (e4m3 q/k/v, one scale per head),
+  the variant rejected above; on CPUs its emulation.
+
+The token refiner always runs exact attention (``"sage"``/``"fa3-fp8"`` map to ``"sdpa"`` there: its 256
+text tokens cost nothing). On CPU only ``"sdpa-math"`` restricts the kernel; the GPU-only exact choices fall
+back to PyTorch's CPU default there (``"fa3"`` too, so tiny CPU runs accept every name).
 """
 
 ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
+MEASUREMENT_ONLY_BACKENDS = ("fa3-fp8",)  # benchmarks only: never chosen for serving
 
 _KERNELS: dict[str, list[SDPBackend]] = {
     "sdpa": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
@@ -71,6 +82,29 @@ def _fa3_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     return flash_attn_func(q, k, v)  # [B, S, H, D] in and out, scale 1/sqrt(D), non-causal
 
 
+def _fa3_fp8_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """FA3's FP8 mode: q, k, v [B, S, H, D] to e4m3 with one scale per (row, head), descaled in the kernel."""
+    if q.device.type != "cuda":
+        return per_head_fp8_attention_reference(q, k, v)
+    try:
+        from fa3_fwd_interface import flash_attn_func
+    except Exception as err:
+        raise RuntimeError(f"attention backend 'fa3-fp8' needs the fa3-fwd package: {type(err).__name__}: {err}"
+                           ) from err
+    quantized, descales = [], []
+    for x in (q, k, v):
+        scale = x.float().abs().amax(dim=(1, 3)).clamp_min(1e-12) / FP8_MAX  # [B, H]
+        quantized.append((x.float() / scale[:, None, :, None]).to(torch.float8_e4m3fn))
+        descales.append(scale.contiguous())
+    out = flash_attn_func(*quantized, q_descale=descales[0], k_descale=descales[1], v_descale=descales[2])
+    return (out[0] if isinstance(out, tuple) else out).to(q.dtype)
+
+
+def exact_backend(backend: str) -> str:
+    """``backend`` where it is exact; ``"sdpa"`` for the approximate ones (the token refiner's attention)."""
+    return "sdpa" if backend in ("sage", "fa3-fp8") else backend
+
+
 def _kernel_context(backend: str, device: torch.device):
     # On CPU only math / the CPU flash kernel exist; restricting the list there would only error.
     if (device.type != "cuda" and backend != "sdpa-math") or backend == "fa3":
@@ -85,6 +119,10 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> tor
     """
     if backend == "fa3" and q.device.type == "cuda":
         return _fa3_forward(q, k, v)
+    if backend == "sage":
+        return sage_attention(q, k, v)
+    if backend == "fa3-fp8":
+        return _fa3_fp8_forward(q, k, v)
     with _kernel_context(backend, q.device):
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
@@ -194,6 +232,7 @@ def refiner_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     batch, seq_len = q.shape[0], q.shape[1]
     if len(text_lengths) != batch:
         raise ValueError(f"{len(text_lengths)} text lengths for a batch of {batch}")
+    backend = exact_backend(backend)
     rows = []
     for first, end, length in _equal_length_runs(text_lengths):
         if not 0 <= length <= seq_len:

@@ -26,12 +26,19 @@ def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if name.startswith(FLOAT32_PARAMETER_PREFIXES) else dtype
 
 
-class TokenParallel(HeadParallel, Protocol):
+class TokenShard(HeadParallel, Protocol):
+    """One pass over ``total`` image tokens split over a sequence-parallel group: this rank's tokens
+    (``local``), the attention exchange (:class:`HeadParallel`) and the gathering of the outputs."""
+
+    local: slice
+
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class TokenParallel(Protocol):
     """A sequence-parallel group as the transformer uses it (``gamecraft.parallel.ulysses``)."""
 
-    def token_slice(self, total: int) -> slice: ...
-
-    def gather_tokens(self, x: torch.Tensor, total: int) -> torch.Tensor: ...
+    def shard(self, total: int) -> TokenShard: ...
 
 
 @dataclass
@@ -54,7 +61,7 @@ class GameCraftTransformer(nn.Module):
 
     ``dtype`` is the compute/storage dtype of all parameters except those named by
     :data:`FLOAT32_PARAMETER_PREFIXES`, which stay float32 (as in the reference). Build it on the
-    ``meta`` device and load weights with :func:`gamecraft.model.loading.load_transformer`.
+    ``meta`` device and load weights with :func:`gamecraft.weights.transformer.load_transformer`.
     """
 
     def __init__(self, config: TransformerConfig, dtype: torch.dtype = torch.bfloat16,
@@ -125,8 +132,8 @@ class GameCraftTransformer(nn.Module):
                 its features are reused instead of running the blocks (new ``t`` still applies).
             attention_backend: see :data:`gamecraft.model.attention.AttentionBackend`.
             sp: a sequence-parallel group: this rank runs the blocks on its shard of the image tokens
-                (``sp.token_slice``) and the result is gathered before the return; ``cache`` then
-                holds the shard.
+                (``sp.shard(img_len).local``) and the result is gathered before the return; ``cache``
+                then holds the shard.
 
         Returns:
             [B, out_channels, T, h, w] velocity, in the final linear's dtype (float32).
@@ -143,9 +150,10 @@ class GameCraftTransformer(nn.Module):
         if text_lengths is None:
             text_lengths = text_lengths_from_mask(text_mask)
 
-        local = sp.token_slice(img_len) if sp is not None else slice(0, img_len)
+        shard = sp.shard(img_len) if sp is not None else None
+        local = shard.local if shard is not None else slice(0, img_len)
         local_len = local.stop - local.start
-        if sp is not None:
+        if shard is not None:
             rope = (rope[0][local], rope[1][local])
 
         vec = self.time_in(t) + self.vector_in(text_states_2)
@@ -154,17 +162,17 @@ class GameCraftTransformer(nn.Module):
                 raise ValueError("use_cache=True needs a StepCache filled by a previous full pass")
             if cache.features.shape[:2] != (x.shape[0], local_len + text_states.shape[1]):
                 raise ValueError(f"cached features {tuple(cache.features.shape)} do not fit this input")
-            stream = self.single_blocks[-1](cache.features, vec, local_len, rope, text_lengths, attention_backend, sp)
+            stream = self.single_blocks[-1](cache.features, vec, local_len, rope, text_lengths, attention_backend, shard)
         else:
             stream = self._run_blocks(x, t, text_states, text_mask, vec, cam_latents, camera_tokens,
-                                      rope, text_lengths, cache, attention_backend, local, sp)
+                                      rope, text_lengths, cache, attention_backend, local, shard)
         out = self.final_layer(stream[:, :local_len], vec)
-        if sp is not None:
-            out = sp.gather_tokens(out, img_len)
+        if shard is not None:
+            out = shard.gather_tokens(out)
         return self.unpatchify(out, grid)
 
     def _run_blocks(self, x, t, text_states, text_mask, vec, cam_latents, camera_tokens, rope,
-                    text_lengths, cache, attention_backend, local: slice, sp) -> torch.Tensor:
+                    text_lengths, cache, attention_backend, local: slice, shard) -> torch.Tensor:
         """Embeddings, double and single blocks on the image tokens ``local``.
 
         Returns the stream [B, local image tokens + L, hidden] (float32)."""
@@ -173,18 +181,18 @@ class GameCraftTransformer(nn.Module):
                 raise ValueError("pass cam_latents or camera_tokens")
             camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
         img = self.img_in(x).float() + camera_tokens.float()
-        if sp is not None:
+        if shard is not None:
             img = img[:, local]
         txt = self.txt_in(text_states, t, text_mask, text_lengths, attention_backend).float()
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend, sp)
+            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend, shard)
         img_len = img.shape[1]
         stream = torch.cat((img, txt), dim=1)
         last = len(self.single_blocks) - 1
         for index, block in enumerate(self.single_blocks):
             if index == last and cache is not None:
                 cache.features = stream
-            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend, sp)
+            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend, shard)
         return stream
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -4,14 +4,15 @@
 * :mod:`.ulysses` — the all-to-all around attention;
 * :mod:`.passes` — what every rank runs per command;
 * :mod:`.runtime` — the worker processes, the process group, failure handling;
-* :mod:`.engine` — rank 0's engine facade used by sessions and the predictor.
+* :mod:`.commands` — the commands rank 0 sends (small dataclasses);
+* :mod:`.engine` — :class:`ParallelEngine`, rank 0's :class:`gamecraft.engine.Engine` over every GPU.
 """
 
-from .engine import (DistributedTransformer, ParallelEngine, load_parallel_engine, start_parallel_engine,
-                     start_workers_early)
+from .engine import (DistributedTransformer, ParallelEngine, engine_worker_spec, load_parallel_engine,
+                     start_parallel_engine, start_workers_early)
 from .layout import ParallelLayout, check_world_size, choose_layout, token_bounds
-from .runtime import ParallelRuntime, WorkerFailure, WorkerSpec
+from .runtime import ParallelRuntime, WorkerFailure
 
 __all__ = ["DistributedTransformer", "ParallelEngine", "ParallelLayout", "ParallelRuntime", "WorkerFailure",
-           "WorkerSpec", "check_world_size", "choose_layout", "load_parallel_engine", "start_parallel_engine",
+           "check_world_size", "engine_worker_spec", "choose_layout", "load_parallel_engine", "start_parallel_engine",
            "start_workers_early", "token_bounds"]

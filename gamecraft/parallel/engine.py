@@ -14,24 +14,25 @@ from typing import Sequence
 
 import torch
 
+from gamecraft.engine import Engine, EngineConfig, GameCraftEngine
 from gamecraft.model.attention import text_lengths_from_mask
 from gamecraft.model.rope import rope_tables
 from gamecraft.model.transformer import StepCache
+from gamecraft.pipeline.sampling import TextConditioning
+from gamecraft.specs.workers import WorkerSpec
+from gamecraft.weights import transformer_config
 
-from .passes import PassRunner, dtype_name
+from .commands import DecodeTiles, DisableCompile, Forward, TensorMeta, dtype_name
+from .layout import check_world_size
 from .runtime import ParallelRuntime
 
 DEFAULT_HEAD_CHUNKS = 1  # overlap groups: none by default (2 GPUs: 1 and 2 tie, 3–4 slower; BENCHMARKS.md)
 
 
-def _meta(tensor: torch.Tensor) -> tuple[tuple[int, ...], str]:
-    return tuple(tensor.shape), dtype_name(tensor.dtype)
-
-
 class DistributedTransformer:
-    """Callable like ``GameCraftTransformer``; the pass runs on every rank of ``runtime``."""
+    """Callable like ``GameCraftTransformer``; the pass runs on every rank of the runtime."""
 
-    def __init__(self, engine: "ParallelEngine", variant: str, fast: bool):
+    def __init__(self, engine: ParallelEngine, variant: str, fast: bool):
         self._engine = engine
         self.variant = variant
         self.fast = fast
@@ -68,24 +69,33 @@ class DistributedTransformer:
             camera_tokens, rope, list(text_lengths), cache, use_cache, attention_backend)
 
 
-class ParallelEngine:
-    """The :class:`gamecraft.session.Engine` interface over several GPUs (see the module docstring)."""
+class ParallelEngine(Engine):
+    """:class:`gamecraft.engine.Engine` over several GPUs (see the module docstring): ``local`` is rank 0's
+    single-GPU engine (text encoders, VAE, transformers), ``runtime`` the worker ranks.
 
-    def __init__(self, local, runtime: ParallelRuntime, head_chunks: int = DEFAULT_HEAD_CHUNKS):
+    ``head_chunks`` (Ulysses overlap groups) and ``pack_in_graph`` (exchange buffers packed in the compiled
+    blocks) are sent with every pass, so benchmarks may change them between passes."""
+
+    def __init__(self, local: GameCraftEngine, runtime: ParallelRuntime, head_chunks: int = DEFAULT_HEAD_CHUNKS):
         self.local = local
         self.runtime = runtime
         if head_chunks < 1:  # checked here: on a worker rank the error would end the rank
             raise ValueError(f"head_chunks must be at least 1, got {head_chunks}")
-        self.head_chunks = head_chunks  # per-rank head groups whose exchanges overlap attention
-        self.pack_in_graph = True  # exchange buffers packed in the compiled blocks (False: eagerly, to compare)
+        self.head_chunks = head_chunks
+        self.pack_in_graph = True
+        self.device = local.device
+        self.transformer_config = local.transformer_config
+        self.vae = local.vae
+        self.attention_backend = local.attention_backend
+        self.fast_attention_backend = local.fast_attention_backend
         runtime.attach(local)
         self._sent_camera: torch.Tensor | None = None
         self._sent_rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache_owner: StepCache | None = None
-        local.vae.tile_decoder = self._decode_tiles
 
-    def __getattr__(self, name):  # device, vae, config, attention backends, encode_text, ...
-        return getattr(self.local, name)
+    @property
+    def loaded_variants(self) -> tuple[str, ...]:
+        return self.local.loaded_variants
 
     @property
     def world_size(self) -> int:
@@ -95,6 +105,16 @@ class ParallelEngine:
     def healthy(self) -> bool:
         return self.runtime.healthy
 
+    @property
+    def compiled(self) -> bool:
+        return self.local.compiled
+
+    def disable_compile(self) -> None:
+        self.runtime.command(DisableCompile())  # every rank, rank 0 included
+
+    def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
+        return self.local.encode_text(prompt, negative_prompt, guidance)
+
     def transformer(self, variant: str, fast: bool = False) -> DistributedTransformer:
         return DistributedTransformer(self, variant, fast)
 
@@ -102,7 +122,7 @@ class ParallelEngine:
                 rope: tuple[torch.Tensor, torch.Tensor], text_lengths: list[int], cache: StepCache | None,
                 use_cache: bool, backend: str) -> torch.Tensor:
         new_camera = camera_tokens is not self._sent_camera
-        new_rope = self._sent_rope is None or any(a is not b for a, b in zip(rope, self._sent_rope))
+        new_rope = self._sent_rope is None or any(a is not b for a, b in zip(rope, self._sent_rope, strict=True))
         if cache is None:
             cache_op = "none"
         elif cache is not self._cache_owner:
@@ -113,29 +133,37 @@ class ParallelEngine:
             tensors["camera_tokens"] = camera_tokens
         if new_rope:
             tensors["rope_cos"], tensors["rope_sin"] = rope
-        meta = dict(variant=model.variant, fast=model.fast, backend=backend, text_lengths=text_lengths,
-                    use_cache=use_cache, cache=cache_op, new_camera=new_camera, new_rope=new_rope,
-                    head_chunks=self.head_chunks, pack_in_graph=self.pack_in_graph,
-                    shapes={name: _meta(value) for name, value in tensors.items()})
         tensors = {name: value.contiguous() for name, value in tensors.items()}
-        out = self.runtime.command("forward", meta, tensors)
+        command = Forward(variant=model.variant, fast=model.fast, backend=backend, text_lengths=tuple(text_lengths),
+                          use_cache=use_cache, cache=cache_op, head_chunks=self.head_chunks,
+                          pack_in_graph=self.pack_in_graph,
+                          shapes={name: TensorMeta.of(value) for name, value in tensors.items()})
+        out = self.runtime.command(command, tensors)
         # Remember what the workers hold only once the call went through.
         self._sent_camera, self._sent_rope, self._cache_owner = camera_tokens, rope, cache
         return out
 
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's tiled decode with the tiles spread over every rank."""
+        return self.vae.decode(latents, tile_decoder=self._decode_tiles)
+
     def _decode_tiles(self, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
-        vae = self.local.vae
         tiles = [tile.contiguous() for tile in tiles]
-        meta = dict(tiles=[_meta(tile) for tile in tiles],
-                    outputs=[(vae.decoded_tile_shape(tile.shape), dtype_name(vae.dtype)) for tile in tiles])
-        return self.runtime.command("decode_tiles", meta, tiles)
+        outputs = tuple(TensorMeta(self.vae.decoded_tile_shape(tile.shape), dtype_name(self.vae.dtype))
+                        for tile in tiles)
+        return self.runtime.command(DecodeTiles(tuple(TensorMeta.of(tile) for tile in tiles), outputs), tiles)
 
     def close(self) -> None:
-        self.local.vae.tile_decoder = None
         self.runtime.close()
 
 
-def start_parallel_engine(engine, spec, world_size: int, devices: list[str], timeout_s: float = 900.0,
+def engine_worker_spec(config: EngineConfig) -> WorkerSpec:
+    """How a worker rank builds its twin of ``GameCraftEngine.load(config)``: VAE and transformers on its
+    own GPU, no text encoders (prompts are encoded on rank 0)."""
+    return WorkerSpec("gamecraft.engine.local:GameCraftEngine.load_worker", dict(config=config))
+
+
+def start_parallel_engine(engine: GameCraftEngine, spec: WorkerSpec, world_size: int, devices: list[str], timeout_s: float = 900.0,
                           head_chunks: int = DEFAULT_HEAD_CHUNKS,
                           runtime: ParallelRuntime | None = None) -> ParallelEngine:
     """Start ``world_size - 1`` workers built by ``spec`` (a :class:`WorkerSpec`) next to ``engine`` (rank 0,
@@ -143,8 +171,6 @@ def start_parallel_engine(engine, spec, world_size: int, devices: list[str], tim
 
     ``runtime``: workers already started with :meth:`ParallelRuntime.start` (``spec`` and ``devices``
     are then theirs), e.g. before rank 0 loaded ``engine``, so that both loads overlap."""
-    from .layout import check_world_size
-
     heads = engine.transformer_config.num_heads
     try:
         if runtime is not None and runtime.world_size != world_size:
@@ -156,20 +182,16 @@ def start_parallel_engine(engine, spec, world_size: int, devices: list[str], tim
         raise
     if runtime is None:
         runtime = ParallelRuntime.start(world_size, spec, heads, devices=devices, timeout_s=timeout_s)
-    parallel = None
     try:
         parallel = ParallelEngine(engine, runtime, head_chunks)
         runtime.wait_ready()
     except BaseException:
-        if parallel is not None:
-            parallel.close()  # also gives the VAE tiles back to rank 0 alone
-        else:
-            runtime.close()
+        runtime.close()
         raise
     return parallel
 
 
-def start_workers_early(config, world_size: int, devices: list[str], timeout_s: float = 900.0
+def start_workers_early(config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0
                         ) -> ParallelRuntime | None:
     """Start the worker ranks of ``GameCraftEngine.load(config)`` before rank 0 loads it, so that every
     rank loads at once (−22 s of the workers' own time in a 4-GPU ``setup()``); pass the result to
@@ -177,29 +199,22 @@ def start_workers_early(config, world_size: int, devices: list[str], timeout_s: 
     transformer has a current safetensors cache): otherwise each rank would convert the same ``.pt``
     at once into the same cache file, so None is returned and the workers start after rank 0's load
     has written the caches. ``ValueError`` for a world size that cannot split the heads."""
-    from gamecraft.engine import GameCraftEngine
-    from gamecraft.weights import transformer_config
-
-    from .layout import check_world_size
-
     if world_size <= 1 or not GameCraftEngine.loads_without_writing(config):
         return None
     heads = transformer_config(config.weights_dir).num_heads
     check_world_size(world_size, heads)
-    return ParallelRuntime.start(world_size, GameCraftEngine.worker_spec_for(config), heads, devices=devices,
+    return ParallelRuntime.start(world_size, engine_worker_spec(config), heads, devices=devices,
                                  timeout_s=timeout_s)
 
 
-def load_parallel_engine(config, world_size: int, devices: list[str], timeout_s: float = 900.0) -> ParallelEngine:
+def load_parallel_engine(config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0) -> ParallelEngine:
     """``GameCraftEngine.load(config)`` on rank 0 with ``world_size - 1`` worker ranks: the workers start
     before rank 0's load when :func:`start_workers_early` allows it, else after; on any failure they
     are stopped and the error raised (``ValueError`` for a world size that cannot split the heads)."""
-    from gamecraft.engine import GameCraftEngine
-
     workers = start_workers_early(config, world_size, devices, timeout_s)
     try:
         engine = GameCraftEngine.load(config)
-        return start_parallel_engine(engine, GameCraftEngine.worker_spec_for(config), world_size, devices, timeout_s,
+        return start_parallel_engine(engine, engine_worker_spec(config), world_size, devices, timeout_s,
                                      runtime=workers)
     except BaseException:
         if workers is not None:
@@ -207,5 +222,5 @@ def load_parallel_engine(config, world_size: int, devices: list[str], timeout_s:
         raise
 
 
-__all__ = ["DistributedTransformer", "ParallelEngine", "PassRunner", "load_parallel_engine", "start_parallel_engine",
-           "start_workers_early"]
+__all__ = ["DistributedTransformer", "ParallelEngine", "engine_worker_spec", "load_parallel_engine",
+           "start_parallel_engine", "start_workers_early"]

@@ -2,8 +2,8 @@
 
 The same code runs on rank 0 (inside the predictor, driven by :mod:`gamecraft.parallel.engine`) and on
 the worker ranks (driven by :mod:`gamecraft.parallel.runtime`), so every rank issues the same
-collectives in the same order. Rank 0 announces each command with its metadata (shapes, dtypes, text
-lengths, flags); the tensors then follow as broadcasts from rank 0 in a fixed order.
+collectives in the same order. Rank 0 announces each command (a small dataclass of :mod:`.commands`: shapes,
+dtypes, text lengths, flags); the tensors then follow as broadcasts from rank 0 in a fixed order.
 """
 
 from __future__ import annotations
@@ -16,19 +16,9 @@ import torch.distributed as dist
 
 from gamecraft.model.transformer import StepCache
 
+from .commands import Command, DecodeTiles, DisableCompile, Forward, TensorMeta, dtype_from_name
 from .layout import ParallelLayout, choose_layout
 from .ulysses import SequenceParallel
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def dtype_from_name(name: str) -> torch.dtype:
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"not a torch dtype: {name!r}")
-    return dtype
 
 
 @dataclass
@@ -74,39 +64,43 @@ class PassRunner:
         self.rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self.cache: StepCache | None = None
 
-    def _broadcast(self, tensor: torch.Tensor | None, shape, dtype: str) -> torch.Tensor:
+    def _broadcast(self, tensor: torch.Tensor | None, meta: TensorMeta) -> torch.Tensor:
         if self.rank != 0:
-            tensor = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
+            tensor = torch.empty(meta.shape, dtype=dtype_from_name(meta.dtype), device=self.device)
         dist.broadcast(tensor, src=0)
         return tensor
 
-    def forward(self, meta: dict, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """One transformer pass, split by the layout for its row count; every rank returns all rows.
+    def run(self, command: Command, payload=None):
+        """Run this rank's share of ``command`` (``payload``: rank 0's tensors, None elsewhere)."""
+        if isinstance(command, Forward):
+            return self.forward(command, payload)
+        if isinstance(command, DecodeTiles):
+            return self.decode_tiles(command, payload)
+        if isinstance(command, DisableCompile):
+            return self.engine.disable_compile()
+        raise TypeError(f"not a pass command: {command!r}")
 
-        ``meta`` (from rank 0): variant, fast, backend, text_lengths, use_cache, cache ("keep" |
-        "reset" | "none"), new_camera, new_rope, head_chunks (Ulysses overlap groups), pack_in_graph
-        (where the exchange buffers are packed, :class:`SequenceParallel`) and ``shapes``
-        {name: (shape, dtype)}; ``tensors`` only on rank 0.
-        """
+    def forward(self, command: Forward, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One transformer pass, split by the layout for its row count; every rank returns all rows.
+        ``tensors`` (rank 0 only) are broadcast in the fixed order of ``command.shapes``."""
         tensors = tensors or {}
-        shapes = meta["shapes"]
-        args = {name: self._broadcast(tensors.get(name), *shapes[name]) for name in self.TENSORS}
-        if meta["new_camera"]:
-            self.camera_tokens = self._broadcast(tensors.get("camera_tokens"), *shapes["camera_tokens"])
-        if meta["new_rope"]:
-            self.rope = (self._broadcast(tensors.get("rope_cos"), *shapes["rope_cos"]),
-                         self._broadcast(tensors.get("rope_sin"), *shapes["rope_sin"]))
-        if meta["cache"] == "reset":
+        shapes = command.shapes
+        args = {name: self._broadcast(tensors.get(name), shapes[name]) for name in self.TENSORS}
+        if command.new_camera:
+            self.camera_tokens = self._broadcast(tensors.get("camera_tokens"), shapes["camera_tokens"])
+        if command.new_rope:
+            self.rope = (self._broadcast(tensors.get("rope_cos"), shapes["rope_cos"]),
+                         self._broadcast(tensors.get("rope_sin"), shapes["rope_sin"]))
+        if command.cache == "reset":
             self.cache = StepCache()
-        elif meta["cache"] == "none":
+        elif command.cache == "none":
             self.cache = None
-        model = self.engine.transformer(meta["variant"], fast=meta["fast"])
+        model = self.engine.transformer(command.variant, fast=command.fast)
         rows = args["x"].shape[0]
         layout = choose_layout(self.world_size, rows, model.config.num_heads)
-        sp = self.groups.sp[layout]
-        if sp is not None:
-            sp.head_chunks, sp.pack_in_graph = meta["head_chunks"], meta["pack_in_graph"]
-        text_lengths = list(meta["text_lengths"])
+        group = self.groups.sp[layout]
+        sp = group.with_options(command.head_chunks, command.pack_in_graph) if group is not None else None
+        text_lengths = list(command.text_lengths)
         camera = self.camera_tokens
         if layout.cfg_degree == 2:  # this rank computes one guidance row
             row = layout.cfg_index(self.rank)
@@ -116,29 +110,29 @@ class PassRunner:
         with torch.no_grad():
             out = model(args["x"], args["t"], args["text_states"], args["text_mask"], args["text_states_2"],
                         camera_tokens=camera, rope=self.rope, text_lengths=text_lengths, cache=self.cache,
-                        use_cache=meta["use_cache"], attention_backend=meta["backend"], sp=sp)
+                        use_cache=command.use_cache, attention_backend=command.backend, sp=sp)
         if layout.cfg_degree == 2:
             parts = [torch.empty_like(out) for _ in range(self.world_size)]
             dist.all_gather(parts, out.contiguous())
             out = torch.cat([parts[0], parts[layout.sp_degree]], dim=0)
         return out
 
-    def decode_tiles(self, meta: dict, tiles: list[torch.Tensor] | None = None) -> list[torch.Tensor] | None:
+    def decode_tiles(self, command: DecodeTiles, tiles: list[torch.Tensor] | None = None
+                     ) -> list[torch.Tensor] | None:
         """Decode the VAE tiles spread over the ranks (:func:`tile_owners`); rank 0 gets every decoded tile.
 
-        ``meta``: ``tiles`` [(shape, dtype)] of the latent tiles, ``outputs`` [(shape, dtype)] of the
-        decoded ones (both known to rank 0 from the tile grid). Every rank first decodes all of its
+        ``command.tiles`` / ``command.outputs``: the latent tiles' and the decoded tiles' shapes (both known
+        to rank 0 from the tile grid). Every rank first decodes all of its
         tiles, then the tiles travel to rank 0 in tile order, so no rank waits on another mid-way.
         """
         vae = self.engine.vae
-        received = [self._broadcast(tiles[i] if tiles else None, shape, dtype)
-                    for i, (shape, dtype) in enumerate(meta["tiles"])]
-        owners = tile_owners([shape for shape, _ in meta["tiles"]], self.world_size)
+        received = [self._broadcast(tiles[i] if tiles else None, meta) for i, meta in enumerate(command.tiles)]
+        owners = tile_owners([meta.shape for meta in command.tiles], self.world_size)
         decoded: list[torch.Tensor | None] = [None] * len(received)
         with torch.no_grad(), vae.autocast():
             for index, tile in enumerate(received):
                 if owners[index] == self.rank:
-                    dtype = dtype_from_name(meta["outputs"][index][1])
+                    dtype = dtype_from_name(command.outputs[index].dtype)
                     decoded[index] = vae.decode_tile(tile).to(dtype).contiguous()
         for index, owner in enumerate(owners):  # each pair (owner, 0) sends and receives in the same order
             if owner == 0:
@@ -146,8 +140,8 @@ class PassRunner:
             if self.rank == owner:
                 dist.send(decoded[index], dst=0)
             elif self.rank == 0:
-                shape, dtype = meta["outputs"][index]
-                decoded[index] = torch.empty(shape, dtype=dtype_from_name(dtype), device=self.device)
+                meta = command.outputs[index]
+                decoded[index] = torch.empty(meta.shape, dtype=dtype_from_name(meta.dtype), device=self.device)
                 dist.recv(decoded[index], src=owner)
         return decoded if self.rank == 0 else None
 

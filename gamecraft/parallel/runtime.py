@@ -30,7 +30,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import importlib
 import logging
 import multiprocessing.connection
 import os
@@ -38,13 +37,15 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gamecraft.specs.workers import WorkerSpec
+
+from .commands import Command, Stop
 from .passes import Groups, PassRunner, make_groups
 
 log = logging.getLogger(__name__)
@@ -58,25 +59,6 @@ _JOINING_LOCK = threading.Lock()
 
 class WorkerFailure(RuntimeError):
     """A worker rank died or failed; the multi-GPU runtime cannot be used any more."""
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """How a worker builds its models: ``factory(device=..., **kwargs)`` → an engine-like object with
-    ``transformer(variant, fast)``, ``vae`` and ``device`` (see :class:`gamecraft.engine.GameCraftEngine`).
-
-    ``factory`` is a ``"module:function"`` path so the spec crosses the spawn boundary.
-    """
-
-    factory: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def build(self, device: str):
-        module, _, path = self.factory.partition(":")
-        target = importlib.import_module(module)
-        for name in path.split("."):  # "module:Class.method" too
-            target = getattr(target, name)
-        return target(device=device, **self.kwargs)
 
 
 def _free_port() -> int:
@@ -108,12 +90,12 @@ def _worker_main(rank: int, world_size: int, init_method: str, backend: str, dev
         _report_and_exit(reports, rank, err)
     while True:
         try:
-            command = [None]
-            dist.broadcast_object_list(command, src=0, group=groups.command)
-            op, meta = command[0]
-            if op == "stop":
+            received = [None]
+            dist.broadcast_object_list(received, src=0, group=groups.command)
+            command = received[0]
+            if isinstance(command, Stop):
                 break
-            getattr(runner, op)(meta)
+            runner.run(command)
         except BaseException as err:  # noqa: BLE001 - the ranks are out of step now: leave
             _report_and_exit(reports, rank, err)
     dist.destroy_process_group()
@@ -298,16 +280,17 @@ class ParallelRuntime:
                     raise WorkerFailure(f"{self._failure}; the model must be restarted") from err
                 raise RuntimeError(f"multi-GPU {what} failed: {type(err).__name__}: {err}") from err
 
-    def command(self, op: str, meta: dict, *args) -> Any:
-        """Announce ``(op, meta)`` to the workers and run rank 0's share: ``PassRunner.<op>(meta, *args)``."""
+    def command(self, command: Command, payload: Any = None) -> Any:
+        """Announce ``command`` to the workers and run rank 0's share (``PassRunner.run(command, payload)``;
+        ``payload``: rank 0's tensors of the command)."""
         if self.runner is None:
             raise RuntimeError("the multi-GPU runtime is not ready: call wait_ready() first")
 
         def run():
-            dist.broadcast_object_list([(op, meta)], src=0, group=self.groups.command)
-            return getattr(self.runner, op)(meta, *args)
+            dist.broadcast_object_list([command], src=0, group=self.groups.command)
+            return self.runner.run(command, payload)
 
-        return self._call(run, op)
+        return self._call(run, type(command).__name__)
 
     def close(self) -> None:
         """Stop the workers (best effort; idempotent)."""
@@ -322,7 +305,7 @@ class ParallelRuntime:
                     self._joined.result(timeout=1.0)
         if self._failure is None and self.groups is not None:
             try:
-                self._call(lambda: dist.broadcast_object_list([("stop", {})], src=0, group=self.groups.command),
+                self._call(lambda: dist.broadcast_object_list([Stop()], src=0, group=self.groups.command),
                            what="stop")
             except Exception:  # noqa: BLE001
                 pass

@@ -37,7 +37,12 @@ def head_groups(heads_per_rank: int, chunks: int) -> list[tuple[int, int]]:
 
 
 class SequenceParallel:
-    """One rank's view of a sequence-parallel group (implements the model's ``TokenParallel``)."""
+    """One rank's view of a sequence-parallel group (implements the model's ``TokenParallel``).
+
+    Immutable once made: :meth:`with_options` gives the group with other exchange options, :meth:`shard`
+    the view of one pass's image tokens (both cached, so a compiled block sees the same objects on every
+    pass and never recompiles for them).
+    """
 
     def __init__(self, group, rank: int, degree: int, head_chunks: int = 1, pack_in_graph: bool = True):
         self.group = group
@@ -49,18 +54,29 @@ class SequenceParallel:
         # RMSNorm/RoPE kernels differently)
         self.pack_in_graph = pack_in_graph
         self._bounds: dict[int, list[tuple[int, int]]] = {}
-        self._total: int | None = None  # image tokens of the current pass (token_slice)
+        self._shards: dict[int, TokenShard] = {}
+        self._siblings: dict[tuple[int, bool], SequenceParallel] = {(head_chunks, pack_in_graph): self}
+
+    def with_options(self, head_chunks: int, pack_in_graph: bool) -> SequenceParallel:
+        """The same group with ``head_chunks`` overlap groups and the packing placement ``pack_in_graph``."""
+        key = (head_chunks, pack_in_graph)
+        if key not in self._siblings:
+            head_groups(1, head_chunks)  # checks head_chunks
+            sibling = SequenceParallel(self.group, self.rank, self.degree, head_chunks, pack_in_graph)
+            sibling._bounds, sibling._siblings = self._bounds, self._siblings
+            self._siblings[key] = sibling
+        return self._siblings[key]
 
     def bounds(self, total: int) -> list[tuple[int, int]]:
         if total not in self._bounds:
             self._bounds[total] = token_bounds(total, self.degree)
         return self._bounds[total]
 
-    def token_slice(self, total: int) -> slice:
-        """This rank's image tokens out of ``total``; also fixes ``total`` for the pass's attention
-        calls (the transformer calls this once at the start of every pass)."""
-        self._total = total
-        return slice(*self.bounds(total)[self.rank])
+    def shard(self, total: int) -> TokenShard:
+        """This rank's view of a pass over ``total`` image tokens."""
+        if total not in self._shards:
+            self._shards[total] = TokenShard(self, total)
+        return self._shards[total]
 
     # -- attention -----------------------------------------------------------------------------
     def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
@@ -78,10 +94,11 @@ class SequenceParallel:
         return [qkv[..., first:stop, :].permute(3, 1, 2, 0, 4, 5).contiguous()
                 for first, stop in head_groups(per_rank, self.head_chunks)]
 
-    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
-                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Joint attention of this rank's image tokens (``sends`` from :meth:`pack_heads`) with all text
-        tokens txt_* [B, L, H, D].
+    def attention(self, total: int, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor,
+                  txt_v: torch.Tensor, text_lengths: Sequence[int], backend: str
+                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Joint attention of this rank's image tokens (``sends`` from :meth:`pack_heads`; ``total`` image
+        tokens over the group) with all text tokens txt_* [B, L, H, D].
 
         Returns (per head group [first, stop), the image outputs [B, n_r, P, h_g, D] as a view of
         the receive buffer (heads p·H/P + first … of rank p's group); the text outputs [B, L, H, D]).
@@ -92,9 +109,6 @@ class SequenceParallel:
         is unchanged.
         """
         batch, text_len, heads, dim = txt_q.shape
-        total = self._total
-        if total is None:
-            raise RuntimeError("token_slice() must be called before attention in a pass")
         sizes = [stop - start for start, stop in self.bounds(total)]
         img_len = sends[0].shape[1]
         if sizes[self.rank] != img_len:
@@ -166,3 +180,29 @@ class SequenceParallel:
         parts = [torch.empty_like(x) for _ in range(self.degree)]
         dist.all_gather(parts, x.contiguous(), group=self.group)
         return torch.cat([part[:, :size] for part, size in zip(parts, sizes)], dim=1)
+
+
+class TokenShard:
+    """A :class:`SequenceParallel` group's view of one pass over ``total`` image tokens: this rank's
+    tokens (``local``), the attention exchange and the gathering of the outputs. What the transformer
+    blocks receive as their ``sp``."""
+
+    def __init__(self, group: SequenceParallel, total: int):
+        self.group = group
+        self.total = total
+        self.local = slice(*group.bounds(total)[group.rank])
+
+    @property
+    def pack_in_graph(self) -> bool:
+        return self.group.pack_in_graph
+
+    def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+        return self.group.pack_heads(q, k, v)
+
+    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
+                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.group.attention(self.total, sends, txt_q, txt_k, txt_v, text_lengths, backend)
+
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, n_r, C] shards -> [B, total, C] on every rank."""
+        return self.group.gather_tokens(x, self.total)

@@ -28,8 +28,14 @@ class ReplicateBackend:
 
     name = "replicate"
 
-    def __init__(self, model: str, token: str, api: str = "https://api.replicate.com/v1",
-                 poll_s: float = 1.0, timeout_s: float = UPSTREAM_TIMEOUT_S):
+    def __init__(
+        self,
+        model: str,
+        token: str,
+        api: str = "https://api.replicate.com/v1",
+        poll_s: float = 1.0,
+        timeout_s: float = UPSTREAM_TIMEOUT_S,
+    ):
         if not re.fullmatch(r"[\w.-]+/[\w.-]+(:[0-9a-f]+)?", model):
             raise ValueError(f"--replicate {model!r}: expected owner/name or owner/name:version")
         if not token:
@@ -64,9 +70,13 @@ class ReplicateBackend:
         except OSError as err:
             answer = json_answer(502, {"detail": f"cannot reach Replicate at {self.api} ({_reason(err)})"})
         else:
-            answer = json_answer(200, {"status": "READY", "backend": "replicate"}) if status == 200 else \
-                json_answer(502 if status >= 500 else status, {"detail": f"Replicate answered {status}: "
-                                                                         f"{_short_detail(body)}"})
+            answer = (
+                json_answer(200, {"status": "READY", "backend": "replicate"})
+                if status == 200
+                else json_answer(
+                    502 if status >= 500 else status, {"detail": f"Replicate answered {status}: {_short_detail(body)}"}
+                )
+            )
         self._health = (now, answer)
         return answer
 
@@ -101,9 +111,7 @@ class ReplicateBackend:
             return json_answer(*_cog_style_error(status, created))
         if "text/event-stream" in headers.get("Accept", ""):
             return Upstream(200, "text/event-stream", stream=self._events(created))
-        final = created
-        for final in self._poll(created):
-            pass
+        *_, final = self._poll(created)  # the last poll: finished (or timed out)
         return json_answer(200, final)
 
     def _poll(self, prediction: dict) -> Iterator[dict]:
@@ -160,7 +168,13 @@ def _short_detail(body: Any) -> str:
 def _cog_style_error(status: int, body: Any) -> tuple[int, Any]:
     """Replicate's input-validation answers, reshaped as coglet's 422 so the page shows them per field."""
     if status == 422 and isinstance(body, dict) and isinstance(body.get("invalid_fields"), list):
-        detail = [{"loc": ["body", *str(f.get("field", "input")).split(".")], "msg": f.get("description", ""),
-                   "type": f.get("type", "value_error")} for f in body["invalid_fields"]]
+        detail = [
+            {
+                "loc": ["body", *str(f.get("field", "input")).split(".")],
+                "msg": f.get("description", ""),
+                "type": f.get("type", "value_error"),
+            }
+            for f in body["invalid_fields"]
+        ]
         return 422, {"detail": detail}
     return status, body

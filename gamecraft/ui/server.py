@@ -5,7 +5,7 @@ Routes:
 
 * ``GET /`` and the files under ``static/`` (the page, its modules, ``examples/``);
 * ``GET /api/config`` — which backend; ``GET /api/health`` — the backend's ``/health-check``;
-  ``GET /api/actions`` — :func:`gamecraft.actions.action_table`; ``GET /api/schema`` — the model's
+  ``GET /api/actions`` — :func:`gamecraft.pipeline.actions.action_table`; ``GET /api/schema`` — the model's
   OpenAPI schema (input ranges and defaults);
 * ``POST /api/predictions`` (JSON, or Server-Sent Events with ``Accept: text/event-stream``) and
   ``POST /api/predictions/<id>/cancel``;
@@ -28,7 +28,7 @@ import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from gamecraft.actions import action_table
+from gamecraft.pipeline.actions import action_table
 from gamecraft.ui.replicate import ReplicateBackend, _reason
 from gamecraft.ui.upstream import UPSTREAM_TIMEOUT_S, Upstream, iter_response, json_answer, open_url
 from gamecraft.ui.world_video import WorldVideoError, join_chunks
@@ -87,10 +87,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
-        routes = {"/api/config": lambda: json_answer(200, self.backend.config()),
-                  "/api/health": self.backend.health,
-                  "/api/actions": lambda: json_answer(200, action_table()),
-                  "/api/schema": self.backend.schema}
+        routes = {
+            "/api/config": lambda: json_answer(200, self.backend.config()),
+            "/api/health": self.backend.health,
+            "/api/actions": lambda: json_answer(200, action_table()),
+            "/api/schema": self.backend.schema,
+        }
         if path in routes:
             return self._send(routes[path]())
         name = "index.html" if path in ("/", "") else path.lstrip("/")
@@ -160,11 +162,17 @@ def _world_video(body: bytes) -> Upstream:
     except WorldVideoError as err:
         return json_answer(422, {"detail": str(err)})
     name = _SAFE_NAME.sub("-", name)[:120] or "gamecraft-world.mp4"
-    return Upstream(200, "video/mp4", body=video.data,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Assembly": video.method})
+    return Upstream(
+        200,
+        "video/mp4",
+        body=video.data,
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Assembly": video.method},
+    )
 
 
-def make_server(backend: CogBackend | ReplicateBackend, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+def make_server(
+    backend: CogBackend | ReplicateBackend, host: str = "127.0.0.1", port: int = 8080
+) -> ThreadingHTTPServer:
     """A ready (not yet serving) server; call ``serve_forever()``. Port 0 picks a free port."""
     handler = type("BoundHandler", (Handler,), {"backend": backend})
     server = ThreadingHTTPServer((host, port), handler)

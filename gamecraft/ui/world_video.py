@@ -8,7 +8,7 @@ with the ffmpeg binary bundled with ``imageio-ffmpeg``:
   are joined with ffmpeg's concat demuxer and ``-c copy`` — no re-encode, so every frame is the
   server's own bytes, and joining 64 chunks takes well under a second;
 * otherwise (e.g. ``fps`` changed between requests) everything is re-encoded once at the first
-  chunk's frame rate through :func:`gamecraft.media.concat_mp4`.
+  chunk's frame rate through :func:`gamecraft.media.video.concat_mp4`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from gamecraft.media import concat_mp4, probe_video
+from gamecraft.media.video import concat_mp4
+from gamecraft.media.video_reader import probe_video
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,24 @@ def _stream_copy(paths: list[Path], out: Path) -> None:
     listing = out.with_name("chunks.txt")
     # the concat demuxer's list format: one `file '<path>'` line per input (our own temp names, no quotes)
     listing.write_text("".join(f"file '{p.as_posix()}'\n" for p in paths))
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-f", "concat", "-safe", "0",
-           "-i", str(listing), "-c", "copy", "-movflags", "+faststart", "-y", str(out)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-v",
+        "error",
+        "-nostdin",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(listing),
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        "-y",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, timeout=600)
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]

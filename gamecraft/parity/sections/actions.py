@@ -13,8 +13,8 @@ from typing import Iterator
 
 import torch
 
-from gamecraft import camera
-from gamecraft.actions import single
+from gamecraft.pipeline import camera
+from gamecraft.pipeline.actions import single
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 
 SECTION = "actions"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
-from gamecraft.scheduler import euler_step, get_schedule
+from gamecraft.pipeline.scheduler import euler_step, get_schedule
 
 SECTION = "scheduler"
 _SCHEDULE_KEY = re.compile(r"^(timesteps|sigmas)_(\d+)$")

@@ -17,7 +17,8 @@ import torch
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
-from gamecraft.text import TextEncoderConfig, TextEncoders, load_clip, load_llm
+from gamecraft.model.text import TextEncoderConfig, TextEncoders
+from gamecraft.weights.text import load_clip, load_llm
 from gamecraft.weights import DEFAULT_LAYOUT
 
 SECTION = "text"

@@ -13,16 +13,8 @@ from typing import Iterable
 
 import torch
 
-from gamecraft.model import (
-    GameCraftTransformer,
-    StepCache,
-    TransformerConfig,
-    cache_path_for,
-    load_transformer,
-    rope_tables,
-    save_official_checkpoint,
-    text_lengths_from_mask,
-)
+from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, rope_tables, text_lengths_from_mask
+from gamecraft.weights import cache_path_for, load_transformer, save_official_checkpoint
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 
 SECTION = "transformer"

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
-from gamecraft.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
 
 SECTION = "vae"
 _NON_CAUSAL_SUFFIX = "_mid_block_causal_attn_False"

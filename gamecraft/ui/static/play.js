@@ -315,7 +315,7 @@ function addThumb(n, url) {
 function revealScreen() {
   const box = $("#stage").getBoundingClientRect();
   if (box.top >= 0 && box.bottom <= innerHeight) return;
-  $("#screen").scrollIntoView({ block: "start", behavior: reducedMotion() ? "auto" : "smooth" });
+  $("#stage").scrollIntoView({ block: "center", behavior: reducedMotion() ? "auto" : "smooth" });
 }
 
 function showNowPlaying() {

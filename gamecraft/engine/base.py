@@ -1,0 +1,177 @@
+"""The engine interface: everything a caller may use of the loaded models, in one place.
+
+:class:`Engine` is implemented by :class:`gamecraft.engine.local.GameCraftEngine` (one device) and by
+``gamecraft.parallel.ParallelEngine`` (several GPUs); sessions, the warm-up, the predictor and the CLI use
+nothing else. :meth:`Engine.warm_up` is shared: it runs every pass shape the configured presets will run,
+through the engine's own :meth:`~Engine.transformer` and :meth:`~Engine.decode`, so the compiled graphs of
+every shape exist before the first request and their times feed the time budget.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from gamecraft.model import StepCache, TransformerConfig
+from gamecraft.model.vae import GameCraftVae
+from gamecraft.pipeline.sampling import TextConditioning
+from gamecraft.specs.geometry import LATENT_CHANNELS, NEW_LATENT_FRAMES, latent_size
+
+log = logging.getLogger(__name__)
+
+
+class Transformer(Protocol):
+    """A transformer as the sampler calls it (``GameCraftTransformer`` or its multi-GPU stand-in)."""
+
+    config: TransformerConfig
+    dtype: torch.dtype
+
+    def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                 text_states_2: torch.Tensor, *, cam_latents: torch.Tensor | None = None,
+                 camera_tokens: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 text_lengths: Sequence[int] | None = None, cache: StepCache | None = None, use_cache: bool = False,
+                 attention_backend: str = "sdpa") -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class PassShape:
+    """One shape of transformer pass: ``rows`` (1, or 2 with guidance) × ``frames`` latent frames (10 for a
+    first chunk, 18 for a later one), with the exact weights or the fp8 twin (``fast``, go_fast).
+    Compiled code is shared by every variant of the same shape, so a shape is warmed once."""
+
+    rows: int
+    frames: int
+    fast: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.rows} row{'s' if self.rows > 1 else ''} × {self.frames} frames{' (go_fast)' if self.fast else ''}"
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What :meth:`Engine.warm_up` measured: seconds per pass of each shape (the faster of two runs: the
+    first compiles and selects kernels) and of one chunk's VAE decode, and peak GPU memory in bytes
+    per shape (0 on the CPU)."""
+
+    pass_seconds: dict[PassShape, float]
+    decode_seconds: float
+    peak_bytes: dict[PassShape, int]
+    seconds: float
+
+
+class Engine(abc.ABC):
+    """The loaded models on their device(s) (see the module docstring)."""
+
+    device: torch.device
+    transformer_config: TransformerConfig
+    vae: GameCraftVae  # encoding of start images and videos; decoding goes through decode()
+    attention_backend: str  # the exact path's kernel (gamecraft.model.attention)
+    fast_attention_backend: str  # the kernel go_fast uses (preset.fp8)
+
+    @property
+    @abc.abstractmethod
+    def loaded_variants(self) -> tuple[str, ...]:
+        """Variants (``distilled``/``full``) whose transformer is loaded, in load order."""
+
+    @abc.abstractmethod
+    def transformer(self, variant: str, fast: bool = False) -> Transformer:
+        """The transformer of ``variant`` (loaded on first use); ``fast``: its fp8 twin (go_fast)."""
+
+    @abc.abstractmethod
+    def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
+        """Rows ``[negative_prompt, prompt]`` with guidance, else ``[prompt]``, on the device."""
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [1, 16, 9, h, w] → frames [1, 3, 33, 8h, 8w] float32 in [0, 1] on the device."""
+
+    @property
+    @abc.abstractmethod
+    def compiled(self) -> bool:
+        """Whether the transformer blocks (and the VAE decoder) run compiled."""
+
+    @abc.abstractmethod
+    def disable_compile(self) -> None:
+        """Run everything eagerly from now on (the fallback when compilation fails at warm-up)."""
+
+    @property
+    def world_size(self) -> int:
+        """GPUs every pass is split over."""
+        return 1
+
+    @property
+    def rows_at_once(self) -> int:
+        """Guidance rows per transformer call: 2, or 1 where the GPU's memory plan says so."""
+        return 2
+
+    @property
+    def healthy(self) -> bool:
+        """False once the engine can no longer run (a multi-GPU worker died)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - nothing to release on one device
+        """Release what outlives a Python reference (multi-GPU worker processes)."""
+
+    @torch.no_grad()
+    def warm_up(self, shapes: Iterable[PassShape], height: int, width: int,
+                variant: str | None = None) -> WarmUp:
+        """Run and time every pass shape of ``shapes`` and one VAE decode at ``height``×``width``.
+
+        With compilation on, this is where every graph is compiled, so no request compiles later. The
+        passes run on ``variant``'s transformer (default: the first loaded one); compiled code is shared by
+        the variants, so the other variant's first request does not compile either.
+        """
+        start = time.perf_counter()
+        variant = variant or (self.loaded_variants[0] if self.loaded_variants else "distilled")
+        h, w = latent_size(height, width)
+        texts: dict[int, TextConditioning] = {}
+        seconds: dict[PassShape, float] = {}
+        peaks: dict[PassShape, int] = {}
+        for shape in dict.fromkeys(shapes):
+            if shape.rows not in texts:
+                texts[shape.rows] = self.encode_text("warm-up", "", guidance=shape.rows == 2)
+            text = texts[shape.rows]
+            model = self.transformer(variant, fast=shape.fast)
+            backend = self.fast_attention_backend if shape.fast else self.attention_backend
+            x = torch.zeros(shape.rows, 2 * LATENT_CHANNELS + 1, shape.frames, h, w, device=self.device,
+                            dtype=model.dtype)
+            cam = torch.zeros(shape.rows, 33, 6, height, width, device=self.device)
+            t = torch.full((shape.rows,), 1000.0, device=self.device)
+            tokens = model.camera_tokens(cam, shape.frames)
+
+            def run(model=model, x=x, t=t, text=text, tokens=tokens, backend=backend) -> None:
+                model(x, t, text.states, text.mask, text.pooled, camera_tokens=tokens, text_lengths=text.lengths,
+                      attention_backend=backend)
+
+            self._reset_peak()
+            seconds[shape] = min(self._timed(run) for _ in range(2))
+            peaks[shape] = self._peak()
+            log.info("warm-up: pass of %s in %.3fs", shape, seconds[shape])
+        latents = torch.zeros(1, LATENT_CHANNELS, NEW_LATENT_FRAMES, h, w, device=self.device)
+        decode = min(self._timed(lambda: self.decode(latents)) for _ in range(2))
+        log.info("warm-up: decode %.2fs; %d shape(s) in %.1fs", decode, len(seconds), time.perf_counter() - start)
+        return WarmUp(seconds, decode, peaks, time.perf_counter() - start)
+
+    def _timed(self, fn: Callable[[], object]) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        begin = time.perf_counter()
+        fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - begin
+
+    def _reset_peak(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _peak(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0

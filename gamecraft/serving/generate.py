@@ -1,0 +1,250 @@
+"""One generation request end to end: start → chunks → files, reported as typed events.
+
+:func:`generate` yields :mod:`gamecraft.serving.events` in order; each output file is announced
+(:class:`FileReady`) the moment it exists:
+
+1. one mp4 per chunk (33 frames), as soon as the chunk is decoded;
+2. the whole video (all chunks of this request, appended to one encoder as they come);
+3. the world state (``.safetensors``; continue the world later with it) when asked;
+4. the last frame as PNG, and the camera-path preview, when asked.
+
+A request starts from exactly one of: an image, a video (its last 33 frames), or a saved state; it is
+checked once, when the :class:`GenerationRequest` is made. The chunks are generated on a background thread
+one ahead of the writes (:mod:`gamecraft.serving.chunks_ahead`), so the GPUs work on chunk k+1 while chunk
+k is encoded. A caller stops the work by closing the iterator (``contextlib.closing``) or by setting
+``stop``: the chunk in progress ends before its next denoising step.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from gamecraft.engine import Engine
+from gamecraft.media.image import preprocess_frames, preprocess_image
+from gamecraft.media.preview import save_preview
+from gamecraft.media.video import VideoWriter, last_frames_for_start, save_png, write_mp4
+from gamecraft.pipeline.actions import Segment
+from gamecraft.pipeline.camera import ChunkPoses, chunk_poses
+from gamecraft.pipeline.presets import Preset
+from gamecraft.pipeline.session import ChunkResult, WorldSession, encode_start_image, encode_start_video
+from gamecraft.pipeline.state import load_state, save_state
+from gamecraft.specs.geometry import DEFAULT_SIZE, FPS, MAX_SEED, latent_size
+
+from .budget import PassCosts, denoise_seconds
+from .chunks_ahead import Step, chunks_ahead, step_recorder
+from .events import ChunkDenoised, ChunkDone, Event, FileReady, Finished, Started, StepDone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one request asks for, checked when made (``ValueError`` with a human message).
+
+    Exactly one of ``image``/``video``/``continue_from``; exactly one of ``segments`` (parsed actions)
+    or ``trajectory`` (custom camera chunks)."""
+
+    prompt: str
+    preset: Preset
+    segments: Sequence[Segment] = ()
+    trajectory: Sequence[ChunkPoses] | None = None
+    image: Path | None = None
+    video: Path | None = None
+    continue_from: Path | None = None
+    seed: int | None = None
+    negative_prompt: str = ""
+    size: tuple[int, int] = DEFAULT_SIZE
+    fps: float = float(FPS)
+    return_state: bool = True
+    last_frame: bool = False
+    camera_preview: bool = False
+
+    def __post_init__(self) -> None:
+        starts = [name for name, value in (("image", self.image), ("video", self.video),
+                                           ("continue_from", self.continue_from)) if value is not None]
+        if len(starts) != 1:
+            raise ValueError("give exactly one of image, video or continue_from"
+                             + (f" (got {', '.join(starts)})" if starts else " (got none)"))
+        if (self.trajectory is not None) == bool(self.segments):
+            raise ValueError("give either actions or a trajectory (exactly one)")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if not 1 <= self.fps <= 120:
+            raise ValueError(f"fps must be between 1 and 120, got {self.fps:g}")
+        latent_size(*self.size)
+
+    @property
+    def starts_fresh(self) -> bool:
+        """Whether the first chunk is a 10-latent-frame chunk (a start image)."""
+        return self.image is not None
+
+    def chunks(self) -> list[tuple[ChunkPoses, str]]:
+        """``(poses, label)`` per chunk to generate."""
+        if self.trajectory is not None:
+            return [(c, f"trajectory chunk {i + 1}") for i, c in enumerate(self.trajectory)]
+        return [(chunk_poses(s), s.describe()) for s in self.segments]
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """File names of one request's outputs: ``<prefix>-<seed>-<request_id>-chunk001.mp4``, ``…-video.mp4``,
+    ``…-state.safetensors``, ``…-last-frame.png``, ``…-camera.png`` (chunk numbers count the world's chunks)."""
+
+    prefix: str = "gamecraft"
+    request_id: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    def stem(self, seed: int) -> str:
+        return f"{self.prefix}-{seed}-{self.request_id}"
+
+
+def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
+    """Encode the start (image, video or state) and the prompt into a new :class:`WorldSession`."""
+    height, width = request.size
+    if request.continue_from is not None:
+        state = load_state(request.continue_from, height, width)
+        seed = state.seed if request.seed is None else request.seed
+        prompt = request.prompt or state.prompt
+        return WorldSession.start(engine, request.preset, prompt, seed, height, width, history=state.last_latents,
+                                  negative_prompt=request.negative_prompt, chunks_done=state.chunks_done,
+                                  pose=state.pose, actions=state.actions)
+    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+    if request.image is not None:
+        history = encode_start_image(engine.vae, preprocess_image(request.image, request.size), seed)
+    else:
+        history = encode_start_video(engine.vae, preprocess_frames(last_frames_for_start(request.video), request.size),
+                                     seed)
+    return WorldSession.start(engine, request.preset, request.prompt, seed, height, width, history=history,
+                              negative_prompt=request.negative_prompt)
+
+
+class _Clock:
+    """Elapsed time and the ETA of the rest of a request, from what has run so far: seconds per denoising
+    step (measured, else the cost table's), and each chunk's decode (measured, else the table's)."""
+
+    def __init__(self, chunks: int, steps: int, first_fresh: bool, costs: PassCosts | None, preset: Preset):
+        self.start = time.perf_counter()
+        self.chunks, self.steps = chunks, steps
+        self.step_s: list[float] = []
+        self.decode_s: list[float] = []
+        first = later = None
+        if costs is not None:
+            first = denoise_seconds(costs, preset, first=first_fresh) / max(steps, 1)
+            later = denoise_seconds(costs, preset, first=False) / max(steps, 1)
+        self._table = (first, later, costs.decode_s if costs is not None else None)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def eta(self, steps_done: int, decodes_done: int) -> float:
+        """Seconds left once ``steps_done`` steps (over all chunks) and ``decodes_done`` decodes are done."""
+        per_step = (sum(self.step_s[-self.steps:]) / len(self.step_s[-self.steps:]) if self.step_s
+                    else (self._table[1] or 0.0))
+        per_decode = (sum(self.decode_s) / len(self.decode_s) if self.decode_s else (self._table[2] or 0.0))
+        steps_left = self.chunks * self.steps - steps_done
+        return max(0.0, steps_left * per_step + (self.chunks - decodes_done) * per_decode)
+
+
+def generate(engine: Engine, request: GenerationRequest, out_dir: Path, names: OutputNames | None = None,
+             costs: PassCosts | None = None, overlap_writes: bool = True,
+             stop: threading.Event | None = None) -> Iterator[Event]:
+    """Run ``request``, writing its files into ``out_dir``; yields :mod:`~gamecraft.serving.events`.
+
+    ``costs``: the warm-up's cost table, for the ETA before the first step is timed. ``overlap_writes``:
+    generate the next chunk on a background thread while this one's mp4s are written (same outputs).
+    ``stop``: once set, the chunk in progress ends before its next step. Close the iterator
+    (``contextlib.closing``) when not exhausting it, so that the thread is stopped at once.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = names or OutputNames()
+    stop = stop or threading.Event()
+    chunks = request.chunks()
+    preset = request.preset
+    session = start_session(engine, request)
+    seed, first_world = session.state.seed, session.state.chunks_done + 1
+    stem = names.stem(seed)
+    clock = _Clock(len(chunks), preset.num_inference_steps, request.starts_fresh, costs, preset)
+    estimate = clock.eta(0, 0) if costs is not None else None
+    log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), preset.name, seed, *request.size)
+    yield Started(seed, len(chunks), first_world, preset.name, preset.num_inference_steps, *request.size, estimate)
+    timings: dict[str, list[float]] = {"chunk": [], "denoise": [], "decode": []}
+    last_frame, last_file = None, time.perf_counter()
+    steps_done = 0
+    if overlap_writes:
+        results = chunks_ahead(session, chunks, stop=stop, steps=True)
+    else:
+        results = _in_line(session, chunks, stop)
+    with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full, closing(results):
+        for item in results:
+            if isinstance(item, Step):
+                position = item.position
+                steps_done += 1
+                clock.step_s.append(item.seconds)
+                event = StepDone(position + 1, len(chunks), first_world + position, item.index + 1, item.total,
+                                 item.cached, item.seconds, clock.elapsed(), clock.eta(steps_done, position))
+                log.info("chunk %d step %d/%d%s: %.2fs; ETA %.0fs", event.world_chunk, event.step, event.steps,
+                         " (cached)" if item.cached else "", item.seconds, event.eta_s)
+                yield event
+                if item.index + 1 == item.total:
+                    yield ChunkDenoised(position + 1, len(chunks), first_world + position,
+                                        sum(clock.step_s[-item.total:]), clock.elapsed(),
+                                        clock.eta(steps_done, position))
+                continue
+            result: ChunkResult = item
+            n = result.index - first_world + 1  # 0-based position within this request
+            full.append(result.frames)
+            path = write_mp4(result.frames, out_dir / f"{stem}-chunk{result.index + 1:03d}.mp4", fps=request.fps)
+            last_frame = result.frames[-1]
+            now = time.perf_counter()
+            seconds, last_file = now - last_file, now  # since the previous chunk's file
+            clock.decode_s.append(result.seconds_decode)
+            for key, value in (("chunk", seconds), ("denoise", result.seconds_denoise),
+                               ("decode", result.seconds_decode)):
+                timings[key].append(value)
+            done = ChunkDone(n + 1, len(chunks), result.index + 1, result.label, seconds, result.seconds_denoise,
+                             result.seconds_decode, clock.elapsed(),
+                             clock.eta(max(steps_done, (n + 1) * preset.num_inference_steps), n + 1))
+            log.info("chunk %d/%d done in %.1fs (%s); ETA %.0fs", done.chunk, done.chunks, seconds, result.label,
+                     done.eta_s)
+            yield done
+            yield FileReady("chunk", path, result.index + 1)
+    yield FileReady("video", full.path)
+    if request.return_state:
+        yield FileReady("state", save_state(session.state, out_dir / f"{stem}-state.safetensors"))
+    if request.last_frame and last_frame is not None:
+        yield FileReady("last_frame", save_png(last_frame, out_dir / f"{stem}-last-frame.png"))
+    if request.camera_preview:
+        save_preview(out_dir / f"{stem}-camera.png", [p for p, _ in chunks], [label for _, label in chunks])
+        yield FileReady("preview", out_dir / f"{stem}-camera.png")
+    peak = None
+    if engine.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(engine.device) / 2**30
+    log.info("generated %d chunk(s) (world chunks %d-%d) in %.1fs%s", len(chunks), first_world,
+             session.state.chunks_done, clock.elapsed(), f"; peak GPU memory {peak:.1f} GiB" if peak else "")
+    yield Finished(seed, len(chunks), session.state.chunks_done, clock.elapsed(), tuple(timings["chunk"]),
+                   tuple(timings["denoise"]), tuple(timings["decode"]), peak)
+
+
+def _in_line(session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], stop: threading.Event
+             ) -> Iterator[Step | ChunkResult]:
+    """:func:`chunks_ahead`'s items without a thread: each chunk's steps, then the chunk."""
+    for position, (poses, label) in enumerate(chunks):
+        steps: list[Step] = []
+        result = session.generate_chunk(poses, label, stop=stop,
+                                        on_step=step_recorder(position, session.engine.device, steps.append))
+        yield from steps
+        yield result
+
+
+def files(events: Iterator[Event]) -> Iterator[FileReady]:
+    """Only the :class:`FileReady` events of ``events`` (for callers that just want the files)."""
+    return (event for event in events if isinstance(event, FileReady))
