@@ -83,12 +83,16 @@ export async function cancel(id) {
   await postJson(`/api/predictions/${encodeURIComponent(id)}/cancel`, {});
 }
 
+let upload = null;
+/** The name of the user's file in this request: the server only knows it by a temporary name. */
+export const setUploadName = (name) => { upload = name; };
+
 /** Quoted values longer than 60 characters in a message are cut: a 2,700-character prompt is not echoed. */
 export function tidy(message, max = 300) {
   let msg = String(message);
   msg = msg.replace(/(["'])([^"'\n]{61,})\1/g, (_, q, value) => `${q}${value.slice(0, 40)}…${q} (${value.length.toLocaleString("en")} characters)`);
   // server-side paths (temporary files, the server's folders) mean nothing to the user: keep the file name
-  msg = msg.replace(/(?:\/[\w.+-]+)+\/([\w.+-]+)/g, (_, name) => name.replace(/^tmp\w{6,}(?=\w*\.)/, ""));
+  msg = msg.replace(/(?:\/[\w.+-]+)+\/([\w.+-]+)/g, (_, name) => (/^tmp\w{6,}/.test(name) ? upload || "the uploaded file" : name));
   return short(msg, max);
 }
 

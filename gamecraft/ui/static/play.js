@@ -2,7 +2,7 @@
 // rows, from the world's returned state); progress and ETA from the predictor's metrics; each chunk to
 // the screen as it arrives; thumbnails; the session's downloads; the whole world as one video.
 
-import { ApiError, cancel, postJson, predict, tidy } from "./api.js";
+import { ApiError, cancel, postJson, predict, setUploadName, tidy } from "./api.js";
 import { buildInput } from "./commands.js";
 import { WorldPlayer } from "./player.js";
 import { $, announce, duration, objectUrl, plural, requestPlan, state, stateMetadata, dataUriToBlob } from "./state.js";
@@ -70,6 +70,7 @@ async function run(mode) {
   const r = { mode, plan, world, first: plan.first, total: plan.rows.length, mp4s: 0, pngs: 0, id: null,
     seed: null, progress: null, done: 0, perChunk: [], files: [], abort, input, started: performance.now() };
   state.running = r;
+  setUploadName(mode === "keep" ? state.world.stateName : state.source?.name);
   r.group = historyGroup(r);
   setBusy(true);
   progress(r, 0, `starting ${plural(r.total, "chunk")}…`);
@@ -229,6 +230,7 @@ function addOutput(r, uri) {
       player.addChunk(n, url);
       addThumb(n, url);
       if (n === r.first) revealScreen();
+      showWorld();
       file = addFile(r, what, uri, url, `chunk ${n}`);
     } else {
       what = "video.mp4";
@@ -327,8 +329,9 @@ function showNowPlaying() {
 
 export function showWorld() {
   const w = state.world;
-  $("#world").textContent = !w ? "no world yet" : `world ${w.number}: ${plural(w.chunks, "chunk")} · ` +
-    `${(w.chunks * state.table.chunk.seconds).toFixed(1)} s` + (w.seed !== null && w.seed !== undefined ? ` · seed ${w.seed}` : "");
+  const n = w ? Math.max(w.chunks, ...w.chunkUris.map((c) => c.n)) : 0;  // chunks arrive before the state
+  $("#world").textContent = !w ? "no world yet" : `world ${w.number}: ${plural(n, "chunk")} · ` +
+    `${(n * state.table.chunk.seconds).toFixed(1)} s` + (w.seed !== null && w.seed !== undefined ? ` · seed ${w.seed}` : "");
   $("#world-video").disabled = !w || w.chunkUris.length < 1;
   refreshButtons();
 }
