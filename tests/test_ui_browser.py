@@ -209,6 +209,8 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     page.keyboard.press("Escape")
     page.click("#examples button[data-file='forest.png']")
     page.wait_for_function("document.querySelector('#drop-text').textContent === 'image: forest.png'")
+    page.fill("#prompt", "the mayor's \"100%\" square, $HOME `x` \\n")   # quotes, % and $ survive the shell
+    page.keyboard.press("Escape")
     expected = page.evaluate("window.gamecraft.buildInput()")
     # `cog predict` (no Docker here): its arguments are the same inputs
     page.select_option("#cmd-kind", "cog")
@@ -218,6 +220,10 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     result = run_curl(page.text_content("#command"), REPO_ROOT)
     assert result["status"] == "succeeded", result.get("error")
     assert len(result["output"]) == 2 + 2   # two chunks, the video, the state
+    first_state = tmp_path / "first.safetensors"
+    first_state.write_bytes(decoded({"s": result["output"][-1]})["s"])
+    with safe_open(str(first_state), "np") as handle:   # the prompt went through the shell intact
+        assert json.loads(handle.metadata()["gamecraft"])["prompt"] == expected["prompt"]
     assert cog.wait_until_ready() == "READY"
     # after Generate, the command is the Keep playing request: it reads the state file the page offers
     page.click("#generate")
