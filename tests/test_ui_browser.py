@@ -1,43 +1,53 @@
-"""The controller page in a real headless Chromium (Playwright), against the real Cog server with tiny
-weights (CPU) behind the page's own proxy server.
+"""The controller page in a real headless Chromium (Playwright) against the real Cog server with tiny weights
+(CPU) behind the page's own server: a held-key session end to end, the commands it shows (run for real),
+errors, cancel and saved worlds. Play semantics, playback and layout against the contract predictor are in
+test_ui_play.py.
 
-Needs the ``playwright`` Python package (its bundled driver only; no downloaded browsers) and
-Debian's ``chromium`` (``/usr/bin/chromium``, or ``GAMECRAFT_CHROMIUM``). Screenshots go to
-``GAMECRAFT_UI_ARTIFACTS`` or a pytest temporary folder (printed in the report).
+Needs the ``playwright`` Python package (its bundled driver only; no downloaded browsers) and Debian's
+``chromium`` (``/usr/bin/chromium``, or ``GAMECRAFT_CHROMIUM``). Screenshots go to ``GAMECRAFT_UI_ARTIFACTS``
+or a pytest temporary folder (printed in the report).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
-import shutil
-import threading
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
-from tools.cog_server import request_json, start_cog_server
 from conftest import REPO_ROOT
+from safetensors import safe_open
+from ui_fakes import STEPS, FakeReplicate
+from ui_harness import (
+    ARGS,
+    CHROMIUM,
+    capture_inputs,
+    downloads,
+    hold,
+    lists,
+    open_page,
+    page_server,
+    require_browser,
+    rows,
+    wait_done,
+    watch,
+)
 
+from gamecraft.media.preview import top_down_points
 from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses
-from gamecraft.media.preview import top_down_points
-from gamecraft.ui import CogBackend, make_server
+from gamecraft.ui import CogBackend, ReplicateBackend
+from tools.cog_server import request_json, start_cog_server
 
-CHROMIUM = os.environ.get("GAMECRAFT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium not found ({CHROMIUM}); install Debian's chromium package", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-
+sync_api = require_browser()
 IMAGE = REPO_ROOT / "assets" / "start.png"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 60_000
-FAKE_PAD = """
-window.__pad = {id: "Test pad (STANDARD GAMEPAD)", index: 0, connected: true, mapping: "standard", timestamp: 0,
-                axes: [0, 0, 0, 0], buttons: Array.from({length: 17}, () => ({pressed: false, touched: false, value: 0}))};
-navigator.getGamepads = () => [window.__pad, null, null, null];
-"""
+SCHEMA = json.loads((REPO_ROOT / ".cog" / "openapi_schema.json").read_text()) \
+    if (REPO_ROOT / ".cog" / "openapi_schema.json").is_file() else None
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +60,8 @@ def artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cog(tmp_path_factory):
+    if SCHEMA is None:
+        subprocess.run(["python", str(REPO_ROOT / "tools" / "cog_schema.py")], cwd=REPO_ROOT, check=True)
     env = {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "CUDA_VISIBLE_DEVICES": "",
            "TMPDIR": str(tmp_path_factory.mktemp("cog-tmp"))}
     server = start_cog_server(REPO_ROOT, "predict.py:Predictor", env, startup_timeout_s=240)
@@ -59,11 +71,8 @@ def cog(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ui_url(cog):
-    httpd = make_server(CogBackend(cog.url), "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with page_server(CogBackend(cog.url)) as (address, _):
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -76,20 +85,16 @@ def browser():
 
 @pytest.fixture
 def page(browser, ui_url):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(ui_url)
-    page.wait_for_function("window.gamecraft !== undefined")
+    page = open_page(browser, ui_url)
     yield page
-    context.close()
-    assert errors == [], errors
+    page.context.close()
+    assert page.errors == [], page.errors
 
 
-def lists(page) -> tuple[list, list]:
-    return json.loads(page.text_content("#json-actions")), json.loads(page.text_content("#json-speeds"))
+def set_steps(page, steps):
+    page.click("#advanced summary")
+    page.fill("#steps", str(steps))
+    page.keyboard.press("Escape")
 
 
 def test_js_camera_path_agrees_with_python(page):
@@ -98,193 +103,268 @@ def test_js_camera_path_agrees_with_python(page):
     segments = parse_actions(actions, speeds)
     positions, headings = top_down_points([chunk_poses(s) for s in segments])
     chunks = [[{"key": m.key, "speed": m.speed} for m in s.motions] for s in segments]
-    js = page.evaluate("async (chunks) => (await import('./path.js')).topDownPoints(chunks)", chunks)
+    js = page.evaluate("async (chunks) => (await import('./path.js'))"
+                       ".topDownPoints(chunks, window.gamecraft.state.table)", chunks)
     assert len(js["positions"]) == positions.shape[0] == len(actions) * 33 + 1
-    assert max(abs(a - b) for p, q in zip(js["positions"], positions.tolist()) for a, b in zip(p, q)) < 1e-9
-    assert max(abs(a - b) for a, b in zip(js["headings"], headings.tolist())) < 1e-9
+    assert max(abs(a - b) for p, q in zip(js["positions"], positions.tolist(), strict=True)
+               for a, b in zip(p, q, strict=True)) < 1e-9
+    assert max(abs(a - b) for a, b in zip(js["headings"], headings.tolist(), strict=True)) < 1e-9
 
 
-def test_keys_buttons_and_timeline_edits_make_the_json(page, artifacts):
-    page.keyboard.press("KeyW")
-    assert lists(page) == (["w"], [0.4])
+def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
+    """The session in docs/ui-session/: the example image is there, hold W, chord, Generate, Keep playing."""
+    shots = artifacts / "session"
+    shots.mkdir(exist_ok=True)
+    shot = lambda name: page.screenshot(path=str(shots / f"{name}.png"), full_page=True)  # noqa: E731
+    sent = capture_inputs(page)
+    progress = watch(page, "#progress-text")
+    assert page.text_content("#drop-text") == "image: village.png"
+    assert page.get_attribute("#examples button[data-file='village.png']", "aria-checked") == "true"
+    shot("1-start")
     page.keyboard.down("KeyW")
-    page.keyboard.down("ArrowLeft")
-    page.keyboard.up("ArrowLeft")
+    page.wait_for_timeout(1500)
+    shot("2-holding-w")
+    page.wait_for_timeout(1140)   # held about 2.6 s: two chunks
     page.keyboard.up("KeyW")
-    assert lists(page) == (["w", "w+left_rot"], [0.4, [0.4, 20]])
-    page.eval_on_selector("#move-speed", "el => { el.value = '1.25'; el.dispatchEvent(new Event('input')); }")
-    page.eval_on_selector("#look-speed", "el => { el.value = '35'; el.dispatchEvent(new Event('input')); }")
-    assert page.text_content("#move-speed-out") == "1.25"
-    page.keyboard.press("ArrowUp")
-    page.keyboard.press("KeyD")
-    # mouse drag on the look pad while holding S: a combined chunk
-    box = page.locator("#lookpad").bounding_box()
-    page.keyboard.down("KeyS")
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 - 80, box["y"] + box["height"] / 2, steps=5)
-    page.mouse.up()
-    page.keyboard.up("KeyS")
-    # on-screen caps, Add and idle
-    page.click(".cap[data-key=a]")
-    page.click(".cap[data-key=down_rot]")
-    assert page.locator(".cap.on").count() == 2
-    page.click("#add")
-    page.click("#idle")
-    assert lists(page) == (["w", "w+left_rot", "up_rot", "d", "s+left_rot", "a+down_rot", "idle"],
-                           [0.4, [0.4, 20], 35, 1.25, [1.25, 35], [1.25, 35], 0])
-    assert page.locator("#timeline li").count() == 7
-    # the minimap's final heading is Python's (chunks after a pitch turn about the tilted axis)
-    _, headings = top_down_points([chunk_poses(s) for s in parse_actions(*lists(page))])
-    assert page.get_attribute("#minimap", "data-yaw") == str(round(math.degrees(headings[-1])))
-    page.screenshot(path=str(artifacts / "controller-timeline.png"), full_page=True)
-
-    rows = page.locator("#timeline li")
-    rows.nth(6).locator("button[title=delete]").click()       # delete idle
-    rows.nth(1).locator("button[title='move up']").click()    # w+left_rot first
-    rows.nth(0).locator("input.speed, .speed input").nth(1).fill("10")
-    rows.nth(0).locator(".speed input").nth(1).dispatch_event("change")
-    rows.nth(2).locator("input.action").fill("w+right_rot")
-    rows.nth(2).locator("input.action").dispatch_event("change")
-    assert lists(page) == (["w+left_rot", "w", "w+right_rot", "d", "s+left_rot", "a+down_rot"],
-                           [[0.4, 10], 0.4, [1.25, 35], 1.25, [1.25, 35], [1.25, 35]])
-    command = page.text_content("#command")
-    assert command.startswith("curl -s -X POST http://127.0.0.1:") and '\\"w+left_rot\\"' in command
-    page.select_option("#cmd-kind", "cog")
-    assert "-i actions='[\"w+left_rot\", \"w\"," in page.text_content("#command")
-
-
-def test_gamepad_sticks_and_buttons(browser, ui_url, cog, artifacts):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    context.add_init_script(FAKE_PAD)
-    page = context.new_page()
-    try:
-        page.goto(ui_url)
-        page.wait_for_function("document.querySelector('#pad-status').textContent.includes('Test pad')")
-
-        def pad(axes=None, button=None):
-            page.evaluate("([axes, button]) => { if (axes) window.__pad.axes = axes;"
-                          " window.__pad.buttons.forEach((b, i) => { b.pressed = i === button; b.value = +(i === button); }); }",
-                          [axes, button])
-            page.wait_for_timeout(150)  # the page polls every 50 ms
-
-        pad([0.1, -0.9, 0.8, -0.2])           # left stick up, right stick right; small values inside the deadzone
-        assert page.locator(".cap.on").evaluate_all("caps => caps.map(c => c.dataset.key)") == ["w", "right_rot"]
-        pad(button=0), pad(button=None)        # A: add chunk
-        pad([0, 0, 0, 0.95])                   # right stick down only
-        pad(button=0), pad(button=None)
-        pad([-0.7, 0, 0, 0])
-        pad(button=0), pad(button=None)
-        pad(button=1), pad(button=None)        # B: undo the last chunk
-        pad([0, 0, 0, 0])
-        pad(button=0), pad(button=None)        # centred sticks: idle
-        assert lists(page) == (["w+right_rot", "down_rot", "idle"], [[0.4, 20], 20, 0])
-        page.screenshot(path=str(artifacts / "gamepad.png"))
-        pad(button=9), pad(button=None)        # Start: generate (no start image: the server says so)
-        page.wait_for_selector(".field-error[data-for=image].shown", timeout=30_000)
-        assert "exactly one of image, video or continue_from" in page.text_content(".field-error[data-for=image]")
-        assert cog.wait_until_ready() == "READY"
-    finally:
-        context.close()
-
-
-def wait_videos(page, count):
-    page.wait_for_function(
-        f"() => {{ const v = [...document.querySelectorAll('video.chunk-video')];"
-        f" return v.length === {count} && v.every(x => x.readyState >= 2); }}", timeout=TIMEOUT_MS)
-
-
-def test_generate_plays_each_chunk_then_keep_playing_continues(page, cog, artifacts):
-    page.set_input_files("#file", str(IMAGE))
-    page.wait_for_function("document.querySelector('#drop-text').textContent.includes('start.png')")
-    page.fill("#steps", "2")
+    hold(page, "KeyW", "ArrowLeft", seconds=0.3)
+    actions = lists(page)[0]
+    assert actions[-1] == "w+left_rot" and set(actions[:-1]) == {"w"}
+    shot("3-timeline")
+    set_steps(page, 2)
     page.click("#dice")
-    assert page.input_value("#seed").isdigit()
-    page.keyboard.press("KeyW")
-    page.keyboard.down("KeyD"), page.keyboard.down("ArrowLeft"), page.keyboard.up("ArrowLeft"), page.keyboard.up("KeyD")
     page.click("#generate")
-    wait_videos(page, 2)
-    page.wait_for_function("document.querySelector('#progress-text').textContent.startsWith('done')")
-    assert page.eval_on_selector("#player", "v => v.src.startsWith('data:video/mp4')")
-    page.wait_for_function("document.querySelector('#player').readyState >= 2")
-    downloads = page.locator("#downloads a").evaluate_all("as => as.map(a => a.download)")
-    assert downloads == ["chunk001.mp4", "chunk002.mp4", "video.mp4", "world-state.safetensors"]
-    assert "chunk 2/2 done" in page.text_content("#log")
-    page.screenshot(path=str(artifacts / "generated.png"), full_page=True)
-
+    page.wait_for_selector("#thumbs .thumb")
+    shot("4-first-chunk-playing")
+    assert wait_done(page).startswith(f"done: {len(actions)} chunks")
+    assert sent[0]["image"] == page.evaluate("window.gamecraft.state.source.uri")
+    seed = sent[0]["seed"]
+    # the predictor's progress metric: chunk (world number), step, decode, ETA
+    texts = progress()
+    assert any(re.fullmatch(r"chunk 1 \(1/\d+\) · step 1/2 · ETA (\d+ s|…)", t) for t in texts), texts
+    assert any(re.fullmatch(r"chunk 2 \(2/\d+\) · decoding · ETA \d+ s", t) for t in texts), texts
+    names = downloads(page)
+    assert all(n.startswith(f"gamecraft-{seed}-") for n in names)   # the seed and the prediction's id
+    assert [n.split("-", 3)[3] for n in names] == [f"chunk{i:03d}.mp4" for i in range(1, len(actions) + 1)] + [
+        "video.mp4", "state.safetensors"]
     assert cog.wait_until_ready() == "READY"
-    page.click("#clear")
     page.keyboard.press("KeyA")
-    assert page.is_enabled("#keep")
+    shot("5-history-and-a-new-chunk")
     page.click("#keep")
-    wait_videos(page, 3)
-    page.wait_for_function("document.querySelector('#progress-text').textContent.startsWith('done')")
-    assert page.locator("video.chunk-video").evaluate_all("v => v.map(x => x.dataset.chunk)") == ["1", "2", "3"]
-    assert "world: 3 chunks" in page.text_content("#world")
-    page.screenshot(path=str(artifacts / "keep-playing.png"), full_page=True)
+    assert wait_done(page).startswith("done: 1 chunk")
+    assert json.loads(sent[1]["actions"]) == ["a"] and "continue_from" in sent[1]
+    n = len(actions) + 1
+    assert page.text_content("#world").startswith(f"world 1: {n} chunks")
+    assert page.locator("#thumbs .thumb").evaluate_all("ts => ts.map(t => +t.dataset.chunk)") == list(range(1, n + 1))
+    assert len(downloads(page)) == len(names) + 3 and downloads(page)[-len(names):] == names   # earlier ones kept
+    page.click("#world-video")
+    page.wait_for_selector(f"#history a[download$='chunks001-{n:03d}.mp4']")
+    shot("6-keep-playing-and-whole-world")
+    page.screenshot(path=str(artifacts / "generated.png"), full_page=True)
     assert cog.wait_until_ready() == "READY"
 
 
-def test_errors_appear_next_to_their_field(page, cog, artifacts):
-    page.set_input_files("#file", str(IMAGE))
-    page.wait_for_function("document.querySelector('#drop-text').textContent.includes('start.png')")
-    page.click("#generate")   # empty timeline: refused in the page
-    assert "Add at least one chunk" in page.text_content(".field-error[data-for=actions]")
+def cog_predict_inputs(command: str, cwd: Path) -> dict:
+    """The inputs `cog predict` would send for ``command``: -i name=value, @file read as a data URI,
+    values typed by the schema as the cog CLI does."""
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:2] == ["cog", "predict"]
+    props = SCHEMA["components"]["schemas"]["Input"]["properties"] if SCHEMA else {}
+    inputs = {}
+    for flag, pair in zip(words[2::2], words[3::2], strict=True):
+        assert flag == "-i"
+        name, value = pair.split("=", 1)
+        kind = props.get(name, {}).get("type") or ("string" if name in ("preset",) else None)
+        if value.startswith("@"):
+            data = (cwd / value[1:]).read_bytes()
+            inputs[name] = data
+        elif kind == "integer":
+            inputs[name] = int(value)
+        elif kind == "number":
+            inputs[name] = float(value)
+        elif kind == "boolean":
+            inputs[name] = value.lower() == "true"
+        else:
+            inputs[name] = value
+    return inputs
+
+
+def decoded(inputs: dict) -> dict:
+    """data: URIs as bytes, so a file and its data URI compare equal."""
+    return {k: base64.b64decode(v.split(",", 1)[1]) if isinstance(v, str) and v.startswith("data:") else v
+            for k, v in inputs.items()}
+
+
+def run_curl(command: str, cwd: Path, env=None) -> dict:
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_commands_it_shows_run(page, cog, tmp_path):
+    page.keyboard.press("KeyW")
+    page.keyboard.press("KeyD")
+    set_steps(page, 1)
+    page.fill("#seed", "7")
+    page.keyboard.press("Escape")
+    page.click("#examples button[data-file='forest.png']")
+    page.wait_for_function("document.querySelector('#drop-text').textContent === 'image: forest.png'")
+    page.fill("#prompt", "the mayor's \"100%\" square, $HOME `x` \\n")   # quotes, % and $ survive the shell
+    page.keyboard.press("Escape")
+    expected = page.evaluate("window.gamecraft.buildInput()")
+    # `cog predict` (no Docker here): its arguments are the same inputs
+    page.select_option("#cmd-kind", "cog")
+    assert decoded(cog_predict_inputs(page.text_content("#command"), REPO_ROOT)) == decoded(expected)
+    # curl, literally, from the repository root (the example's path is relative to it)
+    page.select_option("#cmd-kind", "curl")
+    result = run_curl(page.text_content("#command"), REPO_ROOT)
+    assert result["status"] == "succeeded", result.get("error")
+    assert len(result["output"]) == 2 + 2   # two chunks, the video, the state
+    first_state = tmp_path / "first.safetensors"
+    first_state.write_bytes(decoded({"s": result["output"][-1]})["s"])
+    with safe_open(str(first_state), "np") as handle:   # the prompt went through the shell intact
+        assert json.loads(handle.metadata()["gamecraft"])["prompt"] == expected["prompt"]
+    assert cog.wait_until_ready() == "READY"
+    # after Generate, the command is the Keep playing request: it reads the state file the page offers
+    page.click("#generate")
+    assert wait_done(page).startswith("done")
+    assert cog.wait_until_ready() == "READY"
+    page.keyboard.press("KeyA")
+    name = page.evaluate("window.gamecraft.state.world.stateName")
+    assert name == next(n for n in downloads(page) if n.endswith("-state.safetensors"))
+    (tmp_path / name).write_bytes(decoded({"s": page.evaluate("window.gamecraft.state.world.state")})["s"])
+    result = run_curl(page.text_content("#command"), tmp_path)
+    assert result["status"] == "succeeded", result.get("error")
+    state = tmp_path / "out.safetensors"
+    state.write_bytes(decoded({"s": result["output"][-1]})["s"])
+    with safe_open(str(state), "np") as handle:
+        assert json.loads(handle.metadata()["gamecraft"])["chunks_done"] == 3
+    page.select_option("#cmd-kind", "cog")
+    assert decoded(cog_predict_inputs(page.text_content("#command"), tmp_path)) == decoded(
+        page.evaluate("window.gamecraft.buildInput()"))
+    assert cog.wait_until_ready() == "READY"
+
+
+def test_the_replicate_command_runs_against_replicates_api(browser, tmp_path):
+    fake = FakeReplicate(STEPS)
+    try:
+        with page_server(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02)) as (address, _):
+            page = open_page(browser, address)
+            page.keyboard.press("KeyW")
+            expected = page.evaluate("window.gamecraft.buildInput()")
+            command = page.text_content("#command")
+            assert f"{fake.url}/models/me/gamecraft/predictions" in command and "$REPLICATE_API_TOKEN" in command
+            result = run_curl(command, REPO_ROOT, {"REPLICATE_API_TOKEN": "tok-123"})
+            assert result["id"] == "r1"
+            assert fake.created == {"input": expected}
+            page.context.close()
+    finally:
+        fake.api.close()
+
+
+def test_errors_are_short_and_next_to_their_field(page, cog, artifacts):
     page.keyboard.press("KeyW")
     page.fill("#seed", str(2**31))
     page.click("#generate")   # coglet's 422
     page.wait_for_selector(".field-error[data-for=seed].shown")
-    assert "seed" in page.text_content(".field-error[data-for=seed]")
+    assert page.text_content(".field-error[data-for=seed]").startswith("seed: ")
+    assert page.get_attribute("#seed", "aria-invalid") == "true"
     page.fill("#seed", "3")
-    page.fill("#steps", "1")
-    page.locator("#timeline input.action").fill("jump")
-    page.locator("#timeline input.action").dispatch_event("change")
-    page.click("#generate")   # the predictor's ValueError
-    page.wait_for_selector(".field-error[data-for=actions].shown")
-    assert "actions[0]: unknown action 'jump'" in page.text_content(".field-error[data-for=actions]")
+    # a 2,700-character prompt: the message names the field and its length, not the whole text
+    page.eval_on_selector("#prompt", "p => { p.value = 'a castle '.repeat(300); p.dispatchEvent(new Event('input')); }")
+    page.click("#generate")
+    page.wait_for_selector(".field-error[data-for=prompt].shown")
+    text = page.text_content(".field-error[data-for=prompt]")
+    assert len(text) < 300 and "2,700 characters" in text, text
+    page.fill("#prompt", "a castle")
+    # a text file as the start image: the server's message, without its temporary paths
+    page.set_input_files("#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"}])
+    page.wait_for_function("document.querySelector('#drop-text').textContent === 'image: notes.txt'")
+    set_steps(page, 1)
+    page.click("#generate")
+    page.wait_for_selector(".field-error[data-for=image].shown")
+    text = page.text_content(".field-error[data-for=image]")
+    # (coglet knows it as /tmp/…/tmpXXXXXXXX.txt; the page says the user's name for it)
+    assert text == "not a readable image: cannot identify image file 'notes.txt'", text
     page.screenshot(path=str(artifacts / "error-inline.png"), full_page=True)
     assert cog.wait_until_ready() == "READY"
+    # the server's own row errors become 1-based rows, marked (the page's check is bypassed here)
+    page.click("#examples button[data-file='village.png']")
+    page.keyboard.press("KeyD")
+    page.route("**/api/predictions", lambda route: route.continue_(post_data=json.dumps(
+        {"input": {**json.loads(route.request.post_data)["input"], "actions": '["w", "jump"]'}})))
+    page.click("#generate")
 
-    # busy: another client's prediction holds the only slot -> 409 next to Generate
-    image = "data:image/png;base64," + __import__("base64").b64encode(IMAGE.read_bytes()).decode()
+    page.wait_for_selector(".field-error[data-for=rows].shown")
+    assert page.text_content(".field-error[data-for=rows]").startswith("row 2: unknown action 'jump'")
+    assert page.locator("#timeline li.server-bad").evaluate_all("ls => ls.map(l => l.dataset.row)") == ["2"]
+    page.unroute("**/api/predictions")
+    assert cog.wait_until_ready() == "READY"
+
+    # busy: another client's prediction holds the only slot -> 409 next to Generate, saying so
+    image = "data:image/png;base64," + base64.b64encode(IMAGE.read_bytes()).decode()
     status, _ = request_json("POST", f"{cog.url}/predictions", {"id": "ui-busy", "input": {
         "image": image, "actions": json.dumps(["w"] * 12), "action_speeds": json.dumps([0.2] * 12),
         "num_inference_steps": 8}}, headers={"Prefer": "respond-async"})
     assert status == 202
     try:
-        page.locator("#timeline input.action").fill("w")
-        page.locator("#timeline input.action").dispatch_event("change")
         page.click("#generate")
         page.wait_for_selector(".field-error[data-for=generate].shown")
-        assert "busy" in page.text_content(".field-error[data-for=generate]")
+        text = page.text_content(".field-error[data-for=generate]")
+        assert text == f"The Cog server {cog.url.removeprefix('http://')} is busy with another prediction; " \
+                       "try again when it finishes."
     finally:
         request_json("POST", f"{cog.url}/predictions/ui-busy/cancel")
         assert cog.wait_until_ready(60) == "READY"
 
 
 def test_cancel_stops_a_running_generation(page, cog):
-    page.set_input_files("#file", str(IMAGE))
-    page.wait_for_function("document.querySelector('#drop-text').textContent.includes('start.png')")
-    page.fill("#steps", "8")
-    page.keyboard.press("Escape")  # leaves the field: keys drive the controller again
+    set_steps(page, 8)
     for _ in range(12):
         page.keyboard.press("KeyW")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#progress-text').textContent.includes('step')", timeout=30_000)
-    page.click("#cancel")
-    page.wait_for_function("document.querySelector('#progress-text').textContent === 'canceled'", timeout=30_000)
+    page.wait_for_selector("#thumbs .thumb")   # the first chunk arrived
+    page.get_by_role("button", name="cancel the generation").click()
+    assert wait_done(page) == "canceled"
     assert page.is_enabled("#generate")
     assert cog.wait_until_ready(60) == "READY"
-    assert page.locator("video.chunk-video").count() < 12
+    assert page.locator("#thumbs .thumb").count() < 12
+    assert page.locator("#timeline li.locked").count() == 0   # nothing was played into the world
 
 
-def test_dropping_a_state_file_enables_keep_playing(page):
-    data = page.evaluate_handle(
-        "() => { const dt = new DataTransfer();"
-        " dt.items.add(new File([new Uint8Array([1, 2, 3])], 'my-world.safetensors')); return dt; }")
-    page.dispatch_event("#drop", "drop", {"dataTransfer": data})
-    page.wait_for_function("document.querySelector('#drop-text').textContent === 'state: my-world.safetensors'")
-    assert page.is_enabled("#keep")
+def test_a_saved_world_continues_with_its_own_chunk_numbers(page, browser, ui_url, cog, tmp_path):
+    set_steps(page, 1)
     page.keyboard.press("KeyW")
-    page.select_option("#cmd-kind", "cog")
-    assert page.text_content("#command").startswith("cog predict -i continue_from=@my-world.safetensors")
+    page.click("#generate")
+    assert wait_done(page).startswith("done")
+    saved = tmp_path / "my-world.safetensors"
+    saved.write_bytes(decoded({"s": page.evaluate("window.gamecraft.state.world.state")})["s"])
+    assert cog.wait_until_ready() == "READY"
+
+    other = open_page(browser, ui_url)
+    try:
+        other.set_input_files("#file", str(saved))
+        other.wait_for_function("document.querySelector('#drop-text').textContent === "
+                                "'saved world: my-world.safetensors'")
+        assert rows(other) == ["w"] and other.locator("#timeline li.locked").count() == 1
+        other.keyboard.press("KeyD")
+        assert "Keep playing · chunk 2 from the world's state" in other.text_content("#plan")
+        other.select_option("#cmd-kind", "cog")
+        assert other.text_content("#command").startswith("cog predict \\\n    -i continue_from=@my-world.safetensors")
+        set_steps(other, 1)
+        other.click("#keep")
+        assert wait_done(other).startswith("done")
+        assert other.locator("#thumbs .thumb").evaluate_all("ts => ts.map(t => t.dataset.chunk)") == ["2"]
+        assert [n.split("-", 3)[3] for n in downloads(other)][0] == "chunk002.mp4"
+        assert other.text_content("#world").startswith("world 1: 2 chunks")
+        assert other.errors == []
+    finally:
+        other.context.close()
+        assert cog.wait_until_ready() == "READY"
+
+
+def test_minimap_heading_follows_the_timeline(page):
+    for key in ("KeyW", "ArrowUp", "ArrowLeft", "KeyD"):
+        page.keyboard.press(key)
+    _, headings = top_down_points([chunk_poses(s) for s in parse_actions(*lists(page))])
+    assert page.get_attribute("#minimap", "data-yaw") == str(round(math.degrees(headings[-1])))

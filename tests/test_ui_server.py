@@ -3,61 +3,28 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
-from tools.cog_server import request_json
+from conftest import REPO_ROOT
+from ui_fakes import STEPS, FakeReplicate, FakeUpstream, reply
 
+from gamecraft.media.video import write_mp4
+from gamecraft.media.video_reader import probe_video, read_video_frames
+from gamecraft.pipeline.actions import action_table
 from gamecraft.ui import CogBackend, ReplicateBackend, make_server
 from gamecraft.ui.__main__ import main as ui_main
-
-
-class FakeUpstream:
-    """A tiny HTTP server on 127.0.0.1; ``routes[(method, path)] = fn(handler, body) -> None``."""
-
-    def __init__(self, routes):
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _any(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fake.requests.append((self.command, self.path, dict(self.headers), body))
-                route = routes.get((self.command, self.path))
-                if route is None:
-                    return reply(self, 404, {"detail": "no route"})
-                route(self, body)
-
-            do_GET = do_POST = _any
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def reply(handler, status, payload, headers=None):
-    raw = json.dumps(payload).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(raw)))
-    for k, v in (headers or {}).items():
-        handler.send_header(k, v)
-    handler.end_headers()
-    handler.wfile.write(raw)
+from gamecraft.ui.server import STATIC
+from tools.cog_server import request_json
 
 
 @pytest.fixture
@@ -96,14 +63,28 @@ def test_static_files_and_config(serve):
     url = serve(CogBackend("http://127.0.0.1:9"))
     with urllib.request.urlopen(url + "/", timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/html") and b"app.js" in resp.read()
-    for name in ("app.js", "path.js", "chunks.js", "minimap.js", "api.js"):
+    modules = sorted(p.name for p in STATIC.glob("*.js"))
+    assert {"app.js", "actions.js", "path.js", "player.js"} <= set(modules)
+    for name in modules:
         with urllib.request.urlopen(f"{url}/{name}", timeout=10) as resp:
             assert resp.headers["Content-Type"].startswith("text/javascript")
+            # every module the page imports is served
+            for imported in re.findall(r'from "\./([\w.]+)"', resp.read().decode()):
+                assert imported in modules, (name, imported)
+    with urllib.request.urlopen(f"{url}/examples/index.json", timeout=10) as resp:
+        examples = json.loads(resp.read())
+    with urllib.request.urlopen(f"{url}/examples/{examples[0]['file']}", timeout=10) as resp:
+        assert resp.headers["Content-Type"] == "image/png"
+    with urllib.request.urlopen(f"{url}/favicon.svg", timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("image/svg+xml")
     assert request_json("GET", url + "/../server.py")[0] == 404
     assert request_json("GET", url + "/%2e%2e/server.py")[0] == 404
+    assert request_json("GET", url + "/examples/../../server.py")[0] == 404
     assert request_json("GET", url + "/api/config") == (200, {"backend": "cog", "url": "http://127.0.0.1:9"})
     status, body = request_json("POST", url + "/api/predictions", {"input": {}})
-    assert status == 502 and "cannot reach the Cog server" in body["detail"]
+    assert status == 502 and body["detail"] == "cannot reach the Cog server at http://127.0.0.1:9 (Connection refused)"
+    status, body = request_json("GET", url + "/api/health")
+    assert status == 502 and "cannot reach the Cog server at http://127.0.0.1:9" in body["detail"]
 
 
 def test_cog_proxy_passes_json_errors_and_streams_sse(serve):
@@ -159,60 +140,12 @@ def test_cog_proxy_passes_json_errors_and_streams_sse(serve):
         upstream.close()
 
 
-class FakeReplicate:
-    """Replicate's predictions API: create (models or versions endpoint), GET to poll, cancel."""
-
-    def __init__(self, steps):
-        self.steps = steps  # successive states the prediction goes through on each GET
-        self.polls = 0
-        self.created = None
-        self.canceled = False
-        base = "/v1"
-
-        def create(handler, body):
-            payload = json.loads(body)
-            if handler.headers.get("Authorization") != "Bearer tok-123":
-                return reply(handler, 401, {"detail": "Invalid token."})
-            if payload["input"].get("seed") == -1:
-                return reply(handler, 422, {"title": "Input validation failed", "status": 422, "detail": "- seed: bad",
-                                            "invalid_fields": [{"type": "greater_than_equal", "field": "input.seed",
-                                                                "description": "Must be greater than or equal to 0"}]})
-            self.created = payload
-            reply(handler, 201, {"id": "r1", "status": "starting", "logs": "", "output": None,
-                                 "urls": {"get": f"{self.api.url}{base}/predictions/r1",
-                                          "cancel": f"{self.api.url}{base}/predictions/r1/cancel"}})
-
-        def get(handler, body):
-            state = self.steps[min(self.polls, len(self.steps) - 1)]
-            self.polls += 1
-            reply(handler, 200, {"id": "r1", **state})
-
-        def cancel(handler, body):
-            self.canceled = True
-            reply(handler, 200, {"id": "r1", "status": "canceled"})
-
-        self.api = FakeUpstream({("POST", f"{base}/models/me/gamecraft/predictions"): create,
-                                 ("POST", f"{base}/predictions"): create,
-                                 ("GET", f"{base}/predictions/r1"): get,
-                                 ("POST", f"{base}/predictions/r1/cancel"): cancel})
-        self.url = self.api.url + base
-
-
-STEPS = [
-    {"status": "processing", "logs": "chunk 1 step 1/2\n", "output": None},
-    {"status": "processing", "logs": "chunk 1 step 1/2\nchunk 1/2 done\n", "output": ["https://x/chunk001.mp4"]},
-    {"status": "succeeded", "logs": "chunk 1 step 1/2\nchunk 1/2 done\nchunk 2/2 done\n",
-     "output": ["https://x/chunk001.mp4", "https://x/chunk002.mp4", "https://x/video.mp4", "https://x/s.safetensors"],
-     "metrics": {"predict_time": 3.2}},
-]
-
-
 def test_replicate_backend_streams_a_polled_prediction_as_cog_events(serve):
     fake = FakeReplicate(STEPS)
     try:
         url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
         assert request_json("GET", url + "/api/config")[1] == {"backend": "replicate", "model": "me/gamecraft",
-                                                              "version": None}
+                                                              "version": None, "api": fake.url}
         events, headers = read_sse(url + "/api/predictions", {"input": {"actions": '["w", "d"]', "seed": 5}})
         assert headers["Content-Type"] == "text/event-stream"
         assert fake.created == {"input": {"actions": '["w", "d"]', "seed": 5}}
@@ -290,3 +223,105 @@ def test_replicate_prediction_is_canceled_when_the_page_goes_away(serve):
         assert fake.canceled
     finally:
         fake.api.close()
+
+
+def test_action_table_route_and_json_only_posts(serve):
+    url = serve(CogBackend("http://127.0.0.1:9"))
+    assert request_json("GET", url + "/api/actions") == (200, json.loads(json.dumps(action_table())))
+    # a form or text/plain POST (what a foreign page can send without a CORS preflight) is refused
+    for path in ("/api/predictions", "/api/predictions/x/cancel", "/api/world-video"):
+        req = urllib.request.Request(url + path, data=b'{"input": {}}', method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 415
+
+
+def _chunk_files(tmp_path, count, fps=25):
+    """``count`` real chunk mp4s (33 frames each, a different pattern per chunk) and their frames."""
+    rng = np.random.default_rng(0)
+    files, frames = [], []
+    for k in range(count):
+        base = rng.integers(0, 255, (1, 32, 48, 3), dtype=np.uint8)
+        chunk = np.clip(base.astype(int) + np.arange(33)[:, None, None, None] * 3 + k * 40, 0, 255).astype(np.uint8)
+        files.append(write_mp4(chunk, tmp_path / f"c{k}.mp4", fps=fps))
+    for f in files:
+        frames.append(read_video_frames(f)[0])
+    return files, frames
+
+
+def _post_world(url, files):
+    uris = ["data:video/mp4;base64," + base64.b64encode(f.read_bytes()).decode() for f in files]
+    body = json.dumps({"chunks": uris, "name": "w/../x.mp4"}).encode()
+    req = urllib.request.Request(url + "/api/world-video", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.read(), dict(resp.headers)
+
+
+def test_world_video_joins_chunks_without_reencoding(serve, tmp_path):
+    url = serve(CogBackend("http://127.0.0.1:9"))
+    files, frames = _chunk_files(tmp_path, 3)
+    data, headers = _post_world(url, files)
+    assert headers["Content-Type"] == "video/mp4" and headers["X-Assembly"] == "copy"
+    assert headers["Content-Disposition"] == 'attachment; filename="w-..-x.mp4"'
+    out = tmp_path / "world.mp4"
+    out.write_bytes(data)
+    info = probe_video(out)
+    joined, full = read_video_frames(out)
+    assert joined.shape[0] == full.frame_count == 3 * 33
+    assert abs(info.duration_s - 3 * 33 / 25) < 0.05
+    # stream copy: every decoded frame is exactly the chunk's own decoded frame
+    assert np.array_equal(joined, np.concatenate(frames))
+
+
+def test_world_video_reencodes_chunks_of_different_rates(serve, tmp_path):
+    url = serve(CogBackend("http://127.0.0.1:9"))
+    files, _ = _chunk_files(tmp_path, 1)
+    (tmp_path / "b").mkdir()
+    more, _ = _chunk_files(tmp_path / "b", 1, fps=12)
+    data, headers = _post_world(url, files + more)
+    assert headers["X-Assembly"] == "reencode"
+    out = tmp_path / "world.mp4"
+    out.write_bytes(data)
+    frames, info = read_video_frames(out)
+    assert frames.shape[0] == info.frame_count == 66 and abs(info.fps - 25) < 0.01
+
+
+def test_world_video_refuses_what_is_not_a_video(serve):
+    url = serve(CogBackend("http://127.0.0.1:9"))
+    for body, message in (({"chunks": []}, "non-empty list"), ({"chunks": ["file:///etc/passwd"]}, "chunk 1: expected"),
+                          ({"chunks": ["data:video/mp4;base64,AAAA"]}, "chunk 1: not a readable video"),
+                          ({"chunks": ["data:video/mp4;base64,@@"]}, "chunk 1: the data: URI is not valid base64")):
+        status, answer = request_json("POST", url + "/api/world-video", body)
+        assert status == 422 and message in answer["detail"], answer
+
+
+def test_replicate_backend_health_schema_and_metrics(serve):
+    steps = [{**STEPS[0], "metrics": {"seed": 7}}, {**STEPS[1], "metrics": {"seed": 7, "chunks_done": 1}}, STEPS[2]]
+    fake = FakeReplicate(steps)
+    try:
+        url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
+        assert request_json("GET", url + "/api/health") == (200, {"status": "READY", "backend": "replicate"})
+        assert request_json("GET", url + "/api/schema")[1]["components"]["schemas"]["Input"]["properties"]["seed"][
+            "maximum"] == 2147483647
+        events, _ = read_sse(url + "/api/predictions", {"input": {}})
+        metrics = [d for n, d, _ in events if n == "metric"]
+        assert metrics == [{"name": "seed", "value": 7, "mode": "replace"},
+                           {"name": "chunks_done", "value": 1, "mode": "replace"},
+                           {"name": "predict_time", "value": 3.2, "mode": "replace"}]
+        bad = serve(ReplicateBackend("me/gamecraft", "wrong", api=fake.url))
+        status, body = request_json("GET", bad + "/api/health")
+        assert status == 401 and body["detail"].startswith("Replicate answered 401")
+    finally:
+        fake.api.close()
+
+
+def test_serve_help_is_complete():
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "serve.py"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "start the Cog HTTP server locally (as the built image runs it, without Docker), make one demo " \
+           "prediction" in text
+    assert "pipeline smoke run, not GameCraft's output." in text

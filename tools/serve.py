@@ -85,7 +85,7 @@ def _demo(server, out: Path) -> list[Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)))
     parser.add_argument("--out", type=Path, default=REPO / "outputs")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo prediction")

@@ -37,12 +37,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+
+from gamecraft.specs.geometry import FPS, FRAMES_PER_CHUNK
 
 MAX_CHUNKS = 64
 MAX_TRANSLATION = 3.0
 MAX_ROTATION_DEGREES = 90.0
+# What gives a visible, model-friendly motion (the README's advice); the parser accepts the full range above.
+SENSIBLE_TRANSLATION = (0.2, 1.0)
+SENSIBLE_ROTATION_DEGREES = (5.0, 45.0)
 MAX_INPUT_CHARS = 100_000
 
 # canonical key -> (axis, sign). Axes: "forward" (+z), "strafe" (+x), "yaw" (+ = left), "pitch" (+ = up).
@@ -57,6 +63,11 @@ ACTIONS: dict[str, tuple[str, int]] = {
     "down_rot": ("pitch", -1),
 }
 IDLE = "idle"
+DESCRIPTIONS: dict[str, str] = {
+    "w": "move forward", "s": "move backward", "a": "strafe left", "d": "strafe right",
+    "left_rot": "turn the view left", "right_rot": "turn the view right",
+    "up_rot": "tilt the view up", "down_rot": "tilt the view down", IDLE: "the camera stays put",
+}
 TRANSLATION_AXES = ("forward", "strafe")
 ROTATION_AXES = ("yaw", "pitch")
 
@@ -269,3 +280,33 @@ def parse_actions(actions: str | Sequence[Any], speeds: str | Sequence[Any],
         keys = _parse_action(raw_action, index)
         segments.append(Segment(_parse_speed(raw_speed, keys, "+".join(keys) or IDLE, index)))
     return segments
+
+
+def action_table() -> dict[str, Any]:
+    """The vocabulary as JSON-able data, built from the parser's own tables (the controller page's source).
+
+    ``actions``: one entry per official name (``idle`` last) with ``aliases``, ``axis`` (forward, strafe,
+    yaw, pitch; None for idle), ``sign`` (+1/-1 along the axis), ``kind`` (move, look, idle), ``unit``,
+    ``range`` (what the parser accepts) and ``sensible`` (what gives a visible motion), ``description``.
+    ``chunk``: frames per chunk, the model's fps and the seconds of video per chunk.
+    """
+    limits = {"move": (MAX_TRANSLATION, SENSIBLE_TRANSLATION, "translation units"),
+              "look": (MAX_ROTATION_DEGREES, SENSIBLE_ROTATION_DEGREES, "degrees")}
+    entries = []
+    for name, (axis, sign) in ACTIONS.items():
+        kind = "look" if axis in ROTATION_AXES else "move"
+        limit, sensible, unit = limits[kind]
+        entries.append({"name": name, "aliases": sorted(a for a, k in ALIASES.items() if k == name), "axis": axis,
+                        "sign": sign, "kind": kind, "unit": unit, "range": [0.0, limit], "sensible": list(sensible),
+                        "description": DESCRIPTIONS[name]})
+    entries.append({"name": IDLE, "aliases": sorted(a for a, k in ALIASES.items() if k == IDLE), "axis": None,
+                    "sign": 0, "kind": "idle", "unit": None, "range": [0.0, 0.0], "sensible": [0.0, 0.0],
+                    "description": DESCRIPTIONS[IDLE]})
+    return {
+        "actions": entries,
+        "axes": list(TRANSLATION_AXES + ROTATION_AXES),
+        "separator": "+",
+        "max_chunks": MAX_CHUNKS,
+        "max_input_chars": MAX_INPUT_CHARS,
+        "chunk": {"frames": FRAMES_PER_CHUNK, "fps": FPS, "seconds": FRAMES_PER_CHUNK / FPS},
+    }

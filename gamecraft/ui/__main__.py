@@ -6,21 +6,28 @@ import argparse
 import os
 import sys
 
-from gamecraft.ui.server import CogBackend, ReplicateBackend, make_server
+from gamecraft.ui.replicate import ReplicateBackend
+from gamecraft.ui.server import CogBackend, make_server
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gamecraft.ui", description=__doc__)
     parser.add_argument("--backend", default="http://127.0.0.1:5000", help="Cog server URL (default: %(default)s)")
-    parser.add_argument("--replicate", metavar="OWNER/NAME[:VERSION]",
-                        help="use a model on Replicate instead (token from REPLICATE_API_TOKEN)")
+    parser.add_argument(
+        "--replicate",
+        metavar="OWNER/NAME[:VERSION]",
+        help="use a model on Replicate instead (token from REPLICATE_API_TOKEN)",
+    )
     parser.add_argument("--replicate-api", default="https://api.replicate.com/v1", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
     try:
-        backend = (ReplicateBackend(args.replicate, os.environ.get("REPLICATE_API_TOKEN", ""), api=args.replicate_api)
-                   if args.replicate else CogBackend(args.backend))
+        backend = (
+            ReplicateBackend(args.replicate, os.environ.get("REPLICATE_API_TOKEN", ""), api=args.replicate_api)
+            if args.replicate
+            else CogBackend(args.backend)
+        )
         server = make_server(backend, args.host, args.port)
     except (ValueError, OSError) as err:
         print(f"gamecraft.ui: {err}", file=sys.stderr)

@@ -1,361 +1,209 @@
-// The controller page: input (keys, drag, on-screen caps, gamepad) -> timeline -> JSON, the
-// live minimap, and playing the world through /api/predictions (see api.js).
-import { chord, describe, fmt, isLook, label, reparse, toJson, unit } from "./chunks.js";
-import { drawMinimap } from "./minimap.js";
-import { PALETTE, topDownPoints } from "./path.js";
-import { ApiError, cancel, getJson, predict } from "./api.js";
+// The controller page: boots from the page's server (config, action table, examples, input schema) and
+// wires the parts: input devices -> timeline -> request (JSON, commands) -> play -> screen and downloads.
+import { ActionTable, partsFromDescription } from "./actions.js";
+import { getJson } from "./api.js";
+import { ADVANCED, buildInput, command } from "./commands.js";
+import { setupInput } from "./input.js";
+import { describePath, drawMinimap } from "./minimap.js";
+import { topDownPoints } from "./path.js";
+import { clearErrors, player, playNext, refreshButtons, setupPlay, showWorld } from "./play.js";
+import { $, $$, announce, dataUriToBlob, newRow, pendingRows, plural, requestPlan, state, stateMetadata } from "./state.js";
+import { checkHealth, startHealthPolling } from "./status.js";
+import { addRows, clearPending, forgetWorld, pushUndo, renderTimeline, rowsJson, setTimelineListener, undo } from "./timeline.js";
 
-const $ = (sel) => document.querySelector(sel);
-const KEYMAP = { KeyW: "w", KeyA: "a", KeyS: "s", KeyD: "d",
-  ArrowUp: "up_rot", ArrowDown: "down_rot", ArrowLeft: "left_rot", ArrowRight: "right_rot" };
-const DEADZONE = 0.3;
-
-const state = {
-  chunks: [],              // [[{key, speed}, ...], ...]
-  held: new Set(),         // keys physically held now
-  gesture: new Set(),      // every key/drag direction since the gesture began (insertion order = press order)
-  draft: new Set(),        // on-screen caps toggled on
-  pad: new Set(),          // directions of the gamepad sticks now
-  padButtons: [],
-  dragging: null,
-  source: null,            // {field: "image"|"video"|"continue_from", uri, name}
-  lastState: null,         // state file (data URI or URL) of the last prediction
-  worldChunks: 0,          // chunks in the world so far (continuations count on)
-  played: [],              // the world's chunks so far (drawn dimmed before the timeline)
-  lastBatch: null,         // JSON of the chunks of the last generation
-  config: { backend: "cog", url: "http://127.0.0.1:5000" },
-  running: null,           // {id, abort}
-};
-const speeds = () => ({ move: Number($("#move-speed").value), look: Number($("#look-speed").value) });
-
-// ---------- timeline ----------
-function addChunk(parts) {
-  state.chunks.push(parts.map((p) => ({ ...p })));
-  render();
-}
-
-function commitGesture() {
-  if (state.gesture.size) addChunk(chord([...state.gesture], speeds()));
-  state.gesture.clear();
-  lightCaps();
-}
-
-function addDraft() {
-  const keys = [...state.draft, ...state.pad];
-  addChunk(chord(keys, speeds()));
-  state.draft.clear();
-  lightCaps();
-}
+// ---------- rendering ----------
 
 function render() {
-  const list = $("#timeline");
-  list.textContent = "";
-  state.chunks.forEach((parts, i) => {
-    const li = document.createElement("li");
-    li.className = "chunk";
-    li.innerHTML = `<span class="swatch" style="background:${PALETTE[i % PALETTE.length]}"></span>
-      <span class="num">${i + 1}</span>`;
-    const action = document.createElement("input");
-    action.className = "action"; action.value = label(parts); action.title = "action (edit: w+left_rot, idle, …)";
-    action.addEventListener("change", () => { state.chunks[i] = reparse(action.value, parts, speeds()); render(); });
-    li.append(action);
-    parts.forEach((p) => {
-      const box = document.createElement("label");
-      box.className = "speed";
-      const input = document.createElement("input");
-      input.type = "number"; input.step = isLook(p.key) ? "1" : "0.05"; input.min = "0"; input.max = isLook(p.key) ? "90" : "3";
-      input.value = fmt(p.speed); input.title = `${p.key} speed`;
-      input.addEventListener("change", () => { p.speed = Number(input.value); render(); });
-      box.append(input, unit(p.key));
-      li.append(box);
-    });
-    for (const [text, title, fn] of [["↑", "move up", () => move(i, -1)], ["↓", "move down", () => move(i, 1)],
-      ["✕", "delete", () => { state.chunks.splice(i, 1); render(); }]]) {
-      const b = document.createElement("button");
-      b.className = "small icon"; b.textContent = text; b.title = title; b.addEventListener("click", fn);
-      li.append(b);
-    }
-    list.append(li);
-  });
-  $("#chunk-count").textContent = `${state.chunks.length} chunk${state.chunks.length === 1 ? "" : "s"} · ${(state.chunks.length * 33 / 25).toFixed(1)} s`;
-  const json = toJson(state.chunks);
+  renderTimeline();
+  const plan = requestPlan();
+  const json = rowsJson(plan.rows);
   $("#json-actions").textContent = json.actions;
   $("#json-speeds").textContent = json.action_speeds;
-  $("#command").textContent = command(json);
-  // right after a generation the timeline is the batch just played: show the world as played;
-  // once the timeline changes, show it as the continuation of the world (what Keep playing sends)
-  const world = !state.lastState ? [] : JSON.stringify(state.chunks) === state.lastBatch
-    ? state.played.slice(0, state.played.length - state.chunks.length) : state.played;
-  drawMinimap($("#minimap"), state.chunks, world);
-  const { headings, pitches } = topDownPoints(state.chunks);
-  $("#minimap").dataset.yaw = Math.round(headings.at(-1) * 180 / Math.PI);
+  const last = plan.first + plan.rows.length - 1;
+  const span = plan.rows.length > 1 ? `chunks ${plan.first}–${last}` : `chunk ${plan.first}`;
+  const start = state.source && state.source.field !== "continue_from" ? state.source.name : "a start image";
+  $("#plan").textContent = !plan.rows.length ? `next: ▶ Generate from ${start}, once you add chunks`
+    : plan.mode === "keep" ? `next: ▶▶ Keep playing · ${span} from the world's state`
+      : `next: ▶ Generate · ${span} from ${start}` + (state.world?.state ? " (or add chunks to keep playing this world)" : "");
+  $("#command").textContent = command($("#cmd-kind").value, plan);
+  const played = state.rows.filter((r) => r.locked && r.parts).map((r) => r.parts);
+  const fresh = pendingRows().map((r) => (state.table.parseAction(r.text).error ? [] : r.parts || []));
+  drawMinimap($("#minimap"), fresh, played, state.table);
+  const text = describePath(played, fresh, state.table);
+  $("#minimap").setAttribute("aria-label", text);
+  $("#map-summary").textContent = text;
+  const { headings, pitches } = topDownPoints(played.concat(fresh), state.table);
+  $("#minimap").dataset.yaw = Math.round((headings.at(-1) * 180) / Math.PI);
   $("#minimap").dataset.pitch = Math.round(pitches.at(-1));
+  showWorld();
+  refreshButtons();
 }
 
-function move(i, delta) {
-  const j = i + delta;
-  if (j < 0 || j >= state.chunks.length) return;
-  [state.chunks[i], state.chunks[j]] = [state.chunks[j], state.chunks[i]];
-  render();
-}
+// ---------- the start: examples, files, saved worlds ----------
 
-const shq = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
-
-function command(json) {
-  const seed = $("#seed").value, preset = $("#preset").value, prompt = $("#prompt").value;
-  const field = state.source ? state.source.field : "image";
-  if ($("#cmd-kind").value === "cog") {
-    return [`cog predict -i ${field}=@${state.source ? state.source.name : "start.png"}`, `-i prompt=${shq(prompt)}`,
-      `-i actions=${shq(json.actions)}`, `-i action_speeds=${shq(json.action_speeds)}`,
-      preset !== "distilled" ? `-i preset=${preset}` : "", seed ? `-i seed=${seed}` : ""].filter(Boolean).join(" \\\n    ");
-  }
-  const input = { prompt, actions: json.actions, action_speeds: json.action_speeds };
-  if (preset !== "distilled") input.preset = preset;
-  if (seed) input.seed = Number(seed);
-  const body = JSON.stringify({ input: { [field]: "@FILE@", ...input } });
-  const mime = { image: "image/png", video: "video/mp4" }[field] || "application/octet-stream";
-  const file = `'"data:${mime};base64,'$(base64 -w0 ${state.source ? state.source.name : "start.png"})'"'`;
-  const data = shq(body).replace(`"@FILE@"`, file);
-  if (state.config.backend === "replicate") {
-    const url = state.config.version ? "https://api.replicate.com/v1/predictions"
-      : `https://api.replicate.com/v1/models/${state.config.model}/predictions`;
-    const withVersion = state.config.version ? data.replace(`{"input"`, `{"version": "${state.config.version}", "input"`) : data;
-    return `curl -s -X POST ${url} \\\n  -H "Authorization: Bearer $REPLICATE_API_TOKEN" -H 'Prefer: wait' \\\n  -H 'Content-Type: application/json' -d ${withVersion}`;
-  }
-  return `curl -s -X POST ${state.config.url}/predictions \\\n  -H 'Content-Type: application/json' -d ${data}`;
-}
-
-// ---------- input: keyboard, drag, caps, gamepad ----------
-function lightCaps() {
-  const on = new Set([...state.held, ...state.gesture, ...state.draft, ...state.pad]);
-  document.querySelectorAll(".cap").forEach((cap) => cap.classList.toggle("on", on.has(cap.dataset.key)));
-  const parts = chord([...on], speeds());
-  $("#draft").textContent = `draft: ${on.size ? describe(parts) : "–"}`;
-}
-
-const typing = (e) => /^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName) && e.target.type !== "range";
-
-window.addEventListener("keydown", (e) => {
-  if (typing(e) && e.key === "Escape") return e.target.blur();
-  if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
-  const key = KEYMAP[e.code];
-  if (key) {
-    e.preventDefault();
-    if (e.repeat) return;
-    state.held.add(key);
-    state.gesture.delete(key); state.gesture.add(key);
-    lightCaps();
-  } else if (e.key === "Enter" && e.target.tagName !== "BUTTON") {
-    e.preventDefault(); addDraft();
-  } else if (e.key === "Backspace" && state.chunks.length) {
-    e.preventDefault(); state.chunks.pop(); render();
-  }
-});
-window.addEventListener("keyup", (e) => {
-  const key = KEYMAP[e.code];
-  if (!key || !state.held.has(key)) return;
-  state.held.delete(key);
-  if (!state.held.size && !state.dragging) commitGesture();
-  lightCaps();
-});
-window.addEventListener("blur", () => { state.held.clear(); state.gesture.clear(); lightCaps(); });
-
-const pad = $("#lookpad");
-pad.addEventListener("pointerdown", (e) => { state.dragging = { x: e.clientX, y: e.clientY }; pad.setPointerCapture(e.pointerId); });
-pad.addEventListener("pointermove", (e) => {
-  if (!state.dragging) return;
-  const dx = e.clientX - state.dragging.x, dy = e.clientY - state.dragging.y;
-  const add = (k) => { if (!state.gesture.has(k)) { state.gesture.add(k); lightCaps(); } };
-  if (Math.abs(dx) > 24) add(dx < 0 ? "left_rot" : "right_rot");
-  if (Math.abs(dy) > 24) add(dy < 0 ? "up_rot" : "down_rot");
-});
-pad.addEventListener("pointerup", () => {
-  state.dragging = null;
-  if (!state.held.size) commitGesture();
-});
-
-document.querySelectorAll(".cap").forEach((cap) => cap.addEventListener("click", () => {
-  const k = cap.dataset.key;
-  state.draft.has(k) ? state.draft.delete(k) : state.draft.add(k);
-  lightCaps();
-}));
-$("#add").addEventListener("click", addDraft);
-$("#idle").addEventListener("click", () => addChunk([]));
-$("#clear").addEventListener("click", () => { state.chunks = []; render(); });
-
-function pollGamepad() {
-  const pads = navigator.getGamepads ? [...navigator.getGamepads()].filter(Boolean) : [];
-  const gp = pads[0];
-  $("#pad-status").textContent = gp ? `pad: ${gp.id.slice(0, 28)}` : "pad: none";
-  $("#pad-status").classList.toggle("dim", !gp);
-  if (!gp) return;
-  const ax = (i) => (Math.abs(gp.axes[i] || 0) > DEADZONE ? gp.axes[i] : 0);
-  const dirs = new Set();
-  if (ax(1) < 0) dirs.add("w"); if (ax(1) > 0) dirs.add("s");
-  if (ax(0) < 0) dirs.add("a"); if (ax(0) > 0) dirs.add("d");
-  if (ax(2) < 0) dirs.add("left_rot"); if (ax(2) > 0) dirs.add("right_rot");
-  if (ax(3) < 0) dirs.add("up_rot"); if (ax(3) > 0) dirs.add("down_rot");
-  const changed = dirs.size !== state.pad.size || [...dirs].some((d) => !state.pad.has(d));
-  state.pad = dirs;
-  if (changed) lightCaps();
-  const pressed = gp.buttons.map((b) => b.pressed);
-  const edge = (i) => pressed[i] && !state.padButtons[i];
-  if (edge(0)) addDraft();
-  if (edge(1) && state.chunks.length) { state.chunks.pop(); render(); }
-  if (edge(9)) generate(false);
-  state.padButtons = pressed;
-}
-setInterval(pollGamepad, 50);
-
-for (const id of ["move-speed", "look-speed"]) {
-  $(`#${id}`).addEventListener("input", () => { $(`#${id}-out`).textContent = $(`#${id}`).value; lightCaps(); });
-}
-
-// ---------- play ----------
-function showError(field, msg) {
-  const box = document.querySelector(`.field-error[data-for="${field}"]`) || document.querySelector('.field-error[data-for="generate"]');
-  box.textContent = msg;
-  box.classList.add("shown");
-}
-function clearErrors() {
-  document.querySelectorAll(".field-error").forEach((b) => { b.textContent = ""; b.classList.remove("shown"); });
-}
-
-function setSource(file) {
-  const reader = new FileReader();
-  reader.onload = () => {
-    const field = /\.safetensors$/i.test(file.name) ? "continue_from" : file.type.startsWith("video/") ? "video" : "image";
-    state.source = { field, uri: reader.result, name: file.name };
-    $("#start-thumb").src = field === "image" ? reader.result : "";
-    $("#start-thumb").classList.toggle("shown", field === "image");
-    $("#drop-text").textContent = `${field === "continue_from" ? "state" : field}: ${file.name}`;
-    if (field === "continue_from") { state.lastState = reader.result; $("#keep").disabled = false; }
-    clearErrors(); render();
-  };
-  reader.readAsDataURL(file);
-}
-const drop = $("#drop");
-drop.addEventListener("click", () => $("#file").click());
-drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) setSource(e.dataTransfer.files[0]); });
-$("#file").addEventListener("change", () => { if ($("#file").files[0]) setSource($("#file").files[0]); });
-$("#dice").addEventListener("click", () => { $("#seed").value = Math.floor(Math.random() * 2 ** 31); render(); });
-for (const id of ["#prompt", "#seed", "#preset", "#cmd-kind"]) $(id).addEventListener("change", render);
-
-function buildInput(keep) {
-  const json = toJson(state.chunks);
-  const input = { prompt: $("#prompt").value, actions: json.actions, action_speeds: json.action_speeds, preset: $("#preset").value };
-  // coglet rejects explicit nulls: optional inputs are omitted when blank
-  if ($("#seed").value !== "") input.seed = Number($("#seed").value);
-  if ($("#steps").value !== "") input.num_inference_steps = Number($("#steps").value);
-  if (keep) input.continue_from = state.lastState;
-  else if (state.source) input[state.source.field] = state.source.uri;
-  return input;
-}
-
-async function generate(keep) {
-  if (state.running) return;
+function setSource(source) {
+  state.source = source;
+  const image = source.field === "image";
+  $("#start-thumb").src = image ? source.uri : "";
+  $("#start-thumb").classList.toggle("shown", image);
+  $("#drop-text").textContent = `${{ image: "image", video: "video", continue_from: "saved world" }[source.field]}: ${source.name}`;
+  for (const b of $$("#examples button")) b.setAttribute("aria-checked", String(b.dataset.file === source.example));
   clearErrors();
-  if (!state.chunks.length) return showError("actions", "Add at least one chunk (press W, or a button above).");
-  const input = buildInput(keep);
-  const total = state.chunks.length, first = keep ? state.worldChunks : 0;
-  const outputs = { mp4: 0, state: null };
-  if (!keep) { state.worldChunks = 0; $("#chunks").textContent = ""; }
-  $("#downloads").textContent = ""; $("#log").textContent = "";
-  const abort = new AbortController();
-  state.running = { id: null, abort };
-  setBusy(true, `starting ${total} chunk${total === 1 ? "" : "s"}…`, 0);
-  try {
-    await predict(input, (name, data) => onEvent(name, data, { total, first, outputs }), abort.signal);
-    state.worldChunks = first + total;
-    state.played = (keep ? state.played : []).concat(state.chunks.map((c) => c.map((p) => ({ ...p }))));
-    state.lastBatch = JSON.stringify(state.chunks);
-    state.lastState = outputs.state || state.lastState;
-    $("#world").textContent = `world: ${state.worldChunks} chunks · ${(state.worldChunks * 33 / 25).toFixed(1)} s`;
-    setBusy(false, `done: ${total} chunk${total === 1 ? "" : "s"}`, 1);
-    render();
-  } catch (err) {
-    if (err.name === "AbortError" || err.canceled) { setBusy(false, "canceled", 0); }
-    else {
-      const e = err instanceof ApiError ? err : new ApiError(String(err.message || err), "generate");
-      (e.all || [{ field: e.field, msg: e.message }]).forEach((x) => showError(x.field || "generate", x.msg));
-      setBusy(false, "failed", 0);
-    }
-  } finally {
-    state.running = null;
-    $("#keep").disabled = !state.lastState;
-  }
-}
-
-function onEvent(name, data, run) {
-  if (name === "start") state.running.id = data.id;
-  if (name === "log") {
-    const line = String(data.data || "").replace(/^\S+ \S+ \w+ [\w.]+: /, "").replace(/\/\S*\/([^/\s]+)/g, "$1").trimEnd();
-    if (!line) return;
-    const log = $("#log");
-    log.textContent += line + "\n"; log.scrollTop = log.scrollHeight;
-    const m = /chunk (\d+) step (\d+)\/(\d+)/.exec(line);
-    if (m) {
-      const done = Number(m[1]) - run.first - 1 + Number(m[2]) / Number(m[3]);
-      setBusy(true, `chunk ${m[1]} · step ${m[2]}/${m[3]}`, done / run.total);
-    }
-  }
-  if (name === "output") addOutput(data.chunk, run);
-}
-
-function addOutput(uri, run) {
-  const kind = /^data:video|\.mp4($|\?)/.test(uri) ? "mp4" : /^data:image|\.png($|\?)/.test(uri) ? "png" : "state";
-  let name;
-  if (kind === "mp4") {
-    run.outputs.mp4 += 1;
-    if (run.outputs.mp4 <= run.total) {
-      const n = run.first + run.outputs.mp4;
-      name = `chunk${String(n).padStart(3, "0")}.mp4`;
-      const v = document.createElement("video");
-      Object.assign(v, { src: uri, muted: true, autoplay: true, loop: true, playsInline: true, title: `chunk ${n}` });
-      v.className = "chunk-video"; v.dataset.chunk = n;
-      const fig = document.createElement("figure");
-      const cap = document.createElement("figcaption"); cap.textContent = `#${n}`;
-      fig.append(v, cap); $("#chunks").append(fig);
-      play(uri);
-    } else { name = "video.mp4"; play(uri); }
-  } else name = kind === "png" ? "frame.png" : "world-state.safetensors";
-  if (kind === "state") run.outputs.state = uri;
-  const a = document.createElement("a");
-  a.href = uri; a.download = name; a.textContent = `⬇ ${name}`;
-  $("#downloads").append(a);
-}
-
-function play(uri) {
-  const player = $("#player");
-  player.src = uri; player.loop = false;
-  $("#stage").classList.remove("empty");
-  player.play().catch(() => {});
-}
-
-function setBusy(busy, text, fraction) {
-  $("#generate").disabled = busy; $("#keep").disabled = busy || !state.lastState; $("#cancel").disabled = !busy;
-  $("#progress-text").textContent = text;
-  $("#bar").style.width = `${Math.round(Math.max(0, Math.min(1, fraction)) * 100)}%`;
-  document.body.classList.toggle("busy", busy);
-}
-
-$("#generate").addEventListener("click", () => generate(false));
-$("#keep").addEventListener("click", () => generate(true));
-$("#cancel").addEventListener("click", async () => {
-  const run = state.running;
-  if (!run) return;
-  if (run.id) await cancel(run.id).catch(() => {});
-  run.abort.abort();
-});
-
-// ---------- start ----------
-getJson("/api/config").then((c) => {
-  state.config = c;
-  $("#backend").textContent = c.backend === "replicate" ? `☁ replicate: ${c.model}` : `⚙ cog: ${c.url}`;
   render();
-}).catch(() => { $("#backend").textContent = "backend unknown"; });
-window.addEventListener("resize", render);
-render();
-window.gamecraft = { state, render, topDownPoints };  // for tests and the console
+}
+
+async function loadFile(file) {
+  const uri = await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  const field = /\.safetensors$/i.test(file.name) ? "continue_from" : file.type.startsWith("video/") ? "video" : "image";
+  if (field === "continue_from") await loadWorld(uri, file.name);
+  setSource({ field, uri, name: file.name });
+}
+
+/** A saved state file: its world (chunk count, seed, the actions played) becomes the timeline's history. */
+async function loadWorld(uri, name) {
+  const meta = await stateMetadata(dataUriToBlob(uri));
+  pushUndo("loaded a saved world");
+  state.worlds += 1;
+  state.world = { number: state.worlds, chunks: meta?.chunks_done ?? 0, state: uri, stateName: name,
+    seed: meta?.seed ?? null, chunkUris: [], prompt: meta?.prompt };
+  player.reset();
+  $("#thumbs").textContent = "";
+  const history = (meta?.actions || []).map((text) => {
+    const parts = partsFromDescription(text, state.table);
+    return newRow(parts, parts ? null : text, true);
+  });
+  state.rows = history.concat(pendingRows());
+  if (meta?.prompt && !$("#prompt").dataset.edited) $("#prompt").value = meta.prompt;
+  announce(meta ? `saved world loaded: ${plural(state.world.chunks, "chunk")}, seed ${meta.seed}` : "state file loaded (no GameCraft metadata found)");
+}
+
+async function loadExamples() {
+  let examples = [];
+  try { examples = await getJson("/examples/index.json"); } catch { return; }
+  const box = $("#examples");
+  for (const ex of examples) {
+    const b = document.createElement("button");
+    b.type = "button"; b.dataset.file = ex.file; b.setAttribute("role", "radio"); b.setAttribute("aria-checked", "false");
+    b.setAttribute("aria-label", `example start image: ${ex.title}`); b.title = `${ex.title} — ${ex.prompt}`;
+    b.innerHTML = `<img alt="" src="examples/${ex.file}"><span>${ex.title}</span>`;
+    b.addEventListener("click", () => useExample(ex));
+    box.append(b);
+  }
+  if (examples.length && !state.source) await useExample(examples[0]);
+}
+
+async function useExample(ex) {
+  const blob = await fetch(`examples/${ex.file}`).then((r) => r.blob());
+  const uri = await new Promise((resolve) => { const f = new FileReader(); f.onload = () => resolve(f.result); f.readAsDataURL(blob); });
+  if (!$("#prompt").dataset.edited) $("#prompt").value = ex.prompt;
+  setSource({ field: "image", uri, name: ex.file, path: ex.path, example: ex.file });
+}
+
+// ---------- the input schema (ranges and defaults of the other inputs) ----------
+
+async function loadSchema() {
+  let doc;
+  try { doc = await getJson("/api/schema"); } catch { return; }
+  const schemas = doc?.components?.schemas || {};
+  const props = schemas.Input?.properties || {};
+  for (const [name, p] of Object.entries(props)) {
+    const ref = p.allOf?.[0]?.$ref?.split("/").pop();
+    state.schema[name] = ref ? { ...p, ...schemas[ref] } : p;
+  }
+  const ids = Object.fromEntries([["prompt", "prompt"], ["seed", "seed"], ["preset", "preset"], ...ADVANCED.map(([id, name]) => [id, name])]);
+  for (const [id, name] of Object.entries(ids)) {
+    const p = state.schema[name], el = $(`#${id}`);
+    if (!p || !el) continue;
+    if (p.description) el.title = p.description;
+    if (p.minimum !== undefined) el.min = p.minimum;
+    if (p.maximum !== undefined) el.max = p.maximum;
+    if (p.maxLength !== undefined) el.maxLength = p.maxLength;
+    if (el.type === "checkbox" && typeof p.default === "boolean" && !el.dataset.touched) el.checked = p.default;
+    else if (p.default !== undefined && p.default !== null && el.tagName === "INPUT" && el.type !== "checkbox") el.placeholder = String(p.default);
+    if (el.tagName === "SELECT" && Array.isArray(p.enum)) {
+      const value = el.value;
+      el.textContent = "";
+      for (const option of p.enum) el.append(new Option(option, option, false, option === (value || p.default)));
+    }
+  }
+  render();
+}
+
+// ---------- copy ----------
+
+async function copy(button) {
+  const text = $(`#${button.dataset.copy}`).textContent;
+  let ok = false;
+  try { await navigator.clipboard.writeText(text); ok = true; } catch {
+    const area = Object.assign(document.createElement("textarea"), { value: text });
+    area.style.position = "fixed"; area.style.opacity = "0";
+    document.body.append(area); area.select();
+    try { ok = document.execCommand("copy"); } catch { ok = false; }
+    area.remove();
+  }
+  const label = button.dataset.label || (button.dataset.label = button.textContent);
+  button.textContent = ok ? "copied ✓" : "copy failed";
+  button.classList.toggle("done", ok);
+  announce(ok ? `${button.dataset.what} copied to the clipboard` : "copying failed: select the text and copy it");
+  setTimeout(() => { button.textContent = label; button.classList.remove("done"); }, 1800);
+}
+
+// ---------- boot ----------
+
+async function boot() {
+  const [config, table] = await Promise.all([getJson("/api/config").catch(() => state.config), getJson("/api/actions")]);
+  state.config = config;
+  state.table = new ActionTable(table);
+  for (const [id, kind] of [["move-speed", "move"], ["look-speed", "look"]]) {
+    const entry = state.table.kinds(kind)[0];
+    Object.assign($(`#${id}`), { min: entry.range[0], max: entry.range[1] });
+    $(`#${id}-range`).textContent = `${entry.unit} per chunk (${entry.range.join("–")}; try ${entry.sensible.join("–")})`;
+    $(`#${id}`).addEventListener("input", () => { $(`#${id}-out`).textContent = $(`#${id}`).value; });
+  }
+  $("#chunk-seconds").textContent = `${state.table.chunk.seconds} s`;
+
+  setTimelineListener(render);
+  setupInput({ play: playNext });
+  setupPlay();
+
+  $("#idle").addEventListener("click", () => addRows([[]], "added an idle chunk"));
+  $("#undo").addEventListener("click", undo);
+  $("#clear").addEventListener("click", clearPending);
+  $("#new-world").addEventListener("click", () => forgetWorld(() => { player.reset(); $("#thumbs").textContent = ""; }));
+  for (const b of $$("button.copy")) b.addEventListener("click", () => copy(b));
+  for (const id of ["#prompt", "#seed", "#preset", "#cmd-kind", ...ADVANCED.map(([i]) => `#${i}`)]) {
+    for (const type of ["input", "change"]) $(id).addEventListener(type, () => { $(id).dataset.touched = "1"; render(); });
+  }
+  $("#prompt").addEventListener("input", () => { $("#prompt").dataset.edited = "1"; });
+  $("#dice").addEventListener("click", () => { $("#seed").value = Math.floor(Math.random() * 2 ** 31); render(); });
+
+  const drop = $("#drop");
+  drop.addEventListener("click", () => $("#file").click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#file").click(); }
+  });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) loadFile(e.dataTransfer.files[0]);
+  });
+  $("#file").addEventListener("change", () => { if ($("#file").files[0]) loadFile($("#file").files[0]); });
+  window.addEventListener("resize", render);
+
+  render();
+  startHealthPolling();
+  await Promise.all([loadExamples(), loadSchema()]);
+  document.body.classList.add("ready");
+}
+
+window.gamecraft = { state, render, buildInput, checkHealth, topDownPoints, get player() { return player; } };  // tests, console
+boot().catch((err) => {
+  document.body.classList.add("ready", "broken");
+  $("#progress-text").textContent = `the page could not start: ${err.message}`;
+});

@@ -1,9 +1,10 @@
 // Minimap-style top-down drawing of the camera path (+x right, +z = initial view up), one colour
 // per chunk, heading arrows and numbered chunk boundaries, like gamecraft/preview.py.
-import { FRAMES_PER_CHUNK, PALETTE, topDownPoints } from "./path.js";
+import { PALETTE, topDownPoints } from "./path.js";
 
 /** Draws ``played`` (the world so far, dimmed) followed by ``chunks`` (the timeline, in colour). */
-export function drawMinimap(canvas, chunks, played = []) {
+export function drawMinimap(canvas, chunks, played, table) {
+  const FRAMES_PER_CHUNK = table.chunk.frames;
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 320, h = canvas.clientHeight || 320;
   canvas.width = w * dpr; canvas.height = h * dpr;
@@ -15,7 +16,7 @@ export function drawMinimap(canvas, chunks, played = []) {
 
   const offset = played.length;
   const all = played.concat(chunks);
-  const { positions, headings } = topDownPoints(all);
+  const { positions, headings } = topDownPoints(all, table);
   let lo = [Infinity, Infinity], hi = [-Infinity, -Infinity];
   for (const [x, z] of positions) { lo = [Math.min(lo[0], x), Math.min(lo[1], z)]; hi = [Math.max(hi[0], x), Math.max(hi[1], z)]; }
   const extent = Math.max(hi[0] - lo[0], hi[1] - lo[1], 1) * 1.3;
@@ -67,4 +68,19 @@ function arrow(ctx, [x0, y0], heading, len, color) {
   ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1);
   for (const side of [1, -1]) { ctx.moveTo(x1, y1); ctx.lineTo(x1 + Math.cos(base - side * 0.45) * len * 0.4, y1 + Math.sin(base - side * 0.45) * len * 0.4); }
   ctx.stroke();
+}
+
+/** The map in words (the canvas's text alternative): where the path ends and where the camera faces. */
+export function describePath(played, chunks, table) {
+  const all = played.concat(chunks);
+  if (!all.length) return "Camera path: empty. Add chunks with the keys, the look pad or a gamepad.";
+  const { positions, headings, pitches } = topDownPoints(all, table);
+  const [x, z] = positions.at(-1);
+  const yaw = Math.round((headings.at(-1) * 180) / Math.PI), pitch = Math.round(pitches.at(-1));
+  const side = (v, pos, neg) => `${Math.abs(v).toFixed(2)} ${v >= 0 ? pos : neg}`;
+  const turn = yaw === 0 ? "facing the start direction" : `turned ${Math.abs(yaw)}° ${yaw > 0 ? "left" : "right"}`;
+  const tilt = pitch === 0 ? "" : `, looking ${Math.abs(pitch)}° ${pitch > 0 ? "up" : "down"}`;
+  const history = played.length ? `${played.length} played (grey) and ${chunks.length} new` : `${chunks.length}`;
+  return `Camera path of ${history} chunk${all.length === 1 ? "" : "s"}: ends ${side(z, "forward", "back")} and ` +
+    `${side(x, "right", "left")} of the start (translation units), ${turn}${tilt}.`;
 }

@@ -1,21 +1,18 @@
 // Camera-path math for the top-down preview, with the conventions of gamecraft/camera.py and
 // gamecraft/preview.py: OpenCV camera (x right, y down, z forward); yaw positive to the left
 // (toward -x), pitch positive up; translation within a chunk follows the heading (yaw only) at the
-// middle of each frame step; chunk j+1 starts at chunk j's 34th pose (the full value).
+// middle of each frame step; chunk j+1 starts at chunk j's last pose (frames + 1 poses per chunk).
+// Axes, signs and the frames per chunk come from the server's action table (actions.js), not from here.
 // tests/test_ui_browser.py checks topDownPoints against gamecraft.preview.top_down_points.
 
-export const FRAMES_PER_CHUNK = 33;
 export const PALETTE = ["#e63946", "#1d78dc", "#2ea043", "#f09614", "#8e44ad", "#009696", "#c83c96", "#6e6e6e"];
 
-const AXES = { w: ["forward", 1], s: ["forward", -1], a: ["strafe", -1], d: ["strafe", 1],
-  left_rot: ["yaw", 1], right_rot: ["yaw", -1], up_rot: ["pitch", 1], down_rot: ["pitch", -1] };
-
 /** Signed amounts {forward, strafe, yaw, pitch} of a chunk given as [{key, speed}, ...]. */
-export function amounts(parts) {
-  const out = { forward: 0, strafe: 0, yaw: 0, pitch: 0 };
+export function amounts(parts, table) {
+  const out = Object.fromEntries(table.axes.map((axis) => [axis, 0]));
   for (const { key, speed } of parts) {
-    const axis = AXES[key];
-    if (axis) out[axis[0]] += axis[1] * Number(speed || 0);
+    const entry = table.entry(key);
+    if (entry && entry.axis) out[entry.axis] += entry.sign * (Number(speed) || 0);
   }
   return out;
 }
@@ -30,9 +27,9 @@ const apply3 = (A, v) => A.map((row) => row[0] * v[0] + row[1] * v[1] + row[2] *
 const identity = () => ({ R: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], t: [0, 0, 0] });
 const compose = (A, B) => ({ R: mul3(A.R, B.R), t: apply3(A.R, B.t).map((v, i) => v + A.t[i]) });
 
-/** Poses after k/33 of the chunk's motion, k = 0..33 (34 poses), relative to the chunk start. */
-export function segmentPoses(parts, frames = FRAMES_PER_CHUNK) {
-  const m = amounts(parts);
+/** Poses after k/frames of the chunk's motion, k = 0..frames (frames + 1), relative to the chunk start. */
+export function segmentPoses(parts, table) {
+  const frames = table.chunk.frames, m = amounts(parts, table);
   const step = [m.strafe / frames, 0, m.forward / frames];
   const moving = step.some((v) => v !== 0);
   const poses = [identity()];
@@ -47,22 +44,23 @@ export function segmentPoses(parts, frames = FRAMES_PER_CHUNK) {
   return poses;
 }
 
-/** All world poses: chunk j's 33 poses from its start, then the final pose (N*33 + 1 poses). */
-export function worldPoses(chunks) {
+/** All world poses: chunk j's frames from its start, then the final pose (N*frames + 1 poses). */
+export function worldPoses(chunks, table) {
+  const frames = table.chunk.frames;
   let start = identity();
   const out = [];
   for (const parts of chunks) {
-    const poses = segmentPoses(parts);
-    for (let k = 0; k < FRAMES_PER_CHUNK; k++) out.push(compose(start, poses[k]));
-    start = compose(start, poses[FRAMES_PER_CHUNK]);
+    const poses = segmentPoses(parts, table);
+    for (let k = 0; k < frames; k++) out.push(compose(start, poses[k]));
+    start = compose(start, poses[frames]);
   }
   out.push(start);
   return out;
 }
 
 /** {positions: [[x, z]...], headings: [rad...]} like gamecraft.preview.top_down_points. */
-export function topDownPoints(chunks) {
-  const poses = worldPoses(chunks);
+export function topDownPoints(chunks, table) {
+  const poses = worldPoses(chunks, table);
   return {
     positions: poses.map((p) => [p.t[0], p.t[2]]),
     headings: poses.map((p) => Math.atan2(-p.R[0][2], p.R[2][2])),

@@ -1,0 +1,75 @@
+// The page's state, shared by its modules, and small DOM helpers.
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+
+export const state = {
+  table: null,          // ActionTable (actions.js), from GET /api/actions
+  rows: [],             // the timeline: [{id, text, parts: [{key, speed}], locked}]; locked = played (history)
+  world: null,          // {number, chunks, state, stateName, seed, chunkUris: [{n, uri}], prompt}
+  worlds: 0,            // worlds started in this page session
+  source: null,         // {field: image|video|continue_from, uri, name, path}
+  config: { backend: "cog", url: "http://127.0.0.1:5000" },
+  health: null,         // {status, server, text} from the last /api/health poll
+  running: null,        // {id, abort, ...} while a prediction runs
+  undo: [],             // snapshots of rows (and world) before destructive edits
+  schema: {},           // input name -> OpenAPI property (ranges, defaults), when the server has a schema
+};
+
+let nextId = 1;
+export const newRow = (parts, text = null, locked = false) =>
+  ({ id: nextId++, parts, text: text ?? (parts.length ? parts.map((p) => p.key).join("+") : "idle"), locked });
+
+export const pendingRows = () => state.rows.filter((r) => !r.locked);
+export const historyRows = () => state.rows.filter((r) => r.locked);
+
+/** What the next request is: Keep playing (new rows from the world's state) when it can, else Generate. */
+export function requestPlan(mode = null) {
+  const keep = mode ? mode === "keep" : Boolean(state.world?.state) && pendingRows().length > 0;
+  const rows = keep ? pendingRows() : state.rows;
+  const first = keep ? (state.world?.chunks ?? 0) + 1 : 1;
+  return { mode: keep ? "keep" : "generate", rows, first };
+}
+
+export const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** Seconds as "12 s" or "2 min 05 s". */
+export function duration(s) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "…";
+  const r = Math.max(0, Math.round(s));
+  return r < 60 ? `${r} s` : `${Math.floor(r / 60)} min ${String(r % 60).padStart(2, "0")} s`;
+}
+
+/** A data: URI as a Blob (synchronously: the video element gets it at once). */
+export function dataUriToBlob(uri) {
+  const [head, payload] = uri.split(",", 2);
+  const mime = head.slice(5).split(";")[0] || "application/octet-stream";
+  const bin = atob(payload);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Blob([bytes], { type: mime });
+}
+
+/** A playable/downloadable URL for an output (data: URIs become blob: URLs). */
+export const objectUrl = (uri) => (uri.startsWith("data:") ? URL.createObjectURL(dataUriToBlob(uri)) : uri);
+
+/** The GameCraft metadata of a state file (safetensors header), or null. */
+export async function stateMetadata(blob) {
+  try {
+    const head = new DataView(await blob.slice(0, 8).arrayBuffer());
+    const size = Number(head.getBigUint64(0, true));
+    if (size <= 0 || size > 16 * 1024 * 1024) return null;
+    const header = JSON.parse(await blob.slice(8, 8 + size).text());
+    const meta = header.__metadata__?.gamecraft;
+    return meta ? JSON.parse(meta) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Announce a message to screen readers (the page's polite live region). */
+export function announce(text) {
+  const box = $("#announce");
+  box.textContent = "";
+  setTimeout(() => { box.textContent = text; }, 30);
+}
