@@ -19,8 +19,9 @@ import sys
 import tempfile
 import threading
 import traceback
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator, Optional
+from typing import Optional
 
 import cog
 from cog import BasePredictor, Input, Path
@@ -62,43 +63,73 @@ class Predictor(BasePredictor):
     @cog.streaming
     def predict(
         self,
-        image: Optional[Path] = Input(description="Start image (any common format; cover-resized and centre-cropped "
-                                                  "to 704×1216). Give exactly one of image, video, continue_from.",
-                                      default=None),
-        prompt: str = Input(description="What the world looks like.",
-                            default="A charming medieval village with cobblestone streets, thatched-roof houses.",
-                            max_length=2000),
+        image: Optional[Path] = Input(
+            description="Start image (any common format; cover-resized and centre-cropped "
+            "to 704×1216). Give exactly one of image, video, continue_from.",
+            default=None,
+        ),
+        prompt: str = Input(
+            description="What the world looks like.",
+            default="A charming medieval village with cobblestone streets, thatched-roof houses.",
+            max_length=2000,
+        ),
         actions: str = Input(
-            description='JSON list of actions, one per 33-frame chunk: w/a/s/d (move), left_rot/right_rot/up_rot/'
-                        'down_rot (look), idle, aliases like "forward"/"look_left", or combined like "w+left_rot".',
-            default='["w", "s", "d", "a"]', regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
+            description="JSON list of actions, one per 33-frame chunk: w/a/s/d (move), left_rot/right_rot/up_rot/"
+            'down_rot (look), idle, aliases like "forward"/"look_left", or combined like "w+left_rot".',
+            default='["w", "s", "d", "a"]',
+            regex=r"^\s*\[[\s\S]*\]\s*$",
+            max_length=100000,
+        ),
         action_speeds: str = Input(
             description="JSON list of speeds, one per action: translation units (0–3, try 0.2–1) for moves, degrees "
-                        "per chunk (0–90, try 5–45) for looks; a combined action takes a list like [0.4, 20].",
-            default="[0.2, 0.2, 0.2, 0.2]", regex=r"^\s*\[[\s\S]*\]\s*$", max_length=100000),
-        preset: str = Input(description="distilled: 8 steps, guidance 1 (fast). full: 50 steps, guidance 2, step "
-                                        "cache (slow, the standard model).",
-                            default="distilled", choices=["distilled", "full"]),
-        num_inference_steps: Optional[int] = Input(description="Override the preset's steps.", default=None,
-                                                   ge=1, le=100),
-        guidance_scale: Optional[float] = Input(description="Override the preset's guidance (1 = no guidance).",
-                                                default=None, ge=1.0, le=20.0),
-        go_fast: bool = Input(description="fp8 weights and activations in the transformer blocks: faster, slightly "
-                                          "different videos (first use compiles for a minute).", default=False),
-        seed: Optional[int] = Input(description="Random seed; blank = random (the seed used is logged and stored "
-                                                "in the state file).", default=None, ge=0, le=2147483647),
-        negative_prompt: str = Input(description="Unconditional prompt for guidance (the official pipeline always "
-                                                 "uses an empty one; only matters when guidance > 1).",
-                                     default="", max_length=2000),
-        fps: int = Input(description="Frame rate of the output videos (the model's cadence is 25).",
-                         default=25, ge=1, le=60),
-        video: Optional[Path] = Input(description="Start from a video instead (its last 33 frames; at least 33).",
-                                      default=None),
-        continue_from: Optional[Path] = Input(description="Continue a world: the state file of an earlier prediction.",
-                                              default=None),
-        trajectory: Optional[Path] = Input(description="Custom camera path instead of actions: RealEstate10K-style "
-                                                       "text or JSON 4×4 camera-to-world matrices, 33 per chunk.",
-                                           default=None),
+            "per chunk (0–90, try 5–45) for looks; a combined action takes a list like [0.4, 20].",
+            default="[0.2, 0.2, 0.2, 0.2]",
+            regex=r"^\s*\[[\s\S]*\]\s*$",
+            max_length=100000,
+        ),
+        preset: str = Input(
+            description="distilled: 8 steps, guidance 1 (fast). full: 50 steps, guidance 2, step "
+            "cache (slow, the standard model).",
+            default="distilled",
+            choices=["distilled", "full"],
+        ),
+        num_inference_steps: Optional[int] = Input(
+            description="Override the preset's steps.", default=None, ge=1, le=100
+        ),
+        guidance_scale: Optional[float] = Input(
+            description="Override the preset's guidance (1 = no guidance).", default=None, ge=1.0, le=20.0
+        ),
+        go_fast: bool = Input(
+            description="fp8 weights and activations in the transformer blocks: faster, slightly "
+            "different videos (first use compiles for a minute).",
+            default=False,
+        ),
+        seed: Optional[int] = Input(
+            description="Random seed; blank = random (the seed used is logged and stored in the state file).",
+            default=None,
+            ge=0,
+            le=2147483647,
+        ),
+        negative_prompt: str = Input(
+            description="Unconditional prompt for guidance (the official pipeline always "
+            "uses an empty one; only matters when guidance > 1).",
+            default="",
+            max_length=2000,
+        ),
+        fps: int = Input(
+            description="Frame rate of the output videos (the model's cadence is 25).", default=25, ge=1, le=60
+        ),
+        video: Optional[Path] = Input(
+            description="Start from a video instead (its last 33 frames; at least 33).", default=None
+        ),
+        continue_from: Optional[Path] = Input(
+            description="Continue a world: the state file of an earlier prediction.", default=None
+        ),
+        trajectory: Optional[Path] = Input(
+            description="Custom camera path instead of actions: RealEstate10K-style "
+            "text or JSON 4×4 camera-to-world matrices, 33 per chunk.",
+            default=None,
+        ),
         return_state: bool = Input(description="Also return the world state file to continue later.", default=True),
         return_last_frame: bool = Input(description="Also return the last frame as PNG.", default=False),
         camera_preview: bool = Input(description="Also return a top-down PNG of the camera path.", default=False),
@@ -122,19 +153,42 @@ class Predictor(BasePredictor):
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
             segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
             request = GenerationRequest(
-                prompt=prompt, preset=chosen, segments=segments, trajectory=chunks_traj, image=image, video=video,
-                continue_from=continue_from, seed=seed, negative_prompt=negative_prompt,
-                size=plan.size, fps=float(fps), return_state=return_state,
-                last_frame=return_last_frame, camera_preview=camera_preview)
+                prompt=prompt,
+                preset=chosen,
+                segments=segments,
+                trajectory=chunks_traj,
+                image=image,
+                video=video,
+                continue_from=continue_from,
+                seed=seed,
+                negative_prompt=negative_prompt,
+                size=plan.size,
+                fps=float(fps),
+                return_state=return_state,
+                last_frame=return_last_frame,
+                camera_preview=camera_preview,
+            )
             n_chunks = len(request.chunks())
-            estimate = check_budget(self.served.costs, chosen, n_chunks, starts_fresh=request.starts_fresh,
-                                    budget_s=self.config.time_budget_s, device_name=plan.device_name)
-            log.info("request: %d chunk(s), preset %s%s, estimated %.0fs", n_chunks, chosen.name,
-                     f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "", estimate)
+            estimate = check_budget(
+                self.served.costs,
+                chosen,
+                n_chunks,
+                starts_fresh=request.starts_fresh,
+                budget_s=self.config.time_budget_s,
+                device_name=plan.device_name,
+            )
+            log.info(
+                "request: %d chunk(s), preset %s%s, estimated %.0fs",
+                n_chunks,
+                chosen.name,
+                f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "",
+                estimate,
+            )
             stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
-            with closing(generate(self.engine, request, out_dir, OutputNames(), costs=self.served.costs,
-                                  stop=stop)) as events:
+            with closing(
+                generate(self.engine, request, out_dir, OutputNames(), costs=self.served.costs, stop=stop)
+            ) as events:
                 for event in events:
                     path = self._report(event)
                     if path is not None:
@@ -148,9 +202,11 @@ class Predictor(BasePredictor):
             shutil.rmtree(out_dir, ignore_errors=True)
             _free_memory()
             if _is_out_of_memory(err):
-                raise RuntimeError("out of GPU memory during this prediction; memory was released and the model "
-                                   "is ready again. Try fewer chunks per request, the distilled preset, or "
-                                   "go_fast") from None
+                raise RuntimeError(
+                    "out of GPU memory during this prediction; memory was released and the model "
+                    "is ready again. Try fewer chunks per request, the distilled preset, or "
+                    "go_fast"
+                ) from None
             raise
         finally:
             _trim_host_memory()
@@ -164,27 +220,69 @@ class Predictor(BasePredictor):
             return str(event.path)
         if isinstance(event, ev.Started):
             self.record_metric("seed", event.seed)
-            self.record_metric("progress", dict(phase="start", chunk=1, chunks=event.chunks,
-                                                world_chunk=event.first_world_chunk, step=0, steps=event.steps,
-                                                elapsed_s=0.0, eta_s=_round(event.estimate_s), seed=event.seed))
+            self.record_metric(
+                "progress",
+                dict(
+                    phase="start",
+                    chunk=1,
+                    chunks=event.chunks,
+                    world_chunk=event.first_world_chunk,
+                    step=0,
+                    steps=event.steps,
+                    elapsed_s=0.0,
+                    eta_s=_round(event.estimate_s),
+                    seed=event.seed,
+                ),
+            )
             self._seed, self._steps = event.seed, event.steps
         elif isinstance(event, ev.StepDone):
-            self.record_metric("progress", dict(phase="denoise", chunk=event.chunk, chunks=event.chunks,
-                                                world_chunk=event.world_chunk, step=event.step, steps=event.steps,
-                                                elapsed_s=_round(event.elapsed_s), eta_s=_round(event.eta_s),
-                                                seed=self._seed))
+            self.record_metric(
+                "progress",
+                dict(
+                    phase="denoise",
+                    chunk=event.chunk,
+                    chunks=event.chunks,
+                    world_chunk=event.world_chunk,
+                    step=event.step,
+                    steps=event.steps,
+                    elapsed_s=_round(event.elapsed_s),
+                    eta_s=_round(event.eta_s),
+                    seed=self._seed,
+                ),
+            )
         elif isinstance(event, ev.ChunkDenoised):
-            self.record_metric("progress", dict(phase="decode", chunk=event.chunk, chunks=event.chunks,
-                                                world_chunk=event.world_chunk, step=self._steps, steps=self._steps,
-                                                elapsed_s=_round(event.elapsed_s), eta_s=_round(event.eta_s),
-                                                seed=self._seed))
+            self.record_metric(
+                "progress",
+                dict(
+                    phase="decode",
+                    chunk=event.chunk,
+                    chunks=event.chunks,
+                    world_chunk=event.world_chunk,
+                    step=self._steps,
+                    steps=self._steps,
+                    elapsed_s=_round(event.elapsed_s),
+                    eta_s=_round(event.eta_s),
+                    seed=self._seed,
+                ),
+            )
         elif isinstance(event, ev.ChunkDone):
             self.record_metric("chunks_done", event.chunk)
             self.record_metric("seconds_per_chunk", round(event.seconds, 3), mode="append")
         elif isinstance(event, ev.Finished):
-            self.record_metric("progress", dict(phase="done", chunk=event.chunks, chunks=event.chunks,
-                                                world_chunk=event.world_chunks, step=self._steps, steps=self._steps,
-                                                elapsed_s=_round(event.seconds), eta_s=0.0, seed=event.seed))
+            self.record_metric(
+                "progress",
+                dict(
+                    phase="done",
+                    chunk=event.chunks,
+                    chunks=event.chunks,
+                    world_chunk=event.world_chunks,
+                    step=self._steps,
+                    steps=self._steps,
+                    elapsed_s=_round(event.seconds),
+                    eta_s=0.0,
+                    seed=event.seed,
+                ),
+            )
             log.info("seed %s", event.seed)
         return None
 
@@ -224,14 +322,13 @@ def _free_memory() -> None:
 def _trim_host_memory() -> None:
     """Hand the host memory a finished prediction freed back to the OS (glibc keeps freed pages of its
     arenas otherwise, so a long-running server's RSS drifts up and down by ~100 MB between predictions)."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        pass
 
 
 def _ensure_dir(path: Path) -> Path:

@@ -96,7 +96,7 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
             for src in range(world):  # one stream per source, so several copy engines can work
                 streams[src].wait_stream(main)
                 with torch.cuda.stream(streams[src]):
-                    recv[src * piece:(src + 1) * piece].copy_(peers[src][rank * piece:(rank + 1) * piece])
+                    recv[src * piece : (src + 1) * piece].copy_(peers[src][rank * piece : (rank + 1) * piece])
                 main.wait_stream(streams[src])
             handle.barrier(channel=1)  # nobody overwrites a buffer that is still being read
 
@@ -129,6 +129,7 @@ def worker(rank: int, world: int, port: int, args, queue) -> None:
                 exchange()
             compute()
             main.wait_stream(side)
+
         return both
 
     nccl = lambda: dist.all_to_all_single(recv, send)  # noqa: E731
@@ -172,8 +173,12 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--groups", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--env", nargs="+", default=[""],
-                        help="NCCL settings per variant, e.g. '' 'NCCL_MAX_NCHANNELS=8' (comma-separated KEY=VALUE)")
+    parser.add_argument(
+        "--env",
+        nargs="+",
+        default=[""],
+        help="NCCL settings per variant, e.g. '' 'NCCL_MAX_NCHANNELS=8' (comma-separated KEY=VALUE)",
+    )
     args = parser.parse_args()
     if args.tiny:
         args.tokens, args.heads, args.dim, args.repeats = 96, 8, 16, 4
@@ -189,13 +194,16 @@ def main() -> int:
             proc.start()
         for proc in procs:
             proc.join(timeout=300)
-        row = queue.get(timeout=5) if not queue.empty() else dict(gpus=world, groups=groups, env=env,
-                                                                  error="no result")
+        row = queue.get(timeout=5) if not queue.empty() else dict(gpus=world, groups=groups, env=env, error="no result")
         print(row, flush=True)
         rows.append(row)
         (args.out / "bench_exchange_rows.json").write_text(json.dumps(rows, indent=1))
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card="cpu" if args.tiny else torch.cuda.get_device_name(), gpus=torch.cuda.device_count())
+    env = dict(
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        card="cpu" if args.tiny else torch.cuda.get_device_name(),
+        gpus=torch.cuda.device_count(),
+    )
     (args.out / "bench_exchange.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     return 0
 

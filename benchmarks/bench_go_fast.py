@@ -23,7 +23,6 @@ Writes bench_go_fast.json (environment + rows) and bench_go_fast.md (tables) int
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import math
@@ -36,12 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.pipeline.actions import single  # noqa: E402
-from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available, sdpa  # noqa: E402
-from gamecraft.model.compile import compile_blocks  # noqa: E402
-from gamecraft.serving.build import build_engine  # noqa: E402
-from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.model.sage import sage_unavailable_reason  # noqa: E402
 from gamecraft.model.sage_reference import (  # noqa: E402
     quantize_keys,
@@ -52,9 +46,13 @@ from gamecraft.model.sage_reference import (  # noqa: E402
     smooth_keys,
     with_key_outliers,
 )
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
-from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.serving.build import build_engine  # noqa: E402
+from gamecraft.serving.config import ServingConfig  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 
 KEY_KINDS = {"random": None, "outliers-moderate": (1.0, 8.0), "outliers-strong": (2.0, 16.0)}  # (offset std, large)
 
@@ -265,9 +263,7 @@ def chunk_suite(report: Report, args, engine, size, variants: dict) -> None:
         preset = resolve_preset("distilled", args.steps or None, fp8=fast)
         engine.attention_backend = variants["exact"][1]
         engine.fast_attention_backend = backend  # the kernel the session uses for go_fast (preset.fp8)
-        session = WorldSession.start(
-            engine, preset, "a village street", 1, height, width, history=history
-        )
+        session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
         session.frames_dtype = torch.float32
         try:
             seconds, result = timed(
@@ -352,11 +348,14 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.tokens = args.tokens or ([300, 170] if args.tiny else [60448, 33696])
     start = time.perf_counter()
-    # the engine as setup() builds it, eager and not warmed up: the passes below compile what they measure
-    config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", compile=False, gpus=1,
-                                    tiny_size=(32, 48))
+    # the engine as setup() builds it (compiled blocks, and the fp8 twin compiled when the engine makes it),
+    # not warmed up: the passes below compile their shapes on their first call, which is not timed
+    config = ServingConfig.from_env(
+        weights="tiny" if args.tiny else "random", compile=not args.eager, gpus=1, tiny_size=(32, 48)
+    )
     served = build_engine(config, warm=False)
     engine, size = served.engine, served.plan.size
+    engine.vae.uncompile_decoder()  # the chunk rows time the decode too: no compilation inside them
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 references stay float32
     device = engine.device
     fa3 = device.type == "cuda" and fa3_available()
@@ -380,9 +379,6 @@ def main() -> int:
     except Exception:
         env["sageattention"] = None
     report = Report(args.out, env, start)
-    engine.config = dataclasses.replace(engine.config, compile=not args.eager)  # the fp8 twin is compiled on creation
-    if not args.eager:
-        compile_blocks(engine.transformer("distilled"))
     # fa3-fp8 needs fa3-fwd on GPUs (its emulation on CPUs); sage needs its kernel on GPUs (emulation on CPUs)
     fp8_attention = "fa3-fp8" if fa3 or device.type == "cpu" else None
     kernels = {

@@ -66,8 +66,12 @@ class Recorder:
             yield row
         except Exception as err:  # noqa: BLE001 - recorded; the next phase runs
             text = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            row.update(oom=isinstance(err, torch.OutOfMemoryError) or "out of memory" in text.lower()
-                       or "ALLOC_FAILED" in text, error=text)
+            row.update(
+                oom=isinstance(err, torch.OutOfMemoryError)
+                or "out of memory" in text.lower()
+                or "ALLOC_FAILED" in text,
+                error=text,
+            )
         finally:
             if self.cuda:
                 torch.cuda.synchronize()
@@ -88,8 +92,8 @@ def run_request(rec: Recorder, engine, cap: str, preset, chunks: int, size, peak
     """One request from an image: the prompt encode, then ``chunks`` chunks (10 latent frames, then 18)."""
     from gamecraft.pipeline.actions import single
     from gamecraft.pipeline.camera import chunk_poses
-    from gamecraft.specs.geometry import LATENT_CHANNELS
     from gamecraft.pipeline.session import WorldSession, chunk_noise
+    from gamecraft.specs.geometry import LATENT_CHANNELS
 
     h, w = size[0] // 8, size[1] // 8
     history = chunk_noise(99, 0, (1, LATENT_CHANNELS, 1, h, w))
@@ -142,10 +146,20 @@ def run_cap(rec: Recorder, args, cap: str, card: dict) -> None:
     peaks = dict(plan.memory.peaks) if plan.memory is not None else {}
     try:
         for shape, peak in served.warm_up.peak_bytes.items():
-            rec.rows.append(dict(cap=cap, phase=f"warm-up pass: {shape}", peak_gib=gib(peak), oom=False,
-                                 seconds=round(served.warm_up.pass_seconds[shape], 3), modeled_gib=None))
-        requests = [(resolve_preset("distilled", args.distilled_steps), args.chunks),
-                    (resolve_preset("full", args.full_steps), args.full_chunks)]
+            rec.rows.append(
+                dict(
+                    cap=cap,
+                    phase=f"warm-up pass: {shape}",
+                    peak_gib=gib(peak),
+                    oom=False,
+                    seconds=round(served.warm_up.pass_seconds[shape], 3),
+                    modeled_gib=None,
+                )
+            )
+        requests = [
+            (resolve_preset("distilled", args.distilled_steps), args.chunks),
+            (resolve_preset("full", args.full_steps), args.full_chunks),
+        ]
         if args.go_fast_chunks and card["go_fast"]:
             requests.append((resolve_preset("distilled", args.distilled_steps, fp8=True), args.go_fast_chunks))
         for preset, chunks in requests:
@@ -165,16 +179,23 @@ def full_flags(steps: int, enabled: bool) -> list[bool]:
 
 
 def markdown(rows: list[dict], caps: dict) -> str:
-    lines = ["| cap | phase | peak allocated GiB | peak reserved GiB | modeled GiB | seconds | error |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cap | phase | peak allocated GiB | peak reserved GiB | modeled GiB | seconds | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         error = ("**OOM** " if r["oom"] else "") + r.get("error", "")
-        lines.append(f"| {r['cap']} | {r['phase']} | {r.get('peak_gib', '–')} | {r.get('peak_reserved_gib', '–')} | "
-                     f"{'–' if r['modeled_gib'] is None else r['modeled_gib']} | {r['seconds']} | {error or 'no'} |")
+        lines.append(
+            f"| {r['cap']} | {r['phase']} | {r.get('peak_gib', '–')} | {r.get('peak_reserved_gib', '–')} | "
+            f"{'–' if r['modeled_gib'] is None else r['modeled_gib']} | {r['seconds']} | {error or 'no'} |"
+        )
     plans = []
     for cap, c in caps.items():
-        note = (" Both transformers resident in the plan; measured with one (the random engine shares it), so "
-                "add 23.9 GiB." if c["plan"].keep_both else "")
+        note = (
+            " Both transformers resident in the plan; measured with one (the random engine shares it), so add 23.9 GiB."
+            if c["plan"].keep_both
+            else ""
+        )
         plans.append(f"* **{cap}** ({c['card']}, cap {c['cap_bytes'] / 2**30:.2f} GiB): {c['summary']}.{note}")
     return "\n".join(["# bench_memory", "", *plans, "", *lines, ""])
 
@@ -182,18 +203,29 @@ def markdown(rows: list[dict], caps: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--caps", nargs="+", default=["l40s", "80gb"], choices=sorted(CARDS),
-                        help="cards to emulate, tightest first (setup is measured under the first)")
-    parser.add_argument("--non-hopper", action="store_true",
-                        help="the sm80 choices on every cap: cuDNN SDPA (sdpa-cudnn), no fp8 (go_fast runs exact)")
+    parser.add_argument(
+        "--caps",
+        nargs="+",
+        default=["l40s", "80gb"],
+        choices=sorted(CARDS),
+        help="cards to emulate, tightest first (setup is measured under the first)",
+    )
+    parser.add_argument(
+        "--non-hopper",
+        action="store_true",
+        help="the sm80 choices on every cap: cuDNN SDPA (sdpa-cudnn), no fp8 (go_fast runs exact)",
+    )
     parser.add_argument("--eager", action="store_true", help="no torch.compile (default: as the plan says)")
     parser.add_argument("--chunks", type=int, default=3, help="chunks of the distilled request")
     parser.add_argument("--full-chunks", type=int, default=2, help="chunks of the full-preset request")
     parser.add_argument("--go-fast-chunks", type=int, default=1, help="chunks of the go_fast request (0: none)")
     parser.add_argument("--distilled-steps", type=int, default=2)
     parser.add_argument("--full-steps", type=int, default=3)
-    parser.add_argument("--expandable-segments", action="store_true",
-                        help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less fragmentation)")
+    parser.add_argument(
+        "--expandable-segments",
+        action="store_true",
+        help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (less fragmentation)",
+    )
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny models, no caps")
     args = parser.parse_args()
     if args.expandable_segments:  # read when CUDA initializes: before torch is imported
@@ -219,28 +251,57 @@ def main() -> int:
             capability = (8, 0)
         card = DeviceInfo(name, capability, memory)
         override = f"{name}:{capability[0]}.{capability[1]}:{memory / 2**30:.4f}"
-        config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", gpus=1, preload=("distilled",),
-                                        tiny_size=(32, 48), compile=not args.eager and cuda,
-                                        gpu_override=override if cuda else None,
-                                        attention="sdpa-cudnn" if args.non_hopper else "auto")
+        config = ServingConfig.from_env(
+            weights="tiny" if args.tiny else "random",
+            gpus=1,
+            preload=("distilled",),
+            tiny_size=(32, 48),
+            compile=not args.eager and cuda,
+            gpu_override=override if cuda else None,
+            attention="sdpa-cudnn" if args.non_hopper else "auto",
+        )
         # the card's plan as setup() would make it there (reported; on the CPU the engine runs tiny models)
-        planned = plan_engine(replace_weights(config), device=card if not cuda else
-                              DeviceInfo(name, capability, memory, real.count, real.nvlink))
-        caps[cap] = dict(card=name, capability=capability, cap_bytes=memory - DEFAULT_COSTS.cuda_context,
-                         config=config, plan=planned.memory, attention=planned.attention, compile=planned.compile,
-                         peaks=dict(planned.memory.peaks), summary=planned.summary,
-                         go_fast=planned.go_fast_note is None and planned.memory.fp8_twin in ("beside", "replace"))
+        planned = plan_engine(
+            replace_weights(config),
+            device=card if not cuda else DeviceInfo(name, capability, memory, real.count, real.nvlink),
+        )
+        caps[cap] = dict(
+            card=name,
+            capability=capability,
+            cap_bytes=memory - DEFAULT_COSTS.cuda_context,
+            config=config,
+            plan=planned.memory,
+            attention=planned.attention,
+            compile=planned.compile,
+            peaks=dict(planned.memory.peaks),
+            summary=planned.summary,
+            go_fast=planned.go_fast_note is None and planned.memory.fp8_twin in ("beside", "replace"),
+        )
         print(caps[cap]["summary"], flush=True)
     rec = Recorder(cuda, args.out)
     for cap in args.caps:
         run_cap(rec, args, cap, caps[cap])
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card=torch.cuda.get_device_name() if cuda else "cpu (tiny)", args=sys.argv[1:],
-               allocator=os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"),
-               any_oom=any(r["oom"] for r in rec.rows), any_error=any("error" in r for r in rec.rows))
-    plans = {cap: dict(card=c["card"], capability=c["capability"], cap_gib=round(c["cap_bytes"] / 2**30, 2),
-                       attention=dataclasses.asdict(c["attention"]), compile=dataclasses.asdict(c["compile"]),
-                       plan=dataclasses.asdict(c["plan"]), summary=c["summary"]) for cap, c in caps.items()}
+    env = dict(
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        card=torch.cuda.get_device_name() if cuda else "cpu (tiny)",
+        args=sys.argv[1:],
+        allocator=os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"),
+        any_oom=any(r["oom"] for r in rec.rows),
+        any_error=any("error" in r for r in rec.rows),
+    )
+    plans = {
+        cap: dict(
+            card=c["card"],
+            capability=c["capability"],
+            cap_gib=round(c["cap_bytes"] / 2**30, 2),
+            attention=dataclasses.asdict(c["attention"]),
+            compile=dataclasses.asdict(c["compile"]),
+            plan=dataclasses.asdict(c["plan"]),
+            summary=c["summary"],
+        )
+        for cap, c in caps.items()
+    }
     env["size"] = [32, 48] if args.tiny else [704, 1216]
     (args.out / "bench_memory.json").write_text(json.dumps(dict(environment=env, caps=plans, rows=rec.rows), indent=2))
     (args.out / "bench_memory.md").write_text(markdown(rec.rows, caps))

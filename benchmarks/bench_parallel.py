@@ -29,14 +29,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.pipeline.actions import single  # noqa: E402
-from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
 from gamecraft.parallel import ParallelEngine, ParallelRuntime  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
-from gamecraft.testing.random_weights import random_worker_spec  # noqa: E402
-from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.testing.random_weights import random_worker_spec  # noqa: E402
 
 
 def sync() -> None:
@@ -53,10 +53,13 @@ def timed(fn):
     return time.perf_counter() - begin, out
 
 
-KERNEL_KINDS = (("nccl", ("nccl",)), ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn")),
-                ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "scaled_mm")),
-                ("fused", ("triton",)),  # Inductor's kernels: norms, modulation, RoPE, GELU (names say "to_copy")
-                ("copy", ("memcpy", "memset", "copy", "cat", "elementwise_kernel")))
+KERNEL_KINDS = (
+    ("nccl", ("nccl",)),
+    ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn")),
+    ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "scaled_mm")),
+    ("fused", ("triton",)),  # Inductor's kernels: norms, modulation, RoPE, GELU (names say "to_copy")
+    ("copy", ("memcpy", "memset", "copy", "cat", "elementwise_kernel")),
+)
 
 
 def kernel_kind(name: str) -> str:
@@ -92,9 +95,15 @@ class Suite:
                 self.local.vae.uncompile_decoder()
             self.spec = random_worker_spec(**random_engine_kwargs(plan))
             self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        self.record(dict(kind="setup", rank0_engine_s=round(time.perf_counter() - self.start, 1),
-                         attention=self.local.attention_backend, compile=args.compile,
-                         compile_vae=self.local.vae.decoder_compiled))
+        self.record(
+            dict(
+                kind="setup",
+                rank0_engine_s=round(time.perf_counter() - self.start, 1),
+                attention=self.local.attention_backend,
+                compile=args.compile,
+                compile_vae=self.local.vae.decoder_compiled,
+            )
+        )
         self.reference: dict[tuple, torch.Tensor] = {}
 
     def record(self, row: dict) -> None:
@@ -117,9 +126,15 @@ class Suite:
         cam = torch.randn(rows, 33, 6, height, width, generator=g).to(device)
         with torch.no_grad():
             tokens = model.camera_tokens(cam, frames)
-        return dict(x=x.to(device, model.dtype), t=torch.full((rows,), 900.0, device=device),
-                    text_states=text.states, text_mask=text.mask, text_states_2=text.pooled,
-                    camera_tokens=tokens, text_lengths=text.lengths)
+        return dict(
+            x=x.to(device, model.dtype),
+            t=torch.full((rows,), 900.0, device=device),
+            text_states=text.states,
+            text_mask=text.mask,
+            text_states_2=text.pooled,
+            camera_tokens=tokens,
+            text_lengths=text.lengths,
+        )
 
     def single_gpu_reference(self) -> None:
         for rows, frames in ((1, 18), (2, 18)):
@@ -173,12 +188,24 @@ class Suite:
                     times[in_graph].append(seconds)
         engine.pack_in_graph = True
         for in_graph in (True, False):
-            self.record(dict(kind="pack_placement", gpus=world, in_graph=in_graph,
-                             seconds=round(min(times[in_graph]), 3), all_s=[round(t, 3) for t in times[in_graph]]))
+            self.record(
+                dict(
+                    kind="pack_placement",
+                    gpus=world,
+                    in_graph=in_graph,
+                    seconds=round(min(times[in_graph]), 3),
+                    all_s=[round(t, 3) for t in times[in_graph]],
+                )
+            )
         # not bit-equal on GPUs: Inductor fuses the RMSNorm/RoPE kernels differently with the packing inside
-        self.record(dict(kind="pack_placement_same_output", gpus=world,
-                         value=bool(torch.equal(outputs[True], outputs[False])),
-                         rel_l2=round(rel_l2(outputs[True].cpu(), outputs[False].cpu()), 6)))
+        self.record(
+            dict(
+                kind="pack_placement_same_output",
+                gpus=world,
+                value=bool(torch.equal(outputs[True], outputs[False])),
+                rel_l2=round(rel_l2(outputs[True].cpu(), outputs[False].cpu()), 6),
+            )
+        )
 
     def profile(self, engine, world: int) -> None:
         """Rank 0's kernel time in one 18-frame 1-row pass, by kind, against the pass's wall time: what
@@ -189,8 +216,11 @@ class Suite:
         with torch.no_grad():
             model(**inp, attention_backend=backend)
             sync()
-            activities = [torch.profiler.ProfilerActivity.CUDA if torch.cuda.is_available()
-                          else torch.profiler.ProfilerActivity.CPU]
+            activities = [
+                torch.profiler.ProfilerActivity.CUDA
+                if torch.cuda.is_available()
+                else torch.profiler.ProfilerActivity.CPU
+            ]
             with torch.profiler.profile(activities=activities) as prof:
                 seconds, _ = timed(lambda: model(**inp, attention_backend=backend))
         totals: dict[str, float] = {}
@@ -204,10 +234,17 @@ class Suite:
                 totals[kind] = totals.get(kind, 0.0) + us / 1e6
                 top.append((us / 1e6, event.key[:80], kind))
         top.sort(reverse=True)
-        self.record(dict(kind="profile", gpus=world, head_chunks=engine.head_chunks, wall_s=round(seconds, 3),
-                         kernel_s={k: round(v, 3) for k, v in sorted(totals.items())},
-                         kernel_sum_s=round(sum(totals.values()), 3),
-                         top=[dict(s=round(t, 3), kernel=k, kind=c) for t, k, c in top[:15]]))
+        self.record(
+            dict(
+                kind="profile",
+                gpus=world,
+                head_chunks=engine.head_chunks,
+                wall_s=round(seconds, 3),
+                kernel_s={k: round(v, 3) for k, v in sorted(totals.items())},
+                kernel_sum_s=round(sum(totals.values()), 3),
+                top=[dict(s=round(t, 3), kernel=k, kind=c) for t, k, c in top[:15]],
+            )
+        )
 
     def warm_decode(self, engine, world: int) -> None:
         """One untimed chunk decode, so that the first chunk's decode does not include every rank's
@@ -228,26 +265,37 @@ class Suite:
             with torch.no_grad():
                 first, _ = timed(lambda: model(**inp, attention_backend=backend))
                 seconds, out = timed(lambda: model(**inp, attention_backend=backend))
-            row = dict(kind="pass", gpus=world, rows=rows, frames=frames, variant="go_fast" if fast else "exact",
-                       first_call_s=round(first, 2), seconds=round(seconds, 3))
+            row = dict(
+                kind="pass",
+                gpus=world,
+                rows=rows,
+                frames=frames,
+                variant="go_fast" if fast else "exact",
+                first_call_s=round(first, 2),
+                seconds=round(seconds, 3),
+            )
             ref = self.reference.get((rows, frames))
             if ref is not None:
-                row |= dict(rel_l2_vs_1gpu=round(rel_l2(out.cpu(), ref), 6),
-                            max_abs_vs_1gpu=round(float((out.float().cpu() - ref).abs().max()), 5))
+                row |= dict(
+                    rel_l2_vs_1gpu=round(rel_l2(out.cpu(), ref), 6),
+                    max_abs_vs_1gpu=round(float((out.float().cpu() - ref).abs().max()), 5),
+                )
             if rows == 2 and not fast:
                 cache = StepCache()
                 with torch.no_grad():
                     model(**inp, cache=cache, attention_backend=backend)
-                    row["cached_pass_s"] = round(timed(lambda: model(**inp, cache=cache, use_cache=True,
-                                                                    attention_backend=backend))[0], 3)
+                    row["cached_pass_s"] = round(
+                        timed(lambda: model(**inp, cache=cache, use_cache=True, attention_backend=backend))[0], 3
+                    )
             self.record(row)
 
     # -- chunks ----------------------------------------------------------------------------------
     def chunks(self, engine, world: int) -> None:
         height, width = self.size
         h, w = height // 8, width // 8
-        cached = next((r["cached_pass_s"] for r in reversed(self.rows)
-                       if r.get("gpus") == world and "cached_pass_s" in r), None)
+        cached = next(
+            (r["cached_pass_s"] for r in reversed(self.rows) if r.get("gpus") == world and "cached_pass_s" in r), None
+        )
         for spec in self.args.chunks:
             preset_name, which = spec.split("-")
             history_frames = 1 if which == "first" else 9
@@ -260,14 +308,22 @@ class Suite:
                 steps = self.args.full_steps if preset_name == "full" else None
                 preset = resolve_preset(preset_name, steps, fp8=fast)
                 session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
-                seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w",
-                                                                       noise=noise))
-                row = dict(kind="chunk", gpus=world, chunk=spec, go_fast=fast, steps=preset.num_inference_steps,
-                           seconds=round(seconds, 2), denoise_s=round(result.seconds_denoise, 2),
-                           decode_s=round(result.seconds_decode, 2))
+                seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise))
+                row = dict(
+                    kind="chunk",
+                    gpus=world,
+                    chunk=spec,
+                    go_fast=fast,
+                    steps=preset.num_inference_steps,
+                    seconds=round(seconds, 2),
+                    denoise_s=round(result.seconds_denoise, 2),
+                    decode_s=round(result.seconds_decode, 2),
+                )
                 if preset_name == "full" and cached is not None:
                     per_step = result.seconds_denoise / preset.num_inference_steps
-                    row["estimate_50_steps_s"] = round(35 * per_step + 15 * cached + seconds - result.seconds_denoise, 1)
+                    row["estimate_50_steps_s"] = round(
+                        35 * per_step + 15 * cached + seconds - result.seconds_denoise, 1
+                    )
                 self.record(row)
 
     def world(self, world: int) -> None:
@@ -281,8 +337,9 @@ class Suite:
             self.chunks(self.local, 1)
             return
         begin = time.perf_counter()
-        runtime = ParallelRuntime.start(world, self.spec, self.local.transformer_config.num_heads,
-                                        devices=self.devices[:world], timeout_s=600)
+        runtime = ParallelRuntime.start(
+            world, self.spec, self.local.transformer_config.num_heads, devices=self.devices[:world], timeout_s=600
+        )
         engine = ParallelEngine(self.local, runtime)
         try:
             runtime.wait_ready()
@@ -311,17 +368,38 @@ def main() -> int:
     parser.add_argument("--chunks", nargs="*", default=["distilled-later", "distilled-first", "full-later"])
     parser.add_argument("--full-steps", type=int, default=2)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
-    parser.add_argument("--eager-vae", dest="compile_vae", action="store_false",
-                        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())")
-    parser.add_argument("--head-chunks", type=int, nargs="*", default=[1, 2, 3],
-                        help="Ulysses overlap settings compared on the 18-frame pass (empty: the default only)")
-    parser.add_argument("--overlap-gpus", type=int, nargs="*", default=None,
-                        help="world sizes that get the --head-chunks comparison (default: all; the others use 1)")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="skip the one-GPU reference passes (no agreement columns)")
+    parser.add_argument(
+        "--eager-vae",
+        dest="compile_vae",
+        action="store_false",
+        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())",
+    )
+    parser.add_argument(
+        "--head-chunks",
+        type=int,
+        nargs="*",
+        default=[1, 2, 3],
+        help="Ulysses overlap settings compared on the 18-frame pass (empty: the default only)",
+    )
+    parser.add_argument(
+        "--overlap-gpus",
+        type=int,
+        nargs="*",
+        default=None,
+        help="world sizes that get the --head-chunks comparison (default: all; the others use 1)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the one-GPU reference passes (no agreement columns)",
+    )
     parser.add_argument("--profile", action="store_true", help="rank 0's kernel-time breakdown of one pass")
-    parser.add_argument("--pack-placement", action="store_true",
-                        help="exchange buffers packed in the compiled blocks vs eagerly, side by side")
+    parser.add_argument(
+        "--pack-placement",
+        action="store_true",
+        help="exchange buffers packed in the compiled blocks vs eagerly, side by side",
+    )
     parser.add_argument("--skip-passes", action="store_true", help="no pass table (head_chunks, profile, chunks only)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="skip chunks after this many seconds")
     args = parser.parse_args()
@@ -331,10 +409,15 @@ def main() -> int:
         suite.single_gpu_reference()
     for world in args.gpus:
         suite.world(world)
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-               gpus=torch.cuda.device_count(), size=suite.size, total_s=round(time.perf_counter() - suite.start, 1),
-               peak_gib_rank0=round(torch.cuda.max_memory_allocated(0) / 2**30, 1) if torch.cuda.is_available() else None)
+    env = dict(
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        gpus=torch.cuda.device_count(),
+        size=suite.size,
+        total_s=round(time.perf_counter() - suite.start, 1),
+        peak_gib_rank0=round(torch.cuda.max_memory_allocated(0) / 2**30, 1) if torch.cuda.is_available() else None,
+    )
     (args.out / "bench_parallel.json").write_text(json.dumps(dict(environment=env, rows=suite.rows), indent=2))
     print(json.dumps(env))
     return 0

@@ -65,8 +65,11 @@ def parse_case(text: str) -> tuple[str, bool, int | None]:
 
 def config_for(args) -> ServingConfig:
     """The configuration ``setup()`` would read from the environment, with this run's choices on top."""
-    overrides = dict(gpus=args.gpus, weights="tiny" if args.tiny else "random",
-                     preload=tuple(dict.fromkeys(parse_case(c)[0] for c in args.cases)))
+    overrides = dict(
+        gpus=args.gpus,
+        weights="tiny" if args.tiny else "random",
+        preload=tuple(dict.fromkeys(parse_case(c)[0] for c in args.cases)),
+    )
     if args.tiny:
         overrides.update(tiny_size=(64, 96), tiny_dir=Path(tempfile.mkdtemp(prefix="bench-prediction-tiny-")))
     if args.attention:
@@ -80,10 +83,16 @@ def config_for(args) -> ServingConfig:
 
 def request_for(args, case: str, size) -> GenerationRequest:
     preset, fast, steps = parse_case(case)
-    actions, speeds = ACTIONS[:args.chunks], SPEEDS[:args.chunks]
-    return GenerationRequest(prompt="a medieval village street", preset=resolve_preset(preset, steps, fp8=fast),
-                             segments=parse_actions(json.dumps(actions), json.dumps(speeds)), image=IMAGE, seed=1,
-                             size=size, return_state=False)
+    actions, speeds = ACTIONS[: args.chunks], SPEEDS[: args.chunks]
+    return GenerationRequest(
+        prompt="a medieval village street",
+        preset=resolve_preset(preset, steps, fp8=fast),
+        segments=parse_actions(json.dumps(actions), json.dumps(speeds)),
+        image=IMAGE,
+        seed=1,
+        size=size,
+        return_state=False,
+    )
 
 
 def write_cost(size, out: Path) -> float:
@@ -111,8 +120,11 @@ def main() -> int:
     parser.add_argument("--log-steps", action="store_true", help="log each step and chunk with a timestamp")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO if args.log_steps else logging.WARNING,
-                        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if args.log_steps else logging.WARNING,
+        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     rows: list[dict] = []
     start = time.perf_counter()
 
@@ -129,9 +141,19 @@ def main() -> int:
         record(dict(kind="memory_cap", gib=args.memory_gib, fraction=round(args.memory_gib * 2**30 / total, 4)))
     served = build_engine(config_for(args))
     engine, plan, warm = served.engine, served.plan, served.warm_up
-    record(dict(kind="setup", gpus=plan.world_size, seconds=round(served.setup_seconds, 1), plan=plan.summary,
-                warm_up={str(shape): dict(seconds=round(s, 3), peak_gib=round(warm.peak_bytes[shape] / 2**30, 2))
-                         for shape, s in warm.pass_seconds.items()}, decode_s=round(warm.decode_seconds, 3)))
+    record(
+        dict(
+            kind="setup",
+            gpus=plan.world_size,
+            seconds=round(served.setup_seconds, 1),
+            plan=plan.summary,
+            warm_up={
+                str(shape): dict(seconds=round(s, 3), peak_gib=round(warm.peak_bytes[shape] / 2**30, 2))
+                for shape, s in warm.pass_seconds.items()
+            },
+            decode_s=round(warm.decode_seconds, 3),
+        )
+    )
     try:
         work = Path(tempfile.mkdtemp(prefix="bench-prediction-"))
         outputs: dict[str, list[bytes]] = {}
@@ -151,17 +173,33 @@ def main() -> int:
                 files = [e.path.read_bytes() for e in events if isinstance(e, FileReady) and e.kind == "chunk"]
                 same = same and files == outputs.setdefault(case, files)
                 later = finished.chunk_seconds[1:]
-                record(dict(kind="prediction", case=case, variant=variant, gpus=plan.world_size, chunks=args.chunks,
-                            chunk_intervals_s=[round(s, 3) for s in finished.chunk_seconds], wall_s=round(wall, 2),
-                            first_chunk_s=round(finished.chunk_seconds[0], 3),
-                            later_chunk_mean_s=round(sum(later) / len(later), 3) if later else None,
-                            denoise_s=[round(s, 3) for s in finished.denoise_seconds],
-                            decode_s=[round(s, 3) for s in finished.decode_seconds], step_s=steps,
-                            peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None))
+                record(
+                    dict(
+                        kind="prediction",
+                        case=case,
+                        variant=variant,
+                        gpus=plan.world_size,
+                        chunks=args.chunks,
+                        chunk_intervals_s=[round(s, 3) for s in finished.chunk_seconds],
+                        wall_s=round(wall, 2),
+                        first_chunk_s=round(finished.chunk_seconds[0], 3),
+                        later_chunk_mean_s=round(sum(later) / len(later), 3) if later else None,
+                        denoise_s=[round(s, 3) for s in finished.denoise_seconds],
+                        decode_s=[round(s, 3) for s in finished.decode_seconds],
+                        step_s=steps,
+                        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                    )
+                )
         record(dict(kind="same_outputs", value=same))  # every variant of a case wrote the same chunk files
-        env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-                   card=torch.cuda.get_device_name() if cuda else "cpu", gpus=args.gpus, cpus=os.cpu_count(),
-                   size=list(plan.size), total_s=round(time.perf_counter() - start, 1))
+        env = dict(
+            date=datetime.date.today().isoformat(),
+            torch=torch.__version__,
+            card=torch.cuda.get_device_name() if cuda else "cpu",
+            gpus=args.gpus,
+            cpus=os.cpu_count(),
+            size=list(plan.size),
+            total_s=round(time.perf_counter() - start, 1),
+        )
         (args.out / "bench_prediction.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
         print(json.dumps(env), flush=True)
     finally:

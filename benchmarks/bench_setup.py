@@ -66,7 +66,7 @@ def random_views(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, torch.dty
     for i, name in enumerate(shapes):
         pool, numel = pools[dtypes[name]], torch.Size(shapes[name]).numel()
         offset = (i * 104_729) % (pool.numel() - numel + 1)
-        views[name] = pool[offset:offset + numel].view(shapes[name])
+        views[name] = pool[offset : offset + numel].view(shapes[name])
     return views
 
 
@@ -88,22 +88,25 @@ def write_llm(folder: Path, sizes: dict, shards: int) -> int:
     (the real download's container; fp16, ``language_model.model.*``) at ``sizes``."""
     from transformers import LlamaConfig, LlamaModel
 
-    from gamecraft.weights.transformer import write_safetensors
     from gamecraft.testing.tiny_weights import _meta_shapes
+    from gamecraft.weights.transformer import write_safetensors
 
     text_config = resize_text_config(folder, sizes, torch_dtype="float16")
-    shapes = {f"language_model.model.{k}": v
-              for k, v in _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config))).items()}
+    shapes = {
+        f"language_model.model.{k}": v for k, v in _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config))).items()
+    }
     tensors = random_views(shapes, dict.fromkeys(shapes, torch.float16), seed=20)
     total, done, weight_map = nbytes(tensors), 0, {}
     for name, tensor in tensors.items():  # contiguous groups of ~total / shards bytes
         weight_map[name] = f"model-{min(done * shards // total, shards - 1) + 1:05d}-of-{shards:05d}.safetensors"
         done += tensor.numel() * tensor.element_size()
     for shard in sorted(set(weight_map.values())):
-        write_safetensors(folder / shard, {k: tensors[k] for k, v in weight_map.items() if v == shard},
-                          {"format": "pt"})
+        write_safetensors(
+            folder / shard, {k: tensors[k] for k, v in weight_map.items() if v == shard}, {"format": "pt"}
+        )
     (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
     (folder / "model.safetensors").unlink(missing_ok=True)  # the index names the shards now
     return total
 
@@ -112,8 +115,8 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
     """CLIP's ``model.safetensors`` (fp32 like the real one) holding the text model at ``sizes``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from gamecraft.weights.transformer import write_safetensors
     from gamecraft.testing.tiny_weights import _meta_shapes, _prefixed
+    from gamecraft.weights.transformer import write_safetensors
 
     text_config = resize_text_config(folder, sizes, **({"projection_dim": sizes["projection_dim"]} if sizes else {}))
     text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
@@ -142,8 +145,8 @@ def write_transformer_cache(weights_dir: Path, config) -> int:
     ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and whose
     metadata (``_source_fingerprint``: name, size, key) matches it."""
     from gamecraft.model import GameCraftTransformer
-    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, write_safetensors
     from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, write_safetensors
 
     (weights_dir / TRANSFORMER_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
     (weights_dir / TRANSFORMER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
@@ -169,8 +172,8 @@ def safetensors_header(path: Path) -> dict:
 def assert_cache_valid(weights_dir: Path, config) -> Path:
     """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (the checks of
     ``loading._read_cache`` and ``check_state_dict``): else it would read the sparse placeholder."""
-    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, expected_shapes
     from gamecraft.weights import DEFAULT_LAYOUT
+    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, expected_shapes
 
     pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
     cache = cache_path_for(pt, weights_dir / CACHE_SUBDIR)
@@ -187,9 +190,9 @@ def prepare(weights_dir: Path, tiny: bool) -> dict:
     """Write (or reuse, when the marker says the same sizes) the benchmark's weights directory."""
     from gamecraft.model import TransformerConfig
     from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
-    from gamecraft.testing.tiny_weights import TINY_VAE
-    from gamecraft.weights import DEFAULT_LAYOUT as L, check_layout
-    from gamecraft.testing.tiny_weights import write_tiny_weights
+    from gamecraft.testing.tiny_weights import TINY_VAE, write_tiny_weights
+    from gamecraft.weights import DEFAULT_LAYOUT as L
+    from gamecraft.weights import check_layout
 
     config = TransformerConfig.tiny() if tiny else TransformerConfig.production()
     marker = weights_dir / MARKER
@@ -199,16 +202,24 @@ def prepare(weights_dir: Path, tiny: bool) -> dict:
     else:
         need = 8 * 2**20 if tiny else 44 * 10**9  # 42.1 GB written + the inductor cache
         if shutil.disk_usage(weights_dir).free < need:
-            raise SystemExit(f"{weights_dir}: need {need / 1e9:.0f} GB free, have "
-                             f"{shutil.disk_usage(weights_dir).free / 1e9:.0f} GB (pass --dir elsewhere)")
+            raise SystemExit(
+                f"{weights_dir}: need {need / 1e9:.0f} GB free, have "
+                f"{shutil.disk_usage(weights_dir).free / 1e9:.0f} GB (pass --dir elsewhere)"
+            )
         info = {"tiny": tiny, "components": {}}
         start = time.perf_counter()
         write_tiny_weights(weights_dir)  # tokenizers and configs (also used at tiny size)
-        steps = (("LLaVA language model", lambda: write_llm(weights_dir / L.llava_dir, {} if tiny else
-                  {**LLAMA3_8B, "head_dim": 128}, 2 if tiny else 4)),
-                 ("CLIP text model", lambda: write_clip_text(weights_dir / L.clip_dir, {} if tiny else CLIP_L_TEXT)),
-                 ("VAE", lambda: write_vae_pt(weights_dir, TINY_VAE if tiny else PRODUCTION_VAE)),
-                 ("transformer cache", lambda: write_transformer_cache(weights_dir, config)))
+        steps = (
+            (
+                "LLaVA language model",
+                lambda: write_llm(
+                    weights_dir / L.llava_dir, {} if tiny else {**LLAMA3_8B, "head_dim": 128}, 2 if tiny else 4
+                ),
+            ),
+            ("CLIP text model", lambda: write_clip_text(weights_dir / L.clip_dir, {} if tiny else CLIP_L_TEXT)),
+            ("VAE", lambda: write_vae_pt(weights_dir, TINY_VAE if tiny else PRODUCTION_VAE)),
+            ("transformer cache", lambda: write_transformer_cache(weights_dir, config)),
+        )
         for what, step in steps:
             begin = time.perf_counter()
             size = step()
@@ -230,8 +241,10 @@ def drop_page_cache(weights_dir: Path) -> str:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
         return "drop_caches"
     except OSError as err:
-        log(f"warning: cannot write /proc/sys/vm/drop_caches ({err}); evicting the weight files with "
-            "posix_fadvise(DONTNEED) instead (libraries stay cached)")
+        log(
+            f"warning: cannot write /proc/sys/vm/drop_caches ({err}); evicting the weight files with "
+            "posix_fadvise(DONTNEED) instead (libraries stay cached)"
+        )
     for path in weights_dir.rglob("*"):
         if path.is_file() and "inductor-cache" not in path.parts:
             fd = os.open(path, os.O_RDONLY)
@@ -256,6 +269,7 @@ def instrument(row: dict, sync) -> None:
             sync()
             row["components_s"][name] = time.perf_counter() - begin
             return result
+
         return wrapper
 
     for name in ("load_vae", "load_text_encoders", "load_transformer"):
@@ -290,8 +304,16 @@ def measure(args) -> dict:
     instrument(row, sync)
     shapes = None
     if cuda:  # the configuration setup() plans for a weights directory
-        plan = plan_engine(ServingConfig.from_env(weights=str(weights_dir), preload=("distilled",), cache_dir=cache_dir,
-                                                  compile=not args.no_compile, gpus=args.gpus, compile_cache=False))
+        plan = plan_engine(
+            ServingConfig.from_env(
+                weights=str(weights_dir),
+                preload=("distilled",),
+                cache_dir=cache_dir,
+                compile=not args.no_compile,
+                gpus=args.gpus,
+                compile_cache=False,
+            )
+        )
         config, shapes = plan.engine, plan.warm_shapes
     else:  # the CPU smoke mode of this script: the CPU configuration of tiny weights
         config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
@@ -314,17 +336,26 @@ def measure(args) -> dict:
         from gamecraft.parallel import engine_worker_spec, start_parallel_engine
 
         begin = time.perf_counter()  # early workers: only what is left of their loading after rank 0's
-        engine = start_parallel_engine(engine, engine_worker_spec(engine.config), args.gpus, devices,
-                                       runtime=workers)
+        engine = start_parallel_engine(engine, engine_worker_spec(engine.config), args.gpus, devices, runtime=workers)
         row["workers_s"] = time.perf_counter() - begin
     size = (64, 96) if args.tiny else (704, 1216)  # setup()'s size for real weights
     begin = time.perf_counter()
     costs = measure_costs(engine, *size, shapes=shapes)  # setup()'s warm-up (every shape it compiles)
     row["warmup_s"] = time.perf_counter() - begin
-    row.update(compile=config.compile, size=list(size), costs=dict(first_pass_s=costs.first_pass_s, later_pass_s=costs.later_pass_s, decode_s=costs.decode_s, measured={str(k): v for k, v in costs.measured.items()}), gpus=args.gpus,
-               total_s=row["import_s"] + row["load_s"] + row["workers_s"] + row["warmup_s"],
-               host_peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
-               card=torch.cuda.get_device_name(device) if cuda else "cpu")
+    row.update(
+        compile=config.compile,
+        size=list(size),
+        costs=dict(
+            first_pass_s=costs.first_pass_s,
+            later_pass_s=costs.later_pass_s,
+            decode_s=costs.decode_s,
+            measured={str(k): v for k, v in costs.measured.items()},
+        ),
+        gpus=args.gpus,
+        total_s=row["import_s"] + row["load_s"] + row["workers_s"] + row["warmup_s"],
+        host_peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
+        card=torch.cuda.get_device_name(device) if cuda else "cpu",
+    )
     if cuda:
         row["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         row["gpu_peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB
@@ -335,16 +366,34 @@ def measure(args) -> dict:
 
 def run_child(args, run: int, inductor_dir: Path, result: Path) -> dict:
     """One measurement in a fresh interpreter (its logs stream through); returns its row."""
-    flags = [flag for flag, on in (("--tiny", args.tiny), ("--no-compile", args.no_compile),
-                                   ("--late-workers", args.late_workers)) if on]
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--dir", str(args.dir),
-               "--device", args.device, "--gpus", str(args.gpus), "--result", str(result), *flags]
+    flags = [
+        flag
+        for flag, on in (
+            ("--tiny", args.tiny),
+            ("--no-compile", args.no_compile),
+            ("--late-workers", args.late_workers),
+        )
+        if on
+    ]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--dir",
+        str(args.dir),
+        "--device",
+        args.device,
+        "--gpus",
+        str(args.gpus),
+        "--result",
+        str(result),
+        *flags,
+    ]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir)}
     begin = time.perf_counter()
     subprocess.run(command, env=env, check=True, timeout=args.timeout_s)
     row = json.loads(result.read_text())
-    row.update(run=run, inductor_cache="cold" if run == 1 else "warm (from run 1)",
-               wall_s=time.perf_counter() - begin)
+    row.update(run=run, inductor_cache="cold" if run == 1 else "warm (from run 1)", wall_s=time.perf_counter() - begin)
     return rounded(row)
 
 
@@ -357,15 +406,25 @@ def rounded(value):
 
 def read_rates(written: dict, seconds: dict) -> dict:
     """GB/s of each loader (bytes it reads / its seconds, conversions and copies to the device included)."""
-    reads = {"vae": ["VAE"], "text_encoders": ["LLaVA language model", "CLIP text model"],
-             "transformer": ["transformer cache"]}
+    reads = {
+        "vae": ["VAE"],
+        "text_encoders": ["LLaVA language model", "CLIP text model"],
+        "transformer": ["transformer cache"],
+    }
     return {k: round(sum(written[w]["bytes"] for w in ws) / 1e9 / seconds[k], 2) for k, ws in reads.items()}
 
 
 def driver_version() -> str | None:
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -374,11 +433,13 @@ def summary(row: dict) -> str:
     parts = ", ".join(f"{k} {v:.1f}" for k, v in row["components_s"].items())
     gpu = f", peak GPU {row['gpu_peak_gib']:.1f} GiB" if "gpu_peak_gib" in row else ""
     workers = f" + workers for {row['gpus'] - 1} more GPU(s) {row['workers_s']:.1f} s" if row["gpus"] > 1 else ""
-    return (f"run {row['run']} (inductor cache {row['inductor_cache']}, compile {row['compile']}): import "
-            f"{row['import_s']:.1f} s + load {row['load_s']:.1f} s ({parts})"
-            f"{workers} + warm-up {row['warmup_s']:.1f} s = "
-            f"setup {row['total_s']:.1f} s{gpu}, host RSS {row['host_peak_rss_gib']:.1f} GiB, "
-            f"cache used {row['cache_used']}")
+    return (
+        f"run {row['run']} (inductor cache {row['inductor_cache']}, compile {row['compile']}): import "
+        f"{row['import_s']:.1f} s + load {row['load_s']:.1f} s ({parts})"
+        f"{workers} + warm-up {row['warmup_s']:.1f} s = "
+        f"setup {row['total_s']:.1f} s{gpu}, host RSS {row['host_peak_rss_gib']:.1f} GiB, "
+        f"cache used {row['cache_used']}"
+    )
 
 
 def environment(weights_dir: Path) -> dict:
@@ -388,33 +449,55 @@ def environment(weights_dir: Path) -> dict:
 
     mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
     resolved = str(weights_dir.resolve())
-    mount = max((m for m in mounts if resolved.startswith(m[1].rstrip("/") + "/") or resolved == m[1]),
-                key=lambda m: len(m[1]), default=["?", "?", "?"])
+    mount = max(
+        (m for m in mounts if resolved.startswith(m[1].rstrip("/") + "/") or resolved == m[1]),
+        key=lambda m: len(m[1]),
+        default=["?", "?", "?"],
+    )
     files = [p for p in weights_dir.rglob("*") if p.is_file()]
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "diffusers": diffusers.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-            "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
-            "disk": {"dir": resolved, "device": mount[0], "mount": mount[1], "fstype": mount[2],
-                     "free_gb": round(shutil.disk_usage(weights_dir).free / 1e9, 1),
-                     "allocated_gb": round(sum(p.stat().st_blocks * 512 for p in files) / 1e9, 2),
-                     "apparent_gb": round(sum(p.stat().st_size for p in files) / 1e9, 2)}}
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1),
+        "disk": {
+            "dir": resolved,
+            "device": mount[0],
+            "mount": mount[1],
+            "fstype": mount[2],
+            "free_gb": round(shutil.disk_usage(weights_dir).free / 1e9, 1),
+            "allocated_gb": round(sum(p.stat().st_blocks * 512 for p in files) / 1e9, 2),
+            "apparent_gb": round(sum(p.stat().st_size for p in files) / 1e9, 2),
+        },
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, help="weights directory to write/reuse (default: a temp dir under /tmp, "
-                                                 "deleted at the end)")
+    parser.add_argument(
+        "--dir", type=Path, help="weights directory to write/reuse (default: a temp dir under /tmp, deleted at the end)"
+    )
     parser.add_argument("--out", type=Path, help="write OUT/bench_setup.json")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (tests the script)")
     parser.add_argument("--device", help="default: cuda, or cpu with --tiny")
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each run")
     parser.add_argument("--repeat-compile", action="store_true", help="a 2nd run with the inductor cache warm")
     parser.add_argument("--no-compile", action="store_true", help="eager transformer (GAMECRAFT_COMPILE=0)")
-    parser.add_argument("--gpus", type=int, default=1, help="setup() with GAMECRAFT_GPUS=N: one worker per "
-                                                          "extra GPU (gloo ranks with --tiny), loading as rank 0 does")
-    parser.add_argument("--late-workers", action="store_true",
-                        help="start the workers after rank 0's load (the order before session 5) instead of at once")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="setup() with GAMECRAFT_GPUS=N: one worker per extra GPU (gloo ranks with --tiny), loading as rank 0 does",
+    )
+    parser.add_argument(
+        "--late-workers",
+        action="store_true",
+        help="start the workers after rank 0's load (the order before session 5) instead of at once",
+    )
     parser.add_argument("--timeout-s", type=float, default=600, help="per measurement run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -427,8 +510,12 @@ def main(argv=None) -> int:
     args.dir = Path(tempfile.mkdtemp(prefix="bench-setup-", dir="/tmp")) if temporary else args.dir
     args.dir.mkdir(parents=True, exist_ok=True)
     try:
-        results = {"benchmark": "setup() from the local safetensors cache (issue 7)", "target_s": 90,
-                   "tiny": args.tiny, "device": args.device}
+        results = {
+            "benchmark": "setup() from the local safetensors cache (issue 7)",
+            "target_s": 90,
+            "tiny": args.tiny,
+            "device": args.device,
+        }
         begin = time.perf_counter()
         results["prepare"] = prepare(args.dir, args.tiny)
         log(f"prepared in {time.perf_counter() - begin:.1f} s: {args.dir}")

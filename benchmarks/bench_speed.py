@@ -28,14 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.pipeline.actions import single  # noqa: E402
-from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
 from gamecraft.model.transformer import StepCache  # noqa: E402
+from gamecraft.pipeline.actions import single  # noqa: E402
+from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
-from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
+from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -61,8 +61,9 @@ def build(args):
     from gamecraft.serving.build import build_engine
     from gamecraft.serving.config import ServingConfig
 
-    config = ServingConfig.from_env(weights="tiny" if args.tiny else "random", compile=False, gpus=1,
-                                    tiny_size=(32, 48))
+    config = ServingConfig.from_env(
+        weights="tiny" if args.tiny else "random", compile=False, gpus=1, tiny_size=(32, 48)
+    )
     served = build_engine(config, warm=False)
     if args.compile_vae and not args.tiny:
         served.engine.vae.compile_decoder()
@@ -90,8 +91,9 @@ def pass_cases(engine, size, args, model) -> list[dict]:
         x = torch.randn(batch, 2 * LATENT_CHANNELS + 1, frames, h, w, generator=g).to(device, model.dtype)
         cam = torch.randn(batch, 33, 6, height, width, generator=g).to(device)
         t = torch.full((batch,), 900.0, device=device)
-        cases.append(dict(frames=frames, batch=batch, text=text, x=x, t=t, outputs={},
-                          tokens=model.camera_tokens(cam, frames)))
+        cases.append(
+            dict(frames=frames, batch=batch, text=text, x=x, t=t, outputs={}, tokens=model.camera_tokens(cam, frames))
+        )
     return cases
 
 
@@ -111,37 +113,69 @@ def pass_suite(engine, size, args) -> list[dict]:
 
             def run(net=net, c=case, backend=backend, cache=None, use_cache=False):
                 with torch.no_grad():
-                    return net(c["x"], c["t"], c["text"].states, c["text"].mask, c["text"].pooled,
-                               camera_tokens=c["tokens"], text_lengths=c["text"].lengths,
-                               attention_backend=backend, cache=cache, use_cache=use_cache)
+                    return net(
+                        c["x"],
+                        c["t"],
+                        c["text"].states,
+                        c["text"].mask,
+                        c["text"].pooled,
+                        camera_tokens=c["tokens"],
+                        text_lengths=c["text"].lengths,
+                        attention_backend=backend,
+                        cache=cache,
+                        use_cache=use_cache,
+                    )
 
             try:
                 first, _ = timed(run, device)
                 times = [timed(run, device)[0] for _ in range(args.repeats)]
             except Exception as err:  # an unusable kernel: record it and go on
-                rows.append(dict(kind="pass", frames=case["frames"], batch=case["batch"], variant=name,
-                                 error=f"{type(err).__name__}: {str(err)[:300]}"))
+                rows.append(
+                    dict(
+                        kind="pass",
+                        frames=case["frames"],
+                        batch=case["batch"],
+                        variant=name,
+                        error=f"{type(err).__name__}: {str(err)[:300]}",
+                    )
+                )
                 print(rows[-1], flush=True)
                 continue
             case["outputs"][name] = run()
-            rows.append(dict(kind="pass", frames=case["frames"], batch=case["batch"], variant=name,
-                             first_call_s=round(first, 3), seconds=round(min(times), 3)))
+            rows.append(
+                dict(
+                    kind="pass",
+                    frames=case["frames"],
+                    batch=case["batch"],
+                    variant=name,
+                    first_call_s=round(first, 3),
+                    seconds=round(min(times), 3),
+                )
+            )
             print(rows[-1], flush=True)
             if case["batch"] == 2 and name == "compiled":  # the full preset's cached steps
                 cache = StepCache()
                 run(cache=cache)
                 cached = min(timed(lambda: run(cache=cache, use_cache=True), device)[0] for _ in range(3))
-                rows.append(dict(kind="cached_pass", frames=case["frames"], batch=2, variant=name,
-                                 seconds=round(cached, 3)))
+                rows.append(
+                    dict(kind="cached_pass", frames=case["frames"], batch=2, variant=name, seconds=round(cached, 3))
+                )
                 print(rows[-1], flush=True)
             save(args, rows)
     for case in cases:
         out = case["outputs"]
         for name in out:
             if name != "eager" and "eager" in out:
-                rows.append(dict(kind="pass_error", frames=case["frames"], batch=case["batch"], variant=name,
-                                 rel_l2=round(rel_l2(out[name], out["eager"]), 6),
-                                 max_abs=round(float((out[name] - out["eager"]).abs().max()), 5)))
+                rows.append(
+                    dict(
+                        kind="pass_error",
+                        frames=case["frames"],
+                        batch=case["batch"],
+                        variant=name,
+                        rel_l2=round(rel_l2(out[name], out["eager"]), 6),
+                        max_abs=round(float((out[name] - out["eager"]).abs().max()), 5),
+                    )
+                )
                 print(rows[-1], flush=True)
     if args.profile:
         rows.append(profile_pass(engine, cases, variants))
@@ -164,8 +198,16 @@ def profile_pass(engine, cases, variants) -> dict:
     cuda = engine.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU]
     with torch.no_grad(), torch.profiler.profile(activities=activities) as prof:
-        net(case["x"], case["t"], case["text"].states, case["text"].mask, case["text"].pooled,
-            camera_tokens=case["tokens"], text_lengths=case["text"].lengths, attention_backend=backend)
+        net(
+            case["x"],
+            case["t"],
+            case["text"].states,
+            case["text"].mask,
+            case["text"].pooled,
+            camera_tokens=case["tokens"],
+            text_lengths=case["text"].lengths,
+            attention_backend=backend,
+        )
         sync(engine.device)
     totals = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
     top = []
@@ -176,14 +218,24 @@ def profile_pass(engine, cases, variants) -> dict:
         if not us:
             continue
         key = event.key.lower()
-        kind = ("attention" if any(k in key for k in ATTENTION_KERNELS)
-                else "gemm" if any(k in key for k in GEMM_KERNELS) else "other")
+        kind = (
+            "attention"
+            if any(k in key for k in ATTENTION_KERNELS)
+            else "gemm"
+            if any(k in key for k in GEMM_KERNELS)
+            else "other"
+        )
         totals[kind] += us / 1e6
         top.append((us / 1e6, event.key[:90], kind))
     top.sort(reverse=True)
-    return dict(kind="profile", variant=name, frames=18, batch=1,
-                seconds={k: round(v, 3) for k, v in totals.items()},
-                top_kernels=[dict(seconds=round(s, 3), kernel=k, kind=c) for s, k, c in top[:12]])
+    return dict(
+        kind="profile",
+        variant=name,
+        frames=18,
+        batch=1,
+        seconds={k: round(v, 3) for k, v in totals.items()},
+        top_kernels=[dict(seconds=round(s, 3), kernel=k, kind=c) for s, k, c in top[:12]],
+    )
 
 
 def save(args, rows) -> None:
@@ -193,8 +245,11 @@ def save(args, rows) -> None:
 
 def choose_backends(engine, rows, args) -> dict:
     """Use the fastest measured exact / go_fast attention kernels (18 frames, batch 1) for the chunks."""
-    seconds = {r["variant"]: r["seconds"] for r in rows
-               if r["kind"] == "pass" and r["frames"] == 18 and r["batch"] == 1 and "seconds" in r}
+    seconds = {
+        r["variant"]: r["seconds"]
+        for r in rows
+        if r["kind"] == "pass" and r["frames"] == 18 and r["batch"] == 1 and "seconds" in r
+    }
     kernel = {name: backend for name, _, backend, _ in VARIANTS}
     exact = min((n for n in ("compiled", "compiled-fa3") if n in seconds), key=seconds.get, default="compiled")
     fast = min((n for n in ("fp8", "fp8-fa3") if n in seconds), key=seconds.get, default="fp8")
@@ -219,24 +274,42 @@ def chunk_suite(engine, size, args, pass_rows) -> list[dict]:
         for fp8 in (False, True) if not args.no_fp8 and preset_name == "distilled" else (False,):
             preset = resolve_preset(preset_name, steps, fp8=fp8)
             session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
-            seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise),
-                                    device)
+            seconds, result = timed(
+                lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise), device
+            )
             latents[fp8] = result.latents
-            row = dict(kind="chunk", chunk=spec, fp8=fp8, steps=preset.num_inference_steps,
-                       seconds=round(seconds, 2), denoise_s=round(result.seconds_denoise, 2),
-                       decode_s=round(result.seconds_decode, 2),
-                       attention=engine.fast_attention_backend if fp8 else engine.attention_backend)
+            row = dict(
+                kind="chunk",
+                chunk=spec,
+                fp8=fp8,
+                steps=preset.num_inference_steps,
+                seconds=round(seconds, 2),
+                denoise_s=round(result.seconds_denoise, 2),
+                decode_s=round(result.seconds_decode, 2),
+                attention=engine.fast_attention_backend if fp8 else engine.attention_backend,
+            )
             if preset_name == "full" and cached:
                 # 50 steps with the step cache = 35 full steps + 15 cached ones (presets.step_cache_flags)
                 per_step = result.seconds_denoise / preset.num_inference_steps
-                row["estimate_50_steps_s"] = round(35 * per_step + 15 * cached[0] + result.seconds_decode
-                                                   + (seconds - result.seconds_denoise - result.seconds_decode), 1)
+                row["estimate_50_steps_s"] = round(
+                    35 * per_step
+                    + 15 * cached[0]
+                    + result.seconds_decode
+                    + (seconds - result.seconds_denoise - result.seconds_decode),
+                    1,
+                )
             rows.append(row)
             print(rows[-1], flush=True)
             save(args, pass_rows + rows)
         if True in latents:
-            rows.append(dict(kind="chunk_error", chunk=spec, fp8_rel_l2=round(rel_l2(latents[True], latents[False]), 5),
-                             fp8_max_abs=round(float((latents[True] - latents[False]).abs().max()), 4)))
+            rows.append(
+                dict(
+                    kind="chunk_error",
+                    chunk=spec,
+                    fp8_rel_l2=round(rel_l2(latents[True], latents[False]), 5),
+                    fp8_max_abs=round(float((latents[True] - latents[False]).abs().max()), 4),
+                )
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -248,14 +321,22 @@ def main() -> int:
     parser.add_argument("--cfg", action="store_true", help="also batch-2 (guidance) passes")
     parser.add_argument("--chunks", nargs="*", default=["distilled-first", "distilled-later"])
     parser.add_argument("--steps", type=int, default=0, help="override the distilled preset's steps (0: preset)")
-    parser.add_argument("--full-steps", type=int, default=4,
-                        help="steps of the full-preset chunk; its 50-step time is estimated from them")
+    parser.add_argument(
+        "--full-steps",
+        type=int,
+        default=4,
+        help="steps of the full-preset chunk; its 50-step time is estimated from them",
+    )
     parser.add_argument("--fa3", action="store_true", help="also the FlashAttention-3 variants (fa3-fwd)")
     parser.add_argument("--profile", action="store_true", help="kernel-time breakdown of one pass")
     parser.add_argument("--no-fp8", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--eager-vae", dest="compile_vae", action="store_false",
-                        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())")
+    parser.add_argument(
+        "--eager-vae",
+        dest="compile_vae",
+        action="store_false",
+        help="decode with the eager VAE decoder (default: compiled for full tiles, as predict())",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -268,18 +349,23 @@ def main() -> int:
     row = dict(kind="setup", random_engine_s=round(setup_s, 1), fa3_available=fa3)
     for attempt in ("first", "warm"):
         text_s, _ = timed(lambda: engine.encode_text("a village street", "", guidance=True), engine.device)
-        decode_s, _ = timed(lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=engine.device)),
-                            engine.device)
+        decode_s, _ = timed(
+            lambda: engine.vae.decode(torch.zeros(1, LATENT_CHANNELS, 9, h, w, device=engine.device)), engine.device
+        )
         row |= {f"text_encode_{attempt}_s": round(text_s, 2), f"vae_decode_{attempt}_s": round(decode_s, 2)}
     rows = [row]
     print(row, flush=True)
     rows += pass_suite(engine, size, args)
     rows.append(choose_backends(engine, rows, args))
     rows += chunk_suite(engine, size, args, rows)
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card=torch.cuda.get_device_name() if engine.device.type == "cuda" else "cpu",
-               peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if engine.device.type == "cuda" else None,
-               size=size, total_s=round(time.perf_counter() - start, 1))
+    env = dict(
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        card=torch.cuda.get_device_name() if engine.device.type == "cuda" else "cpu",
+        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if engine.device.type == "cuda" else None,
+        size=size,
+        total_s=round(time.perf_counter() - start, 1),
+    )
     (args.out / "bench_speed.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     print(json.dumps(env))
     return 0

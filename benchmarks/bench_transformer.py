@@ -56,18 +56,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--uncond-valid", type=int, default=None, help="valid tokens of the uncond row (default 7)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--ours-backends", nargs="+", default=["sdpa"],
-                   help="first one for every config, the others for batch 1 only")
+    p.add_argument(
+        "--ours-backends", nargs="+", default=["sdpa"], help="first one for every config, the others for batch 1 only"
+    )
     p.add_argument("--diffusers-backend", default="_native_cudnn")
     p.add_argument("--skip-diffusers", action="store_true")
     p.add_argument("--skip-ours", action="store_true")
-    p.add_argument("--time-budget-s", type=float, default=float("inf"),
-                   help="skip remaining measurements once this much time has passed")
+    p.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=float("inf"),
+        help="skip remaining measurements once this much time has passed",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("outputs/bench_transformer"))
     args = p.parse_args(argv)
-    defaults = dict(height=64, width=96, text_len=32, valid=12, uncond_valid=5) if args.tiny else \
-        dict(height=704, width=1216, text_len=256, valid=60, uncond_valid=7)
+    defaults = (
+        dict(height=64, width=96, text_len=32, valid=12, uncond_valid=5)
+        if args.tiny
+        else dict(height=704, width=1216, text_len=256, valid=60, uncond_valid=7)
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -116,21 +124,24 @@ class Bench:
             finite = finite and bool(torch.isfinite(out).all())
             del out
         peak = torch.cuda.max_memory_allocated() / 1e9 if self.device.type == "cuda" else None
-        return {"seconds_median": statistics.median(times), "seconds": times, "peak_gb": peak,
-                "finite_output": finite}
+        return {"seconds_median": statistics.median(times), "seconds": times, "peak_gb": peak, "finite_output": finite}
 
     def inputs(self, frames: int, batch: int) -> dict:
         a, cfg = self.args, self.config
         g = torch.Generator(device=self.device).manual_seed(a.seed + 1)
         lh, lw = a.height // VAE_SPATIAL, a.width // VAE_SPATIAL
         lengths = ([a.uncond_valid, a.valid] * batch)[-batch:] if batch > 1 else [a.valid]
-        mask = (torch.arange(a.text_len, device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None])
+        mask = torch.arange(a.text_len, device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
         rnd = lambda *shape: torch.randn(*shape, generator=g, device=self.device, dtype=self.dtype)  # noqa: E731
         return dict(
-            x=rnd(batch, cfg.img_in_channels, frames, lh, lw), t=torch.full((batch,), 900.0, device=self.device),
-            text_states=rnd(batch, a.text_len, cfg.text_states_dim), text_mask=mask.long(),
+            x=rnd(batch, cfg.img_in_channels, frames, lh, lw),
+            t=torch.full((batch,), 900.0, device=self.device),
+            text_states=rnd(batch, a.text_len, cfg.text_states_dim),
+            text_mask=mask.long(),
             text_states_2=rnd(batch, cfg.text_states_dim_2),
-            cam=rnd(batch, CAMERA_FRAMES, cfg.camera_in_channels, a.height, a.width), text_lengths=lengths)
+            cam=rnd(batch, CAMERA_FRAMES, cfg.camera_in_channels, a.height, a.width),
+            text_lengths=lengths,
+        )
 
     def record(self, entry: dict) -> None:
         entry["elapsed_s"] = round(time.perf_counter() - self.start, 1)
@@ -146,17 +157,25 @@ class Bench:
     # -- models ---------------------------------------------------------------------------------
     def run_ours(self) -> None:
         t0 = time.perf_counter()
-        model = init_random_(GameCraftTransformer(self.config, dtype=self.dtype, device="meta"),
-                             self.args.seed, self.device).eval()
+        model = init_random_(
+            GameCraftTransformer(self.config, dtype=self.dtype, device="meta"), self.args.seed, self.device
+        ).eval()
         build_s = time.perf_counter() - t0
         params = sum(p.numel() for p in model.parameters())
         weights_gb = self.memory_gb()
         backends = self.args.ours_backends
         with torch.inference_mode():
             for frames, batch in self.configs():
-                for backend in (backends if batch == 1 else backends[:1]):
-                    entry = dict(model="ours", backend=backend, frames=frames, batch=batch, params=params,
-                                 build_s=round(build_s, 1), weights_gb=weights_gb)
+                for backend in backends if batch == 1 else backends[:1]:
+                    entry = dict(
+                        model="ours",
+                        backend=backend,
+                        frames=frames,
+                        batch=batch,
+                        params=params,
+                        build_s=round(build_s, 1),
+                        weights_gb=weights_gb,
+                    )
                     if self.over_budget():
                         self.record(entry | {"error": "skipped: time budget"})
                         continue
@@ -169,16 +188,24 @@ class Bench:
                         self.sync()
                         entry["camera_tokens_s"] = time.perf_counter() - t1
                         lengths = inp.pop("text_lengths")
-                        entry.update(self.measure(lambda: model(
-                            **inp, camera_tokens=cam_tokens, rope=rope, text_lengths=lengths,
-                            attention_backend=backend)))
+                        entry.update(
+                            self.measure(
+                                lambda: model(
+                                    **inp,
+                                    camera_tokens=cam_tokens,
+                                    rope=rope,
+                                    text_lengths=lengths,
+                                    attention_backend=backend,
+                                )
+                            )
+                        )
                     except Exception as err:  # OOM or an unusable kernel: record and go on
                         entry["error"] = f"{type(err).__name__}: {str(err)[:300]}"
                     finally:
                         inp = cam_tokens = rope = None
                         self.free()
                     self.record(entry)
-        del model
+        model = None  # free it before the next model is built
         self.free()
 
     def run_diffusers(self) -> None:
@@ -193,14 +220,23 @@ class Bench:
         t0 = time.perf_counter()
         with torch.device("meta"):
             model = HunyuanVideoTransformer3DModel(
-                in_channels=cfg.img_in_channels, out_channels=cfg.out_channels,
-                num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
-                num_layers=cfg.depth_double_blocks, num_single_layers=cfg.depth_single_blocks,
-                num_refiner_layers=cfg.refiner_depth, mlp_ratio=cfg.mlp_width_ratio,
-                patch_size=cfg.patch_size[1], patch_size_t=cfg.patch_size[0], qk_norm="rms_norm",
-                guidance_embeds=False, text_embed_dim=cfg.text_states_dim,
-                pooled_projection_dim=cfg.text_states_dim_2, rope_theta=cfg.rope_theta,
-                rope_axes_dim=cfg.rope_dim_list)
+                in_channels=cfg.img_in_channels,
+                out_channels=cfg.out_channels,
+                num_attention_heads=cfg.num_heads,
+                attention_head_dim=cfg.head_dim,
+                num_layers=cfg.depth_double_blocks,
+                num_single_layers=cfg.depth_single_blocks,
+                num_refiner_layers=cfg.refiner_depth,
+                mlp_ratio=cfg.mlp_width_ratio,
+                patch_size=cfg.patch_size[1],
+                patch_size_t=cfg.patch_size[0],
+                qk_norm="rms_norm",
+                guidance_embeds=False,
+                text_embed_dim=cfg.text_states_dim,
+                pooled_projection_dim=cfg.text_states_dim_2,
+                rope_theta=cfg.rope_theta,
+                rope_axes_dim=cfg.rope_dim_list,
+            )
         model = init_random_(model.to(self.dtype), self.args.seed, self.device).eval()
         build_s = time.perf_counter() - t0
         params = sum(p.numel() for p in model.parameters())
@@ -211,16 +247,29 @@ class Bench:
         model.set_attention_backend(backend)
         with torch.inference_mode():
             for frames, batch in self.configs():
-                entry = dict(model="diffusers", frames=frames, batch=batch, params=params,
-                             build_s=round(build_s, 1), weights_gb=weights_gb)
+                entry = dict(
+                    model="diffusers",
+                    frames=frames,
+                    batch=batch,
+                    params=params,
+                    build_s=round(build_s, 1),
+                    weights_gb=weights_gb,
+                )
                 if self.over_budget():
                     self.record(entry | {"backend": backend, "error": "skipped: time budget"})
                     continue
                 inp = self.inputs(frames, batch)
-                call = lambda: model(hidden_states=inp["x"], timestep=inp["t"],  # noqa: E731
-                                     encoder_hidden_states=inp["text_states"],
-                                     encoder_attention_mask=inp["text_mask"],
-                                     pooled_projections=inp["text_states_2"], return_dict=False)[0]
+
+                def call():
+                    return model(
+                        hidden_states=inp["x"],
+                        timestep=inp["t"],  # noqa: E731
+                        encoder_hidden_states=inp["text_states"],
+                        encoder_attention_mask=inp["text_mask"],
+                        pooled_projections=inp["text_states_2"],
+                        return_dict=False,
+                    )[0]
+
                 try:
                     entry.update(self.measure(call))
                 except torch.OutOfMemoryError as err:
@@ -241,30 +290,39 @@ class Bench:
                 inp = None
                 self.free()
                 self.record(entry)
-        del model
+        model = None  # free it before the next model is built
         self.free()
 
     # -- output ---------------------------------------------------------------------------------
     def environment(self) -> dict:
-        env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "torch": torch.__version__, "python": platform.python_version(), "device": str(self.device),
-               "dtype": str(self.dtype), "size": f"{self.args.height}x{self.args.width}",
-               "text": f"{self.args.text_len} slots, valid {self.args.uncond_valid} (uncond) / {self.args.valid}",
-               "command": " ".join(sys.argv), "config": self.config.to_dict()}
+        env = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(self.device),
+            "dtype": str(self.dtype),
+            "size": f"{self.args.height}x{self.args.width}",
+            "text": f"{self.args.text_len} slots, valid {self.args.uncond_valid} (uncond) / {self.args.valid}",
+            "command": " ".join(sys.argv),
+            "config": self.config.to_dict(),
+        }
         if self.device.type == "cuda":
             env["card"] = torch.cuda.get_device_name()
             env["cuda"] = torch.version.cuda
             env["cudnn"] = torch.backends.cudnn.version()
         try:
             import diffusers
+
             env["diffusers"] = diffusers.__version__
         except Exception:
             env["diffusers"] = None
         return env
 
     def table(self) -> str:
-        lines = ["| model | attention | latent frames | batch | s / pass (median) | passes | peak GB | note |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            "| model | attention | latent frames | batch | s / pass (median) | passes | peak GB | note |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in self.results:
             if "frames" not in r:
                 lines.append(f"| {r['model']} | | | | | | | {r.get('error', '')} |")
@@ -275,8 +333,10 @@ class Bench:
             note = r.get("error") or ("" if r.get("finite_output", True) else "non-finite output (random weights)")
             if r.get("fallback_from"):
                 note = (note + "; " if note else "") + f"fell back from {r['fallback_from'][:80]}"
-            lines.append(f"| {r['model']} | {r.get('backend', '')} | {r['frames']} | {r['batch']} | {secs} | "
-                         f"{passes} | {peak} | {note} |")
+            lines.append(
+                f"| {r['model']} | {r.get('backend', '')} | {r['frames']} | {r['batch']} | {secs} | "
+                f"{passes} | {peak} | {note} |"
+            )
         return "\n".join(lines)
 
     def write(self) -> None:

@@ -22,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gamecraft.model.vae import GameCraftVae, build_model  # noqa: E402
 from gamecraft.testing.random_weights import PRODUCTION_VAE, _randomize_  # noqa: E402
 from gamecraft.testing.tiny_weights import TINY_VAE  # noqa: E402
-from gamecraft.model.vae import GameCraftVae, build_model  # noqa: E402
-
 
 VARIANTS = ("default", "cudnn_benchmark", "channels_last_3d", "both", "compiled_full_tiles", "compiled_all_tiles")
 
@@ -35,13 +34,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                        help="compared with the first one listed")
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="compared with the first one listed"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if args.tiny else "cuda")
-    config, dtype, (h, w) = (TINY_VAE, torch.float32, (20, 28)) if args.tiny else \
-        (PRODUCTION_VAE, torch.float16, (88, 152))
+    config, dtype, (h, w) = (
+        (TINY_VAE, torch.float32, (20, 28)) if args.tiny else (PRODUCTION_VAE, torch.float16, (88, 152))
+    )
     model = build_model(config).to_empty(device=device).to(dtype)
     _randomize_(model, torch.Generator(device).manual_seed(0))
     vae = GameCraftVae(model.eval().requires_grad_(False), config)
@@ -72,13 +73,23 @@ def main() -> int:
             vae.compile_decoder("full" if name == "compiled_full_tiles" else "all")
         times, out = decode_times(fmt)
         reference = out if reference is None else reference
-        rows.append(dict(variant=name, first_s=round(times[0], 2), seconds=round(min(times[1:]), 3),
-                         max_abs_vs_first=float((out - reference).abs().max()),
-                         rel_l2_vs_first=float((out - reference).norm() / reference.norm())))
+        rows.append(
+            dict(
+                variant=name,
+                first_s=round(times[0], 2),
+                seconds=round(min(times[1:]), 3),
+                max_abs_vs_first=float((out - reference).abs().max()),
+                rel_l2_vs_first=float((out - reference).norm() / reference.norm()),
+            )
+        )
         print(rows[-1], flush=True)
-    env = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-               card=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               cudnn=torch.backends.cudnn.version(), latents=list(z.shape))
+    env = dict(
+        date=datetime.date.today().isoformat(),
+        torch=torch.__version__,
+        card=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        cudnn=torch.backends.cudnn.version(),
+        latents=list(z.shape),
+    )
     (args.out / "bench_vae.json").write_text(json.dumps(dict(environment=env, rows=rows), indent=2))
     print(json.dumps(env))
     return 0

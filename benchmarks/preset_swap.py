@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
 from gamecraft.serving.build import plan_engine, random_engine_kwargs  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
-from gamecraft.testing.random_weights import random_engine  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
+from gamecraft.testing.random_weights import random_engine  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -54,8 +54,13 @@ def main() -> int:
     swaps = []
     for variant in ("full", "distilled", "full", "distilled"):
         seconds = timed(lambda: engine.transformer(variant))
-        swaps.append({"to": variant, "seconds": round(seconds, 2),
-                      "gpu_memory_gib": round(torch.cuda.memory_allocated() / 2**30, 1)})
+        swaps.append(
+            {
+                "to": variant,
+                "seconds": round(seconds, 2),
+                "gpu_memory_gib": round(torch.cuda.memory_allocated() / 2**30, 1),
+            }
+        )
         print(swaps[-1], flush=True)
     results["swaps"] = swaps
 
@@ -78,9 +83,12 @@ def main() -> int:
                 blocks[i] = torch.compile(block)
         compile_s = timed(run)
         compiled = [timed(run) for _ in range(3)]
-        results["pass_18_frames"] = {"eager_s": [round(v, 3) for v in eager], "compile_first_call_s": round(compile_s, 1),
-                                     "compiled_s": [round(v, 3) for v in compiled],
-                                     "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+        results["pass_18_frames"] = {
+            "eager_s": [round(v, 3) for v in eager],
+            "compile_first_call_s": round(compile_s, 1),
+            "compiled_s": [round(v, 3) for v in compiled],
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        }
         print(results["pass_18_frames"], flush=True)
     (args.out / "preset_swap.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

@@ -37,15 +37,24 @@ def main() -> int:
 
     image = data_uri(REPO / "assets" / "start.png", "image/png")
     started = time.perf_counter()
-    server = start_cog_server(REPO, "predict.py:Predictor", {"GAMECRAFT_WEIGHTS": args.weights},
-                              startup_timeout_s=args.setup_timeout)
+    server = start_cog_server(
+        REPO, "predict.py:Predictor", {"GAMECRAFT_WEIGHTS": args.weights}, startup_timeout_s=args.setup_timeout
+    )
     setup_s = time.perf_counter() - started
     try:
         health = server.health()
         begin = time.perf_counter()
-        status, body = server.predict({"image": image, "prompt": "a village street", "actions": args.actions,
-                                       "action_speeds": args.speeds, "preset": args.preset, "seed": 1},
-                                      timeout=1500)
+        status, body = server.predict(
+            {
+                "image": image,
+                "prompt": "a village street",
+                "actions": args.actions,
+                "action_speeds": args.speeds,
+                "preset": args.preset,
+                "seed": 1,
+            },
+            timeout=1500,
+        )
         predict_s = time.perf_counter() - begin
     finally:
         logs = server.logs(tail_chars=2_000_000)
@@ -61,13 +70,21 @@ def main() -> int:
 
             info = probe_video(path)
             frames.append([len(read_video_frames(path)[0]), info.width, info.height, info.codec])
-    timing = [line for line in logs.splitlines()
-              if re.search(r"chunk \d+ step|chunk \d+ .*done|measured:|setup done|encoded prompt|generated|engine", line)]
-    summary = {"http_status": status, "status": body.get("status") if isinstance(body, dict) else None,
-               "error": body.get("error") if isinstance(body, dict) else str(body)[:2000],
-               "metrics": body.get("metrics") if isinstance(body, dict) else None,
-               "setup_s_including_server_start": round(setup_s, 1), "predict_wall_s": round(predict_s, 1),
-               "videos_frames_width_height_codec": frames, "setup_logs_tail": health.get("setup", {}).get("logs", "")[-3000:]}
+    timing = [
+        line
+        for line in logs.splitlines()
+        if re.search(r"chunk \d+ step|chunk \d+ .*done|measured:|setup done|encoded prompt|generated|engine", line)
+    ]
+    summary = {
+        "http_status": status,
+        "status": body.get("status") if isinstance(body, dict) else None,
+        "error": body.get("error") if isinstance(body, dict) else str(body)[:2000],
+        "metrics": body.get("metrics") if isinstance(body, dict) else None,
+        "setup_s_including_server_start": round(setup_s, 1),
+        "predict_wall_s": round(predict_s, 1),
+        "videos_frames_width_height_codec": frames,
+        "setup_logs_tail": health.get("setup", {}).get("logs", "")[-3000:],
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     (args.out / "timing.txt").write_text("\n".join(timing) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "setup_logs_tail"}, indent=2))

@@ -62,11 +62,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk: str = "exac
     return (p @ v) / total
 
 
-VARIANTS = (("bf16 inputs (exact kernels' floor)", "bf16", "bf16"),
-            ("FA3 FP8: e4m3 q/k/v per head + e4m3 P", "fp8", "fp8"),
-            ("e4m3 q/k only", "fp8", "exact"),
-            ("e4m3 v and P only", "exact", "fp8"),
-            ("SageAttention2-style: int8 q/k per block, smoothed k, e4m3 v and P", "int8", "fp8"))
+VARIANTS = (
+    ("bf16 inputs (exact kernels' floor)", "bf16", "bf16"),
+    ("FA3 FP8: e4m3 q/k/v per head + e4m3 P", "fp8", "fp8"),
+    ("e4m3 q/k only", "fp8", "exact"),
+    ("e4m3 v and P only", "exact", "fp8"),
+    ("SageAttention2-style: int8 q/k per block, smoothed k, e4m3 v and P", "int8", "fp8"),
+)
 
 
 def simulate(heads: int, tokens: int, dim: int, logit_stds: list[float], seed: int) -> list[dict]:
@@ -75,7 +77,7 @@ def simulate(heads: int, tokens: int, dim: int, logit_stds: list[float], seed: i
     for std in logit_stds:
         # per-element std √std makes q·k/√D have standard deviation `std`
         q, k, v = (torch.randn(heads, tokens, dim, generator=g, dtype=torch.float64) for _ in range(3))
-        q, k = q * std ** 0.5, k * std ** 0.5
+        q, k = q * std**0.5, k * std**0.5
         exact = attention(q, k, v)
         for name, qk, pv in VARIANTS:
             out = attention(q, k, v, qk, pv)
@@ -96,8 +98,9 @@ def main() -> int:
     rows = simulate(args.heads, args.tokens, args.dim, args.logit_stds, args.seed)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sim_fp8_attention.json").write_text(json.dumps(dict(args=vars(args) | {"out": str(args.out)},
-                                                                          rows=rows), indent=2))
+        (args.out / "sim_fp8_attention.json").write_text(
+            json.dumps(dict(args=vars(args) | {"out": str(args.out)}, rows=rows), indent=2)
+        )
     return 0
 
 

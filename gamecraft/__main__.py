@@ -16,13 +16,13 @@ from pathlib import Path
 
 from gamecraft.media.preview import save_preview
 from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.camera import chunk_poses, world_poses
 from gamecraft.pipeline.presets import Preset, resolve_preset
+from gamecraft.pipeline.trajectory import load_trajectory
 from gamecraft.serving.build import ConfigError, build_engine, plan_engine
 from gamecraft.serving.config import ServingConfig, parse_size
 from gamecraft.serving.events import FileReady, Finished
 from gamecraft.serving.generate import GenerationRequest, generate
-from gamecraft.pipeline.camera import chunk_poses, world_poses
-from gamecraft.pipeline.trajectory import load_trajectory
 
 log = logging.getLogger("gamecraft")
 
@@ -55,8 +55,14 @@ def _preview(args: argparse.Namespace) -> int:
 def serving_config(args: argparse.Namespace, preset: Preset) -> ServingConfig:
     """The CLI's :class:`ServingConfig`: the environment's, with the flags on top; the requested preset is
     the one loaded and warmed up, and without a GPU or complete weights tiny weights run on the CPU."""
-    flags = dict(preload=(preset.name,), warm_presets=(preset.name,), warm_go_fast=args.go_fast,
-                 fallback_to_tiny=True, tiny_dir=Path(args.tiny_dir), gpus=args.gpus)
+    flags = dict(
+        preload=(preset.name,),
+        warm_presets=(preset.name,),
+        warm_go_fast=args.go_fast,
+        fallback_to_tiny=True,
+        tiny_dir=Path(args.tiny_dir),
+        gpus=args.gpus,
+    )
     if args.tiny:
         flags["weights"] = "tiny"
     elif args.weights:
@@ -84,9 +90,20 @@ def _generate(args: argparse.Namespace) -> int:
     plan.check_request(preset)
     image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
     request = GenerationRequest(
-        prompt=args.prompt, preset=preset, segments=segments, trajectory=trajectory, image=image, video=args.video,
-        continue_from=args.continue_from, seed=args.seed, negative_prompt=args.negative_prompt, size=plan.size,
-        fps=args.fps, last_frame=args.last_frame, camera_preview=args.camera_preview)
+        prompt=args.prompt,
+        preset=preset,
+        segments=segments,
+        trajectory=trajectory,
+        image=image,
+        video=args.video,
+        continue_from=args.continue_from,
+        seed=args.seed,
+        negative_prompt=args.negative_prompt,
+        size=plan.size,
+        fps=args.fps,
+        last_frame=args.last_frame,
+        camera_preview=args.camera_preview,
+    )
     served = build_engine(config)
     finished = None
     try:
@@ -100,8 +117,11 @@ def _generate(args: argparse.Namespace) -> int:
         served.close()  # stops multi-GPU worker processes
     print(f"seed {finished.seed}; {finished.chunks} chunk(s) in {finished.seconds:.1f}s")
     if plan.source == "tiny":
-        print(f"NOTE: pipeline smoke run with tiny random weights ({plan.smoke_reason or '--tiny given'}); "
-              "not the model's output.", file=sys.stderr)
+        print(
+            f"NOTE: pipeline smoke run with tiny random weights ({plan.smoke_reason or '--tiny given'}); "
+            "not the model's output.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -129,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tiny-dir", default=".cache/tiny-weights", help="where tiny weights are written")
     g.add_argument("--last-frame", action="store_true", help="also write the last frame as PNG")
     g.add_argument("--camera-preview", action="store_true", help="also write the camera-path preview PNG")
-    g.add_argument("--gpus", type=int, help="split every pass over this many GPUs (default: every visible one; "
-                   "1, 2, 3, 4, 6 or 8; processes on the CPU for smoke runs)")
+    g.add_argument(
+        "--gpus",
+        type=int,
+        help="split every pass over this many GPUs (default: every visible one; "
+        "1, 2, 3, 4, 6 or 8; processes on the CPU for smoke runs)",
+    )
     g.add_argument("--go-fast", action="store_true", help="fp8 transformer (and quantized attention where supported)")
     g.add_argument("--out", type=Path, default=Path("outputs"))
 

@@ -11,8 +11,9 @@ from gamecraft.testing.inputs import to_json_lists
 
 
 def test_official_names_and_single_speeds():
-    segments = parse_actions('["w", "s", "a", "d", "left_rot", "right_rot", "up_rot", "down_rot"]',
-                             "[0.2, 0.3, 0.4, 0.5, 10, 11, 12, 13]")
+    segments = parse_actions(
+        '["w", "s", "a", "d", "left_rot", "right_rot", "up_rot", "down_rot"]', "[0.2, 0.3, 0.4, 0.5, 10, 11, 12, 13]"
+    )
     assert [s.label for s in segments] == ["w", "s", "a", "d", "left_rot", "right_rot", "up_rot", "down_rot"]
     assert segments[0].forward == pytest.approx(0.2)
     assert segments[1].forward == pytest.approx(-0.3)
@@ -23,19 +24,26 @@ def test_official_names_and_single_speeds():
 
 
 def test_aliases_case_and_whitespace():
-    segments = parse_actions(["Forward", " look_left ", "STRAFE_RIGHT", "back", "tilt_down", "stay"],
-                             [0.2, 15, 0.1, 0.3, 5, 0])
+    segments = parse_actions(
+        ["Forward", " look_left ", "STRAFE_RIGHT", "back", "tilt_down", "stay"], [0.2, 15, 0.1, 0.3, 5, 0]
+    )
     assert [s.label for s in segments] == ["w", "left_rot", "d", "s", "down_rot", "idle"]
     assert segments[-1].motions == ()
 
 
 def test_combined_actions_with_list_and_object_speeds():
-    segments = parse_actions('["w+left_rot", "look_up + d", "w+d+right_rot+down_rot"]',
-                             '[[0.4, 20], {"d": 0.3, "look_up": 7}, [0.1, 0.2, 3, 4]]')
+    segments = parse_actions(
+        '["w+left_rot", "look_up + d", "w+d+right_rot+down_rot"]',
+        '[[0.4, 20], {"d": 0.3, "look_up": 7}, [0.1, 0.2, 3, 4]]',
+    )
     assert segments[0].motions == (Motion("w", 0.4), Motion("left_rot", 20.0))
     assert segments[1].motions == (Motion("up_rot", 7.0), Motion("d", 0.3))
     assert (segments[2].forward, segments[2].strafe, segments[2].yaw_degrees, segments[2].pitch_degrees) == (
-        0.1, 0.2, -3.0, -4.0)
+        0.1,
+        0.2,
+        -3.0,
+        -4.0,
+    )
     assert segments[0].describe() == "w 0.4 + left_rot 20°"
 
 
@@ -63,38 +71,67 @@ MALFORMED = [
     ('["w"]', '"0.2"', "action_speeds: expected a JSON list, got string"),
     ("[]", "[]", "actions: the list is empty; give at least one action (one per 33-frame chunk)"),
     ('["w", "s"]', "[0.2]", "action_speeds: 1 speed(s) for 2 action(s); give exactly one speed entry per action"),
-    ('["w", "jump"]', "[0.2, 1]",
-     "actions[1]: unknown action 'jump'; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle "
-     "(or an alias such as 'forward', 'look_left')"),
+    (
+        '["w", "jump"]',
+        "[0.2, 1]",
+        "actions[1]: unknown action 'jump'; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle "
+        "(or an alias such as 'forward', 'look_left')",
+    ),
     ('["w", 3]', "[0.2, 1]", 'actions[1]: expected a string such as "w" or "w+left_rot", got number 3'),
-    ('[""]', "[0.2]", "actions[0]: empty action; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle"),
-    ('["w+"]', "[[0.2, 1]]",
-     "actions[0]: unknown action '(empty)'; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle "
-     "(or an alias such as 'forward', 'look_left')"),
-    ('["w+s"]', "[[0.2, 0.2]]", "actions[0]: 's' conflicts with 'w' (same forward axis); combine at most one action per axis"),
-    ('["left_rot+look_left"]', "[[1, 1]]",
-     "actions[0]: 'left_rot' appears twice; combine at most one action per axis"),
+    (
+        '[""]',
+        "[0.2]",
+        "actions[0]: empty action; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle",
+    ),
+    (
+        '["w+"]',
+        "[[0.2, 1]]",
+        "actions[0]: unknown action '(empty)'; expected one of w, s, a, d, left_rot, right_rot, up_rot, down_rot, idle "
+        "(or an alias such as 'forward', 'look_left')",
+    ),
+    (
+        '["w+s"]',
+        "[[0.2, 0.2]]",
+        "actions[0]: 's' conflicts with 'w' (same forward axis); combine at most one action per axis",
+    ),
+    ('["left_rot+look_left"]', "[[1, 1]]", "actions[0]: 'left_rot' appears twice; combine at most one action per axis"),
     ('["idle+w"]', "[0]", "actions[0]: 'idle' cannot be combined with other actions"),
-    ('["w"]', '["fast"]', 'action_speeds[0]: speed for \'w\' must be a number, got string "fast"'),
+    ('["w"]', '["fast"]', "action_speeds[0]: speed for 'w' must be a number, got string \"fast\""),
     ('["w"]', "[true]", "action_speeds[0]: speed for 'w' must be a number, got boolean true"),
     ('["w"]', "[NaN]", "action_speeds[0]: speed for 'w' must be finite, got nan"),
     ('["d"]', "[Infinity]", "action_speeds[0]: speed for 'd' must be finite, got inf"),
     ('["w"]', "[-0.2]", "action_speeds[0]: speed for 'w' must be >= 0 (use 's' for the other direction), got -0.2"),
-    ('["left_rot"]', "[-5]",
-     "action_speeds[0]: speed for 'left_rot' must be >= 0 (use 'right_rot' for the other direction), got -5"),
+    (
+        '["left_rot"]',
+        "[-5]",
+        "action_speeds[0]: speed for 'left_rot' must be >= 0 (use 'right_rot' for the other direction), got -5",
+    ),
     ('["w"]', "[3.5]", "action_speeds[0]: speed for 'w' is 3.5; the maximum is 3 per chunk"),
     ('["up_rot"]', "[120]", "action_speeds[0]: speed for 'up_rot' is 120 degrees; the maximum is 90 degrees per chunk"),
-    ('["w+left_rot"]', "[0.5]",
-     "action_speeds[0]: 'w+left_rot' combines 2 actions, so its speed must be a list like [0.4, 20] or an object "
-     'like {"w": 0.4, "left_rot": 20}; got number 0.5'),
-    ('["w+left_rot"]', "[[0.5]]",
-     "action_speeds[0]: 'w+left_rot' has 2 part(s), so its speed list needs 2 value(s) in the same order "
-     "(e.g. [0.4, 20]); got 1"),
-    ('["w+left_rot"]', '[{"w": 0.5, "d": 1}]',
-     "action_speeds[0]: key 'd' is not a part of 'w+left_rot'; expected keys w, left_rot"),
+    (
+        '["w+left_rot"]',
+        "[0.5]",
+        "action_speeds[0]: 'w+left_rot' combines 2 actions, so its speed must be a list like [0.4, 20] or an object "
+        'like {"w": 0.4, "left_rot": 20}; got number 0.5',
+    ),
+    (
+        '["w+left_rot"]',
+        "[[0.5]]",
+        "action_speeds[0]: 'w+left_rot' has 2 part(s), so its speed list needs 2 value(s) in the same order "
+        "(e.g. [0.4, 20]); got 1",
+    ),
+    (
+        '["w+left_rot"]',
+        '[{"w": 0.5, "d": 1}]',
+        "action_speeds[0]: key 'd' is not a part of 'w+left_rot'; expected keys w, left_rot",
+    ),
     ('["w+left_rot"]', '[{"w": 0.5}]', "action_speeds[0]: missing speed for 'left_rot' of 'w+left_rot'"),
     ('["idle"]', "[0.5]", "action_speeds[0]: 'idle' does not move the camera; its speed must be 0, got number 0.5"),
-    ('["w", "w+right_rot"]', '[0.2, [0.2, "x"]]', 'action_speeds[1]: speed for \'right_rot\' must be a number, got string "x"'),
+    (
+        '["w", "w+right_rot"]',
+        '[0.2, [0.2, "x"]]',
+        "action_speeds[1]: speed for 'right_rot' must be a number, got string \"x\"",
+    ),
     ('["w"]', "[null]", "action_speeds[0]: speed for 'w' must be a number, got null"),
 ]
 

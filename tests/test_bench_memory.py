@@ -11,10 +11,14 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 
-
 def run(out: Path, *args: str) -> dict:
-    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_memory.py"), "--tiny", "--out", str(out),
-                    *args], cwd=REPO_ROOT, check=True, timeout=900, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_memory.py"), "--tiny", "--out", str(out), *args],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=900,
+        capture_output=True,
+    )
     return json.loads((out / "bench_memory.json").read_text())
 
 
@@ -24,8 +28,13 @@ def test_bench_memory_tiny_runs_every_phase_of_each_cap(tmp_path):
     assert not result["environment"]["any_error"], [r for r in rows if "error" in r]
     for cap in ("l40s", "80gb"):
         phases = [r["phase"] for r in rows if r["cap"] == cap]
-        for phase in ("setup (build + warm-up)", "distilled: encode", "distilled: chunk 1", "full: chunk 1",
-                      "distilled go_fast: chunk 1"):
+        for phase in (
+            "setup (build + warm-up)",
+            "distilled: encode",
+            "distilled: chunk 1",
+            "full: chunk 1",
+            "distilled go_fast: chunk 1",
+        ):
             assert phase in phases, (cap, phases)
     assert rows[0]["phase"] == "setup (build + warm-up)" and any(r["phase"].startswith("warm-up pass") for r in rows)
     l40s, h100 = result["caps"]["l40s"], result["caps"]["80gb"]

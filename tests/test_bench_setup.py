@@ -16,14 +16,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_setup_tiny_uses_the_cache(tmp_path):
     weights, out = tmp_path / "weights", tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_setup.py"), "--tiny",
-                           "--dir", str(weights), "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "bench_setup.py"),
+            "--tiny",
+            "--dir",
+            str(weights),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / "bench_setup.json").read_text())
     assert result["tiny"] and result["device"] == "cpu"
-    assert set(result["prepare"]["components"]) == {"LLaVA language model", "CLIP text model", "VAE",
-                                                    "transformer cache"}
+    assert set(result["prepare"]["components"]) == {
+        "LLaVA language model",
+        "CLIP text model",
+        "VAE",
+        "transformer cache",
+    }
     (row,) = result["rows"]
     assert row["cache_used"] is True
     assert set(row["components_s"]) == {"vae", "text_encoders", "transformer", "other"}
@@ -45,6 +61,7 @@ def test_bench_setup_tiny_uses_the_cache(tmp_path):
 def test_bench_setup_refuses_a_cache_that_setup_would_ignore(tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     import bench_setup
+
     from gamecraft.model import TransformerConfig
 
     config = TransformerConfig.tiny()
@@ -58,9 +75,23 @@ def test_bench_setup_refuses_a_cache_that_setup_would_ignore(tmp_path):
 
 def test_bench_setup_tiny_with_two_ranks_times_the_workers(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_setup.py"), "--tiny", "--gpus", "2",
-                           "--dir", str(tmp_path / "weights"), "--out", str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "bench_setup.py"),
+            "--tiny",
+            "--gpus",
+            "2",
+            "--dir",
+            str(tmp_path / "weights"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (row,) = json.loads((out / "bench_setup.json").read_text())["rows"]
     assert row["gpus"] == 2 and row["workers_s"] > 0 and row["cache_used"] is True

@@ -11,13 +11,31 @@ from conftest import REPO_ROOT
 
 
 def run(script: str, *args: str, timeout: int = 600) -> None:
-    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / script), *args], cwd=REPO_ROOT, check=True,
-                   timeout=timeout, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *args],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=timeout,
+        capture_output=True,
+    )
 
 
 def test_bench_speed_tiny(tmp_path):
-    run("bench_speed.py", "--tiny", "--out", str(tmp_path), "--cfg", "--profile", "--repeats", "1",
-        "--chunks", "distilled-later", "full-later", "--full-steps", "2")
+    run(
+        "bench_speed.py",
+        "--tiny",
+        "--out",
+        str(tmp_path),
+        "--cfg",
+        "--profile",
+        "--repeats",
+        "1",
+        "--chunks",
+        "distilled-later",
+        "full-later",
+        "--full-steps",
+        "2",
+    )
     rows = json.loads((tmp_path / "bench_speed.json").read_text())["rows"]
     passes = {(r["variant"], r["frames"], r["batch"]) for r in rows if r["kind"] == "pass" and "seconds" in r}
     assert {("eager", 18, 1), ("compiled", 18, 2), ("fp8", 18, 1)} <= passes
@@ -30,11 +48,28 @@ def test_bench_speed_tiny(tmp_path):
 
 
 def test_bench_parallel_tiny(tmp_path):
-    run("bench_parallel.py", "--tiny", "--gpus", "2", "1", "--head-chunks", "1", "3", "--chunks", "distilled-later",
-        "--profile", "--pack-placement", "--out", str(tmp_path))
+    run(
+        "bench_parallel.py",
+        "--tiny",
+        "--gpus",
+        "2",
+        "1",
+        "--head-chunks",
+        "1",
+        "3",
+        "--chunks",
+        "distilled-later",
+        "--profile",
+        "--pack-placement",
+        "--out",
+        str(tmp_path),
+    )
     rows = json.loads((tmp_path / "bench_parallel.json").read_text())["rows"]
-    exact = [r for r in rows if r["kind"] == "pass" and r.get("gpus") == 2 and r["variant"] == "exact"
-             and "rel_l2_vs_1gpu" in r]
+    exact = [
+        r
+        for r in rows
+        if r["kind"] == "pass" and r.get("gpus") == 2 and r["variant"] == "exact" and "rel_l2_vs_1gpu" in r
+    ]
     assert [r["rows"] for r in exact] == [1, 2]
     assert exact[0]["rel_l2_vs_1gpu"] == 0.0  # sequence parallel: bit-exact in fp32
     assert exact[1]["rel_l2_vs_1gpu"] < 1e-6  # guidance parallel: GEMM rounding only
@@ -58,8 +93,7 @@ def test_bench_prediction_tiny(tmp_path):
     runs = [r for r in rows if r["kind"] == "prediction"]
     assert [r["variant"] for r in runs] == ["inline", "ahead"]
     assert all(len(r["chunk_intervals_s"]) == 2 and r["later_chunk_mean_s"] > 0 for r in runs)
-    assert all(len(r["denoise_s"]) == len(r["decode_s"]) == 2 and min(r["denoise_s"] + r["decode_s"]) > 0
-               for r in runs)
+    assert all(len(r["denoise_s"]) == len(r["decode_s"]) == 2 and min(r["denoise_s"] + r["decode_s"]) > 0 for r in runs)
     assert next(r for r in rows if r["kind"] == "same_outputs")["value"] is True
     assert next(r for r in rows if r["kind"] == "writes_alone")["seconds"] > 0
 
@@ -84,8 +118,9 @@ def test_bench_go_fast_tiny(tmp_path):
         strong = calls[(tokens, "outliers-strong", "fa3-fp8")]["rel_l2"]
         assert strong > 2 * calls[(tokens, "outliers-strong", "sage")]["rel_l2"]
     passes = {(r["frames"], r["rows"], r["variant"]): r for r in rows if r["kind"] == "pass"}
-    assert set(passes) == {(f, n, v) for f, n in ((18, 1), (10, 1), (18, 2))
-                           for v in ("exact", "fp8", "fp8+sage", "fp8+fa3-fp8")}
+    assert set(passes) == {
+        (f, n, v) for f, n in ((18, 1), (10, 1), (18, 2)) for v in ("exact", "fp8", "fp8+sage", "fp8+fa3-fp8")
+    }
     assert all(0 < r["rel_l2"] < 0.2 for key, r in passes.items() if key[2] != "exact")
     chunks = {r["variant"]: r for r in rows if r["kind"] == "chunk"}
     assert set(chunks) == {"exact", "fp8", "fp8+sage", "fp8+fa3-fp8"} and chunks["exact"]["steps"] == 8

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gamecraft.serving.budget import PassCosts, check_budget, estimate_seconds, max_chunks_within
 from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.serving.budget import PassCosts, check_budget, estimate_seconds, max_chunks_within
 
 COSTS = PassCosts(first_pass_s=3.0, later_pass_s=7.0, decode_s=5.0, overhead_s=10.0, cached_fraction=0.0)
 
@@ -33,7 +33,10 @@ def test_refusal_says_what_fits():
     with pytest.raises(ValueError) as info:
         check_budget(COSTS, preset, 12, True, budget, "NVIDIA H100")
     need = estimate_seconds(COSTS, preset, 12, True) / 60
-    assert str(info.value) == (f"12 chunks at the full preset (50 steps, guidance 2) need ~{need:.0f} min on NVIDIA H100; "
-                               f"the limit is 28 min: use ≤ {fits} chunks, or the distilled preset")
+    assert str(info.value) == (
+        f"12 chunks at the full preset (50 steps, guidance 2) need ~{need:.0f} min on NVIDIA H100; "
+        f"the limit is 28 min: use ≤ {fits} chunks, or the distilled preset"
+    )
     assert check_budget(COSTS, resolve_preset("distilled"), 12, True, budget) == estimate_seconds(
-        COSTS, resolve_preset("distilled"), 12, True)
+        COSTS, resolve_preset("distilled"), 12, True
+    )

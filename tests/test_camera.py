@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from gamecraft.parity import run_sections
 from gamecraft.pipeline import camera
 from gamecraft.pipeline.actions import parse_actions, single
-from gamecraft.parity import run_sections
 
 
 def test_actions_parity_section_passes(golden_dir):
@@ -34,8 +34,9 @@ def test_translation_axes(action, axis, sign):
     assert torch.equal(c2w[:, :3, :3], torch.eye(3).expand(33, 3, 3))
 
 
-@pytest.mark.parametrize("action,component,sign", [
-    ("left_rot", 0, -1), ("right_rot", 0, +1), ("up_rot", 1, -1), ("down_rot", 1, +1)])
+@pytest.mark.parametrize(
+    "action,component,sign", [("left_rot", 0, -1), ("right_rot", 0, +1), ("up_rot", 1, -1), ("down_rot", 1, +1)]
+)
 def test_rotation_turns_the_forward_axis(action, component, sign):
     forward = _relative(action, 30)[-1, :3, 2]
     assert forward[component].item() == pytest.approx(sign * math.sin(math.radians(30 * 32 / 33)), abs=1e-6)
@@ -44,8 +45,9 @@ def test_rotation_turns_the_forward_axis(action, component, sign):
 
 
 def test_poses_are_rigid_for_combined_actions():
-    for segment in parse_actions('["w+left_rot", "d+up_rot", "s+a+right_rot+down_rot"]',
-                                 "[[1, 45], [2, 30], [0.5, 0.5, 60, 20]]"):
+    for segment in parse_actions(
+        '["w+left_rot", "d+up_rot", "s+a+right_rot+down_rot"]', "[[1, 45], [2, 30], [0.5, 0.5, 60, 20]]"
+    ):
         poses = camera.segment_c2w(segment)
         rotations = poses[:, :3, :3]
         assert np.allclose(rotations @ rotations.transpose(0, 2, 1), np.eye(3), atol=1e-12)
@@ -107,6 +109,7 @@ def test_plucker_properties():
     assert torch.count_nonzero(uncond[:, :3]) == 0
     # the centre column's ray (u + 0.5 == cx) has no x component in camera space
     assert k[2].item() == width / 2
-    sub = camera.plucker_embedding(torch.eye(4)[None], k, height, width,
-                                   pixel_rows=torch.tensor([3]), pixel_cols=torch.tensor([5, 7]))
+    sub = camera.plucker_embedding(
+        torch.eye(4)[None], k, height, width, pixel_rows=torch.tensor([3]), pixel_cols=torch.tensor([5, 7])
+    )
     assert torch.equal(sub[0, :, 0], uncond[0, :, 3, [5, 7]])

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from gamecraft.engine import base as engine_base
-from gamecraft.serving import budget
 from gamecraft.pipeline.actions import parse_actions
+from gamecraft.pipeline.presets import resolve_preset
+from gamecraft.pipeline.sampling import GenerationStopped
+from gamecraft.pipeline.state import load_state
+from gamecraft.serving import budget
 from gamecraft.serving.chunks_ahead import chunks_ahead
 from gamecraft.serving.events import FileReady
 from gamecraft.serving.generate import GenerationRequest, generate
-from gamecraft.pipeline.presets import resolve_preset
-from gamecraft.pipeline.sampling import GenerationStopped
 from gamecraft.testing.random_weights import tiny_random_engine
-from gamecraft.pipeline.state import load_state
 
 SIZE = (32, 48)
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
@@ -92,7 +92,7 @@ def test_a_cancellation_in_the_consumer_stops_the_thread():
     session = FakeSession(block_at=1)
 
     def consume():
-        for result in chunks_ahead(session, CHUNKS):
+        for _result in chunks_ahead(session, CHUNKS):
             session.blocked.wait(10)
             threading.Timer(0.3, session.release.set).start()
             raise KeyboardInterrupt  # stands in for coglet's CancelationException (a BaseException)
@@ -109,9 +109,14 @@ def engine():
 
 
 def _generate(engine, out: Path, overlap: bool):
-    request = GenerationRequest(prompt="a village", preset=resolve_preset("distilled", 2),
-                                segments=parse_actions('["w", "left_rot", "d"]', "[0.3, 20, 0.2]"), size=SIZE,
-                                image=IMAGE, seed=3)
+    request = GenerationRequest(
+        prompt="a village",
+        preset=resolve_preset("distilled", 2),
+        segments=parse_actions('["w", "left_rot", "d"]', "[0.3, 20, 0.2]"),
+        size=SIZE,
+        image=IMAGE,
+        seed=3,
+    )
     events = list(generate(engine, request, out, overlap_writes=overlap))
     return [e for e in events if isinstance(e, FileReady)], events[-1]
 
@@ -123,7 +128,7 @@ def test_overlapped_writes_give_the_same_outputs_as_in_line(engine, tmp_path):
     assert [o.world_chunk for o in ahead[:3]] == [1, 2, 3] and len(report.chunk_seconds) == 3
     a, b = (load_state(next(o.path for o in outs if o.kind == "state")) for outs in (ahead, inline))
     assert torch.equal(a.last_latents, b.last_latents) and a.actions == b.actions
-    for x, y in zip(ahead[:4], inline[:4]):  # same frames in ⇒ the same H.264 bytes out
+    for x, y in zip(ahead[:4], inline[:4], strict=False):  # same frames in ⇒ the same H.264 bytes out
         assert x.path.read_bytes() == y.path.read_bytes()
 
 

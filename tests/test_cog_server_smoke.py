@@ -16,13 +16,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tools.cog_server import start_cog_server
 from conftest import REPO_ROOT
+
+from tools.cog_server import start_cog_server
 
 TOOL = REPO_ROOT / "tools" / "cog_schema.py"
 IMAGE_URI = "data:image/png;base64," + base64.b64encode(b"hello").decode()
 
-FIXTURE_PREDICTOR = '''
+FIXTURE_PREDICTOR = """
 import tempfile
 from typing import Iterator, Optional
 
@@ -55,9 +56,9 @@ class Predictor(BasePredictor):
             text = f"{self.tag}|{image.read_bytes().decode()}|{prompt}|{mode}|{seed}|{i}"
             path.write_text(text)
             yield path
-'''
+"""
 
-STREAMING_RUNNER = '''
+STREAMING_RUNNER = """
 from typing import Iterator
 
 import cog as c
@@ -80,7 +81,7 @@ class Dotted(BaseRunner):
     @c.streaming()
     def run(self, n: int = 2) -> Iterator[str]:
         yield "x"
-'''
+"""
 
 
 def _load_tool():
@@ -91,9 +92,7 @@ def _load_tool():
 
 
 def _run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

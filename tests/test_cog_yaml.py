@@ -22,10 +22,7 @@ def test_cog_yaml_matches_cogs_config_schema(config: dict) -> None:
         pytest.fail(f"Cog's config schema not found at {CONFIG_SCHEMA}")
     schema = json.loads(CONFIG_SCHEMA.read_text())
     validator = jsonschema.Draft7Validator(schema)
-    errors = [
-        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-        for e in validator.iter_errors(config)
-    ]
+    errors = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(config)]
     assert not errors, "cog.yaml does not match Cog's schema:\n" + "\n".join(errors)
 
 

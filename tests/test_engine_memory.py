@@ -20,21 +20,36 @@ from gamecraft.testing.tiny_weights import write_tiny_weights
 
 @pytest.fixture(scope="module")
 def model():
-    return init_random_(GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), 3,
-                        device="cpu").eval()
+    return init_random_(
+        GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), 3, device="cpu"
+    ).eval()
 
 
 def _chunk(model, rows_at_once: int, flags):
     g = torch.Generator().manual_seed(5)
     config = model.config
     mask = torch.tensor([[1] * 3 + [0] * 7, [1] * 8 + [0] * 2])
-    text = TextConditioning(torch.randn(2, 10, config.text_states_dim, generator=g), mask,
-                            torch.randn(2, config.text_states_dim_2, generator=g), (3, 8))
+    text = TextConditioning(
+        torch.randn(2, 10, config.text_states_dim, generator=g),
+        mask,
+        torch.randn(2, config.text_states_dim_2, generator=g),
+        (3, 8),
+    )
     camera = model.camera_tokens(torch.randn(2, 33, 6, 32, 48, generator=g), 18)
     timesteps, sigmas = get_schedule(len(flags), 5.0)
     with torch.no_grad():
-        return denoise_chunk(model, torch.randn(1, 16, 18, 4, 6, generator=g), torch.randn(1, 16, 9, 4, 6, generator=g),
-                             text, camera, timesteps, sigmas, 2.0, flags, rows_at_once=rows_at_once)
+        return denoise_chunk(
+            model,
+            torch.randn(1, 16, 18, 4, 6, generator=g),
+            torch.randn(1, 16, 9, 4, 6, generator=g),
+            text,
+            camera,
+            timesteps,
+            sigmas,
+            2.0,
+            flags,
+            rows_at_once=rows_at_once,
+        )
 
 
 def test_guidance_rows_one_at_a_time_give_the_batched_chunk(model):
@@ -49,9 +64,15 @@ def test_guidance_rows_one_at_a_time_give_the_batched_chunk(model):
 @torch.no_grad()
 def test_the_fp8_twin_replacing_the_bf16_linears_keeps_one_copy_in_use(model):
     exact_weights = [m.weight for name, m in model.named_modules() if is_fp8_layer(name, m)]
-    x = dict(x=torch.randn(1, 33, 10, 4, 6), t=torch.full((1,), 900.0), text_states=torch.randn(1, 10, 64),
-             text_mask=torch.ones(1, 10, dtype=torch.int64), text_states_2=torch.randn(1, 32),
-             cam_latents=torch.randn(1, 33, 6, 32, 48), text_lengths=[10])
+    x = dict(
+        x=torch.randn(1, 33, 10, 4, 6),
+        t=torch.full((1,), 900.0),
+        text_states=torch.randn(1, 10, 64),
+        text_mask=torch.ones(1, 10, dtype=torch.int64),
+        text_states_2=torch.randn(1, 32),
+        cam_latents=torch.randn(1, 33, 6, 32, 48),
+        text_lengths=[10],
+    )
     want_exact = model(**x)
     twin = Fp8Twin(model, torch.device("cpu"), "replace")
     want_fast = twin.twin(**x)

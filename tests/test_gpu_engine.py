@@ -12,8 +12,10 @@ from gamecraft.engine.twins import Fp8Twin
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
 from gamecraft.model.fp8 import is_fp8_layer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                                reason="needs a CUDA GPU with fp8 tensor cores (sm89+)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="needs a CUDA GPU with fp8 tensor cores (sm89+)",
+)
 
 
 @torch.no_grad()
@@ -29,8 +31,9 @@ def test_replace_placement_frees_and_restores_the_bf16_linears_on_the_gpu():
     torch.cuda.synchronize()
     freed = before - torch.cuda.memory_allocated()
     assert freed >= 0.95 * linears, (freed, linears)
-    fp8_bytes = sum(m.weight_fp8.numel() + m.weight_scale.numel() * 4 for m in twin.twin.modules()
-                    if hasattr(m, "weight_fp8"))
+    fp8_bytes = sum(
+        m.weight_fp8.numel() + m.weight_scale.numel() * 4 for m in twin.twin.modules() if hasattr(m, "weight_fp8")
+    )
     twin.use(False)  # the bf16 linears come back, the fp8 weights leave
     torch.cuda.synchronize()
     assert abs(torch.cuda.memory_allocated() - (before - fp8_bytes)) <= 0.05 * linears

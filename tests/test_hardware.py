@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from gamecraft.model.attention import ATTENTION_BACKENDS, MEASUREMENT_ONLY_BACKENDS
 from gamecraft.serving import hardware
 from gamecraft.serving.hardware import (
     ATTENTION_CHOICES,
@@ -30,8 +31,15 @@ from gamecraft.serving.hardware import (
     probe_devices,
     summary_line,
 )
-from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, ByteCosts, budget_bytes, min_memory_bytes, pass_bytes, plan_memory
-from gamecraft.model.attention import ATTENTION_BACKENDS, MEASUREMENT_ONLY_BACKENDS
+from gamecraft.serving.memory_plan import (
+    DEFAULT_COSTS,
+    GIB,
+    ByteCosts,
+    budget_bytes,
+    min_memory_bytes,
+    pass_bytes,
+    plan_memory,
+)
 
 MIB = 1 << 20
 # Memory as the driver reports it (nvidia-smi "MiB" totals): T4, L4, L40S/A40, H100 80GB, A100 80GB, H200.
@@ -46,8 +54,9 @@ def device(sm: str, gb: int, count: int = 1, nvlink: bool | None = None) -> Devi
 
 
 # -- the table: sm80/sm89/sm90 × 16/24/48/80/141 GB × presets × go_fast ------------------------------------
-@pytest.mark.parametrize("sm, gb, preset, go_fast", list(itertools.product(CAPABILITIES, CARD_MEMORY, PRESET_ROWS,
-                                                                           (False, True))))
+@pytest.mark.parametrize(
+    "sm, gb, preset, go_fast", list(itertools.product(CAPABILITIES, CARD_MEMORY, PRESET_ROWS, (False, True)))
+)
 def test_every_card_runs_or_refuses_with_one_line(sm, gb, preset, go_fast):
     dev = device(sm, gb)
     if gb < 48:  # 16 and 24 GB cards fail setup, naming the card, its memory and the minimum
@@ -80,8 +89,11 @@ def test_table_decisions_match_an_independent_byte_count():
         w, v, t, f = c.transformer, c.vae, c.text_encoders, c.fp8_twin
         batched = c.activations(2, 18) + c.step_cache(2, 18)
         one_by_one = c.activations(1, 18) + c.camera_tokens(1, 18) + c.step_cache(2, 18)
-        resident = (2 * w if plan.keep_both else w) + v + (f * (2 if plan.keep_both else 1)
-                                                           if plan.fp8_twin == "beside" else 0)
+        resident = (
+            (2 * w if plan.keep_both else w)
+            + v
+            + (f * (2 if plan.keep_both else 1) if plan.fp8_twin == "beside" else 0)
+        )
         assert resident + (batched if not plan.rows_one_at_a_time else one_by_one) <= budget
         if plan.rows_one_at_a_time:
             assert resident + batched > budget
@@ -98,8 +110,14 @@ def test_l40s_runs_both_presets_within_its_usable_memory():
     assert 44.3 * GIB < l40s.total_memory_bytes - DEFAULT_COSTS.cuda_context < 44.5 * GIB  # "usable ≈ 44.4 GiB"
     assert plan.guidance_refusal is None and plan.rows_one_at_a_time and plan.fp8_twin == "replace"
     line = summary_line(l40s, choose_attention(l40s, fa3_installed=True), plan, compile_settings(l40s))
-    for fact in ("NVIDIA L40S (sm89, 45.0 GiB)", "attention sdpa", "fp8 linears yes", "distilled yes",
-                 "full yes (rows one at a time)", "not measured on sm89"):
+    for fact in (
+        "NVIDIA L40S (sm89, 45.0 GiB)",
+        "attention sdpa",
+        "fp8 linears yes",
+        "distilled yes",
+        "full yes (rows one at a time)",
+        "not measured on sm89",
+    ):
         assert fact in line
     assert "\n" not in line
 
@@ -132,8 +150,14 @@ def comfort(plan) -> tuple:
     """The plan's place in the order of preference (smaller is more comfortable): guidance rows run, the
     reference's VAE tiles, the twin beside the weights, both transformers resident, rows batched, text on GPU."""
     twin = {"beside": 0, "unsupported": 0, "replace": 1, "refused": 2}[plan.fp8_twin]
-    return (plan.guidance_refusal is not None, -plan.vae_tile_px, twin, not plan.keep_both, plan.rows_one_at_a_time,
-            plan.text_offload)
+    return (
+        plan.guidance_refusal is not None,
+        -plan.vae_tile_px,
+        twin,
+        not plan.keep_both,
+        plan.rows_one_at_a_time,
+        plan.text_offload,
+    )
 
 
 def test_more_memory_never_gives_a_less_comfortable_plan():
@@ -183,8 +207,9 @@ def test_host_memory_decides_where_the_other_transformer_waits():
 # -- kernels ---------------------------------------------------------------------------------------------------
 def test_no_combination_reaches_fa3_sage_or_fp8_where_the_capability_forbids():
     """Exhaustive: every capability × requested kernel × installed packages × memory."""
-    for cap, requested, fa3, sage, gb in itertools.product(ALL_CAPABILITIES, ATTENTION_CHOICES, (False, True),
-                                                           (False, True), CARD_MEMORY):
+    for cap, requested, fa3, sage, gb in itertools.product(
+        ALL_CAPABILITIES, ATTENTION_CHOICES, (False, True), (False, True), CARD_MEMORY
+    ):
         dev = DeviceInfo("GPU", cap, CARD_MEMORY[gb])
         hopper = cap[0] == 9  # the rule of issue 20, written independently of kernel_allowed
         try:
@@ -220,15 +245,18 @@ def test_fa3_on_a_non_hopper_gpu_is_a_one_line_setup_error():
         choose_attention(h100, "flash4", fa3_installed=True)
 
 
-@pytest.mark.parametrize("cap, fa3, sage, requested, expected", [
-    ((9, 0), True, False, "auto", ("fa3", "fa3")),
-    ((9, 0), False, False, "auto", ("sdpa", "sdpa")),
-    ((9, 0), True, True, "auto", ("fa3", "sage")),
-    ((9, 0), True, True, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
-    ((8, 9), True, True, "auto", ("sdpa", "sdpa")),  # fa3-fwd imports anywhere; its kernels need sm90
-    ((8, 0), True, False, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
-    ((10, 0), True, True, "auto", ("sdpa", "sdpa")),
-])
+@pytest.mark.parametrize(
+    "cap, fa3, sage, requested, expected",
+    [
+        ((9, 0), True, False, "auto", ("fa3", "fa3")),
+        ((9, 0), False, False, "auto", ("sdpa", "sdpa")),
+        ((9, 0), True, True, "auto", ("fa3", "sage")),
+        ((9, 0), True, True, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
+        ((8, 9), True, True, "auto", ("sdpa", "sdpa")),  # fa3-fwd imports anywhere; its kernels need sm90
+        ((8, 0), True, False, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
+        ((10, 0), True, True, "auto", ("sdpa", "sdpa")),
+    ],
+)
 def test_attention_choices(cap, fa3, sage, requested, expected):
     choice = choose_attention(DeviceInfo("GPU", cap, 80 * GIB), requested, fa3_installed=fa3, sage_installed=sage)
     assert (choice.exact, choice.go_fast) == expected
@@ -266,8 +294,8 @@ def test_byte_costs_match_the_architectures():
 
     from gamecraft.model import GameCraftTransformer, TransformerConfig
     from gamecraft.model.fp8 import is_fp8_layer
-    from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
     from gamecraft.model.vae import build_model
+    from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
 
     config = TransformerConfig.production()
     model = GameCraftTransformer(config, dtype=torch.bfloat16, device="meta")
@@ -296,9 +324,15 @@ def test_step_cache_and_camera_token_bytes_are_what_the_model_keeps():
     text = torch.randn(2, 10, config.text_states_dim, generator=g)
     cam = torch.randn(2, 33, 6, 32, 48, generator=g)
     cache = StepCache()
-    model(torch.randn(2, config.img_in_channels, 18, 4, 6, generator=g), torch.tensor([900.0, 900.0]), text,
-          torch.ones(2, 10, dtype=torch.int64), torch.randn(2, config.text_states_dim_2, generator=g),
-          cam_latents=cam, cache=cache)
+    model(
+        torch.randn(2, config.img_in_channels, 18, 4, 6, generator=g),
+        torch.tensor([900.0, 900.0]),
+        text,
+        torch.ones(2, 10, dtype=torch.int64),
+        torch.randn(2, config.text_states_dim_2, generator=g),
+        cam_latents=cam,
+        cache=cache,
+    )
     tiny = replace(DEFAULT_COSTS, hidden=config.hidden_size, tokens_per_frame=(4 // 2) * (6 // 2), text_tokens=10)
     assert tiny.step_cache(2, 18) == cache.features.numel() * cache.features.element_size()
     tokens = model.camera_tokens(cam, 18)
@@ -356,8 +390,10 @@ def test_pcie_splits_less_efficiently_than_nvlink_and_never_below_one_gpu():
 
 # -- probing (mocked torch.cuda) -----------------------------------------------------------------------------
 def mock_cuda(monkeypatch, names, memory, capability, peers=True):
-    props = [SimpleNamespace(name=n, major=capability[0], minor=capability[1], total_memory=m)
-             for n, m in zip(names, memory, strict=True)]
+    props = [
+        SimpleNamespace(name=n, major=capability[0], minor=capability[1], total_memory=m)
+        for n, m in zip(names, memory, strict=True)
+    ]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(props))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tools.cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 from PIL import Image
 from safetensors.torch import save_file
 
 from gamecraft.media.video import write_mp4
 from gamecraft.pipeline.state import WorldState, save_state
+from tools.cog_server import data_uri, start_cog_server
 
 SIZE = (32, 48)
 
@@ -35,16 +35,19 @@ BASE = {"prompt": "a village", "num_inference_steps": 1, "return_state": False}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": f"{SIZE[0]}x{SIZE[1]}",
-           "TMPDIR": str(tmp_path_factory.mktemp("hostile")), "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        "GAMECRAFT_WEIGHTS": "tiny",
+        "GAMECRAFT_TINY_SIZE": f"{SIZE[0]}x{SIZE[1]}",
+        "TMPDIR": str(tmp_path_factory.mktemp("hostile")),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     srv = start_cog_server(REPO_ROOT, "predict.py:Predictor", env, startup_timeout_s=240)
     yield srv
     srv.stop()
 
 
 def _state_bytes(tmp: Path, **overrides) -> bytes:
-    fields = dict(last_latents=torch.zeros(1, 16, 9, 4, 6), height=32,
-                  width=48, seed=1, chunks_done=1)
+    fields = dict(last_latents=torch.zeros(1, 16, 9, 4, 6), height=32, width=48, seed=1, chunks_done=1)
     fields.update(overrides)
     path = save_state(WorldState(**fields), tmp / "state.safetensors")
     return path.read_bytes()
@@ -62,8 +65,11 @@ def _cases(tmp: Path) -> list[tuple[str, dict, int, str]]:
     tampered = tmp / "tampered.safetensors"
     tampered.write_bytes(_state_bytes(tmp))
     nan_state = tmp / "nan.safetensors"
-    save_file({"last_latents": torch.full((1, 16, 9, 4, 6), float("nan"))},
-              str(nan_state), metadata={"gamecraft": json.dumps(WorldState(torch.zeros(1), 32, 48, 1, 1).metadata())})
+    save_file(
+        {"last_latents": torch.full((1, 16, 9, 4, 6), float("nan"))},
+        str(nan_state),
+        metadata={"gamecraft": json.dumps(WorldState(torch.zeros(1), 32, 48, 1, 1).metadata())},
+    )
     pickled = io.BytesIO()
     torch.save({"last_latents": torch.zeros(1)}, pickled)
     rigid_row = "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"
@@ -71,22 +77,38 @@ def _cases(tmp: Path) -> list[tuple[str, dict, int, str]]:
     return [
         # JSON inputs
         ("actions not a list", {"actions": "{}"}, 422, "actions"),
-        ("actions unclosed", {"actions": "[\"w\""}, 422, "actions"),
+        ("actions unclosed", {"actions": '["w"'}, 422, "actions"),
         ("actions not JSON", {"actions": "[w, s]"}, 200, "actions: not valid JSON"),
-        ("actions deeply nested", {"actions": "[" * 50 + "]" * 50, "action_speeds": "[0]"}, 200,
-         "actions[0]: expected a string"),
-        ("actions huge", {"actions": json.dumps(["w"] * 5000), "action_speeds": json.dumps([0.2] * 5000)}, 200,
-         "actions: 5000 actions given; at most 64 chunks per request"),
+        (
+            "actions deeply nested",
+            {"actions": "[" * 50 + "]" * 50, "action_speeds": "[0]"},
+            200,
+            "actions[0]: expected a string",
+        ),
+        (
+            "actions huge",
+            {"actions": json.dumps(["w"] * 5000), "action_speeds": json.dumps([0.2] * 5000)},
+            200,
+            "actions: 5000 actions given; at most 64 chunks per request",
+        ),
         ("unknown action", {"actions": '["jump"]', "action_speeds": "[1]"}, 200, "actions[0]: unknown action 'jump'"),
-        ("mixed-case unknown", {"actions": '["W+Jump"]', "action_speeds": "[[1, 1]]"}, 200,
-         "actions[0]: unknown action 'jump'"),
+        (
+            "mixed-case unknown",
+            {"actions": '["W+Jump"]', "action_speeds": "[[1, 1]]"},
+            200,
+            "actions[0]: unknown action 'jump'",
+        ),
         ("NaN speed", {"actions": '["w"]', "action_speeds": "[NaN]"}, 200, "must be finite, got nan"),
         ("infinite speed", {"actions": '["w"]', "action_speeds": "[Infinity]"}, 200, "must be finite, got inf"),
         ("negative speed", {"actions": '["d"]', "action_speeds": "[-1]"}, 200, "must be >= 0 (use 'a'"),
         ("string speed", {"actions": '["w"]', "action_speeds": '["0.2"]'}, 200, "must be a number, got string"),
         ("too fast", {"actions": '["w"]', "action_speeds": "[30]"}, 200, "the maximum is 3 per chunk"),
-        ("length mismatch", {"actions": '["w", "s", "d"]', "action_speeds": "[0.2]"}, 200,
-         "action_speeds: 1 speed(s) for 3 action(s)"),
+        (
+            "length mismatch",
+            {"actions": '["w", "s", "d"]', "action_speeds": "[0.2]"},
+            200,
+            "action_speeds: 1 speed(s) for 3 action(s)",
+        ),
         ("empty list", {"actions": "[]", "action_speeds": "[]"}, 200, "actions: the list is empty"),
         ("prompt 100k", {"prompt": "x" * 100_000}, 422, "prompt"),
         ("negative prompt too long", {"negative_prompt": "y" * 2001}, 422, "negative_prompt"),
@@ -102,24 +124,61 @@ def _cases(tmp: Path) -> list[tuple[str, dict, int, str]]:
         ("1x1 image", {"image": uri(png(Image.new("RGB", (1, 1))), "image/png")}, 200, "image"),
         ("empty image", {"image": uri(b"", "image/png")}, 200, "image"),
         # files of the wrong kind
-        ("video too short", {"image": None, "video": uri(_video_bytes(tmp, 12), "video/mp4")}, 200,
-         "video has 12 frames; starting from a video needs at least 33"),
-        ("video undecodable", {"image": None, "video": uri(b"\x00\x00\x00\x18ftypmp42garbage", "video/mp4")}, 200,
-         "could not decode"),
-        ("state truncated", {"image": None, "continue_from": uri(_state_bytes(tmp)[:-40])}, 200,
-         "state file: not a readable safetensors file"),
-        ("state other resolution", {"image": None, "continue_from": uri(state_other_res)}, 200,
-         "state file: made at 64×96; this request generates 32×48"),
-        ("state with NaNs", {"image": None, "continue_from": uri(nan_state.read_bytes())}, 200,
-         "state file: last_latents contains NaN or infinite values"),
-        ("state is a pickle", {"image": None, "continue_from": uri(pickled.getvalue())}, 200,
-         "state file: not a readable safetensors file"),
+        (
+            "video too short",
+            {"image": None, "video": uri(_video_bytes(tmp, 12), "video/mp4")},
+            200,
+            "video has 12 frames; starting from a video needs at least 33",
+        ),
+        (
+            "video undecodable",
+            {"image": None, "video": uri(b"\x00\x00\x00\x18ftypmp42garbage", "video/mp4")},
+            200,
+            "could not decode",
+        ),
+        (
+            "state truncated",
+            {"image": None, "continue_from": uri(_state_bytes(tmp)[:-40])},
+            200,
+            "state file: not a readable safetensors file",
+        ),
+        (
+            "state other resolution",
+            {"image": None, "continue_from": uri(state_other_res)},
+            200,
+            "state file: made at 64×96; this request generates 32×48",
+        ),
+        (
+            "state with NaNs",
+            {"image": None, "continue_from": uri(nan_state.read_bytes())},
+            200,
+            "state file: last_latents contains NaN or infinite values",
+        ),
+        (
+            "state is a pickle",
+            {"image": None, "continue_from": uri(pickled.getvalue())},
+            200,
+            "state file: not a readable safetensors file",
+        ),
         ("state is an image", {"image": None, "continue_from": IMAGE}, 200, "state file: not a readable safetensors"),
-        ("trajectory bad row", {"trajectory": uri(b"1 2 3\n", "text/plain")}, 200, "trajectory line 1: expected 19 numbers"),
-        ("trajectory not rigid", {"trajectory": uri(("\n".join([rigid_row] * 32 + [skew_row])).encode(), "text/plain")},
-         200, "trajectory line 33: the 3×3 part is not a rotation"),
-        ("trajectory wrong count", {"trajectory": uri(("\n".join([rigid_row] * 40)).encode(), "text/plain")}, 200,
-         "trajectory: 40 poses; it needs 33 per chunk"),
+        (
+            "trajectory bad row",
+            {"trajectory": uri(b"1 2 3\n", "text/plain")},
+            200,
+            "trajectory line 1: expected 19 numbers",
+        ),
+        (
+            "trajectory not rigid",
+            {"trajectory": uri(("\n".join([rigid_row] * 32 + [skew_row])).encode(), "text/plain")},
+            200,
+            "trajectory line 33: the 3×3 part is not a rotation",
+        ),
+        (
+            "trajectory wrong count",
+            {"trajectory": uri(("\n".join([rigid_row] * 40)).encode(), "text/plain")},
+            200,
+            "trajectory: 40 poses; it needs 33 per chunk",
+        ),
         ("trajectory binary", {"trajectory": uri(b"\xff\xfe\xfd")}, 200, "trajectory: not a UTF-8 text file"),
         ("two starts", {"video": IMAGE}, 200, "give exactly one of image, video or continue_from (got image, video)"),
         ("no start", {"image": None}, 200, "give exactly one of image, video or continue_from (got none)"),

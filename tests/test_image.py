@@ -11,8 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from gamecraft.media.image import (
+    ImageLimits,
+    cover_size,
+    load_image,
+    preprocess_frames,
+    preprocess_image,
+    resize_and_crop,
+)
 from gamecraft.specs.geometry import DEFAULT_SIZE
-from gamecraft.media.image import ImageLimits, cover_size, load_image, preprocess_frames, preprocess_image, resize_and_crop
 
 SMALL = (32, 48)  # (H, W) target for fast tests
 
@@ -159,8 +166,7 @@ def test_extreme_aspect_ratio_matches_resize_then_crop_within_one_level(hw):
 def test_truncating_sizes_are_fixed_so_no_black_line_appears():
     # Find a source size where the reference's int() truncation lands one pixel short (quirk Q11).
     th, tw = DEFAULT_SIZE
-    short = next((h, w) for h in range(500, 5000) for w in (4000,)
-                 if int(h * max(tw / w, th / h)) < th)
+    short = next((h, w) for h in range(500, 5000) for w in (4000,) if int(h * max(tw / w, th / h)) < th)
     assert cover_size(short, DEFAULT_SIZE)[0] == th
     pixels = preprocess_image(Image.new("RGB", short[::-1], (255, 255, 255)))
     assert torch.equal(pixels, torch.ones_like(pixels))
@@ -169,11 +175,17 @@ def test_truncating_sizes_are_fixed_so_no_black_line_appears():
 # -- limits and bad input ----------------------------------------------------------------------
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims ``width x height`` (1-bit) with a tiny data stream: a decompression-bomb shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused():
@@ -213,12 +225,19 @@ def test_frames_are_processed_like_images():
     pixels = preprocess_frames(frames, SMALL)
     assert pixels.shape == (1, 3, 3, *SMALL) and pixels.dtype == torch.float32
     for t in range(3):
-        assert torch.equal(pixels[:, :, t:t + 1], preprocess_image(Image.fromarray(frames[t]), SMALL))
+        assert torch.equal(pixels[:, :, t : t + 1], preprocess_image(Image.fromarray(frames[t]), SMALL))
     assert torch.equal(preprocess_frames(torch.from_numpy(frames), SMALL), pixels)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 10, 10, 3), dtype=np.float32), np.zeros((10, 10, 3), dtype=np.uint8),
-                                 np.zeros((2, 10, 10, 4), dtype=np.uint8), np.zeros((0, 10, 10, 3), dtype=np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 10, 10, 3), dtype=np.float32),
+        np.zeros((10, 10, 3), dtype=np.uint8),
+        np.zeros((2, 10, 10, 4), dtype=np.uint8),
+        np.zeros((0, 10, 10, 3), dtype=np.uint8),
+    ],
+)
 def test_bad_frames_are_refused(bad):
     with pytest.raises(ValueError):
         preprocess_frames(bad, SMALL)

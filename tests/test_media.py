@@ -142,10 +142,12 @@ def test_save_png_is_lossless(tmp_path: Path) -> None:
 
 def test_wrong_shape_mid_stream_leaves_no_files(tmp_path: Path) -> None:
     target = tmp_path / "out.mp4"
-    with pytest.raises(ValueError, match="frame size 32x32 differs from the video's 24x16"):
-        with media.VideoWriter(target) as writer:
-            writer.append(np.zeros((4, 16, 24, 3), np.uint8))
-            writer.append(np.zeros((4, 32, 32, 3), np.uint8))
+    with (
+        pytest.raises(ValueError, match="frame size 32x32 differs from the video's 24x16"),
+        media.VideoWriter(target) as writer,
+    ):
+        writer.append(np.zeros((4, 16, 24, 3), np.uint8))
+        writer.append(np.zeros((4, 32, 32, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
 
 

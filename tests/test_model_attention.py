@@ -39,8 +39,8 @@ def test_refiner_attention_equals_reference_mask():
     text_len, lengths = 6, [3, 0, 6, 1]
     q, k, v = _qkv(len(lengths), text_len, seed=1)
     valid = torch.stack([torch.arange(text_len) < n for n in lengths])
-    allowed = valid[:, :, None] & valid[:, None, :]   # the reference's mask_1 & mask_2 ...
-    allowed[:, :, 0] = True                            # ... with key 0 always allowed
+    allowed = valid[:, :, None] & valid[:, None, :]  # the reference's mask_1 & mask_2 ...
+    allowed[:, :, 0] = True  # ... with key 0 always allowed
     expected = _masked_attention(q, k, v, allowed)
     torch.testing.assert_close(refiner_attention(q, k, v, lengths, "sdpa"), expected, rtol=1e-10, atol=1e-10)
 
@@ -51,8 +51,14 @@ def test_unknown_backend_and_bad_lengths_raise():
         joint_attention(q, k, v, 2, [3], "sdpa")
     model = GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta")
     with pytest.raises(ValueError, match="unknown attention backend"):
-        model(torch.zeros(1, 33, 10, 4, 6), torch.zeros(1), torch.zeros(1, 4, 64), torch.ones(1, 4),
-              torch.zeros(1, 32), attention_backend="flash-typo")
+        model(
+            torch.zeros(1, 33, 10, 4, 6),
+            torch.zeros(1),
+            torch.zeros(1, 4, 64),
+            torch.ones(1, 4),
+            torch.zeros(1, 32),
+            attention_backend="flash-typo",
+        )
 
 
 def test_text_lengths_from_mask():
@@ -65,6 +71,7 @@ def test_text_lengths_from_mask():
 # Whole-model semantics on a tiny random model
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     config = TransformerConfig.tiny()
@@ -75,11 +82,14 @@ def _inputs(config, lengths, text_len=12, frames=10, seed=3):
     g = torch.Generator().manual_seed(seed)
     batch = len(lengths)
     mask = torch.stack([(torch.arange(text_len) < n).long() for n in lengths])
-    return dict(x=torch.randn(batch, config.img_in_channels, frames, 4, 6, generator=g),
-                t=torch.tensor([900.0, 500.0, 100.0][:batch]),
-                text_states=torch.randn(batch, text_len, config.text_states_dim, generator=g),
-                text_mask=mask, text_states_2=torch.randn(batch, config.text_states_dim_2, generator=g),
-                cam_latents=torch.randn(batch, 33, 6, 32, 48, generator=g))
+    return dict(
+        x=torch.randn(batch, config.img_in_channels, frames, 4, 6, generator=g),
+        t=torch.tensor([900.0, 500.0, 100.0][:batch]),
+        text_states=torch.randn(batch, text_len, config.text_states_dim, generator=g),
+        text_mask=mask,
+        text_states_2=torch.randn(batch, config.text_states_dim_2, generator=g),
+        cam_latents=torch.randn(batch, 33, 6, 32, 48, generator=g),
+    )
 
 
 @torch.no_grad()
@@ -95,9 +105,10 @@ def test_padded_text_values_do_not_change_image_outputs(tiny_model):
     torch.testing.assert_close(out_b, out_a, rtol=0, atol=1e-6)
     img_len = 18 * 2 * 3
     for row, n in enumerate(lengths):  # image and valid text features are untouched, padding is not
-        torch.testing.assert_close(cache_b.features[row, :img_len + n], cache_a.features[row, :img_len + n],
-                                   rtol=0, atol=1e-6)
-        assert not torch.allclose(cache_b.features[row, img_len + n:], cache_a.features[row, img_len + n:])
+        torch.testing.assert_close(
+            cache_b.features[row, : img_len + n], cache_a.features[row, : img_len + n], rtol=0, atol=1e-6
+        )
+        assert not torch.allclose(cache_b.features[row, img_len + n :], cache_a.features[row, img_len + n :])
 
 
 @torch.no_grad()
@@ -107,12 +118,16 @@ def test_rows_with_different_text_lengths_equal_each_row_alone(tiny_model, frame
     inputs = _inputs(tiny_model.config, lengths, frames=frames)
     batched = tiny_model(**inputs)
     for row in range(len(lengths)):
-        alone = tiny_model(**{k: v[row:row + 1] for k, v in inputs.items()})
-        torch.testing.assert_close(batched[row:row + 1], alone, rtol=1e-5, atol=1e-5)
+        alone = tiny_model(**{k: v[row : row + 1] for k, v in inputs.items()})
+        torch.testing.assert_close(batched[row : row + 1], alone, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
 def test_sdpa_and_math_backends_agree(tiny_model):
     inputs = _inputs(tiny_model.config, [5, 12])
-    torch.testing.assert_close(tiny_model(**inputs, attention_backend="sdpa"),
-                               tiny_model(**inputs, attention_backend="sdpa-math"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        tiny_model(**inputs, attention_backend="sdpa"),
+        tiny_model(**inputs, attention_backend="sdpa-math"),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -15,10 +15,15 @@ def _inputs(lengths, frames=10, h=4, w=6, seed=0):
     mask = torch.zeros(batch, 24, dtype=torch.int64)
     for row, n in enumerate(lengths):
         mask[row, :n] = 1
-    return dict(x=torch.randn(batch, 33, frames, h, w, generator=g), t=torch.full((batch,), 900.0),
-                text_states=torch.randn(batch, 24, 64, generator=g), text_mask=mask,
-                text_states_2=torch.randn(batch, 32, generator=g), cam_latents=torch.randn(batch, 33, 6, 8 * h, 8 * w, generator=g),
-                text_lengths=list(lengths))
+    return dict(
+        x=torch.randn(batch, 33, frames, h, w, generator=g),
+        t=torch.full((batch,), 900.0),
+        text_states=torch.randn(batch, 24, 64, generator=g),
+        text_mask=mask,
+        text_states_2=torch.randn(batch, 32, generator=g),
+        cam_latents=torch.randn(batch, 33, 6, 8 * h, 8 * w, generator=g),
+        text_lengths=list(lengths),
+    )
 
 
 def test_compiled_blocks_match_eager_and_do_not_recompile_for_new_prompt_lengths():

@@ -59,8 +59,9 @@ def test_selection_rule_and_fp8_copy_shares_everything_else():
 def test_fp8_copy_of_a_compiled_model_starts_uncompiled():
     from gamecraft.model.compile import compile_blocks, compiled_block_count
 
-    model = init_random_(GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), 1,
-                         device="cpu").eval()
+    model = init_random_(
+        GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), 1, device="cpu"
+    ).eval()
     compile_blocks(model, backend="eager")
     twin = fp8_copy(model)
     assert compiled_block_count(model) == 4 and compiled_block_count(twin) == 0

@@ -29,6 +29,9 @@ def test_section_covers_every_golden_output(golden_dir, results, section):
     if section == "cameranet":
         wanted = {k for k in manifest if not k.startswith("weights/") and k != "input_plucker"}
     else:
-        wanted = {k for k in manifest if k.startswith(("out/", "inter", "rope_production", "in/freqs_"))
-                  and not k.endswith("_index")}
+        wanted = {
+            k
+            for k in manifest
+            if k.startswith(("out/", "inter", "rope_production", "in/freqs_")) and not k.endswith("_index")
+        }
     assert wanted <= names, sorted(wanted - names)

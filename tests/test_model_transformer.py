@@ -14,18 +14,21 @@ from gamecraft.model.cameranet import compress_time
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return init_random_(GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"),
-                        seed=11).eval()
+    return init_random_(
+        GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), seed=11
+    ).eval()
 
 
 def _inputs(config, frames=18, batch=2, seed=5):
     g = torch.Generator().manual_seed(seed)
-    return dict(x=torch.randn(batch, config.img_in_channels, frames, 4, 6, generator=g),
-                t=torch.tensor([987.0, 987.0])[:batch],
-                text_states=torch.randn(batch, 10, config.text_states_dim, generator=g),
-                text_mask=torch.tensor([[1] * 3 + [0] * 7, [1] * 8 + [0] * 2])[:batch],
-                text_states_2=torch.randn(batch, config.text_states_dim_2, generator=g),
-                cam_latents=torch.randn(batch, 33, 6, 32, 48, generator=g))
+    return dict(
+        x=torch.randn(batch, config.img_in_channels, frames, 4, 6, generator=g),
+        t=torch.tensor([987.0, 987.0])[:batch],
+        text_states=torch.randn(batch, 10, config.text_states_dim, generator=g),
+        text_mask=torch.tensor([[1] * 3 + [0] * 7, [1] * 8 + [0] * 2])[:batch],
+        text_states_2=torch.randn(batch, config.text_states_dim_2, generator=g),
+        cam_latents=torch.randn(batch, 33, 6, 32, 48, generator=g),
+    )
 
 
 @torch.no_grad()
@@ -98,8 +101,12 @@ def test_config_from_golden_and_rejections(golden_dir):
     assert config.hidden_size == golden["hidden_size"] and config.num_heads == golden["num_heads"]
     assert config.rope_dim_list == tuple(golden["rope_dim_list"])
     assert config.img_in_channels == golden["img_in_input_channels"]
-    for key, bad in [("guidance_embed", True), ("qk_norm_type", "layer"), ("text_projection", "linear"),
-                     ("mlp_act_type", "gelu")]:
+    for key, bad in [
+        ("guidance_embed", True),
+        ("qk_norm_type", "layer"),
+        ("text_projection", "linear"),
+        ("mlp_act_type", "gelu"),
+    ]:
         with pytest.raises(ValueError):
             TransformerConfig.from_golden(golden | {key: bad})
     with pytest.raises(ValueError, match="head_dim"):

@@ -15,18 +15,25 @@ import time
 import pytest
 import torch
 
-from gamecraft.pipeline.actions import single
-from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.model.transformer import StepCache
-from gamecraft.parallel import (ParallelEngine, ParallelLayout, ParallelRuntime, WorkerFailure, check_world_size,
-                                choose_layout, token_bounds)
+from gamecraft.parallel import (
+    ParallelEngine,
+    ParallelLayout,
+    ParallelRuntime,
+    WorkerFailure,
+    check_world_size,
+    choose_layout,
+    token_bounds,
+)
 from gamecraft.parallel.passes import tile_owners
 from gamecraft.parallel.ulysses import head_groups
+from gamecraft.pipeline.actions import single
+from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.pipeline.presets import resolve_preset
-from gamecraft.testing.random_weights import TINY_24_HEADS, tiny_random_engine
-from gamecraft.specs.geometry import LATENT_CHANNELS
 from gamecraft.pipeline.session import WorldSession
+from gamecraft.specs.geometry import LATENT_CHANNELS
 from gamecraft.specs.workers import WorkerSpec
+from gamecraft.testing.random_weights import TINY_24_HEADS, tiny_random_engine
 
 # 24 heads as the production model, so every degree it allows (1, 2, 3, 4, 6, 8) can be exercised.
 CONFIG = TINY_24_HEADS
@@ -35,8 +42,10 @@ SPEC = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(tr
 
 
 # -- layouts (pure) ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("world, rows, cfg, sp", [
-    (2, 1, 1, 2), (2, 2, 2, 1), (3, 2, 1, 3), (4, 1, 1, 4), (4, 2, 2, 2), (6, 2, 2, 3), (8, 1, 1, 8), (8, 2, 2, 4)])
+@pytest.mark.parametrize(
+    "world, rows, cfg, sp",
+    [(2, 1, 1, 2), (2, 2, 2, 1), (3, 2, 1, 3), (4, 1, 1, 4), (4, 2, 2, 2), (6, 2, 2, 3), (8, 1, 1, 8), (8, 2, 2, 4)],
+)
 def test_choose_layout(world, rows, cfg, sp):
     layout = choose_layout(world, rows, 24)
     assert (layout.cfg_degree, layout.sp_degree) == (cfg, sp)
@@ -60,7 +69,7 @@ def test_world_sizes_that_cannot_split_the_heads_are_refused():
 def test_token_bounds_cover_every_token_once(total, parts):
     bounds = token_bounds(total, parts)
     assert bounds[0][0] == 0 and bounds[-1][1] == total
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
     sizes = [b - a for a, b in bounds]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
     with pytest.raises(ValueError):
@@ -73,14 +82,17 @@ def test_tile_owners_balance_the_vae_tiles():
     shapes = [(1, 16, 9, h, w) for h in heights for w in widths]
     for world in (1, 2, 3, 4, 8):
         owners = tile_owners(shapes, world)
-        load = [sum(h * w for (*_, h, w), o in zip(shapes, owners) if o == rank) for rank in range(world)]
+        load = [sum(h * w for (*_, h, w), o in zip(shapes, owners, strict=False) if o == rank) for rank in range(world)]
         round_robin = [sum(h * w for i, (*_, h, w) in enumerate(shapes) if i % world == rank) for rank in range(world)]
         assert sorted(set(owners)) == list(range(world)) and sum(load) == sum(round_robin)
         assert max(load) <= max(round_robin)
         assert max(load) < sum(load) / world + 32 * 32  # within one largest tile of a perfect split
     # 8 ranks: the 18 full tiles force three onto some rank, so 3 × 1024 is the optimum; round-robin is worse
     owners = tile_owners(shapes, 8)
-    assert max(sum(h * w for (*_, h, w), o in zip(shapes, owners) if o == r) for r in range(8)) == 3 * 32 * 32
+    assert (
+        max(sum(h * w for (*_, h, w), o in zip(shapes, owners, strict=False) if o == r) for r in range(8))
+        == 3 * 32 * 32
+    )
     assert max(sum(h * w for i, (*_, h, w) in enumerate(shapes) if i % 8 == r) for r in range(8)) > 3 * 32 * 32
 
 
@@ -112,8 +124,13 @@ def pass_inputs(engine, rows: int, frames: int, seed: int = 0):
     text = engine.encode_text("a road through the hills", "blurry", guidance=rows == 2)
     x = torch.randn(rows, 2 * LATENT_CHANNELS + 1, frames, h, w, generator=g)
     cam = torch.randn(rows, 33, 6, HEIGHT, WIDTH, generator=g)
-    return dict(x=x, t=torch.full((rows,), 700.0), text_states=text.states, text_mask=text.mask,
-                text_states_2=text.pooled), cam, text.lengths
+    return (
+        dict(
+            x=x, t=torch.full((rows,), 700.0), text_states=text.states, text_mask=text.mask, text_states_2=text.pooled
+        ),
+        cam,
+        text.lengths,
+    )
 
 
 def compare_passes(parallel, local, rows: int, frames: int, atol: float) -> None:
@@ -129,15 +146,16 @@ def compare_passes(parallel, local, rows: int, frames: int, atol: float) -> None
             model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache)
             cached = model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache, use_cache=True)
         results[name] = (plain, cached)
-    for got, want in zip(results["parallel"], results["local"]):
+    for got, want in zip(results["parallel"], results["local"], strict=False):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=0, atol=atol)
 
 
 def session_chunks(engine, preset_name: str, steps: int, actions: tuple[str, ...]) -> list:
     history = torch.randn(1, LATENT_CHANNELS, 1, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(1))
-    session = WorldSession.start(engine, resolve_preset(preset_name, steps), "a road", 11, HEIGHT, WIDTH,
-                                 history=history)
+    session = WorldSession.start(
+        engine, resolve_preset(preset_name, steps), "a road", 11, HEIGHT, WIDTH, history=history
+    )
     session.frames_dtype = torch.float32  # compared at float tolerance (uint8 could flip at a rounding edge)
     return [session.generate_chunk(chunk_poses(single(action, 0.4)), action) for action in actions]
 
@@ -154,7 +172,7 @@ def test_two_ranks_reproduce_one_process(local):
         for preset, steps, actions, atol in (("distilled", 2, ("w", "left_rot"), 0), ("full", 2, ("d",), 1e-5)):
             want = session_chunks(local, preset, steps, actions)
             got = session_chunks(parallel, preset, steps, actions)  # VAE tiles over both ranks too
-            for a, b in zip(got, want):
+            for a, b in zip(got, want, strict=False):
                 torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=atol)
                 torch.testing.assert_close(a.frames, b.frames, rtol=0, atol=max(atol, 1e-6))
         assert parallel.healthy
@@ -253,11 +271,15 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
 
 
 def test_worker_that_fails_to_load_fails_setup(local):
-    bad = WorkerSpec("gamecraft.testing.random_weights:tiny_random_engine", dict(transformer_config=CONFIG, text=False,
-                                                                          device_typo=True))
+    bad = WorkerSpec(
+        "gamecraft.testing.random_weights:tiny_random_engine",
+        dict(transformer_config=CONFIG, text=False, device_typo=True),
+    )
     runtime = ParallelRuntime.start(2, bad, CONFIG.num_heads, devices=["cpu"] * 2, timeout_s=60)
     try:
-        with pytest.raises(WorkerFailure, match=r"GPU worker 1 .*TypeError: .*unexpected keyword argument 'device_typo'"):
+        with pytest.raises(
+            WorkerFailure, match=r"GPU worker 1 .*TypeError: .*unexpected keyword argument 'device_typo'"
+        ):
             runtime.wait_ready(timeout_s=120)
         assert not runtime.healthy
     finally:

@@ -30,7 +30,7 @@ class Loopback(SequenceParallel):
     def _send_heads(self, send, sizes, spare_rows):
         unit = send[0, 0].numel()
         recv = send.new_empty((sum(sizes) + spare_rows) * unit)
-        recv[:sum(sizes) * unit] = send.reshape(-1)
+        recv[: sum(sizes) * unit] = send.reshape(-1)
         return _Done(), recv
 
     def _send_tokens(self, out, sizes):
@@ -47,10 +47,15 @@ def _inputs(frames=10, h=4, w=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     mask = torch.zeros(2, 24, dtype=torch.int64)
     mask[0, :5], mask[1, :17] = 1, 1
-    return dict(x=torch.randn(2, 33, frames, h, w, generator=g), t=torch.full((2,), 900.0),
-                text_states=torch.randn(2, 24, 64, generator=g), text_mask=mask,
-                text_states_2=torch.randn(2, 32, generator=g),
-                cam_latents=torch.randn(2, 33, 6, 8 * h, 8 * w, generator=g), text_lengths=[5, 17])
+    return dict(
+        x=torch.randn(2, 33, frames, h, w, generator=g),
+        t=torch.full((2,), 900.0),
+        text_states=torch.randn(2, 24, 64, generator=g),
+        text_mask=mask,
+        text_states_2=torch.randn(2, 32, generator=g),
+        cam_latents=torch.randn(2, 33, 6, 8 * h, 8 * w, generator=g),
+        text_lengths=[5, 17],
+    )
 
 
 def _is_pack_permute(node) -> bool:
@@ -73,7 +78,7 @@ def test_exchange_buffers_are_packed_inside_the_compiled_blocks(head_chunks):
         torch._dynamo.reset()
         graphs = []
 
-        def record(gm, example_inputs):
+        def record(gm, example_inputs, graphs=graphs):
             graphs.append(gm)
             return gm.forward
 

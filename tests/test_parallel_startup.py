@@ -32,8 +32,7 @@ def test_workers_start_before_rank0_loads_and_reproduce_one_process(tmp_path):
         with pytest.raises(RuntimeError, match="wait_ready"):
             workers.command(DisableCompile())
         local = GameCraftEngine.load(config)  # rank 0's own load, while the worker's runs
-        parallel = start_parallel_engine(local, engine_worker_spec(local.config), 2, devices,
-                                         runtime=workers)
+        parallel = start_parallel_engine(local, engine_worker_spec(local.config), 2, devices, runtime=workers)
         assert parallel.healthy
         got = session_chunks(parallel, "distilled", 2, ("w",))
         torch.testing.assert_close(got[0].latents, want[0].latents, rtol=0, atol=1e-5)
@@ -53,8 +52,13 @@ def test_a_runtime_of_another_size_is_refused_and_stopped_cleanly(tmp_path):
         start_parallel_engine(local, engine_worker_spec(local.config), 3, ["cpu"] * 3, runtime=workers)
     assert not workers.healthy
     # Nothing of it is left waiting in this process: a new runtime starts and works.
-    parallel = start_parallel_engine(local, engine_worker_spec(local.config), 2, ["cpu", "cpu"],
-                                     runtime=start_workers_early(config, 2, ["cpu", "cpu"]))
+    parallel = start_parallel_engine(
+        local,
+        engine_worker_spec(local.config),
+        2,
+        ["cpu", "cpu"],
+        runtime=start_workers_early(config, 2, ["cpu", "cpu"]),
+    )
     try:
         assert parallel.healthy and session_chunks(parallel, "distilled", 1, ("d",))[0].frames.shape[0] == 33
     finally:

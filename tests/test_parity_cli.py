@@ -7,14 +7,18 @@ import shutil
 import subprocess
 import sys
 
-from safetensors.torch import load_file, save_file
-
 from conftest import REPO_ROOT
+from safetensors.torch import load_file, save_file
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "gamecraft.parity", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gamecraft.parity", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_actions_section_passes_and_prints_one_line_per_tensor(golden_dir):

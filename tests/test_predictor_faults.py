@@ -8,9 +8,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-
 from cog import Path as CogPath
+from conftest import REPO_ROOT
 
 IMAGE = CogPath(REPO_ROOT / "assets" / "start.png")
 
@@ -38,10 +37,25 @@ def predictor(tmp_path_factory):
 
 
 def _run(pred, **overrides):
-    inputs = dict(image=IMAGE, prompt="a village", actions='["w", "d"]', action_speeds="[0.2, 0.2]", preset="distilled",
-                  num_inference_steps=1, guidance_scale=None, seed=3, negative_prompt="", fps=25, video=None,
-                  continue_from=None, trajectory=None, return_state=True, return_last_frame=False,
-                  camera_preview=False, go_fast=False)
+    inputs = dict(
+        image=IMAGE,
+        prompt="a village",
+        actions='["w", "d"]',
+        action_speeds="[0.2, 0.2]",
+        preset="distilled",
+        num_inference_steps=1,
+        guidance_scale=None,
+        seed=3,
+        negative_prompt="",
+        fps=25,
+        video=None,
+        continue_from=None,
+        trajectory=None,
+        return_state=True,
+        return_last_frame=False,
+        camera_preview=False,
+        go_fast=False,
+    )
     inputs.update(overrides)
     return list(pred.predict(**inputs))
 

@@ -10,12 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-from tools.cog_server import data_uri, start_cog_server
 from conftest import REPO_ROOT
 
+from tools.cog_server import data_uri, start_cog_server
+
 IMAGE = REPO_ROOT / "assets" / "start.png"
-INPUTS = {"prompt": "a village", "num_inference_steps": 2, "image": data_uri(IMAGE, "image/png"),
-          "actions": '["w", "left_rot"]', "action_speeds": "[0.3, 15]", "seed": 3}
+INPUTS = {
+    "prompt": "a village",
+    "num_inference_steps": 2,
+    "image": data_uri(IMAGE, "image/png"),
+    "actions": '["w", "left_rot"]',
+    "action_speeds": "[0.3, 15]",
+    "seed": 3,
+}
 
 
 def descendants(pid: int) -> list[int]:
@@ -50,8 +57,13 @@ def spawned_workers(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "GAMECRAFT_GPUS": "2",
-           "TMPDIR": str(tmp_path_factory.mktemp("multigpu-tmp")), "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        "GAMECRAFT_WEIGHTS": "tiny",
+        "GAMECRAFT_TINY_SIZE": "32x48",
+        "GAMECRAFT_GPUS": "2",
+        "TMPDIR": str(tmp_path_factory.mktemp("multigpu-tmp")),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     srv = start_cog_server(REPO_ROOT, "predict.py:Predictor", env, startup_timeout_s=300)
     yield srv
     srv.stop()

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tools.cog_server import data_uri, request_json, save_data_uri, start_cog_server
 from conftest import REPO_ROOT
 
 from gamecraft.media.video import read_video_frames, write_mp4
 from gamecraft.pipeline.state import load_state
+from tools.cog_server import data_uri, request_json, save_data_uri, start_cog_server
 
 SIZE = (32, 48)
 IMAGE = REPO_ROOT / "assets" / "start.png"
@@ -33,8 +33,12 @@ def server_tmp(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(server_tmp):
-    env = {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": f"{SIZE[0]}x{SIZE[1]}", "TMPDIR": str(server_tmp),
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        "GAMECRAFT_WEIGHTS": "tiny",
+        "GAMECRAFT_TINY_SIZE": f"{SIZE[0]}x{SIZE[1]}",
+        "TMPDIR": str(server_tmp),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     srv = start_cog_server(REPO_ROOT, "predict.py:Predictor", env, startup_timeout_s=240)
     yield srv
     srv.stop()
@@ -86,11 +90,22 @@ BASE = {"prompt": "a village", "num_inference_steps": 2}
 
 
 def test_sync_prediction_returns_chunks_video_and_state(server, tmp_path):
-    outputs = _predict_ok(server, {**BASE, "image": data_uri(IMAGE, "image/png"), "actions": '["w", "left_rot"]',
-                                   "action_speeds": "[0.3, 15]", "seed": 4, "camera_preview": True})
-    assert [o.split(";")[0] for o in outputs] == ["data:video/mp4"] * 3 + ["data:application/octet-stream",
-                                                                            "data:image/png"]
-    for uri, frames in zip(outputs[:3], (33, 33, 66)):
+    outputs = _predict_ok(
+        server,
+        {
+            **BASE,
+            "image": data_uri(IMAGE, "image/png"),
+            "actions": '["w", "left_rot"]',
+            "action_speeds": "[0.3, 15]",
+            "seed": 4,
+            "camera_preview": True,
+        },
+    )
+    assert [o.split(";")[0] for o in outputs] == ["data:video/mp4"] * 3 + [
+        "data:application/octet-stream",
+        "data:image/png",
+    ]
+    for uri, frames in zip(outputs[:3], (33, 33, 66), strict=False):
         video, info = read_video_frames(save_uri(uri, tmp_path / "v.mp4"))
         assert video.shape == (frames, *SIZE, 3) and info.codec == "h264" and info.pix_fmt == "yuv420p"
     state = load_state(save_uri(outputs[3], tmp_path / "s.safetensors"))
@@ -100,10 +115,19 @@ def test_sync_prediction_returns_chunks_video_and_state(server, tmp_path):
 def test_async_prediction_streams_outputs_and_continuation_matches(server, tmp_path):
     sink = WebhookSink()
     try:
-        inputs = {**BASE, "image": data_uri(IMAGE, "image/png"), "actions": '["w", "d", "s"]',
-                  "action_speeds": "[0.3, 0.3, 0.3]", "seed": 9}
-        status, body = request_json("POST", f"{server.url}/predictions", {"input": inputs, "webhook": sink.url},
-                                    headers={"Prefer": "respond-async"})
+        inputs = {
+            **BASE,
+            "image": data_uri(IMAGE, "image/png"),
+            "actions": '["w", "d", "s"]',
+            "action_speeds": "[0.3, 0.3, 0.3]",
+            "seed": 9,
+        }
+        status, body = request_json(
+            "POST",
+            f"{server.url}/predictions",
+            {"input": inputs, "webhook": sink.url},
+            headers={"Prefer": "respond-async"},
+        )
         assert status == 202, body
         final = sink.wait_for("succeeded")
         partial = [len(e.get("output") or []) for e in sink.events if e.get("status") == "processing"]
@@ -116,8 +140,9 @@ def test_async_prediction_streams_outputs_and_continuation_matches(server, tmp_p
     assert server.wait_until_ready() == "READY"
     first = _predict_ok(server, {**inputs, "actions": '["w"]', "action_speeds": "[0.3]"})
     state_uri = data_uri(save_uri(first[-1], tmp_path / "one.safetensors"), "application/octet-stream")
-    rest = _predict_ok(server, {**BASE, "continue_from": state_uri, "actions": '["d", "s"]',
-                                "action_speeds": "[0.3, 0.3]"})
+    rest = _predict_ok(
+        server, {**BASE, "continue_from": state_uri, "actions": '["d", "s"]', "action_speeds": "[0.3, 0.3]"}
+    )
     resumed = load_state(save_uri(rest[-1], tmp_path / "rest.safetensors"))
     assert resumed.chunks_done == 3 and resumed.seed == 9
     assert torch.equal(resumed.last_latents, uninterrupted.last_latents)
@@ -126,11 +151,19 @@ def test_async_prediction_streams_outputs_and_continuation_matches(server, tmp_p
 def test_cancel_mid_run_leaves_no_files(server, server_tmp):
     sink = WebhookSink()
     try:
-        inputs = {**BASE, "image": data_uri(IMAGE, "image/png"), "actions": json.dumps(["w"] * 12),
-                  "action_speeds": json.dumps([0.2] * 12), "num_inference_steps": 8}
-        status, _ = request_json("POST", f"{server.url}/predictions",
-                                 {"id": "cancel-me", "input": inputs, "webhook": sink.url},
-                                 headers={"Prefer": "respond-async"})
+        inputs = {
+            **BASE,
+            "image": data_uri(IMAGE, "image/png"),
+            "actions": json.dumps(["w"] * 12),
+            "action_speeds": json.dumps([0.2] * 12),
+            "num_inference_steps": 8,
+        }
+        status, _ = request_json(
+            "POST",
+            f"{server.url}/predictions",
+            {"id": "cancel-me", "input": inputs, "webhook": sink.url},
+            headers={"Prefer": "respond-async"},
+        )
         assert status == 202
         deadline = time.monotonic() + 120
         while not any("chunk 1 step" in (e.get("logs") or "") for e in sink.events):
@@ -172,12 +205,9 @@ def test_schema_violations_are_422(server, bad, field):
 
 
 SEMANTIC_ERRORS = [
-    ({"actions": '["w", "jump"]', "action_speeds": "[0.2, 1]"},
-     "actions[1]: unknown action 'jump'; expected one of"),
-    ({"actions": '["w"]', "action_speeds": "[0.2, 0.3]"},
-     "action_speeds: 2 speed(s) for 1 action(s)"),
-    ({"actions": '["w+left_rot"]', "action_speeds": "[0.3]"},
-     "action_speeds[0]: 'w+left_rot' combines 2 actions"),
+    ({"actions": '["w", "jump"]', "action_speeds": "[0.2, 1]"}, "actions[1]: unknown action 'jump'; expected one of"),
+    ({"actions": '["w"]', "action_speeds": "[0.2, 0.3]"}, "action_speeds: 2 speed(s) for 1 action(s)"),
+    ({"actions": '["w+left_rot"]', "action_speeds": "[0.3]"}, "action_speeds[0]: 'w+left_rot' combines 2 actions"),
     ({"video": "IMAGE"}, "give exactly one of image, video or continue_from (got image, video)"),
     ({"continue_from": "IMAGE"}, "give exactly one of image, video or continue_from (got image, continue_from)"),
 ]
@@ -208,15 +238,27 @@ def test_bad_files_fail_clearly(server, tmp_path):
 
 
 SETUP_FAILURES = [
-    ("no_weights_no_download", {"GAMECRAFT_DOWNLOAD": "0"},
-     r"weights directory \S+ is incomplete for variant 'distilled': \d+ missing file\(s\); downloading is disabled"),
-    ("no_weights_no_network", {"HF_HUB_OFFLINE": "1"},
-     r"is incomplete for variant 'distilled': \d+ missing file\(s\), and downloading them failed: \w+"),
+    (
+        "no_weights_no_download",
+        {"GAMECRAFT_DOWNLOAD": "0"},
+        r"weights directory \S+ is incomplete for variant 'distilled': \d+ missing file\(s\); downloading is disabled",
+    ),
+    (
+        "no_weights_no_network",
+        {"HF_HUB_OFFLINE": "1"},
+        r"is incomplete for variant 'distilled': \d+ missing file\(s\), and downloading them failed: \w+",
+    ),
     ("no_gpu", {"TINY_AS_REAL": "1"}, r"no CUDA GPU found: GameCraft needs an 80 GB GPU"),
-    ("gpus_not_dividing_heads", {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "3"},
-     r"GAMECRAFT_GPUS=3: 3 GPUs cannot split 2 attention heads evenly; use one of \[1, 2\] GPUs"),
-    ("gpus_not_a_number", {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "two"},
-     r"GAMECRAFT_GPUS must be a number, got 'two'"),
+    (
+        "gpus_not_dividing_heads",
+        {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "3"},
+        r"GAMECRAFT_GPUS=3: 3 GPUs cannot split 2 attention heads evenly; use one of \[1, 2\] GPUs",
+    ),
+    (
+        "gpus_not_a_number",
+        {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_GPUS": "two"},
+        r"GAMECRAFT_GPUS must be a number, got 'two'",
+    ),
 ]
 
 
@@ -228,19 +270,35 @@ def test_setup_failure_is_reported_in_one_line(tmp_path, name, env, pattern):
     if env.pop("TINY_AS_REAL", None):  # a complete (tiny) weights directory, but no GPU to run it on
         write_tiny_weights(weights)
     with pytest.raises(RuntimeError, match=r"SETUP_FAILED") as info:
-        start_cog_server(REPO_ROOT, "predict.py:Predictor",
-                         {"GAMECRAFT_WEIGHTS": str(weights), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path),
-                          **env}, startup_timeout_s=120)
+        start_cog_server(
+            REPO_ROOT,
+            "predict.py:Predictor",
+            {"GAMECRAFT_WEIGHTS": str(weights), "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path), **env},
+            startup_timeout_s=120,
+        )
     assert re.search(pattern, str(info.value)), str(info.value)[-2000:]
 
 
 def test_sse_stream_delivers_each_chunk_as_an_output_event(server):
     import urllib.request
 
-    body = json.dumps({"input": {**BASE, "image": data_uri(IMAGE, "image/png"), "actions": '["w", "d"]',
-                                 "action_speeds": "[0.3, 0.3]", "return_state": False}}).encode()
-    request = urllib.request.Request(f"{server.url}/predictions", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    body = json.dumps(
+        {
+            "input": {
+                **BASE,
+                "image": data_uri(IMAGE, "image/png"),
+                "actions": '["w", "d"]',
+                "action_speeds": "[0.3, 0.3]",
+                "return_state": False,
+            }
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{server.url}/predictions",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+    )
     events = []
     with urllib.request.urlopen(request, timeout=300) as response:
         assert response.headers.get("Content-Type", "").startswith("text/event-stream")
@@ -265,6 +323,11 @@ def test_committed_schema_matches_predict_py():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "cog_schema.py"), "--check"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "cog_schema.py"), "--check"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

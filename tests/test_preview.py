@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from gamecraft.media.preview import chunk_color, save_preview, top_down_points
 from gamecraft.pipeline import camera
 from gamecraft.pipeline.actions import parse_actions
-from gamecraft.media.preview import chunk_color, save_preview, top_down_points
 
 
 def test_preview_png_for_mixed_actions(tmp_path):

@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 
 from gamecraft.pipeline import camera
 from gamecraft.pipeline.actions import ACTIONS, ActionError, parse_actions
-from gamecraft.testing.inputs import to_json_lists
 from gamecraft.pipeline.state import StateError, load_state
+from gamecraft.testing.inputs import to_json_lists
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=12),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
 
 
 @SETTINGS

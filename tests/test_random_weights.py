@@ -4,25 +4,49 @@ from __future__ import annotations
 
 import torch
 
+from gamecraft.model import TransformerConfig
 from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses
-from gamecraft.model import TransformerConfig
 from gamecraft.pipeline.presets import resolve_preset
-from gamecraft.testing.random_weights import random_engine
 from gamecraft.pipeline.session import WorldSession, chunk_noise
+from gamecraft.testing.random_weights import random_engine
 from gamecraft.testing.tiny_weights import TINY_VAE
 
 
 def test_small_random_engine_generates_a_chunk():
-    engine = random_engine(device="cpu", dtype=torch.float32, vae_dtype=torch.float32, text_dtype=torch.float32,
-                           text_offload=False, transformer_config=TransformerConfig.tiny().__class__(
-                               hidden_size=64, num_heads=2, depth_double_blocks=1, depth_single_blocks=1,
-                               rope_dim_list=(8, 12, 12), text_states_dim=64, text_states_dim_2=32),
-                           vae_config=TINY_VAE,
-                           llm_config=dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                           num_attention_heads=4, num_key_value_heads=2),
-                           clip_config=dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=2, max_position_embeddings=77))
+    engine = random_engine(
+        device="cpu",
+        dtype=torch.float32,
+        vae_dtype=torch.float32,
+        text_dtype=torch.float32,
+        text_offload=False,
+        transformer_config=TransformerConfig.tiny().__class__(
+            hidden_size=64,
+            num_heads=2,
+            depth_double_blocks=1,
+            depth_single_blocks=1,
+            rope_dim_list=(8, 12, 12),
+            text_states_dim=64,
+            text_states_dim_2=32,
+        ),
+        vae_config=TINY_VAE,
+        llm_config=dict(
+            vocab_size=1000,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        ),
+        clip_config=dict(
+            vocab_size=1000,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        ),
+    )
     assert engine.loaded_variants == ("distilled", "full")
     text = engine.encode_text("a village", "", guidance=True)
     assert text.states.shape == (2, 256, 64) and torch.isfinite(text.states).all()

@@ -11,9 +11,10 @@ and the server stays READY.
 from __future__ import annotations
 
 import pytest
-from tools.cog_server import data_uri, request_json, start_cog_server
 from conftest import REPO_ROOT
 from hypothesis import HealthCheck, given, settings
+
+from tools.cog_server import data_uri, request_json, start_cog_server
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -23,10 +24,18 @@ FILE_INPUTS = ("image", "video", "continue_from", "trajectory")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_cog_server(REPO_ROOT, "predict.py:Predictor",
-                           {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "CUDA_VISIBLE_DEVICES": "",
-                            "TMPDIR": str(tmp_path_factory.mktemp("fuzz")), "GAMECRAFT_TIME_BUDGET_S": "8"},
-                           startup_timeout_s=240)
+    srv = start_cog_server(
+        REPO_ROOT,
+        "predict.py:Predictor",
+        {
+            "GAMECRAFT_WEIGHTS": "tiny",
+            "GAMECRAFT_TINY_SIZE": "32x48",
+            "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(tmp_path_factory.mktemp("fuzz")),
+            "GAMECRAFT_TIME_BUDGET_S": "8",
+        },
+        startup_timeout_s=240,
+    )
     yield srv
     srv.stop()
 
@@ -47,8 +56,12 @@ def test_generated_requests_never_break_the_server(server, mode):
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
     seen: dict[int, int] = {}
 
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    @settings(
+        max_examples=25,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    )
     @given(case=strategy)
     def check(case):
         body = _local_files(case.body if isinstance(case.body, dict) else {"input": {}})
@@ -56,7 +69,7 @@ def test_generated_requests_never_break_the_server(server, mode):
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, reply
         if status == 422:  # coglet: pydantic-style details, or a plain message for a body of the wrong shape
-            assert (reply.get("detail") if isinstance(reply, dict) else reply.strip()), reply
+            assert reply.get("detail") if isinstance(reply, dict) else reply.strip(), reply
         elif status == 200:
             assert reply["status"] in ("succeeded", "failed"), reply
             if reply["status"] == "failed":

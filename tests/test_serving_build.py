@@ -23,27 +23,50 @@ H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 80 * 2**30, count=2, nvlink=T
 
 
 def test_from_env_reads_every_variable():
-    env = {"GAMECRAFT_WEIGHTS": "/w", "GAMECRAFT_PRELOAD": "full, distilled", "GAMECRAFT_GPUS": "2",
-           "GAMECRAFT_COMPILE": "0", "GAMECRAFT_ATTENTION": "sdpa-cudnn", "GAMECRAFT_TIME_BUDGET_S": "600",
-           "GAMECRAFT_KEEP_BOTH": "1", "GAMECRAFT_DOWNLOAD": "0", "GAMECRAFT_WARM_GO_FAST": "0",
-           "GAMECRAFT_TINY_SIZE": "32x48", "HF_TOKEN": "hf_secret", "GAMECRAFT_GPU": "L40S:8.9:44.4"}
+    env = {
+        "GAMECRAFT_WEIGHTS": "/w",
+        "GAMECRAFT_PRELOAD": "full, distilled",
+        "GAMECRAFT_GPUS": "2",
+        "GAMECRAFT_COMPILE": "0",
+        "GAMECRAFT_ATTENTION": "sdpa-cudnn",
+        "GAMECRAFT_TIME_BUDGET_S": "600",
+        "GAMECRAFT_KEEP_BOTH": "1",
+        "GAMECRAFT_DOWNLOAD": "0",
+        "GAMECRAFT_WARM_GO_FAST": "0",
+        "GAMECRAFT_TINY_SIZE": "32x48",
+        "HF_TOKEN": "hf_secret",
+        "GAMECRAFT_GPU": "L40S:8.9:44.4",
+    }
     config = ServingConfig.from_env(env)
-    assert config == ServingConfig(weights="/w", preload=("full", "distilled"), gpus=2, compile=False,
-                                   attention="sdpa-cudnn", time_budget_s=600.0, keep_both=True, download=False,
-                                   warm_go_fast=False, tiny_size=(32, 48), hf_token="hf_secret",
-                                   gpu_override="L40S:8.9:44.4")
+    assert config == ServingConfig(
+        weights="/w",
+        preload=("full", "distilled"),
+        gpus=2,
+        compile=False,
+        attention="sdpa-cudnn",
+        time_budget_s=600.0,
+        keep_both=True,
+        download=False,
+        warm_go_fast=False,
+        tiny_size=(32, 48),
+        hf_token="hf_secret",
+        gpu_override="L40S:8.9:44.4",
+    )
     assert "hf_secret" not in repr(config)
     assert ServingConfig.from_env({"COG_WEIGHTS": "/cog"}).weights == "/cog"
     assert ServingConfig.from_env({}) == ServingConfig()
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"GAMECRAFT_GPUS": "two"}, "GAMECRAFT_GPUS must be a number, got 'two'"),
-    ({"GAMECRAFT_PRELOAD": "turbo"}, "GAMECRAFT_PRELOAD names unknown presets ['turbo']; expected distilled, full"),
-    ({"GAMECRAFT_COMPILE": "maybe"}, "GAMECRAFT_COMPILE must be 0 or 1, got 'maybe'"),
-    ({"GAMECRAFT_TINY_SIZE": "32 by 48"}, "GAMECRAFT_TINY_SIZE must look like 704x1216, got '32 by 48'"),
-    ({"GAMECRAFT_TIME_BUDGET_S": "-5"}, "configuration: the time budget must be positive, got -5 s"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"GAMECRAFT_GPUS": "two"}, "GAMECRAFT_GPUS must be a number, got 'two'"),
+        ({"GAMECRAFT_PRELOAD": "turbo"}, "GAMECRAFT_PRELOAD names unknown presets ['turbo']; expected distilled, full"),
+        ({"GAMECRAFT_COMPILE": "maybe"}, "GAMECRAFT_COMPILE must be 0 or 1, got 'maybe'"),
+        ({"GAMECRAFT_TINY_SIZE": "32 by 48"}, "GAMECRAFT_TINY_SIZE must look like 704x1216, got '32 by 48'"),
+        ({"GAMECRAFT_TIME_BUDGET_S": "-5"}, "configuration: the time budget must be positive, got -5 s"),
+    ],
+)
 def test_from_env_errors_name_the_variable(env, message):
     with pytest.raises(ValueError) as info:
         ServingConfig.from_env(env)
@@ -63,17 +86,26 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     cli = plan_engine(serving_config(_cli_args(), resolve_preset("distilled")), device=H100)
-    assert cli.engine == predictor.engine and (cli.attention, cli.compile, cli.memory) == (predictor.attention, predictor.compile, predictor.memory)
-    assert (cli.source, cli.size, cli.world_size, cli.devices) == (predictor.source, predictor.size, 2,
-                                                                    ("cuda:0", "cuda:1"))
+    assert cli.engine == predictor.engine and (cli.attention, cli.compile, cli.memory) == (
+        predictor.attention,
+        predictor.compile,
+        predictor.memory,
+    )
+    assert (cli.source, cli.size, cli.world_size, cli.devices) == (
+        predictor.source,
+        predictor.size,
+        2,
+        ("cuda:0", "cuda:1"),
+    )
     assert predictor.engine.compile and predictor.engine.cache_dir == weights / ".safetensors-cache"
     # the predictor warms both presets; the CLI only the one it runs
     assert {s.rows for s in predictor.warm_shapes} == {1, 2} and {s.rows for s in cli.warm_shapes} == {1}
 
 
 def test_the_cli_falls_back_to_tiny_weights_and_says_why(tmp_path):
-    config = serving_config(_cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")),
-                            resolve_preset("distilled"))
+    config = serving_config(
+        _cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")), resolve_preset("distilled")
+    )
     plan = plan_engine(config, device=None)
     assert plan.source == "tiny" and plan.smoke_reason == "no CUDA GPU" and plan.engine.device == "cpu"
     plan = plan_engine(config, device=H100)
@@ -88,7 +120,9 @@ def test_a_broken_compiler_falls_back_to_eager(tmp_path, caplog):
         raise RuntimeError("no C compiler (fake)")
 
     weights = write_tiny_weights(tmp_path / "weights")
-    config = replace(EngineConfig.for_cpu(weights, preload=("distilled",)), compile=True, compile_backend=broken_backend)
+    config = replace(
+        EngineConfig.for_cpu(weights, preload=("distilled",)), compile=True, compile_backend=broken_backend
+    )
     engine = GameCraftEngine.load(config)
     plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
     warm = build.warm_up(engine, plan)

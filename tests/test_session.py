@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gamecraft.pipeline.actions import parse_actions
 from gamecraft.engine import EngineConfig, GameCraftEngine
-from gamecraft.serving.events import FileReady, Finished
-from gamecraft.serving.generate import GenerationRequest, OutputNames, generate
 from gamecraft.media.video import read_video_frames, write_mp4
+from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.presets import resolve_preset
 from gamecraft.pipeline.state import StateError, WorldState, load_state, save_state
+from gamecraft.serving.events import FileReady, Finished
+from gamecraft.serving.generate import GenerationRequest, OutputNames, generate
 from gamecraft.testing.tiny_weights import write_tiny_weights
 
 SIZE = (32, 48)
@@ -30,8 +30,13 @@ def engine(tmp_path_factory) -> GameCraftEngine:
 
 
 def _run(engine, out: Path, actions: str, speeds: str, **kwargs) -> tuple[list[FileReady], Finished]:
-    request = GenerationRequest(prompt=kwargs.pop("prompt", "a village"), preset=kwargs.pop("preset", resolve_preset("distilled", 2)),
-                                segments=parse_actions(actions, speeds), size=SIZE, **kwargs)
+    request = GenerationRequest(
+        prompt=kwargs.pop("prompt", "a village"),
+        preset=kwargs.pop("preset", resolve_preset("distilled", 2)),
+        segments=parse_actions(actions, speeds),
+        size=SIZE,
+        **kwargs,
+    )
     events = list(generate(engine, request, out, OutputNames(prefix="run", request_id="t")))
     return [e for e in events if isinstance(e, FileReady)], events[-1]
 
@@ -41,8 +46,9 @@ def _final_state(outputs) -> WorldState:
 
 
 def test_outputs_in_order_with_expected_frames(engine, tmp_path):
-    outputs, report = _run(engine, tmp_path, '["w", "left_rot"]', "[0.3, 20]", image=IMAGE, seed=1,
-                           last_frame=True, camera_preview=True)
+    outputs, report = _run(
+        engine, tmp_path, '["w", "left_rot"]', "[0.3, 20]", image=IMAGE, seed=1, last_frame=True, camera_preview=True
+    )
     assert [o.kind for o in outputs] == ["chunk", "chunk", "video", "state", "last_frame", "preview"]
     assert report.seed == 1 and len(report.chunk_seconds) == 2
     frames, info = read_video_frames(outputs[2].path)
@@ -63,8 +69,9 @@ def test_same_seed_same_latents_and_different_seed_differs(engine, tmp_path):
 
 
 def test_resume_equals_uninterrupted(engine, tmp_path):
-    full, _ = _run(engine, tmp_path / "full", '["w", "left_rot", "s+up_rot"]', "[0.3, 15, [0.2, 5]]",
-                   image=IMAGE, seed=11)
+    full, _ = _run(
+        engine, tmp_path / "full", '["w", "left_rot", "s+up_rot"]', "[0.3, 15, [0.2, 5]]", image=IMAGE, seed=11
+    )
     first, _ = _run(engine, tmp_path / "p1", '["w"]', "[0.3]", image=IMAGE, seed=11)
     state_path = next(o.path for o in first if o.kind == "state")
     rest, report = _run(engine, tmp_path / "p2", '["left_rot", "s+up_rot"]', "[15, [0.2, 5]]", continue_from=state_path)
@@ -82,8 +89,9 @@ def test_resume_equals_uninterrupted(engine, tmp_path):
 def test_guidance_preset_runs_two_rows_with_negative_prompt(engine, tmp_path):
     preset = resolve_preset("full", num_inference_steps=2)
     plain = _final_state(_run(engine, tmp_path / "a", '["w"]', "[0.3]", image=IMAGE, seed=3, preset=preset)[0])
-    negative = _final_state(_run(engine, tmp_path / "b", '["w"]', "[0.3]", image=IMAGE, seed=3, preset=preset,
-                                 negative_prompt="blurry")[0])
+    negative = _final_state(
+        _run(engine, tmp_path / "b", '["w"]', "[0.3]", image=IMAGE, seed=3, preset=preset, negative_prompt="blurry")[0]
+    )
     assert not torch.allclose(plain.last_latents, negative.last_latents)
 
 
@@ -110,16 +118,27 @@ def test_request_validation(engine, tmp_path):
 
 # -- state files ----------------------------------------------------------------------------------
 
+
 def _state(chunks_done=1) -> WorldState:
-    return WorldState(last_latents=torch.randn(1, 16, 9, 4, 6), height=32, width=48, seed=5, chunks_done=chunks_done,
-                      prompt="p", actions=["w 0.2"])
+    return WorldState(
+        last_latents=torch.randn(1, 16, 9, 4, 6),
+        height=32,
+        width=48,
+        seed=5,
+        chunks_done=chunks_done,
+        prompt="p",
+        actions=["w 0.2"],
+    )
 
 
 def _save_v1(state: WorldState, path: Path) -> Path:
     """A state file as format version 1 wrote it: also a reference latent (the last latent frame)."""
     meta = {**state.metadata(), "format_version": 1}
-    save_file({"last_latents": state.last_latents, "ref_latents": state.last_latents[:, :, -1:].contiguous()},
-              str(path), metadata={"gamecraft": json.dumps(meta)})
+    save_file(
+        {"last_latents": state.last_latents, "ref_latents": state.last_latents[:, :, -1:].contiguous()},
+        str(path),
+        metadata={"gamecraft": json.dumps(meta)},
+    )
     return path
 
 
@@ -150,25 +169,61 @@ def _tamper(path: Path, tensors=None, meta_update=None, meta_raw=None):
 
 BAD_STATES = [
     ("resolution", lambda p: None, (64, 96), "state file: made at 32×48; this request generates 64×96"),
-    ("nan", lambda p: _tamper(p, {"last_latents": torch.full((1, 16, 9, 4, 6), float("nan"))}), (32, 48),
-     "state file: last_latents contains NaN or infinite values"),
-    ("shape", lambda p: _tamper(p, {"last_latents": torch.zeros(1, 16, 5, 4, 6)}), (32, 48),
-     "state file: last_latents has shape (1, 16, 5, 4, 6); expected [1, 16, 9, 4, 6]"),
-    ("dtype", lambda p: _tamper(_save_v1(_state(), p), {"ref_latents": torch.zeros(1, 16, 1, 4, 6, dtype=torch.int32)}),
-     (32, 48), "state file: ref_latents has dtype torch.int32"),
-    ("extra", lambda p: _tamper(_save_v1(_state(), p), {"evil": torch.zeros(1)}), (32, 48),
-     "state file: expected tensors last_latents and ref_latents, found ['evil', 'last_latents', 'ref_latents']"),
-    ("extra v2", lambda p: _tamper(p, {"ref_latents": torch.zeros(1, 16, 1, 4, 6)}), (32, 48),
-     "state file: expected tensor last_latents, found ['last_latents', 'ref_latents']"),
-    ("version", lambda p: _tamper(p, meta_update={"format_version": 99}), (32, 48),
-     "state file: format version 99; this package reads versions 1 and 2"),
-    ("model", lambda p: _tamper(p, meta_update={"model": "other-model"}), (32, 48),
-     "state file: made for model 'other-model', not hunyuan-gamecraft-1.0"),
+    (
+        "nan",
+        lambda p: _tamper(p, {"last_latents": torch.full((1, 16, 9, 4, 6), float("nan"))}),
+        (32, 48),
+        "state file: last_latents contains NaN or infinite values",
+    ),
+    (
+        "shape",
+        lambda p: _tamper(p, {"last_latents": torch.zeros(1, 16, 5, 4, 6)}),
+        (32, 48),
+        "state file: last_latents has shape (1, 16, 5, 4, 6); expected [1, 16, 9, 4, 6]",
+    ),
+    (
+        "dtype",
+        lambda p: _tamper(_save_v1(_state(), p), {"ref_latents": torch.zeros(1, 16, 1, 4, 6, dtype=torch.int32)}),
+        (32, 48),
+        "state file: ref_latents has dtype torch.int32",
+    ),
+    (
+        "extra",
+        lambda p: _tamper(_save_v1(_state(), p), {"evil": torch.zeros(1)}),
+        (32, 48),
+        "state file: expected tensors last_latents and ref_latents, found ['evil', 'last_latents', 'ref_latents']",
+    ),
+    (
+        "extra v2",
+        lambda p: _tamper(p, {"ref_latents": torch.zeros(1, 16, 1, 4, 6)}),
+        (32, 48),
+        "state file: expected tensor last_latents, found ['last_latents', 'ref_latents']",
+    ),
+    (
+        "version",
+        lambda p: _tamper(p, meta_update={"format_version": 99}),
+        (32, 48),
+        "state file: format version 99; this package reads versions 1 and 2",
+    ),
+    (
+        "model",
+        lambda p: _tamper(p, meta_update={"model": "other-model"}),
+        (32, 48),
+        "state file: made for model 'other-model', not hunyuan-gamecraft-1.0",
+    ),
     ("meta json", lambda p: _tamper(p, meta_raw="{not json"), (32, 48), "state file: metadata is not valid JSON"),
-    ("seed", lambda p: _tamper(p, meta_update={"seed": "x"}), (32, 48),
-     "state file: 'seed' must be an integer in [0, 9223372036854775807], got 'x'"),
-    ("pose", lambda p: _tamper(p, meta_update={"pose": [[1, 0], [0, 1]]}), (32, 48),
-     "state file: 'pose' must be a 4×4 list of finite numbers"),
+    (
+        "seed",
+        lambda p: _tamper(p, meta_update={"seed": "x"}),
+        (32, 48),
+        "state file: 'seed' must be an integer in [0, 9223372036854775807], got 'x'",
+    ),
+    (
+        "pose",
+        lambda p: _tamper(p, meta_update={"pose": [[1, 0], [0, 1]]}),
+        (32, 48),
+        "state file: 'pose' must be a 4×4 list of finite numbers",
+    ),
 ]
 
 
@@ -201,8 +256,17 @@ def test_go_fast_uses_the_fp8_twin_and_stays_close(engine, tmp_path):
     from gamecraft.model.fp8 import FP8Linear
 
     exact = _final_state(_run(engine, tmp_path / "a", '["w"]', "[0.3]", image=IMAGE, seed=4)[0])
-    fast = _final_state(_run(engine, tmp_path / "b", '["w"]', "[0.3]", image=IMAGE, seed=4,
-                             preset=resolve_preset("distilled", 2, fp8=True))[0])
+    fast = _final_state(
+        _run(
+            engine,
+            tmp_path / "b",
+            '["w"]',
+            "[0.3]",
+            image=IMAGE,
+            seed=4,
+            preset=resolve_preset("distilled", 2, fp8=True),
+        )[0]
+    )
     twin = engine.transformer("distilled", fast=True)
     assert isinstance(twin.single_blocks[0].linear1, FP8Linear)
     assert isinstance(engine.transformer("distilled").single_blocks[0].linear1, torch.nn.Linear)

@@ -11,22 +11,32 @@ import time
 
 import psutil
 import pytest
-from tools.cog_server import data_uri, request_json, start_cog_server
 from conftest import REPO_ROOT
+
+from tools.cog_server import data_uri, request_json, start_cog_server
 
 RSS_BOUND_MB = 150
 FD_BOUND = 8
 IMAGE = data_uri(REPO_ROOT / "assets" / "start.png", "image/png")
-INPUTS = {"image": IMAGE, "prompt": "a village", "actions": '["w"]', "action_speeds": "[0.2]",
-          "num_inference_steps": 1, "return_state": False}
+INPUTS = {
+    "image": IMAGE,
+    "prompt": "a village",
+    "actions": '["w"]',
+    "action_speeds": "[0.2]",
+    "num_inference_steps": 1,
+    "return_state": False,
+}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("soak")
-    srv = start_cog_server(REPO_ROOT, "predict.py:Predictor",
-                           {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "TMPDIR": str(tmp),
-                            "CUDA_VISIBLE_DEVICES": ""}, startup_timeout_s=240)
+    srv = start_cog_server(
+        REPO_ROOT,
+        "predict.py:Predictor",
+        {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "TMPDIR": str(tmp), "CUDA_VISIBLE_DEVICES": ""},
+        startup_timeout_s=240,
+    )
     yield srv, tmp
     srv.stop()
 
@@ -42,10 +52,14 @@ def _usage(proc: psutil.Process) -> tuple[float, int]:
 
 
 def _cancel_one(server, index: int) -> None:
-    body = {"id": f"soak-cancel-{index}", "input": {**INPUTS, "actions": json.dumps(["w"] * 20),
-                                                   "action_speeds": json.dumps([0.2] * 20)}}
+    body = {
+        "id": f"soak-cancel-{index}",
+        "input": {**INPUTS, "actions": json.dumps(["w"] * 20), "action_speeds": json.dumps([0.2] * 20)},
+    }
     deadline = time.monotonic() + 30
-    while (status := request_json("POST", f"{server.url}/predictions", body, headers={"Prefer": "respond-async"})[0]) == 409:
+    while (
+        status := request_json("POST", f"{server.url}/predictions", body, headers={"Prefer": "respond-async"})[0]
+    ) == 409:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status == 202

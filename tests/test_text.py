@@ -11,20 +11,24 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
-from gamecraft.parity import load_manifest, load_tensors, run_sections
 from gamecraft.model.text import PROMPT_SUFFIX, PROMPT_TEMPLATE, TextEncoderConfig, TextEncoders
+from gamecraft.parity import load_manifest, load_tensors, run_sections
 from gamecraft.weights.text import load_clip, load_llm
 
 LLAVA = "llava-llama-3-8b-v1_1-transformers"
 CLIP = "openai_clip-vit-large-patch14"
 
 
-def _encoders(golden_dir, config: TextEncoderConfig = TextEncoderConfig()) -> TextEncoders:
+def _encoders(golden_dir, config: TextEncoderConfig | None = None) -> TextEncoders:
+    config = config or TextEncoderConfig()
     tiny = golden_dir / "text_tiny"
-    return TextEncoders(load_llm(tiny / LLAVA, dtype=torch.float32),
-                        PreTrainedTokenizerFast.from_pretrained(str(tiny / LLAVA)),
-                        load_clip(tiny / CLIP, dtype=torch.float32),
-                        CLIPTokenizer.from_pretrained(str(tiny / CLIP)), config)
+    return TextEncoders(
+        load_llm(tiny / LLAVA, dtype=torch.float32),
+        PreTrainedTokenizerFast.from_pretrained(str(tiny / LLAVA)),
+        load_clip(tiny / CLIP, dtype=torch.float32),
+        CLIPTokenizer.from_pretrained(str(tiny / CLIP)),
+        config,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +68,19 @@ def test_negative_prompt_option_encodes_it_in_the_uncond_row(encoders, text_gold
     manifest, tensors = text_golden
     prompts = manifest["prompts"]
     embeddings = encoders.encode_prompts(prompts["cond"], negative_prompt=prompts["neg_prompt_text"])
-    torch.testing.assert_close(embeddings.text_states[:1], tensors["llm/neg_prompt_text/prompt_embeds"],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        embeddings.text_states[:1], tensors["llm/neg_prompt_text/prompt_embeds"], rtol=1e-4, atol=1e-4
+    )
     torch.testing.assert_close(embeddings.text_states[1:], tensors["llm/cond/prompt_embeds"], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(embeddings.text_states_2[:1], tensors["clip/neg_prompt_text/pooled"],
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        embeddings.text_states_2[:1], tensors["clip/neg_prompt_text/pooled"], rtol=1e-4, atol=1e-4
+    )
 
 
 def _valid_tail(encoders: TextEncoders, prompt: str, count: int) -> list[str]:
     tokens = encoders.tokenize_llm([prompt])
     valid = int(tokens["attention_mask"].sum())
-    return encoders.llm_tokenizer.convert_ids_to_tokens(tokens["input_ids"][0, valid - count:valid].tolist())
+    return encoders.llm_tokenizer.convert_ids_to_tokens(tokens["input_ids"][0, valid - count : valid].tolist())
 
 
 def test_long_prompt_keeps_the_suffix(encoders, caplog):
@@ -113,8 +119,11 @@ def _llava_copy(golden_dir, tmp_path):
 
 def _hidden(model, golden) -> torch.Tensor:
     with torch.no_grad():
-        return model(input_ids=golden["llm/cond/input_ids"], attention_mask=golden["llm/cond/attention_mask_full"],
-                     output_hidden_states=True).hidden_states[-3]
+        return model(
+            input_ids=golden["llm/cond/input_ids"],
+            attention_mask=golden["llm/cond/attention_mask_full"],
+            output_hidden_states=True,
+        ).hidden_states[-3]
 
 
 def test_llm_loads_without_vision_tower_and_from_shards(golden_dir, tmp_path, text_golden):
@@ -123,12 +132,15 @@ def test_llm_loads_without_vision_tower_and_from_shards(golden_dir, tmp_path, te
     language = {k: v for k, v in tensors.items() if k.startswith("language_model.")}
     keys = sorted(language)
     (folder / "model.safetensors").unlink()
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, shard_keys in shards.items():
         save_file({k: language[k] for k in shard_keys}, str(folder / name))
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: name for name, ks in shards.items() for k in ks}}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: name for name, ks in shards.items() for k in ks}})
+    )
     model = load_llm(folder, dtype=torch.float32)
     torch.testing.assert_close(_hidden(model, golden), golden["llm/cond/all_hidden_states/2"], rtol=1e-5, atol=1e-5)
 
@@ -162,10 +174,12 @@ def test_clip_missing_weight_is_named(golden_dir, tmp_path):
 def test_float16_encoders_run_close_to_float32(golden_dir, encoders, text_golden):
     manifest, _ = text_golden
     tiny = golden_dir / "text_tiny"
-    half = TextEncoders(load_llm(tiny / LLAVA, dtype=torch.float16),
-                        PreTrainedTokenizerFast.from_pretrained(str(tiny / LLAVA)),
-                        load_clip(tiny / CLIP, dtype=torch.float16),
-                        CLIPTokenizer.from_pretrained(str(tiny / CLIP)))
+    half = TextEncoders(
+        load_llm(tiny / LLAVA, dtype=torch.float16),
+        PreTrainedTokenizerFast.from_pretrained(str(tiny / LLAVA)),
+        load_clip(tiny / CLIP, dtype=torch.float16),
+        CLIPTokenizer.from_pretrained(str(tiny / CLIP)),
+    )
     reference = encoders.encode_prompts(manifest["prompts"]["cond"])
     embeddings = half.encode_prompts(manifest["prompts"]["cond"])
     assert embeddings.text_states.dtype == embeddings.text_states_2.dtype == torch.float16
@@ -184,13 +198,17 @@ def test_long_prompt_with_multibyte_characters_under_a_byte_level_tokenizer():
     vocab = {t: i for i, t in enumerate(LLM_SPECIAL_TOKENS)}
     vocab.update({c: len(LLM_SPECIAL_TOKENS) + i for i, c in enumerate(bytes_to_unicode().values())})
     backend = Tokenizer(models.BPE(vocab, [], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLM_SPECIAL_TOKENS])
-    backend.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                           special_tokens=[("<|begin_of_text|>", 0)])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
     encoders = TextEncoders(None, tokenizer, None, None, TextEncoderConfig(text_len=64))
     prompt = "a 🎮 b " * 40

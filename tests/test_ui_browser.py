@@ -46,8 +46,11 @@ from tools.cog_server import request_json, start_cog_server
 
 sync_api = require_browser()
 IMAGE = REPO_ROOT / "assets" / "start.png"
-SCHEMA = json.loads((REPO_ROOT / ".cog" / "openapi_schema.json").read_text()) \
-    if (REPO_ROOT / ".cog" / "openapi_schema.json").is_file() else None
+SCHEMA = (
+    json.loads((REPO_ROOT / ".cog" / "openapi_schema.json").read_text())
+    if (REPO_ROOT / ".cog" / "openapi_schema.json").is_file()
+    else None
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +65,12 @@ def artifacts(tmp_path_factory) -> Path:
 def cog(tmp_path_factory):
     if SCHEMA is None:
         subprocess.run(["python", str(REPO_ROOT / "tools" / "cog_schema.py")], cwd=REPO_ROOT, check=True)
-    env = {"GAMECRAFT_WEIGHTS": "tiny", "GAMECRAFT_TINY_SIZE": "32x48", "CUDA_VISIBLE_DEVICES": "",
-           "TMPDIR": str(tmp_path_factory.mktemp("cog-tmp"))}
+    env = {
+        "GAMECRAFT_WEIGHTS": "tiny",
+        "GAMECRAFT_TINY_SIZE": "32x48",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TMPDIR": str(tmp_path_factory.mktemp("cog-tmp")),
+    }
     server = start_cog_server(REPO_ROOT, "predict.py:Predictor", env, startup_timeout_s=240)
     yield server
     server.stop()
@@ -103,11 +110,18 @@ def test_js_camera_path_agrees_with_python(page):
     segments = parse_actions(actions, speeds)
     positions, headings = top_down_points([chunk_poses(s) for s in segments])
     chunks = [[{"key": m.key, "speed": m.speed} for m in s.motions] for s in segments]
-    js = page.evaluate("async (chunks) => (await import('./path.js'))"
-                       ".topDownPoints(chunks, window.gamecraft.state.table)", chunks)
+    js = page.evaluate(
+        "async (chunks) => (await import('./path.js')).topDownPoints(chunks, window.gamecraft.state.table)", chunks
+    )
     assert len(js["positions"]) == positions.shape[0] == len(actions) * 33 + 1
-    assert max(abs(a - b) for p, q in zip(js["positions"], positions.tolist(), strict=True)
-               for a, b in zip(p, q, strict=True)) < 1e-9
+    assert (
+        max(
+            abs(a - b)
+            for p, q in zip(js["positions"], positions.tolist(), strict=True)
+            for a, b in zip(p, q, strict=True)
+        )
+        < 1e-9
+    )
     assert max(abs(a - b) for a, b in zip(js["headings"], headings.tolist(), strict=True)) < 1e-9
 
 
@@ -124,7 +138,7 @@ def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
     page.keyboard.down("KeyW")
     page.wait_for_timeout(1500)
     shot("2-holding-w")
-    page.wait_for_timeout(1140)   # held about 2.6 s: two chunks
+    page.wait_for_timeout(1140)  # held about 2.6 s: two chunks
     page.keyboard.up("KeyW")
     hold(page, "KeyW", "ArrowLeft", seconds=0.3)
     actions = lists(page)[0]
@@ -143,9 +157,11 @@ def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
     assert any(re.fullmatch(r"chunk 1 \(1/\d+\) · step 1/2 · ETA (\d+ s|…)", t) for t in texts), texts
     assert any(re.fullmatch(r"chunk 2 \(2/\d+\) · decoding · ETA \d+ s", t) for t in texts), texts
     names = downloads(page)
-    assert all(n.startswith(f"gamecraft-{seed}-") for n in names)   # the seed and the prediction's id
+    assert all(n.startswith(f"gamecraft-{seed}-") for n in names)  # the seed and the prediction's id
     assert [n.split("-", 3)[3] for n in names] == [f"chunk{i:03d}.mp4" for i in range(1, len(actions) + 1)] + [
-        "video.mp4", "state.safetensors"]
+        "video.mp4",
+        "state.safetensors",
+    ]
     assert cog.wait_until_ready() == "READY"
     page.keyboard.press("KeyA")
     shot("5-history-and-a-new-chunk")
@@ -155,7 +171,7 @@ def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
     n = len(actions) + 1
     assert page.text_content("#world").startswith(f"world 1: {n} chunks")
     assert page.locator("#thumbs .thumb").evaluate_all("ts => ts.map(t => +t.dataset.chunk)") == list(range(1, n + 1))
-    assert len(downloads(page)) == len(names) + 3 and downloads(page)[-len(names):] == names   # earlier ones kept
+    assert len(downloads(page)) == len(names) + 3 and downloads(page)[-len(names) :] == names  # earlier ones kept
     page.click("#world-video")
     page.wait_for_selector(f"#history a[download$='chunks001-{n:03d}.mp4']")
     shot("6-keep-playing-and-whole-world")
@@ -190,13 +206,16 @@ def cog_predict_inputs(command: str, cwd: Path) -> dict:
 
 def decoded(inputs: dict) -> dict:
     """data: URIs as bytes, so a file and its data URI compare equal."""
-    return {k: base64.b64decode(v.split(",", 1)[1]) if isinstance(v, str) and v.startswith("data:") else v
-            for k, v in inputs.items()}
+    return {
+        k: base64.b64decode(v.split(",", 1)[1]) if isinstance(v, str) and v.startswith("data:") else v
+        for k, v in inputs.items()
+    }
 
 
 def run_curl(command: str, cwd: Path, env=None) -> dict:
-    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -209,7 +228,7 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     page.keyboard.press("Escape")
     page.click("#examples button[data-file='forest.png']")
     page.wait_for_function("document.querySelector('#drop-text').textContent === 'image: forest.png'")
-    page.fill("#prompt", "the mayor's \"100%\" square, $HOME `x` \\n")   # quotes, % and $ survive the shell
+    page.fill("#prompt", 'the mayor\'s "100%" square, $HOME `x` \\n')  # quotes, % and $ survive the shell
     page.keyboard.press("Escape")
     expected = page.evaluate("window.gamecraft.buildInput()")
     # `cog predict` (no Docker here): its arguments are the same inputs
@@ -219,10 +238,10 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     page.select_option("#cmd-kind", "curl")
     result = run_curl(page.text_content("#command"), REPO_ROOT)
     assert result["status"] == "succeeded", result.get("error")
-    assert len(result["output"]) == 2 + 2   # two chunks, the video, the state
+    assert len(result["output"]) == 2 + 2  # two chunks, the video, the state
     first_state = tmp_path / "first.safetensors"
     first_state.write_bytes(decoded({"s": result["output"][-1]})["s"])
-    with safe_open(str(first_state), "np") as handle:   # the prompt went through the shell intact
+    with safe_open(str(first_state), "np") as handle:  # the prompt went through the shell intact
         assert json.loads(handle.metadata()["gamecraft"])["prompt"] == expected["prompt"]
     assert cog.wait_until_ready() == "READY"
     # after Generate, the command is the Keep playing request: it reads the state file the page offers
@@ -241,7 +260,8 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
         assert json.loads(handle.metadata()["gamecraft"])["chunks_done"] == 3
     page.select_option("#cmd-kind", "cog")
     assert decoded(cog_predict_inputs(page.text_content("#command"), tmp_path)) == decoded(
-        page.evaluate("window.gamecraft.buildInput()"))
+        page.evaluate("window.gamecraft.buildInput()")
+    )
     assert cog.wait_until_ready() == "READY"
 
 
@@ -265,7 +285,7 @@ def test_the_replicate_command_runs_against_replicates_api(browser, tmp_path):
 def test_errors_are_short_and_next_to_their_field(page, cog, artifacts):
     page.keyboard.press("KeyW")
     page.fill("#seed", str(2**31))
-    page.click("#generate")   # coglet's 422
+    page.click("#generate")  # coglet's 422
     page.wait_for_selector(".field-error[data-for=seed].shown")
     assert page.text_content(".field-error[data-for=seed]").startswith("seed: ")
     assert page.get_attribute("#seed", "aria-invalid") == "true"
@@ -291,8 +311,14 @@ def test_errors_are_short_and_next_to_their_field(page, cog, artifacts):
     # the server's own row errors become 1-based rows, marked (the page's check is bypassed here)
     page.click("#examples button[data-file='village.png']")
     page.keyboard.press("KeyD")
-    page.route("**/api/predictions", lambda route: route.continue_(post_data=json.dumps(
-        {"input": {**json.loads(route.request.post_data)["input"], "actions": '["w", "jump"]'}})))
+    page.route(
+        "**/api/predictions",
+        lambda route: route.continue_(
+            post_data=json.dumps(
+                {"input": {**json.loads(route.request.post_data)["input"], "actions": '["w", "jump"]'}}
+            )
+        ),
+    )
     page.click("#generate")
 
     page.wait_for_selector(".field-error[data-for=rows].shown")
@@ -303,16 +329,29 @@ def test_errors_are_short_and_next_to_their_field(page, cog, artifacts):
 
     # busy: another client's prediction holds the only slot -> 409 next to Generate, saying so
     image = "data:image/png;base64," + base64.b64encode(IMAGE.read_bytes()).decode()
-    status, _ = request_json("POST", f"{cog.url}/predictions", {"id": "ui-busy", "input": {
-        "image": image, "actions": json.dumps(["w"] * 12), "action_speeds": json.dumps([0.2] * 12),
-        "num_inference_steps": 8}}, headers={"Prefer": "respond-async"})
+    status, _ = request_json(
+        "POST",
+        f"{cog.url}/predictions",
+        {
+            "id": "ui-busy",
+            "input": {
+                "image": image,
+                "actions": json.dumps(["w"] * 12),
+                "action_speeds": json.dumps([0.2] * 12),
+                "num_inference_steps": 8,
+            },
+        },
+        headers={"Prefer": "respond-async"},
+    )
     assert status == 202
     try:
         page.click("#generate")
         page.wait_for_selector(".field-error[data-for=generate].shown")
         text = page.text_content(".field-error[data-for=generate]")
-        assert text == f"The Cog server {cog.url.removeprefix('http://')} is busy with another prediction; " \
-                       "try again when it finishes."
+        assert (
+            text == f"The Cog server {cog.url.removeprefix('http://')} is busy with another prediction; "
+            "try again when it finishes."
+        )
     finally:
         request_json("POST", f"{cog.url}/predictions/ui-busy/cancel")
         assert cog.wait_until_ready(60) == "READY"
@@ -323,13 +362,13 @@ def test_cancel_stops_a_running_generation(page, cog):
     for _ in range(12):
         page.keyboard.press("KeyW")
     page.click("#generate")
-    page.wait_for_selector("#thumbs .thumb")   # the first chunk arrived
+    page.wait_for_selector("#thumbs .thumb")  # the first chunk arrived
     page.get_by_role("button", name="cancel the generation").click()
     assert wait_done(page) == "canceled"
     assert page.is_enabled("#generate")
     assert cog.wait_until_ready(60) == "READY"
     assert page.locator("#thumbs .thumb").count() < 12
-    assert page.locator("#timeline li.locked").count() == 0   # nothing was played into the world
+    assert page.locator("#timeline li.locked").count() == 0  # nothing was played into the world
 
 
 def test_a_saved_world_continues_with_its_own_chunk_numbers(page, browser, ui_url, cog, tmp_path):
@@ -344,8 +383,9 @@ def test_a_saved_world_continues_with_its_own_chunk_numbers(page, browser, ui_ur
     other = open_page(browser, ui_url)
     try:
         other.set_input_files("#file", str(saved))
-        other.wait_for_function("document.querySelector('#drop-text').textContent === "
-                                "'saved world: my-world.safetensors'")
+        other.wait_for_function(
+            "document.querySelector('#drop-text').textContent === 'saved world: my-world.safetensors'"
+        )
         assert rows(other) == ["w"] and other.locator("#timeline li.locked").count() == 1
         other.keyboard.press("KeyD")
         assert "Keep playing · chunk 2 from the world's state" in other.text_content("#plan")

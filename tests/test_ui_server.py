@@ -45,8 +45,12 @@ def serve():
 
 def read_sse(url, body, timeout=20):
     """[(event, data, arrival time)] of a streamed POST, plus the response headers."""
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+    )
     events, name = [], None
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         headers = dict(resp.headers)
@@ -102,32 +106,51 @@ def test_cog_proxy_passes_json_errors_and_streams_sse(serve):
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
-        for i, part in enumerate([b'event: start\ndata: {"id": "p1"}\n\n', b'event: output\ndata: {"index": 0}\n\n',
-                                  b'event: completed\ndata: {"status": "succeeded"}\n\n']):
+        for i, part in enumerate(
+            [
+                b'event: start\ndata: {"id": "p1"}\n\n',
+                b'event: output\ndata: {"index": 0}\n\n',
+                b'event: completed\ndata: {"status": "succeeded"}\n\n',
+            ]
+        ):
             if i == 2:
                 assert gate.wait(10), "the client never saw the first events"
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             handler.wfile.flush()
         handler.wfile.write(b"0\r\n\r\n")
 
-    upstream = FakeUpstream({("POST", "/predictions"): predictions,
-                             ("POST", "/predictions/p1/cancel"): lambda h, b: reply(h, 200, {}),
-                             ("GET", "/health-check"): lambda h, b: reply(h, 200, {"status": "READY"})})
+    upstream = FakeUpstream(
+        {
+            ("POST", "/predictions"): predictions,
+            ("POST", "/predictions/p1/cancel"): lambda h, b: reply(h, 200, {}),
+            ("GET", "/health-check"): lambda h, b: reply(h, 200, {"status": "READY"}),
+        }
+    )
     try:
         url = serve(CogBackend(upstream.url))
-        status, body = request_json("POST", url + "/api/predictions", {"input": {"actions": '["w"]', "seed": 3}},
-                                    headers={"Prefer": "respond-async"})
+        status, body = request_json(
+            "POST",
+            url + "/api/predictions",
+            {"input": {"actions": '["w"]', "seed": 3}},
+            headers={"Prefer": "respond-async"},
+        )
         assert status == 200 and body["echo"] == {"actions": '["w"]', "seed": 3}
         assert upstream.requests[-1][2].get("Prefer") == "respond-async"
         assert request_json("POST", url + "/api/predictions", {"input": {"seed": -1}})[0] == 422
         assert request_json("POST", url + "/api/predictions", {"input": {"seed": 409}}) == (
-            409, {"detail": "Already running a prediction"})
+            409,
+            {"detail": "Already running a prediction"},
+        )
         assert request_json("POST", url + "/api/predictions/p1/cancel")[0] == 200
         assert request_json("GET", url + "/api/health") == (200, {"status": "READY"})
 
         # SSE: the first events must reach the client while upstream still holds the last one back
-        req = urllib.request.Request(url + "/api/predictions", data=b'{"input": {}}', method="POST",
-                                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        req = urllib.request.Request(
+            url + "/api/predictions",
+            data=b'{"input": {}}',
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
         with urllib.request.urlopen(req, timeout=20) as resp:
             assert resp.headers["Content-Type"] == "text/event-stream"
             seen = []
@@ -144,8 +167,12 @@ def test_replicate_backend_streams_a_polled_prediction_as_cog_events(serve):
     fake = FakeReplicate(STEPS)
     try:
         url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
-        assert request_json("GET", url + "/api/config")[1] == {"backend": "replicate", "model": "me/gamecraft",
-                                                              "version": None, "api": fake.url}
+        assert request_json("GET", url + "/api/config")[1] == {
+            "backend": "replicate",
+            "model": "me/gamecraft",
+            "version": None,
+            "api": fake.url,
+        }
         events, headers = read_sse(url + "/api/predictions", {"input": {"actions": '["w", "d"]', "seed": 5}})
         assert headers["Content-Type"] == "text/event-stream"
         assert fake.created == {"input": {"actions": '["w", "d"]', "seed": 5}}
@@ -171,8 +198,13 @@ def test_replicate_backend_versions_json_errors_and_cancel(serve):
         assert fake.created == {"version": "abc123", "input": {"prompt": "p"}}
         status, body = request_json("POST", url + "/api/predictions", {"input": {"seed": -1}})
         assert status == 422
-        assert body["detail"] == [{"loc": ["body", "input", "seed"], "msg": "Must be greater than or equal to 0",
-                                   "type": "greater_than_equal"}]
+        assert body["detail"] == [
+            {
+                "loc": ["body", "input", "seed"],
+                "msg": "Must be greater than or equal to 0",
+                "type": "greater_than_equal",
+            }
+        ]
         assert request_json("POST", url + "/api/predictions/r1/cancel")[0] == 200 and fake.canceled
         bad = serve(ReplicateBackend("me/gamecraft", "wrong", api=fake.url))
         assert request_json("POST", bad + "/api/predictions", {"input": {}}) == (401, {"detail": "Invalid token."})
@@ -195,8 +227,12 @@ def test_command_line_serves_the_page():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "gamecraft.ui", "--backend", "http://127.0.0.1:9", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gamecraft.ui", "--backend", "http://127.0.0.1:9", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         match = re.search(r"on (http://127\.0\.0\.1:\d+/)", line)
@@ -213,8 +249,12 @@ def test_replicate_prediction_is_canceled_when_the_page_goes_away(serve):
     fake = FakeReplicate([{"status": "processing", "logs": "chunk 1 step 1/8\n", "output": None}])
     try:
         url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
-        req = urllib.request.Request(url + "/api/predictions", data=b'{"input": {}}', method="POST",
-                                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        req = urllib.request.Request(
+            url + "/api/predictions",
+            data=b'{"input": {}}',
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.readline().startswith(b"event: start")
         deadline = time.monotonic() + 10
@@ -230,8 +270,9 @@ def test_action_table_route_and_json_only_posts(serve):
     assert request_json("GET", url + "/api/actions") == (200, json.loads(json.dumps(action_table())))
     # a form or text/plain POST (what a foreign page can send without a CORS preflight) is refused
     for path in ("/api/predictions", "/api/predictions/x/cancel", "/api/world-video"):
-        req = urllib.request.Request(url + path, data=b'{"input": {}}', method="POST",
-                                     headers={"Content-Type": "text/plain"})
+        req = urllib.request.Request(
+            url + path, data=b'{"input": {}}', method="POST", headers={"Content-Type": "text/plain"}
+        )
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 415
@@ -253,8 +294,9 @@ def _chunk_files(tmp_path, count, fps=25):
 def _post_world(url, files):
     uris = ["data:video/mp4;base64," + base64.b64encode(f.read_bytes()).decode() for f in files]
     body = json.dumps({"chunks": uris, "name": "w/../x.mp4"}).encode()
-    req = urllib.request.Request(url + "/api/world-video", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/api/world-video", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.read(), dict(resp.headers)
 
@@ -290,9 +332,12 @@ def test_world_video_reencodes_chunks_of_different_rates(serve, tmp_path):
 
 def test_world_video_refuses_what_is_not_a_video(serve):
     url = serve(CogBackend("http://127.0.0.1:9"))
-    for body, message in (({"chunks": []}, "non-empty list"), ({"chunks": ["file:///etc/passwd"]}, "chunk 1: expected"),
-                          ({"chunks": ["data:video/mp4;base64,AAAA"]}, "chunk 1: not a readable video"),
-                          ({"chunks": ["data:video/mp4;base64,@@"]}, "chunk 1: the data: URI is not valid base64")):
+    for body, message in (
+        ({"chunks": []}, "non-empty list"),
+        ({"chunks": ["file:///etc/passwd"]}, "chunk 1: expected"),
+        ({"chunks": ["data:video/mp4;base64,AAAA"]}, "chunk 1: not a readable video"),
+        ({"chunks": ["data:video/mp4;base64,@@"]}, "chunk 1: the data: URI is not valid base64"),
+    ):
         status, answer = request_json("POST", url + "/api/world-video", body)
         assert status == 422 and message in answer["detail"], answer
 
@@ -303,13 +348,19 @@ def test_replicate_backend_health_schema_and_metrics(serve):
     try:
         url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
         assert request_json("GET", url + "/api/health") == (200, {"status": "READY", "backend": "replicate"})
-        assert request_json("GET", url + "/api/schema")[1]["components"]["schemas"]["Input"]["properties"]["seed"][
-            "maximum"] == 2147483647
+        assert (
+            request_json("GET", url + "/api/schema")[1]["components"]["schemas"]["Input"]["properties"]["seed"][
+                "maximum"
+            ]
+            == 2147483647
+        )
         events, _ = read_sse(url + "/api/predictions", {"input": {}})
         metrics = [d for n, d, _ in events if n == "metric"]
-        assert metrics == [{"name": "seed", "value": 7, "mode": "replace"},
-                           {"name": "chunks_done", "value": 1, "mode": "replace"},
-                           {"name": "predict_time", "value": 3.2, "mode": "replace"}]
+        assert metrics == [
+            {"name": "seed", "value": 7, "mode": "replace"},
+            {"name": "chunks_done", "value": 1, "mode": "replace"},
+            {"name": "predict_time", "value": 3.2, "mode": "replace"},
+        ]
         bad = serve(ReplicateBackend("me/gamecraft", "wrong", api=fake.url))
         status, body = request_json("GET", bad + "/api/health")
         assert status == 401 and body["detail"].startswith("Replicate answered 401")
@@ -318,10 +369,13 @@ def test_replicate_backend_health_schema_and_metrics(serve):
 
 
 def test_serve_help_is_complete():
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "serve.py"), "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "serve.py"), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
-    assert "start the Cog HTTP server locally (as the built image runs it, without Docker), make one demo " \
-           "prediction" in text
+    assert (
+        "start the Cog HTTP server locally (as the built image runs it, without Docker), make one demo "
+        "prediction" in text
+    )
     assert "pipeline smoke run, not GameCraft's output." in text

@@ -8,10 +8,10 @@ import logging
 import pytest
 import torch
 
-from gamecraft.parity import load_manifest, load_tensors, run_sections
 from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
-from gamecraft.weights.vae import load_vae, read_official_checkpoint
+from gamecraft.parity import load_manifest, load_tensors, run_sections
 from gamecraft.weights import DEFAULT_LAYOUT
+from gamecraft.weights.vae import load_vae, read_official_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -63,21 +63,31 @@ def test_config_without_causal_key_uses_reference_default(golden_config, caplog)
 
 
 def test_config_ignores_reference_machinery_keys(golden_config):
-    raw = {**golden_config, "force_upcast": True, "use_trt_engine": False, "nccl_gather": True,
-           "engine_path": "x.engine", "_diffusers_version": "0.30.0", "spatial_compression_ratio": 8}
+    raw = {
+        **golden_config,
+        "force_upcast": True,
+        "use_trt_engine": False,
+        "nccl_gather": True,
+        "engine_path": "x.engine",
+        "_diffusers_version": "0.30.0",
+        "spatial_compression_ratio": 8,
+    }
     assert VaeConfig.from_official(raw) == VaeConfig.from_official(golden_config)
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"bogus_key": 1}, "bogus_key"),
-    ({"disable_causal_conv": True}, "disable_causal_conv"),
-    ({"down_block_types": ["DownEncoderBlock2D"] * 4}, "down_block_types"),
-    ({"up_block_types": ["UpDecoderBlockCausal3D"] * 3}, "up_block_types"),
-    ({"sample_size": [32, 32]}, "sample_size"),
-    ({"act_fn": "tanh"}, "act_fn"),
-    ({"_class_name": "AutoencoderKL"}, "_class_name"),
-    ({"spatial_compression_ratio": 16}, "spatial_compression_ratio"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"bogus_key": 1}, "bogus_key"),
+        ({"disable_causal_conv": True}, "disable_causal_conv"),
+        ({"down_block_types": ["DownEncoderBlock2D"] * 4}, "down_block_types"),
+        ({"up_block_types": ["UpDecoderBlockCausal3D"] * 3}, "up_block_types"),
+        ({"sample_size": [32, 32]}, "sample_size"),
+        ({"act_fn": "tanh"}, "act_fn"),
+        ({"_class_name": "AutoencoderKL"}, "_class_name"),
+        ({"spatial_compression_ratio": 16}, "spatial_compression_ratio"),
+    ],
+)
 def test_config_rejects_unsupported_values(golden_config, change, message):
     with pytest.raises(ValueError, match=message):
         VaeConfig.from_official({**golden_config, **change})
@@ -99,8 +109,15 @@ def test_load_vae_from_official_layout(vae_dir, tiny_vae, golden_dir):
 
 def test_checkpoint_under_state_dict_with_foreign_keys(tmp_path, golden_weights):
     path = tmp_path / "pytorch_model.pt"
-    torch.save({"state_dict": {**{f"vae.{k}": v for k, v in golden_weights.items()},
-                               "loss.discriminator.weight": torch.zeros(2)}}, path)
+    torch.save(
+        {
+            "state_dict": {
+                **{f"vae.{k}": v for k, v in golden_weights.items()},
+                "loss.discriminator.weight": torch.zeros(2),
+            }
+        },
+        path,
+    )
     tensors = read_official_checkpoint(path)
     assert set(tensors) == set(golden_weights)
 

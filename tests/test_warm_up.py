@@ -33,18 +33,30 @@ def _compiled_engine(weights: Path, counter: CompileCounter) -> GameCraftEngine:
 
 
 def _request(preset) -> GenerationRequest:
-    return GenerationRequest(prompt="a village", preset=preset, segments=parse_actions('["w", "d"]', "[0.3, 0.3]"),
-                             image=IMAGE, seed=2, size=SIZE, return_state=False)
+    return GenerationRequest(
+        prompt="a village",
+        preset=preset,
+        segments=parse_actions('["w", "d"]', "[0.3, 0.3]"),
+        image=IMAGE,
+        seed=2,
+        size=SIZE,
+        return_state=False,
+    )
 
 
 def test_shapes_of_both_presets_and_go_fast():
     shapes = warm_up_shapes([PRESETS["distilled"], PRESETS["full"]], go_fast=True)
-    assert set(shapes) == {PassShape(rows, frames, fast) for rows in (1, 2) for frames in (10, 18)
-                           for fast in (False, True)}
+    assert set(shapes) == {
+        PassShape(rows, frames, fast) for rows in (1, 2) for frames in (10, 18) for fast in (False, True)
+    }
     assert warm_up_shapes([PRESETS["distilled"]], go_fast=False) == [PassShape(1, 10), PassShape(1, 18)]
     # a GPU that runs the guidance rows one at a time never runs a two-row pass: nothing to warm for it
     assert warm_up_shapes([PRESETS["distilled"], PRESETS["full"]], go_fast=True, rows_at_once=1) == [
-        PassShape(1, 10), PassShape(1, 18), PassShape(1, 10, True), PassShape(1, 18, True)]
+        PassShape(1, 10),
+        PassShape(1, 18),
+        PassShape(1, 10, True),
+        PassShape(1, 18, True),
+    ]
 
 
 def test_a_full_and_a_go_fast_request_after_the_warm_up_compile_nothing(weights, tmp_path):

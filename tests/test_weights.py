@@ -10,11 +10,19 @@ from safetensors.torch import load_file
 from transformers import CLIPModel, LlavaForConditionalGeneration
 
 from gamecraft.testing.__main__ import main as write_tiny_cli
+from gamecraft.testing.tiny_weights import write_tiny_weights
+from gamecraft.weights import (
+    DEFAULT_LAYOUT,
+    TRANSFORMER_CONFIG_FILE,
+    VARIANTS,
+    MissingWeightsError,
+    check_layout,
+    download_weights,
+    transformer_config,
+)
 from gamecraft.weights.__main__ import main as weights_main
 from gamecraft.weights.text import load_text_encoders
 from gamecraft.weights.vae import load_vae
-from gamecraft.weights import VARIANTS, DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, MissingWeightsError, check_layout, download_weights, transformer_config
-from gamecraft.testing.tiny_weights import write_tiny_weights
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +66,9 @@ def test_tiny_text_encoders_load_and_match_the_transformer(tiny_dir):
 
 
 def test_tiny_folders_load_with_plain_transformers(tiny_dir):
-    _, info = LlavaForConditionalGeneration.from_pretrained(str(tiny_dir / DEFAULT_LAYOUT.llava_dir),
-                                                            output_loading_info=True)
+    _, info = LlavaForConditionalGeneration.from_pretrained(
+        str(tiny_dir / DEFAULT_LAYOUT.llava_dir), output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     _, info = CLIPModel.from_pretrained(str(tiny_dir / DEFAULT_LAYOUT.clip_dir), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -72,8 +81,9 @@ def test_tiny_transformer_loads_through_the_model_package(tiny_dir):
     config = transformer_config(tiny_dir)
     assert config == TransformerConfig.tiny()
     for variant in VARIANTS:
-        model = load_transformer(tiny_dir / DEFAULT_LAYOUT.transformer(variant), config, dtype=torch.float32,
-                                 use_cache=False)
+        model = load_transformer(
+            tiny_dir / DEFAULT_LAYOUT.transformer(variant), config, dtype=torch.float32, use_cache=False
+        )
         assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -90,8 +100,12 @@ def test_writer_is_deterministic_per_seed(tiny_dir, tmp_path):
     expected = load_file(str(tiny_dir / rel))
     assert all(torch.equal(v, expected[k]) for k, v in load_file(str(same / rel)).items())
     assert any(not torch.equal(v, expected[k]) for k, v in load_file(str(other / rel)).items())
-    for rel in (f"{DEFAULT_LAYOUT.llava_dir}/tokenizer.json", f"{DEFAULT_LAYOUT.clip_dir}/vocab.json",
-                f"{DEFAULT_LAYOUT.clip_dir}/merges.txt", DEFAULT_LAYOUT.vae_config):
+    for rel in (
+        f"{DEFAULT_LAYOUT.llava_dir}/tokenizer.json",
+        f"{DEFAULT_LAYOUT.clip_dir}/vocab.json",
+        f"{DEFAULT_LAYOUT.clip_dir}/merges.txt",
+        DEFAULT_LAYOUT.vae_config,
+    ):
         assert (same / rel).read_bytes() == (tiny_dir / rel).read_bytes()
 
 
@@ -129,7 +143,8 @@ def test_missing_llava_shard_is_named(tiny_dir, tmp_path):
     llava = copy / DEFAULT_LAYOUT.llava_dir
     (llava / "model.safetensors").rename(llava / "model-00001-of-00002.safetensors")
     (llava / "model.safetensors.index.json").write_text(
-        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}'
+    )
     with pytest.raises(MissingWeightsError, match="model-00002-of-00002.safetensors") as err:
         check_layout(copy, "full")
     assert "model-00001" not in str(err.value)

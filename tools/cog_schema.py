@@ -104,7 +104,7 @@ def source_facts(source: str, target: str) -> tuple[bool, set[str] | None]:
     streaming = any(_cog_name(d, cog_modules, cog_names) == "streaming" for d in fn.decorator_list)
     args, defaults = fn.args.posonlyargs + fn.args.args, fn.args.defaults
     explicit = set()
-    for arg, default in zip(args[len(args) - len(defaults) :], defaults):
+    for arg, default in zip(args[len(args) - len(defaults) :], defaults, strict=False):
         # Input(...) without a default (positional or keyword) gives none; any other
         # expression (Input(default=...), a bare literal) does.
         if not (
@@ -214,8 +214,7 @@ def _input_schemas(info: Any, fn: Any, explicit: set[str] | None) -> tuple[dict,
         )
         has_default = given and (field.default is not None or nullable)
         if not has_default and (
-            ft.union_variants is not None
-            or ft.repetition in (_adt.Repetition.REQUIRED, _adt.Repetition.REPEATED)
+            ft.union_variants is not None or ft.repetition in (_adt.Repetition.REQUIRED, _adt.Repetition.REPEATED)
         ):
             required.append(name)
         if has_default:
@@ -340,9 +339,7 @@ def build_schema(root: Path, ref: str) -> dict:
         "summary": "Predict",
         "description": "Run a single prediction on the model",
         "operationId": "predict_predictions_post",
-        "requestBody": {
-            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}
-        },
+        "requestBody": {"content": {_JSON: {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
         "responses": {
             "200": _ok({"$ref": "#/components/schemas/PredictionResponse"}),
             "422": _VALIDATION_ERROR,
@@ -416,11 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if current == text:
         print(f"{out} is up to date ({ref})")
         return 0
-    diff = list(
-        difflib.unified_diff(
-            current.splitlines(), text.splitlines(), str(out), "generated", lineterm="", n=1
-        )
-    )
+    diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), str(out), "generated", lineterm="", n=1))
     changed = sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
     print(f"{out} is stale: {changed} lines differ from a fresh generation.", file=sys.stderr)
     print("\n".join(diff[:60]) + ("\n..." if len(diff) > 60 else ""), file=sys.stderr)

@@ -13,7 +13,7 @@ server's process group if it does not exit.
 from __future__ import annotations
 
 import base64
-
+import contextlib
 import json
 import os
 import re
@@ -101,9 +101,7 @@ class CogServer:
             time.sleep(0.05)
         return status
 
-    def predict(
-        self, inputs: dict, timeout: float = 60.0, busy_retry_s: float = 10.0, **extra: Any
-    ) -> tuple[int, Any]:
+    def predict(self, inputs: dict, timeout: float = 60.0, busy_retry_s: float = 10.0, **extra: Any) -> tuple[int, Any]:
         """A synchronous ``POST /predictions`` -> (HTTP status, body).
 
         409 "At capacity" is retried for up to ``busy_retry_s``: back to back, about one
@@ -112,9 +110,7 @@ class CogServer:
         """
         deadline = time.monotonic() + busy_retry_s
         while True:
-            status, body = request_json(
-                "POST", f"{self.url}/predictions", {"input": inputs, **extra}, timeout=timeout
-            )
+            status, body = request_json("POST", f"{self.url}/predictions", {"input": inputs, **extra}, timeout=timeout)
             if status != 409 or time.monotonic() >= deadline:
                 return status, body
             time.sleep(0.05)
@@ -129,10 +125,8 @@ class CogServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=timeout)
         # The worker is coglet's child in the same session; make sure none outlives the test.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.log_path.unlink(missing_ok=True)
 
 
@@ -193,9 +187,7 @@ def _wait_until_ready(server: CogServer, timeout_s: float) -> None:
     last = "no answer yet"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(
-                f"cog server exited with {server.process.returncode}:\n{server.logs()}"
-            )
+            raise RuntimeError(f"cog server exited with {server.process.returncode}:\n{server.logs()}")
         try:
             health = server.health(timeout=2.0)
         except (OSError, RuntimeError) as err:  # not listening yet
@@ -208,6 +200,4 @@ def _wait_until_ready(server: CogServer, timeout_s: float) -> None:
                 setup_logs = (health.get("setup") or {}).get("logs", "")
                 raise RuntimeError(f"cog server setup failed ({last}):\n{setup_logs}")
         time.sleep(0.2)
-    raise RuntimeError(
-        f"cog server not READY within {timeout_s:.0f} s (last: {last}):\n{server.logs()}"
-    )
+    raise RuntimeError(f"cog server not READY within {timeout_s:.0f} s (last: {last}):\n{server.logs()}")

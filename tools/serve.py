@@ -45,7 +45,8 @@ The server is READY at {url}  (Ctrl-C stops it)
   # asynchronous with a webhook, or streamed chunk by chunk (server-sent events)
   curl -s -X POST {url}/predictions -H 'Prefer: respond-async' -H 'Content-Type: application/json' \\
        -d '{{"input": {{...}}, "webhook": "http://127.0.0.1:8000/hook"}}'
-  curl -N -X POST {url}/predictions -H 'Accept: text/event-stream' -H 'Content-Type: application/json' -d '{{"input": {{...}}}}'
+  curl -N -X POST {url}/predictions -H 'Accept: text/event-stream' -H 'Content-Type: application/json' \\
+       -d '{{"input": {{...}}}}'
 
   # the input schema
   curl -s {url}/openapi.json
@@ -67,8 +68,14 @@ def _choose_weights() -> tuple[str, str | None]:
 
 def _demo(server, out: Path) -> list[Path]:
     image = data_uri(REPO / "assets" / "start.png", "image/png")
-    inputs = {"image": image, "prompt": "A cozy village street in the morning", "actions": '["w", "w+left_rot"]',
-              "action_speeds": "[0.3, [0.3, 20]]", "seed": 7, "camera_preview": True}
+    inputs = {
+        "image": image,
+        "prompt": "A cozy village street in the morning",
+        "actions": '["w", "w+left_rot"]',
+        "action_speeds": "[0.3, [0.3, 20]]",
+        "seed": 7,
+        "camera_preview": True,
+    }
     print("demo prediction: 2 chunks ...", flush=True)
     status, body = server.predict(inputs, timeout=3600)
     if status != 200 or body.get("status") != "succeeded":
@@ -90,8 +97,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "outputs")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo prediction")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop the server after the demo")
-    parser.add_argument("--ui-port", type=int, default=int(os.environ.get("UI_PORT", 8080)),
-                        help="port of the controller page (0: don't start it)")
+    parser.add_argument(
+        "--ui-port",
+        type=int,
+        default=int(os.environ.get("UI_PORT", 8080)),
+        help="port of the controller page (0: don't start it)",
+    )
     args = parser.parse_args()
 
     subprocess.run([sys.executable, str(REPO / "tools" / "cog_schema.py")], cwd=REPO, check=True)
@@ -101,8 +112,13 @@ def main() -> int:
     os.environ["PORT"] = str(args.port)
     print(f"starting the Cog server on 127.0.0.1:{args.port} (GAMECRAFT_WEIGHTS={weights}) ...", flush=True)
     start = time.perf_counter()
-    server = start_cog_server(REPO, "predict.py:Predictor", {"GAMECRAFT_WEIGHTS": weights, "PORT": str(args.port)},
-                              startup_timeout_s=1800, port=args.port)
+    server = start_cog_server(
+        REPO,
+        "predict.py:Predictor",
+        {"GAMECRAFT_WEIGHTS": weights, "PORT": str(args.port)},
+        startup_timeout_s=1800,
+        port=args.port,
+    )
     print(f"setup done in {time.perf_counter() - start:.0f}s", flush=True)
     try:
         if not args.no_demo:
@@ -114,8 +130,9 @@ def main() -> int:
             return 0
         ui = None
         if args.ui_port:
-            ui = subprocess.Popen([sys.executable, "-m", "gamecraft.ui", "--backend", server.url, "--port",
-                                   str(args.ui_port)], cwd=REPO)
+            ui = subprocess.Popen(
+                [sys.executable, "-m", "gamecraft.ui", "--backend", server.url, "--port", str(args.ui_port)], cwd=REPO
+            )
             print(f"\nThe controller page: http://127.0.0.1:{args.ui_port}/  (keyboard, mouse or gamepad)", flush=True)
         print(CALL_HELP.format(url=server.url), flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -34,11 +34,22 @@ class Transformer(Protocol):
 
     def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor: ...
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
-                 text_states_2: torch.Tensor, *, cam_latents: torch.Tensor | None = None,
-                 camera_tokens: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 text_lengths: Sequence[int] | None = None, cache: StepCache | None = None, use_cache: bool = False,
-                 attention_backend: str = "sdpa") -> torch.Tensor: ...
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_states_2: torch.Tensor,
+        *,
+        cam_latents: torch.Tensor | None = None,
+        camera_tokens: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        text_lengths: Sequence[int] | None = None,
+        cache: StepCache | None = None,
+        use_cache: bool = False,
+        attention_backend: str = "sdpa",
+    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,9 @@ class PassShape:
     fast: bool = False
 
     def __str__(self) -> str:
-        return f"{self.rows} row{'s' if self.rows > 1 else ''} × {self.frames} frames{' (go_fast)' if self.fast else ''}"
+        return (
+            f"{self.rows} row{'s' if self.rows > 1 else ''} × {self.frames} frames{' (go_fast)' if self.fast else ''}"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,7 @@ class Engine(abc.ABC):
         """Release what outlives a Python reference (multi-GPU worker processes)."""
 
     @torch.no_grad()
-    def warm_up(self, shapes: Iterable[PassShape], height: int, width: int,
-                variant: str | None = None) -> WarmUp:
+    def warm_up(self, shapes: Iterable[PassShape], height: int, width: int, variant: str | None = None) -> WarmUp:
         """Run and time every pass shape of ``shapes`` and one VAE decode at ``height``×``width``.
 
         With compilation on, this is where every graph is compiled, so no request compiles later. The
@@ -141,15 +153,24 @@ class Engine(abc.ABC):
             text = texts[shape.rows]
             model = self.transformer(variant, fast=shape.fast)
             backend = self.fast_attention_backend if shape.fast else self.attention_backend
-            x = torch.zeros(shape.rows, 2 * LATENT_CHANNELS + 1, shape.frames, h, w, device=self.device,
-                            dtype=model.dtype)
+            x = torch.zeros(
+                shape.rows, 2 * LATENT_CHANNELS + 1, shape.frames, h, w, device=self.device, dtype=model.dtype
+            )
             cam = torch.zeros(shape.rows, 33, 6, height, width, device=self.device)
             t = torch.full((shape.rows,), 1000.0, device=self.device)
             tokens = model.camera_tokens(cam, shape.frames)
 
             def run(model=model, x=x, t=t, text=text, tokens=tokens, backend=backend) -> None:
-                model(x, t, text.states, text.mask, text.pooled, camera_tokens=tokens, text_lengths=text.lengths,
-                      attention_backend=backend)
+                model(
+                    x,
+                    t,
+                    text.states,
+                    text.mask,
+                    text.pooled,
+                    camera_tokens=tokens,
+                    text_lengths=text.lengths,
+                    attention_backend=backend,
+                )
 
             self._reset_peak()
             seconds[shape] = min(self._timed(run) for _ in range(2))

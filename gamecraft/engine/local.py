@@ -20,23 +20,23 @@ from pathlib import Path
 import torch
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, text_lengths_from_mask
-from gamecraft.weights import load_transformer
 from gamecraft.model.compile import compile_blocks, uncompile_blocks
-from gamecraft.weights.transformer import cache_is_current
-from gamecraft.weights.offload import PinnedOffload
+from gamecraft.model.text import TextEncoders
+from gamecraft.model.vae import GameCraftVae
 from gamecraft.pipeline.sampling import TextConditioning
+from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout, load_transformer, transformer_config
+from gamecraft.weights.offload import PinnedOffload
+from gamecraft.weights.text import load_text_encoders
+from gamecraft.weights.transformer import cache_is_current
+from gamecraft.weights.vae import load_vae
 
 from .base import Engine
 from .twins import Fp8Twin
-from gamecraft.model.text import TextEncoders
-from gamecraft.weights.text import load_text_encoders
-from gamecraft.model.vae import GameCraftVae
-from gamecraft.weights.vae import load_vae
-from gamecraft.weights import DEFAULT_LAYOUT, WeightsLayout, check_layout, transformer_config
 
 log = logging.getLogger(__name__)
 
 _PIN_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gamecraft-pin")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -69,18 +69,25 @@ class EngineConfig:
     layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
 
     @classmethod
-    def for_cpu(cls, weights_dir: Path, **overrides) -> "EngineConfig":
+    def for_cpu(cls, weights_dir: Path, **overrides) -> EngineConfig:
         """float32 everywhere on the CPU (fp16/bf16 kernels are slow or missing there)."""
-        base = dict(device="cpu", dtype=torch.float32, vae_dtype=torch.float32, text_dtype=torch.float32,
-                    text_offload=False, one_transformer_on_gpu=False)
+        base = dict(
+            device="cpu",
+            dtype=torch.float32,
+            vae_dtype=torch.float32,
+            text_dtype=torch.float32,
+            text_offload=False,
+            one_transformer_on_gpu=False,
+        )
         return cls(Path(weights_dir), **{**base, **overrides})
 
 
 class GameCraftEngine(Engine):
     """:class:`gamecraft.engine.Engine` on one device."""
 
-    def __init__(self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders | None,
-                 transformer_config: TransformerConfig):
+    def __init__(
+        self, config: EngineConfig, vae: GameCraftVae, text: TextEncoders | None, transformer_config: TransformerConfig
+    ):
         self.config = config
         self.device = torch.device(config.device)
         self.vae = vae
@@ -100,23 +107,25 @@ class GameCraftEngine(Engine):
             # Pinning 16 GB of host memory takes ≈ 20 s (H200 host, BENCHMARKS.md); it runs in the
             # background while the transformer loads, and the first prompt encoding waits for it.
             self._pinning = _PIN_POOL.submit(
-                lambda: [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)])
+                lambda: [PinnedOffload(text.llm, self.device), PinnedOffload(text.clip, self.device)]
+            )
 
     @classmethod
-    def load(cls, config: EngineConfig) -> "GameCraftEngine":
+    def load(cls, config: EngineConfig) -> GameCraftEngine:
         start = time.perf_counter()
         weights_dir = Path(config.weights_dir)
         for variant in config.preload or ("distilled",):
             check_layout(weights_dir, variant, config.layout)
         text_device = "cpu" if config.text_offload else config.device
-        engine = cls(config,
-                     load_vae(weights_dir, config.layout, config.device, config.vae_dtype),
-                     load_text_encoders(weights_dir, config.layout, text_device, config.text_dtype),
-                     transformer_config(weights_dir))
+        engine = cls(
+            config,
+            load_vae(weights_dir, config.layout, config.device, config.vae_dtype),
+            load_text_encoders(weights_dir, config.layout, text_device, config.text_dtype),
+            transformer_config(weights_dir),
+        )
         for variant in config.preload:
             engine.transformer(variant)
-        log.info("engine ready in %.1fs (%s, transformer %s)", time.perf_counter() - start, config.device,
-                 config.dtype)
+        log.info("engine ready in %.1fs (%s, transformer %s)", time.perf_counter() - start, config.device, config.dtype)
         return engine
 
     @staticmethod
@@ -126,16 +135,22 @@ class GameCraftEngine(Engine):
         ``.pt`` and write the same cache file)."""
         weights_dir = Path(config.weights_dir)
         model_config = transformer_config(weights_dir)
-        return all(cache_is_current(weights_dir / config.layout.transformer(variant), model_config,
-                                    cache_dir=config.cache_dir) for variant in config.preload)
+        return all(
+            cache_is_current(weights_dir / config.layout.transformer(variant), model_config, cache_dir=config.cache_dir)
+            for variant in config.preload
+        )
 
     @classmethod
-    def load_worker(cls, device: str, config: EngineConfig) -> "GameCraftEngine":
+    def load_worker(cls, device: str, config: EngineConfig) -> GameCraftEngine:
         """A multi-GPU worker rank's engine on ``device``: VAE and transformers, no text encoders
         (prompts are encoded on rank 0). A ``gamecraft.parallel.WorkerSpec`` factory."""
         config = replace(config, device=device)
-        engine = cls(config, load_vae(Path(config.weights_dir), config.layout, device, config.vae_dtype), None,
-                     transformer_config(Path(config.weights_dir)))
+        engine = cls(
+            config,
+            load_vae(Path(config.weights_dir), config.layout, device, config.vae_dtype),
+            None,
+            transformer_config(Path(config.weights_dir)),
+        )
         for variant in config.preload:
             engine.transformer(variant)
         return engine
@@ -185,8 +200,13 @@ class GameCraftEngine(Engine):
             start = time.perf_counter()
             path = Path(self.config.weights_dir) / self.config.layout.transformer(variant)
             check_layout(self.config.weights_dir, variant, self.config.layout)
-            model = load_transformer(path, self.transformer_config, dtype=self.config.dtype, device=self.device,
-                                     cache_dir=self.config.cache_dir)
+            model = load_transformer(
+                path,
+                self.transformer_config,
+                dtype=self.config.dtype,
+                device=self.device,
+                cache_dir=self.config.cache_dir,
+            )
             self.register_transformer(variant, model)
             log.info("loaded %s transformer in %.1fs", variant, time.perf_counter() - start)
         model = self._transformers[variant]
@@ -198,8 +218,9 @@ class GameCraftEngine(Engine):
             log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
         if fast:
             if variant not in self._twins:
-                prepare = (lambda twin: compile_blocks(twin, backend=self.config.compile_backend)) \
-                    if self._compile else None
+                prepare = (
+                    (lambda twin: compile_blocks(twin, backend=self.config.compile_backend)) if self._compile else None
+                )
                 self._twins[variant] = Fp8Twin(model, self.device, self.config.fp8_twin, prepare)
             return self._twins[variant].use(True)
         if variant in self._twins:
@@ -236,7 +257,9 @@ class GameCraftEngine(Engine):
                 stack.enter_context(offload.on_device())
             emb = self.text_encoders.encode([negative_prompt, prompt] if guidance else [prompt])
         lengths = tuple(text_lengths_from_mask(emb.text_mask))
-        log.info("encoded prompt (%d row(s), %s valid tokens) in %.2fs", len(lengths), lengths,
-                 time.perf_counter() - start)
+        log.info(
+            "encoded prompt (%d row(s), %s valid tokens) in %.2fs", len(lengths), lengths, time.perf_counter() - start
+        )
         return TextConditioning(emb.text_states, emb.text_mask, emb.text_states_2, lengths).to(
-            self.device, self.config.dtype)
+            self.device, self.config.dtype
+        )

@@ -25,8 +25,13 @@ PLACEMENTS = ("beside", "replace")
 class Fp8Twin:
     """The fp8 twin of ``model`` (made from its weights, on their device) and the placement of both."""
 
-    def __init__(self, model: nn.Module, device: torch.device, placement: str = "beside",
-                 prepare: Callable[[nn.Module], None] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        placement: str = "beside",
+        prepare: Callable[[nn.Module], None] | None = None,
+    ):
         if placement not in PLACEMENTS:
             raise ValueError(f"fp8 twin placement must be one of {PLACEMENTS}, got {placement!r}")
         self.model = model

@@ -26,7 +26,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from gamecraft.specs.geometry import DEFAULT_SIZE
 
 logger = logging.getLogger(__name__)
 
-ImageSource = Union[str, Path, bytes, BinaryIO, Image.Image]
+ImageSource = str | Path | bytes | BinaryIO | Image.Image
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
 # Above this many times the target area, the cover-resized intermediate is not materialized.
@@ -77,8 +77,9 @@ def load_image(source: ImageSource, limits: ImageLimits = ImageLimits()) -> Imag
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
     width, height = size
     if width * height > limits.max_pixels:
-        raise ValueError(f"image too large: {width}x{height} = {width * height / 1e6:.1f} MP, "
-                         f"limit {limits.max_pixels / 1e6:.1f} MP")
+        raise ValueError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.1f} MP, limit {limits.max_pixels / 1e6:.1f} MP"
+        )
     if min(width, height) < limits.min_side:
         raise ValueError(f"image too small: {width}x{height}, each side must be >= {limits.min_side} px")
 
@@ -128,8 +129,9 @@ def _to_unit_range(image: Image.Image) -> torch.Tensor:
     return (pixels.float().div(255) - 0.5) / 0.5
 
 
-def preprocess_image(source: ImageSource, size: tuple[int, int] = DEFAULT_SIZE,
-                     limits: ImageLimits = ImageLimits()) -> torch.Tensor:
+def preprocess_image(
+    source: ImageSource, size: tuple[int, int] = DEFAULT_SIZE, limits: ImageLimits = ImageLimits()
+) -> torch.Tensor:
     """An image file/bytes/PIL image → ``[1, 3, 1, H, W]`` float32 in [−1, 1] at ``size = (H, W)``."""
     return _to_unit_range(resize_and_crop(load_image(source, limits), size))[None, :, None]
 

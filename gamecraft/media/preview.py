@@ -10,18 +10,26 @@ same conventions (see ``top_down_points``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 from gamecraft.pipeline.camera import ChunkPoses, world_poses
+from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 
-PALETTE = ((230, 57, 70), (29, 120, 220), (46, 160, 67), (240, 150, 20), (142, 68, 173),
-           (0, 150, 150), (200, 60, 150), (110, 110, 110))
+PALETTE = (
+    (230, 57, 70),
+    (29, 120, 220),
+    (46, 160, 67),
+    (240, 150, 20),
+    (142, 68, 173),
+    (0, 150, 150),
+    (200, 60, 150),
+    (110, 110, 110),
+)
 BACKGROUND = (250, 250, 247)
 GRID = (225, 225, 220)
 TEXT = (30, 30, 30)
@@ -60,20 +68,33 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _arrow(draw: ImageDraw.ImageDraw, tip_from: tuple[float, float], heading: float, length: float,
-           color: tuple[int, int, int], width: int) -> None:
+def _arrow(
+    draw: ImageDraw.ImageDraw,
+    tip_from: tuple[float, float],
+    heading: float,
+    length: float,
+    color: tuple[int, int, int],
+    width: int,
+) -> None:
     dx, dy = -math.sin(heading), -math.cos(heading)  # picture coordinates: up is −y
     x0, y0 = tip_from
     x1, y1 = x0 + dx * length, y0 + dy * length
     draw.line([(x0, y0), (x1, y1)], fill=color, width=width)
     for side in (+1, -1):
         angle = math.atan2(dy, dx) + math.pi - side * 0.45
-        draw.line([(x1, y1), (x1 + math.cos(angle) * length * 0.35, y1 + math.sin(angle) * length * 0.35)],
-                  fill=color, width=width)
+        draw.line(
+            [(x1, y1), (x1 + math.cos(angle) * length * 0.35, y1 + math.sin(angle) * length * 0.35)],
+            fill=color,
+            width=width,
+        )
 
 
-def render_preview(chunks: Sequence[ChunkPoses], labels: Sequence[str], size: tuple[int, int] = (960, 720),
-                   title: str = "Camera path (top view)") -> tuple[Image.Image, PreviewLayout]:
+def render_preview(
+    chunks: Sequence[ChunkPoses],
+    labels: Sequence[str],
+    size: tuple[int, int] = (960, 720),
+    title: str = "Camera path (top view)",
+) -> tuple[Image.Image, PreviewLayout]:
     """Render the path; ``labels[i]`` describes chunk ``i`` (e.g. ``"w 0.4 + left_rot 20°"``)."""
     if len(labels) != len(chunks):
         raise ValueError(f"{len(labels)} labels for {len(chunks)} chunks")
@@ -90,8 +111,12 @@ def render_preview(chunks: Sequence[ChunkPoses], labels: Sequence[str], size: tu
     origin = ((plot[0] + plot[2]) / 2 - centre[0] * scale, (plot[1] + plot[3]) / 2 + centre[1] * scale)
     boundary_idx = [j * FRAMES_PER_CHUNK for j in range(len(chunks) + 1)]
     boundary_idx[-1] = positions.shape[0] - 1
-    layout = PreviewLayout(origin, scale, size, tuple(
-        (origin[0] + positions[i, 0] * scale, origin[1] - positions[i, 1] * scale) for i in boundary_idx))
+    layout = PreviewLayout(
+        origin,
+        scale,
+        size,
+        tuple((origin[0] + positions[i, 0] * scale, origin[1] - positions[i, 1] * scale) for i in boundary_idx),
+    )
 
     image = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -110,12 +135,14 @@ def render_preview(chunks: Sequence[ChunkPoses], labels: Sequence[str], size: tu
                     draw.line([(plot[0], y), (plot[2], y)], fill=GRID)
     draw.rectangle(plot, outline=(190, 190, 185))
     draw.text((plot[0], 12), title, fill=TEXT, font=_font(20))
-    draw.text((plot[0], plot[3] + 6), f"grid {step:g} units · +x right, +z (initial view) up", fill=TEXT, font=_font(13))
+    draw.text(
+        (plot[0], plot[3] + 6), f"grid {step:g} units · +x right, +z (initial view) up", fill=TEXT, font=_font(13)
+    )
 
     arrow_len = max(18.0, min(40.0, 0.06 * (plot[2] - plot[0])))
     for j in range(len(chunks)):
         color = chunk_color(j)
-        seg = positions[j * FRAMES_PER_CHUNK: (j + 1) * FRAMES_PER_CHUNK + 1]
+        seg = positions[j * FRAMES_PER_CHUNK : (j + 1) * FRAMES_PER_CHUNK + 1]
         pts = [layout.to_pixel(float(x), float(z)) for x, z in seg]
         if len(pts) > 1:
             draw.line(pts, fill=color, width=4, joint="curve")
@@ -138,8 +165,13 @@ def render_preview(chunks: Sequence[ChunkPoses], labels: Sequence[str], size: tu
         pitch = math.degrees(math.asin(float(np.clip(-pose[1, 2], -1.0, 1.0)))) + 0.0
         draw.rectangle([x0, y + 3, x0 + 12, y + 15], fill=chunk_color(j))
         draw.text((x0 + 18, y), f"{j + 1}. {label}", fill=TEXT, font=_font(14))
-        draw.text((x0 + 18, y + 18), f"   end x={pose[0, 3] + 0.0:+.2f} z={pose[2, 3] + 0.0:+.2f} yaw={round(yaw) + 0:+d}° pitch={round(pitch) + 0:+d}°",
-                  fill=(90, 90, 90), font=_font(12))
+        draw.text(
+            (x0 + 18, y + 18),
+            f"   end x={pose[0, 3] + 0.0:+.2f} z={pose[2, 3] + 0.0:+.2f} "
+            f"yaw={round(yaw) + 0:+d}° pitch={round(pitch) + 0:+d}°",
+            fill=(90, 90, 90),
+            font=_font(12),
+        )
         y += 40
         if y > height - 40 and j < len(labels) - 1:
             draw.text((x0, y), f"… {len(labels) - j - 1} more", fill=TEXT, font=_font(13))

@@ -35,8 +35,6 @@ from typing import Any, BinaryIO
 import imageio_ffmpeg
 import numpy as np
 
-from gamecraft.specs.geometry import FPS
-
 # Reading lives in video_reader; re-exported so callers have one media API.
 from gamecraft.media.video_reader import (  # noqa: F401
     START_FRAMES,
@@ -46,6 +44,7 @@ from gamecraft.media.video_reader import (  # noqa: F401
     probe_video,
     read_video_frames,
 )
+from gamecraft.specs.geometry import FPS
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +79,7 @@ def _thwc_permutation(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[in
     elif len(shape) == 4 and shape[-1] == 3:
         perm = None
     elif not (len(shape) == 4 and shape[0] == 3):
-        raise ValueError(
-            f"frames must be shaped [T, H, W, 3], [3, T, H, W] or [1, 3, T, H, W]; got {list(shape)}"
-        )
+        raise ValueError(f"frames must be shaped [T, H, W, 3], [3, T, H, W] or [1, 3, T, H, W]; got {list(shape)}")
     thwc = shape if perm is None else tuple(shape[i] for i in perm)
     if min(thwc[:3]) < 1:
         raise ValueError(f"frames must not be empty; got [T, H, W, 3] = {list(thwc)}")
@@ -193,7 +190,7 @@ class VideoWriter:
 
     def _start(self, height: int, width: int) -> None:
         self._tmp = _temp_sibling(self.path, ".tmp.mp4")
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - ffmpeg's stderr, closed in close()
         cmd = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -203,9 +200,7 @@ class VideoWriter:
             "-movflags", "+faststart", "-f", "mp4", str(self._tmp),
         ]  # fmt: skip
         logger.debug("starting ffmpeg: %s", " ".join(cmd))
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr
-        )
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
         self.size = (height, width)
 
     def append(self, frames: Any) -> None:
@@ -227,9 +222,7 @@ class VideoWriter:
         except OSError as err:  # BrokenPipeError: ffmpeg exited; its stderr says why
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
-            raise RuntimeError(
-                f"ffmpeg stopped while encoding {self.path.name}: {_stderr_tail(self._stderr)}"
-            ) from err
+            raise RuntimeError(f"ffmpeg stopped while encoding {self.path.name}: {_stderr_tail(self._stderr)}") from err
         self.frames_written += batch.shape[0]
 
     def close(self) -> Path:
@@ -250,8 +243,7 @@ class VideoWriter:
                 ) from None
             if returncode != 0:
                 raise RuntimeError(
-                    f"ffmpeg failed (exit {returncode}) writing {self.path.name}: "
-                    f"{_stderr_tail(self._stderr)}"
+                    f"ffmpeg failed (exit {returncode}) writing {self.path.name}: {_stderr_tail(self._stderr)}"
                 )
             assert self._tmp is not None
             os.replace(self._tmp, self.path)

@@ -78,13 +78,9 @@ def _open_video(
             pix_fmt=str(meta.get("pix_fmt", "")).split("(")[0],
         )  # fmt: skip
         if not (0 < width <= max_side and 0 < height <= max_side):
-            raise ValueError(
-                f"{path.name} is {width}x{height} pixels; each side must be 1..{max_side}"
-            )
+            raise ValueError(f"{path.name} is {width}x{height} pixels; each side must be 1..{max_side}")
         if info.duration_s > max_duration_s:
-            raise ValueError(
-                f"{path.name} is {info.duration_s:.1f} s long; the limit is {max_duration_s:g} s"
-            )
+            raise ValueError(f"{path.name} is {info.duration_s:.1f} s long; the limit is {max_duration_s:g} s")
 
         def frames() -> Iterator[np.ndarray]:
             try:

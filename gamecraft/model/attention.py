@@ -13,7 +13,8 @@ No mask tensor exists anywhere, so the fast dense kernels (cuDNN, flash) stay us
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, Protocol, Sequence, get_args
+from collections.abc import Sequence
+from typing import Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +51,7 @@ ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 MEASUREMENT_ONLY_BACKENDS = ("fa3-fp8",)  # benchmarks only: never chosen for serving
 
 _KERNELS: dict[str, list[SDPBackend]] = {
-    "sdpa": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-             SDPBackend.MATH],
+    "sdpa": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
     "sdpa-math": [SDPBackend.MATH],
     "sdpa-cudnn": [SDPBackend.CUDNN_ATTENTION],
     "sdpa-flash": [SDPBackend.FLASH_ATTENTION],
@@ -77,8 +77,10 @@ def _fa3_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     try:
         from fa3_fwd_interface import flash_attn_func
     except Exception as err:
-        raise RuntimeError("attention backend 'fa3' needs the fa3-fwd package (FlashAttention-3 forward "
-                           f"for Hopper GPUs): {type(err).__name__}: {err}") from err
+        raise RuntimeError(
+            "attention backend 'fa3' needs the fa3-fwd package (FlashAttention-3 forward "
+            f"for Hopper GPUs): {type(err).__name__}: {err}"
+        ) from err
     return flash_attn_func(q, k, v)  # [B, S, H, D] in and out, scale 1/sqrt(D), non-causal
 
 
@@ -89,8 +91,9 @@ def _fa3_fp8_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     try:
         from fa3_fwd_interface import flash_attn_func
     except Exception as err:
-        raise RuntimeError(f"attention backend 'fa3-fp8' needs the fa3-fwd package: {type(err).__name__}: {err}"
-                           ) from err
+        raise RuntimeError(
+            f"attention backend 'fa3-fp8' needs the fa3-fwd package: {type(err).__name__}: {err}"
+        ) from err
     quantized, descales = [], []
     for x in (q, k, v):
         scale = x.float().abs().amax(dim=(1, 3)).clamp_min(1e-12) / FP8_MAX  # [B, H]
@@ -146,16 +149,24 @@ class HeadParallel(Protocol):
 
     def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]: ...
 
-    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
-                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]: ...
+    def attention(
+        self,
+        sends: list[torch.Tensor],
+        txt_q: torch.Tensor,
+        txt_k: torch.Tensor,
+        txt_v: torch.Tensor,
+        text_lengths: Sequence[int],
+        backend: str,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]: ...
 
 
 # Kept out of torch.compile graphs (a graph break per call): the per-row text lengths decide the
 # segment shapes, and tracing them would recompile the blocks for every new prompt length. SDPA is
 # one kernel anyway, so nothing is lost to fusion.
 @torch.compiler.disable
-def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
-                    text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+def joint_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int, text_lengths: Sequence[int], backend: str
+) -> torch.Tensor:
     """Attention over ``[img ; text]`` with the reference's segment semantics, on one device.
 
     q, k, v: [B, img_len + text_len, H, D]; ``text_lengths[b]`` valid (leading) text tokens of row
@@ -171,20 +182,32 @@ def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: 
 # is not. With ``sp`` the send buffers are packed by ``sp.pack_heads`` in the graph, so Inductor writes
 # q/k/v straight into the exchange layout, and the image outputs come back as views of the receive
 # buffers that the compiled code reads in place.
-def pack_attention(img_q: torch.Tensor, img_k: torch.Tensor, img_v: torch.Tensor, txt_q: torch.Tensor,
-                   txt_k: torch.Tensor, txt_v: torch.Tensor, sp: HeadParallel | None = None) -> tuple:
+def pack_attention(
+    img_q: torch.Tensor,
+    img_k: torch.Tensor,
+    img_v: torch.Tensor,
+    txt_q: torch.Tensor,
+    txt_k: torch.Tensor,
+    txt_v: torch.Tensor,
+    sp: HeadParallel | None = None,
+) -> tuple:
     """The inputs of :func:`block_attention`. img_*: [B, N, H, D] (with ``sp``: this rank's shard of
     the image tokens), txt_*: [B, L, H, D]."""
     if sp is None:
-        return (torch.cat((img_q, txt_q), dim=1), torch.cat((img_k, txt_k), dim=1), torch.cat((img_v, txt_v), dim=1),
-                img_q.shape[1])
+        return (
+            torch.cat((img_q, txt_q), dim=1),
+            torch.cat((img_k, txt_k), dim=1),
+            torch.cat((img_v, txt_v), dim=1),
+            img_q.shape[1],
+        )
     image = sp.pack_heads(img_q, img_k, img_v) if sp.pack_in_graph else (img_q, img_k, img_v)
     return image, txt_q, txt_k, txt_v
 
 
 @torch.compiler.disable
-def block_attention(packed: tuple, text_lengths: Sequence[int], backend: str, sp: HeadParallel | None = None
-                    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+def block_attention(
+    packed: tuple, text_lengths: Sequence[int], backend: str, sp: HeadParallel | None = None
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """:func:`joint_attention` on :func:`pack_attention`'s output. Returns (the image outputs as parts
     [B, N, (P,) h, D] that :func:`join_heads` joins; the text outputs [B, L, H*D])."""
     if sp is None:
@@ -202,8 +225,9 @@ def join_heads(parts: list[torch.Tensor]) -> torch.Tensor:
     return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)).flatten(2)
 
 
-def joint_attention_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int,
-                          text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+def joint_attention_heads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img_len: int, text_lengths: Sequence[int], backend: str
+) -> torch.Tensor:
     """:func:`joint_attention` on one device, keeping the heads apart: returns [B, L, H, D]."""
     batch, seq_len = q.shape[0], q.shape[1]
     if len(text_lengths) != batch:
@@ -220,8 +244,9 @@ def joint_attention_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, img
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
 
 
-def refiner_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      text_lengths: Sequence[int], backend: str) -> torch.Tensor:
+def refiner_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_lengths: Sequence[int], backend: str
+) -> torch.Tensor:
     """Self-attention of the token refiner with the reference's mask semantics, without a mask.
 
     The reference masks key j for query i unless both are valid, and always allows key 0 (to
@@ -238,8 +263,11 @@ def refiner_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if not 0 <= length <= seq_len:
             raise ValueError(f"text length {length} outside [0, {seq_len}]")
         valid = max(length, 1)  # with no valid token everybody attends to key 0 only
-        parts = [sdpa(q[first:end, :valid], k[first:end, :valid], v[first:end, :valid], backend)
-                 if length else v[first:end, :1]]
+        parts = [
+            sdpa(q[first:end, :valid], k[first:end, :valid], v[first:end, :valid], backend)
+            if length
+            else v[first:end, :1]
+        ]
         if valid < seq_len:
             parts.append(v[first:end, :1].expand(-1, seq_len - valid, -1, -1))
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))

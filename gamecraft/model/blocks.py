@@ -8,7 +8,7 @@ production). This is what the reference does under ``torch.autocast(bf16)`` for 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -39,8 +39,9 @@ def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch
 class DoubleStreamBlock(nn.Module):
     """Separate weights for image and text tokens, joint attention over ``[img ; txt]``."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_hidden_dim: int, qkv_bias: bool = True,
-                 dtype=None, device=None):
+    def __init__(
+        self, hidden_size: int, num_heads: int, mlp_hidden_dim: int, qkv_bias: bool = True, dtype=None, device=None
+    ):
         super().__init__()
         self.num_heads = num_heads
         head_dim = hidden_size // num_heads
@@ -54,9 +55,16 @@ class DoubleStreamBlock(nn.Module):
             self.add_module(f"{stream}_attn_proj", nn.Linear(hidden_size, hidden_size, bias=qkv_bias, **kw))
             self.add_module(f"{stream}_mlp", MLP(hidden_size, mlp_hidden_dim, gelu, **kw))
 
-    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor], text_lengths: Sequence[int],
-                attention_backend: str = "sdpa", sp: HeadParallel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        vec: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        text_lengths: Sequence[int],
+        attention_backend: str = "sdpa",
+        sp: HeadParallel | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """img [B, N, hidden], txt [B, L, hidden] (float32 streams), vec [B, hidden],
         rope = (cos, sin) [N, head_dim]; with ``sp``, N is this rank's image-token shard.
         Returns the updated (img, txt)."""
@@ -65,12 +73,14 @@ class DoubleStreamBlock(nn.Module):
         txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
 
         img_q, img_k, img_v = _split_heads(
-            self.img_attn_qkv(modulate(layer_norm(img), img_shift1, img_scale1).to(dtype)), self.num_heads)
+            self.img_attn_qkv(modulate(layer_norm(img), img_shift1, img_scale1).to(dtype)), self.num_heads
+        )
         img_q = apply_rope(self.img_attn_q_norm(img_q), *rope)
         img_k = apply_rope(self.img_attn_k_norm(img_k), *rope)
 
         txt_q, txt_k, txt_v = _split_heads(
-            self.txt_attn_qkv(modulate(layer_norm(txt), txt_shift1, txt_scale1).to(dtype)), self.num_heads)
+            self.txt_attn_qkv(modulate(layer_norm(txt), txt_shift1, txt_scale1).to(dtype)), self.num_heads
+        )
         txt_q = self.txt_attn_q_norm(txt_q)
         txt_k = self.txt_attn_k_norm(txt_k)
 
@@ -102,20 +112,35 @@ class SingleStreamBlock(nn.Module):
         self.mlp_act = nn.GELU(approximate="tanh")
         self.modulation = Modulation(hidden_size, 3, **kw)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, img_len: int,
-                rope: tuple[torch.Tensor, torch.Tensor], text_lengths: Sequence[int],
-                attention_backend: str = "sdpa", sp: HeadParallel | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        vec: torch.Tensor,
+        img_len: int,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        text_lengths: Sequence[int],
+        attention_backend: str = "sdpa",
+        sp: HeadParallel | None = None,
+    ) -> torch.Tensor:
         """x [B, img_len + L, hidden] float32 stream, vec [B, hidden]; with ``sp``, img_len is this
         rank's image-token shard. Returns updated x."""
         dtype = self.modulation.linear.weight.dtype  # compute dtype (not a quantized layer: see fp8.py)
         shift, scale, gate = self.modulation(vec)
         qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale).to(dtype)).split(
-            [3 * self.hidden_size, self.mlp_hidden_dim], dim=-1)
+            [3 * self.hidden_size, self.mlp_hidden_dim], dim=-1
+        )
         q, k, v = _split_heads(qkv, self.num_heads)
         q = self.q_norm(q)
         k = self.k_norm(k)
-        packed = pack_attention(apply_rope(q[:, :img_len], *rope), apply_rope(k[:, :img_len], *rope), v[:, :img_len],
-                                q[:, img_len:], k[:, img_len:], v[:, img_len:], sp)
+        packed = pack_attention(
+            apply_rope(q[:, :img_len], *rope),
+            apply_rope(k[:, :img_len], *rope),
+            v[:, :img_len],
+            q[:, img_len:],
+            k[:, img_len:],
+            v[:, img_len:],
+            sp,
+        )
         img_parts, txt_attn = block_attention(packed, text_lengths, attention_backend, sp)
         attn = torch.cat((join_heads(img_parts), txt_attn), dim=1)
         out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=-1))

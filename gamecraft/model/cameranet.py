@@ -18,7 +18,7 @@ def compress_time(x: torch.Tensor, batch: int) -> torch.Tensor:
     frames = x.shape[0] // batch
     if frames in (34, 66):
         raise ValueError(f"compress_time: {frames} frames take the reference's unreproduced 34/66 branch")
-    x = x.unflatten(0, (batch, frames))                      # [B, F, C, h, w]
+    x = x.unflatten(0, (batch, frames))  # [B, F, C, h, w]
     if frames % 2:
         first, rest = x[:, :1], x[:, 1:]
         if rest.shape[1]:
@@ -38,17 +38,23 @@ class CameraNet(nn.Module):
     to the parameter dtype and so is its output.
     """
 
-    def __init__(self, in_channels: int, downscale_coef: int, out_channels: int,
-                 patch_size: tuple[int, int, int], hidden_size: int, dtype=None, device=None):
+    def __init__(
+        self,
+        in_channels: int,
+        downscale_coef: int,
+        out_channels: int,
+        patch_size: tuple[int, int, int],
+        hidden_size: int,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         kw = dict(dtype=dtype, device=device)
-        c0 = in_channels * downscale_coef ** 2
+        c0 = in_channels * downscale_coef**2
         c1, c2 = c0 // 2, c0 // 4
         self.unshuffle = nn.PixelUnshuffle(downscale_coef)
-        self.encode_first = nn.Sequential(nn.Conv2d(c0, c1, kernel_size=1, **kw), nn.GroupNorm(2, c1, **kw),
-                                          nn.ReLU())
-        self.encode_second = nn.Sequential(nn.Conv2d(c1, c2, kernel_size=1, **kw), nn.GroupNorm(2, c2, **kw),
-                                           nn.ReLU())
+        self.encode_first = nn.Sequential(nn.Conv2d(c0, c1, kernel_size=1, **kw), nn.GroupNorm(2, c1, **kw), nn.ReLU())
+        self.encode_second = nn.Sequential(nn.Conv2d(c1, c2, kernel_size=1, **kw), nn.GroupNorm(2, c2, **kw), nn.ReLU())
         self.final_proj = nn.Conv2d(c2, out_channels, kernel_size=1, **kw)
         self.scale = nn.Parameter(torch.ones(1, **kw))
         self.camera_in = PatchEmbed(patch_size, out_channels, hidden_size, **kw)
@@ -56,11 +62,11 @@ class CameraNet(nn.Module):
     def encode(self, camera_states: torch.Tensor) -> torch.Tensor:
         """[B, F, C, H, W] -> per-latent-frame features [B, out_channels, F', H/down, W/down]."""
         batch = camera_states.shape[0]
-        x = camera_states.to(self.scale.dtype).flatten(0, 1)          # [B*F, C, H, W]
+        x = camera_states.to(self.scale.dtype).flatten(0, 1)  # [B*F, C, H, W]
         x = self.encode_first(self.unshuffle(x))
         x = self.encode_second(compress_time(x, batch))
-        x = self.final_proj(compress_time(x, batch))                   # [B*F', out, h, w]
-        return x.unflatten(0, (batch, -1)).transpose(1, 2)            # [B, out, F', h, w]
+        x = self.final_proj(compress_time(x, batch))  # [B*F', out, h, w]
+        return x.unflatten(0, (batch, -1)).transpose(1, 2)  # [B, out, F', h, w]
 
     def forward(self, camera_states: torch.Tensor) -> torch.Tensor:
         return self.camera_in(self.encode(camera_states)) * self.scale
@@ -81,8 +87,9 @@ def camera_tokens(camera_net: CameraNet, cam_latents: torch.Tensor, latent_frame
     a continuation (18). Returns [B, latent_frames * (H/16) * (W/16), hidden].
     """
     if latent_frames not in ZERO_CAMERA_FRAMES:
-        raise ValueError(f"unsupported number of latent frames {latent_frames}; "
-                         f"expected one of {sorted(ZERO_CAMERA_FRAMES)}")
+        raise ValueError(
+            f"unsupported number of latent frames {latent_frames}; expected one of {sorted(ZERO_CAMERA_FRAMES)}"
+        )
     zero_frames = ZERO_CAMERA_FRAMES[latent_frames]
     parts = []
     if zero_frames is not None:

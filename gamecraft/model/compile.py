@@ -14,7 +14,6 @@ import torch
 
 from .transformer import GameCraftTransformer
 
-
 # All double blocks share one code object (and all single blocks another), and dynamo counts
 # recompilations per code object: 2 chunk layouts × 2 batch sizes × exact/fp8 weights × attention
 # kernels × sequence-parallel shards exceed its default limit of 8, after which it would silently run
@@ -26,8 +25,9 @@ RECOMPILE_LIMIT = 64
 def compile_blocks(model: GameCraftTransformer, mode: str | None = None, backend: str = "inductor") -> None:
     """Compile every double/single block of ``model`` in place (idempotent per block)."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
-                                                           4 * RECOMPILE_LIMIT)
+    torch._dynamo.config.accumulated_recompile_limit = max(
+        torch._dynamo.config.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT
+    )
     for block in (*model.double_blocks, *model.single_blocks):
         if not getattr(block, "_gamecraft_compiled", False):
             block.compile(dynamic=False, mode=mode, backend=backend)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +88,25 @@ class TransformerConfig:
         return d
 
     @classmethod
-    def production(cls) -> "TransformerConfig":
+    def production(cls) -> TransformerConfig:
         """The shipped GameCraft-1.0 model (both the 50-step and the distilled checkpoint)."""
         return cls()
 
     @classmethod
-    def tiny(cls) -> "TransformerConfig":
+    def tiny(cls) -> TransformerConfig:
         """A few-hundred-thousand-parameter model with the production structure, for CPU tests."""
-        return cls(hidden_size=64, num_heads=2, depth_double_blocks=2, depth_single_blocks=2,
-                   rope_dim_list=(8, 12, 12), text_states_dim=64, text_states_dim_2=32)
+        return cls(
+            hidden_size=64,
+            num_heads=2,
+            depth_double_blocks=2,
+            depth_single_blocks=2,
+            rope_dim_list=(8, 12, 12),
+            text_states_dim=64,
+            text_states_dim_2=32,
+        )
 
     @classmethod
-    def from_reference(cls, config: Mapping[str, Any]) -> "TransformerConfig":
+    def from_reference(cls, config: Mapping[str, Any]) -> TransformerConfig:
         """Build from a reference-style config dict (e.g. ``transformer.json["config"]`` of the goldens).
 
         Keys missing from ``config`` keep the production default; reference options this
@@ -113,17 +121,25 @@ class TransformerConfig:
             raise ValueError("qk_norm=False is not supported")
         if not config.get("use_attention_mask", True):
             raise ValueError("use_attention_mask=False is not supported (the reference always sets it)")
-        if "img_in_input_channels" in config and "in_channels" in config:
-            if config["img_in_input_channels"] != 2 * config["in_channels"] + 1:
-                raise ValueError(f"img_in_input_channels {config['img_in_input_channels']} != "
-                                 f"2 * in_channels + 1 for in_channels {config['in_channels']}")
+        if (
+            "img_in_input_channels" in config
+            and "in_channels" in config
+            and config["img_in_input_channels"] != 2 * config["in_channels"] + 1
+        ):
+            raise ValueError(
+                f"img_in_input_channels {config['img_in_input_channels']} != "
+                f"2 * in_channels + 1 for in_channels {config['in_channels']}"
+            )
         names = {f for f in cls.__dataclass_fields__ if f != "extra"}
         kwargs = {k: config[k] for k in names if k in config}
         out_channels = config.get("out_channels")
         if out_channels is None and "in_channels" in config:
             kwargs["out_channels"] = config["in_channels"]
-        known = names | set(_SUPPORTED_OPTIONS) | {"guidance_embed", "qk_norm", "img_in_input_channels",
-                                                   "use_attention_mask"}
+        known = (
+            names
+            | set(_SUPPORTED_OPTIONS)
+            | {"guidance_embed", "qk_norm", "img_in_input_channels", "use_attention_mask"}
+        )
         extra = {k: v for k, v in config.items() if k not in known}
         if extra:
             logger.warning("ignoring unknown transformer config keys: %s", sorted(extra))

@@ -54,8 +54,9 @@ class FP8Linear(nn.Module):
         shape = x.shape
         x8, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
         # cuBLASLt's row-wise fp8 GEMM writes bf16; production activations are bf16 already.
-        out = torch._scaled_mm(x8, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                               out_dtype=torch.bfloat16)
+        out = torch._scaled_mm(
+            x8, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
+        )
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.reshape(*shape[:-1], self.out_features).to(x.dtype)

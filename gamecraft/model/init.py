@@ -9,9 +9,9 @@ import torch
 from .config import TransformerConfig
 from .transformer import GameCraftTransformer
 
+
 @torch.no_grad()
-def init_random_(model: torch.nn.Module, seed: int, device: torch.device | str | None = None
-                 ) -> torch.nn.Module:
+def init_random_(model: torch.nn.Module, seed: int, device: torch.device | str | None = None) -> torch.nn.Module:
     """Fill every parameter with the golden README's rule (in place; materialises meta models on
     ``device`` first, without touching the CPU):
 
@@ -28,7 +28,7 @@ def init_random_(model: torch.nn.Module, seed: int, device: torch.device | str |
     for name, param in model.named_parameters():
         if param.ndim >= 2:
             fan_in = math.prod(param.shape[1:])
-            param.normal_(0.0, fan_in ** -0.5, generator=generator)
+            param.normal_(0.0, fan_in**-0.5, generator=generator)
         elif name.endswith("bias"):
             param.normal_(0.0, 0.1, generator=generator)
         else:
@@ -36,8 +36,9 @@ def init_random_(model: torch.nn.Module, seed: int, device: torch.device | str |
     return model
 
 
-def random_state_dict(config: TransformerConfig, seed: int, dtype: torch.dtype = torch.float32
-                      ) -> dict[str, torch.Tensor]:
+def random_state_dict(
+    config: TransformerConfig, seed: int, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Random weights with official key names and shapes (see :func:`init_random_`), on CPU.
 
     ``dtype`` applies to every parameter except the float32 ones of the dtype policy

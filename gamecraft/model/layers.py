@@ -120,11 +120,11 @@ class PatchEmbed(nn.Module):
     Tokens are ordered t-major, then h, then w.
     """
 
-    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, hidden_size: int,
-                 dtype=None, device=None):
+    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, hidden_size: int, dtype=None, device=None):
         super().__init__()
-        self.proj = nn.Conv3d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size,
-                              dtype=dtype, device=device)
+        self.proj = nn.Conv3d(
+            in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, dtype=dtype, device=device
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)
@@ -137,12 +137,14 @@ class FinalLayer(nn.Module):
     its input is then cast to float32 and so is the output.
     """
 
-    def __init__(self, hidden_size: int, patch_volume: int, out_channels: int,
-                 dtype=None, linear_dtype=None, device=None):
+    def __init__(
+        self, hidden_size: int, patch_volume: int, out_channels: int, dtype=None, linear_dtype=None, device=None
+    ):
         super().__init__()
         self.linear = nn.Linear(hidden_size, patch_volume * out_channels, dtype=linear_dtype, device=device)
         self.adaLN_modulation = nn.Sequential(
-            nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, dtype=dtype, device=device))
+            nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, dtype=dtype, device=device)
+        )
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec).chunk(2, dim=1)

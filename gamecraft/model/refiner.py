@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -29,8 +29,9 @@ class RefinerBlock(nn.Module):
         self.mlp = MLP(hidden_size, int(hidden_size * mlp_ratio), nn.SiLU(), **kw)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, **kw))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, text_lengths: Sequence[int],
-                attention_backend: str) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, text_lengths: Sequence[int], attention_backend: str
+    ) -> torch.Tensor:
         """x: [B, L, hidden] text tokens, c: [B, hidden] condition. Returns [B, L, hidden]."""
         gate_msa, gate_mlp = self.adaLN_modulation(c).chunk(2, dim=1)
         qkv = self.self_attn_qkv(_ln(self.norm1, x))
@@ -55,8 +56,17 @@ class SingleTokenRefiner(nn.Module):
     reference mask (see :func:`~gamecraft.model.attention.refiner_attention`).
     """
 
-    def __init__(self, text_dim: int, hidden_size: int, num_heads: int, depth: int,
-                 mlp_ratio: float = 4.0, freq_dim: int = 256, dtype=None, device=None):
+    def __init__(
+        self,
+        text_dim: int,
+        hidden_size: int,
+        num_heads: int,
+        depth: int,
+        mlp_ratio: float = 4.0,
+        freq_dim: int = 256,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         kw = dict(dtype=dtype, device=device)
         self.input_embedder = nn.Linear(text_dim, hidden_size, **kw)
@@ -64,15 +74,22 @@ class SingleTokenRefiner(nn.Module):
         self.c_embedder = TextProjection(text_dim, hidden_size, **kw)
         self.individual_token_refiner = nn.Module()
         self.individual_token_refiner.blocks = nn.ModuleList(
-            [RefinerBlock(hidden_size, num_heads, mlp_ratio, **kw) for _ in range(depth)])
+            [RefinerBlock(hidden_size, num_heads, mlp_ratio, **kw) for _ in range(depth)]
+        )
 
-    def forward(self, text_states: torch.Tensor, t: torch.Tensor, text_mask: torch.Tensor,
-                text_lengths: Sequence[int], attention_backend: str = "sdpa") -> torch.Tensor:
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        t: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_lengths: Sequence[int],
+        attention_backend: str = "sdpa",
+    ) -> torch.Tensor:
         """text_states [B, L, text_dim], t [B], text_mask [B, L] (0/1, right-padded),
         text_lengths = its row sums as Python ints. Returns [B, L, hidden] in the weight dtype."""
         dtype = self.input_embedder.weight.dtype
-        mask = text_mask.to(torch.float32).unsqueeze(-1)                      # [B, L, 1]
-        pooled = (text_states.float() * mask).sum(dim=1) / mask.sum(dim=1)     # [B, text_dim]
+        mask = text_mask.to(torch.float32).unsqueeze(-1)  # [B, L, 1]
+        pooled = (text_states.float() * mask).sum(dim=1) / mask.sum(dim=1)  # [B, text_dim]
         c = self.t_embedder(t) + self.c_embedder(pooled.to(dtype))
         x = self.input_embedder(text_states.to(dtype))
         for block in self.individual_token_refiner.blocks:

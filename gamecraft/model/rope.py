@@ -7,18 +7,23 @@ import torch
 from .config import TransformerConfig
 
 
-def token_grid(latent_frames: int, latent_h: int, latent_w: int,
-               config: TransformerConfig) -> tuple[int, int, int]:
+def token_grid(latent_frames: int, latent_h: int, latent_w: int, config: TransformerConfig) -> tuple[int, int, int]:
     """Token grid (t, h, w) of a latent video [.., latent_frames, latent_h, latent_w] after patchify."""
     pt, ph, pw = config.patch_size
     if latent_frames % pt or latent_h % ph or latent_w % pw:
-        raise ValueError(f"latent size {(latent_frames, latent_h, latent_w)} is not divisible by the "
-                         f"patch size {config.patch_size}")
+        raise ValueError(
+            f"latent size {(latent_frames, latent_h, latent_w)} is not divisible by the patch size {config.patch_size}"
+        )
     return latent_frames // pt, latent_h // ph, latent_w // pw
 
 
-def rope_tables(latent_frames: int, latent_h: int, latent_w: int, config: TransformerConfig,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    latent_frames: int,
+    latent_h: int,
+    latent_w: int,
+    config: TransformerConfig,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables for every image token, float32, each [tokens, head_dim].
 
     Tokens are ordered t-major, then h, then w (the order of ``img_in``'s flatten). For an axis of
@@ -32,10 +37,10 @@ def rope_tables(latent_frames: int, latent_h: int, latent_w: int, config: Transf
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in grid]
     positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).reshape(3, -1)  # [3, tokens]
     cos_parts, sin_parts = [], []
-    for axis_positions, dim in zip(positions, config.rope_dim_list):
+    for axis_positions, dim in zip(positions, config.rope_dim_list, strict=False):
         exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
-        inv_freq = 1.0 / (config.rope_theta ** exponents)                      # [dim/2]
-        angles = torch.outer(axis_positions, inv_freq)                          # [tokens, dim/2]
+        inv_freq = 1.0 / (config.rope_theta**exponents)  # [dim/2]
+        angles = torch.outer(axis_positions, inv_freq)  # [tokens, dim/2]
         cos_parts.append(angles.cos().repeat_interleave(2, dim=1))
         sin_parts.append(angles.sin().repeat_interleave(2, dim=1))
     return torch.cat(cos_parts, dim=1), torch.cat(sin_parts, dim=1)

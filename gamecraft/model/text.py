@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPTextModel, LlamaModel
 
-
 logger = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE = (
@@ -74,8 +73,14 @@ class PromptEmbeddings:
 class TextEncoders:
     """The LLM and CLIP encoders with their tokenizers; see the module docstring for the recipe."""
 
-    def __init__(self, llm: LlamaModel, llm_tokenizer, clip: CLIPTextModel, clip_tokenizer,
-                 config: TextEncoderConfig = TextEncoderConfig()):
+    def __init__(
+        self,
+        llm: LlamaModel,
+        llm_tokenizer,
+        clip: CLIPTextModel,
+        clip_tokenizer,
+        config: TextEncoderConfig = TextEncoderConfig(),
+    ):
         self.llm, self.llm_tokenizer = llm, llm_tokenizer
         self.clip, self.clip_tokenizer = clip, clip_tokenizer
         self.config = config
@@ -101,14 +106,19 @@ class TextEncoders:
         if count <= self.llm_max_length:
             return prompt
         if not self.config.truncate_long_prompts:
-            raise ValueError(f"prompt is too long: {count} LLM tokens with the template, at most "
-                             f"{self.llm_max_length} ({self.config.text_len} after the template)")
+            raise ValueError(
+                f"prompt is too long: {count} LLM tokens with the template, at most "
+                f"{self.llm_max_length} ({self.config.text_len} after the template)"
+            )
         start = len(PROMPT_TEMPLATE[: PROMPT_TEMPLATE.index("{}")])
         fitted = prompt
         while count > self.llm_max_length and fitted:
             encoding = self.llm_tokenizer(self.llm_text(fitted), return_offsets_mapping=True)
-            ends = [end - start for begin, end in encoding["offset_mapping"]
-                    if begin >= start and start < end <= start + len(fitted)]
+            ends = [
+                end - start
+                for begin, end in encoding["offset_mapping"]
+                if begin >= start and start < end <= start + len(fitted)
+            ]
             keep = len(ends) - (count - self.llm_max_length)
             cut = ends[keep - 1] if keep > 0 else 0
             if cut >= len(fitted):  # byte pieces of one character share its end offset: cut before it
@@ -117,20 +127,34 @@ class TextEncoders:
             count = len(self.llm_tokenizer(self.llm_text(fitted))["input_ids"])
         if count > self.llm_max_length:
             raise ValueError(f"the prompt template alone is {count} LLM tokens, more than {self.llm_max_length}")
-        logger.warning("prompt too long for the %d-token text window: kept its first %d of %d characters",
-                       self.config.text_len, len(fitted), len(prompt))
+        logger.warning(
+            "prompt too long for the %d-token text window: kept its first %d of %d characters",
+            self.config.text_len,
+            len(fitted),
+            len(prompt),
+        )
         return fitted
 
     def tokenize_llm(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` [B, text_len + crop_start] int64 of the templated prompts."""
         texts = [self.llm_text(self.fit_prompt(p)) for p in prompts]
-        return dict(self.llm_tokenizer(texts, max_length=self.llm_max_length, truncation=True,
-                                       padding="max_length", return_tensors="pt"))
+        return dict(
+            self.llm_tokenizer(
+                texts, max_length=self.llm_max_length, truncation=True, padding="max_length", return_tensors="pt"
+            )
+        )
 
     def tokenize_clip(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` [B, 77] int64 of the raw prompts (CLIP truncates the end)."""
-        return dict(self.clip_tokenizer(list(prompts), max_length=self.config.clip_max_length, truncation=True,
-                                        padding="max_length", return_tensors="pt"))
+        return dict(
+            self.clip_tokenizer(
+                list(prompts),
+                max_length=self.config.clip_max_length,
+                truncation=True,
+                padding="max_length",
+                return_tensors="pt",
+            )
+        )
 
     @torch.no_grad()
     def encode_llm(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,15 +164,16 @@ class TextEncoders:
         mask = tokens["attention_mask"].to(device)
         out = self.llm(input_ids=tokens["input_ids"].to(device), attention_mask=mask, output_hidden_states=True)
         states = out.hidden_states[-(self.config.hidden_state_skip_layer + 1)]
-        return states[:, self.crop_start:], mask[:, self.crop_start:]
+        return states[:, self.crop_start :], mask[:, self.crop_start :]
 
     @torch.no_grad()
     def encode_clip(self, prompts: list[str]) -> torch.Tensor:
         """CLIP-L ``pooler_output`` [B, D_clip] of the raw prompts."""
         tokens = self.tokenize_clip(prompts)
         device = next(self.clip.parameters()).device
-        return self.clip(input_ids=tokens["input_ids"].to(device),
-                         attention_mask=tokens["attention_mask"].to(device)).pooler_output
+        return self.clip(
+            input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device)
+        ).pooler_output
 
     def encode(self, prompts: list[str]) -> PromptEmbeddings:
         """Embeddings of ``prompts`` (one row each, same order)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -64,28 +65,45 @@ class GameCraftTransformer(nn.Module):
     ``meta`` device and load weights with :func:`gamecraft.weights.transformer.load_transformer`.
     """
 
-    def __init__(self, config: TransformerConfig, dtype: torch.dtype = torch.bfloat16,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self, config: TransformerConfig, dtype: torch.dtype = torch.bfloat16, device: torch.device | str | None = None
+    ):
         super().__init__()
         self.config = config
         kw = dict(dtype=dtype, device=device)
         hidden, heads = config.hidden_size, config.num_heads
         self.img_in = PatchEmbed(config.patch_size, config.img_in_channels, hidden, **kw)
-        self.txt_in = SingleTokenRefiner(config.text_states_dim, hidden, heads, config.refiner_depth,
-                                         freq_dim=config.timestep_freq_dim, **kw)
+        self.txt_in = SingleTokenRefiner(
+            config.text_states_dim, hidden, heads, config.refiner_depth, freq_dim=config.timestep_freq_dim, **kw
+        )
         self.time_in = TimestepEmbedder(hidden, config.timestep_freq_dim, **kw)
         self.vector_in = MLPEmbedder(config.text_states_dim_2, hidden, **kw)
-        self.double_blocks = nn.ModuleList([
-            DoubleStreamBlock(hidden, heads, config.mlp_hidden_dim, config.qkv_bias, **kw)
-            for _ in range(config.depth_double_blocks)])
-        self.single_blocks = nn.ModuleList([
-            SingleStreamBlock(hidden, heads, config.mlp_hidden_dim, **kw)
-            for _ in range(config.depth_single_blocks)])
-        self.final_layer = FinalLayer(hidden, config.patch_volume, config.out_channels, dtype=dtype,
-                                      linear_dtype=parameter_dtype("final_layer.linear.", dtype), device=device)
-        self.camera_net = CameraNet(config.camera_in_channels, config.camera_down_coef, config.in_channels,
-                                    config.patch_size, hidden, dtype=parameter_dtype("camera_net.", dtype),
-                                    device=device)
+        self.double_blocks = nn.ModuleList(
+            [
+                DoubleStreamBlock(hidden, heads, config.mlp_hidden_dim, config.qkv_bias, **kw)
+                for _ in range(config.depth_double_blocks)
+            ]
+        )
+        self.single_blocks = nn.ModuleList(
+            [SingleStreamBlock(hidden, heads, config.mlp_hidden_dim, **kw) for _ in range(config.depth_single_blocks)]
+        )
+        self.final_layer = FinalLayer(
+            hidden,
+            config.patch_volume,
+            config.out_channels,
+            dtype=dtype,
+            linear_dtype=parameter_dtype("final_layer.linear.", dtype),
+            device=device,
+        )
+        self.camera_net = CameraNet(
+            config.camera_in_channels,
+            config.camera_down_coef,
+            config.in_channels,
+            config.patch_size,
+            hidden,
+            dtype=parameter_dtype("camera_net.", dtype),
+            device=device,
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -162,17 +180,46 @@ class GameCraftTransformer(nn.Module):
                 raise ValueError("use_cache=True needs a StepCache filled by a previous full pass")
             if cache.features.shape[:2] != (x.shape[0], local_len + text_states.shape[1]):
                 raise ValueError(f"cached features {tuple(cache.features.shape)} do not fit this input")
-            stream = self.single_blocks[-1](cache.features, vec, local_len, rope, text_lengths, attention_backend, shard)
+            stream = self.single_blocks[-1](
+                cache.features, vec, local_len, rope, text_lengths, attention_backend, shard
+            )
         else:
-            stream = self._run_blocks(x, t, text_states, text_mask, vec, cam_latents, camera_tokens,
-                                      rope, text_lengths, cache, attention_backend, local, shard)
+            stream = self._run_blocks(
+                x,
+                t,
+                text_states,
+                text_mask,
+                vec,
+                cam_latents,
+                camera_tokens,
+                rope,
+                text_lengths,
+                cache,
+                attention_backend,
+                local,
+                shard,
+            )
         out = self.final_layer(stream[:, :local_len], vec)
         if shard is not None:
             out = shard.gather_tokens(out)
         return self.unpatchify(out, grid)
 
-    def _run_blocks(self, x, t, text_states, text_mask, vec, cam_latents, camera_tokens, rope,
-                    text_lengths, cache, attention_backend, local: slice, shard) -> torch.Tensor:
+    def _run_blocks(
+        self,
+        x,
+        t,
+        text_states,
+        text_mask,
+        vec,
+        cam_latents,
+        camera_tokens,
+        rope,
+        text_lengths,
+        cache,
+        attention_backend,
+        local: slice,
+        shard,
+    ) -> torch.Tensor:
         """Embeddings, double and single blocks on the image tokens ``local``.
 
         Returns the stream [B, local image tokens + L, hidden] (float32)."""

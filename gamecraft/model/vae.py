@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKLHunyuanVideo
@@ -40,12 +41,21 @@ OFFICIAL_CLASS_NAME = "AutoencoderKLCausal3D"
 TileDecoder = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 TILE_OVERLAP = 0.25  # reference tile_overlap_factor (tiles: gamecraft.model.vae_tiles)
 LOGVAR_RANGE = (-30.0, 20.0)  # reference DiagonalGaussianDistribution clamp
-_BLOCK_TYPES = {"down": ("DownEncoderBlockCausal3D", "HunyuanVideoDownBlock3D"),
-                "up": ("UpDecoderBlockCausal3D", "HunyuanVideoUpBlock3D")}
+_BLOCK_TYPES = {
+    "down": ("DownEncoderBlockCausal3D", "HunyuanVideoDownBlock3D"),
+    "up": ("UpDecoderBlockCausal3D", "HunyuanVideoUpBlock3D"),
+}
 _SUPPORTED_ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 # Official config keys that only drive machinery we do not use (TensorRT, multi-GPU decode, training).
-_IGNORED_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "force_upcast", "use_trt_engine",
-                 "nccl_gather", "engine_path")
+_IGNORED_KEYS = (
+    "_class_name",
+    "_diffusers_version",
+    "_name_or_path",
+    "force_upcast",
+    "use_trt_engine",
+    "nccl_gather",
+    "engine_path",
+)
 
 
 @dataclass(frozen=True)
@@ -72,31 +82,47 @@ class VaeConfig:
     mid_block_causal_attn: bool = False  # the reference's default when config.json omits it
 
     @classmethod
-    def from_official(cls, raw: Mapping[str, Any]) -> "VaeConfig":
+    def from_official(cls, raw: Mapping[str, Any]) -> VaeConfig:
         """Map and validate an official config dict; unknown or unsupported values raise ``ValueError``."""
         raw = dict(raw)
         if raw.get("_class_name", OFFICIAL_CLASS_NAME) != OFFICIAL_CLASS_NAME:
             raise ValueError(f"VAE config: _class_name {raw['_class_name']!r}, expected {OFFICIAL_CLASS_NAME!r}")
         if raw.pop("disable_causal_conv", False):
-            raise ValueError("VAE config: disable_causal_conv=true is not supported (diffusers' HunyuanVideo "
-                             "VAE only has causal convolutions)")
+            raise ValueError(
+                "VAE config: disable_causal_conv=true is not supported (diffusers' HunyuanVideo "
+                "VAE only has causal convolutions)"
+            )
         for kind, (official, _) in _BLOCK_TYPES.items():
             types = raw.pop(f"{kind}_block_types", None)
             if types is None or any(t != official for t in types):
                 raise ValueError(f"VAE config: {kind}_block_types must all be {official!r}, got {types!r}")
             if len(types) != len(raw.get("block_out_channels", ())):
-                raise ValueError(f"VAE config: {len(types)} {kind}_block_types for "
-                                 f"{len(raw.get('block_out_channels', ()))} block_out_channels")
+                raise ValueError(
+                    f"VAE config: {len(types)} {kind}_block_types for "
+                    f"{len(raw.get('block_out_channels', ()))} block_out_channels"
+                )
         if "mid_block_causal_attn" not in raw:
-            logger.warning("VAE config.json has no mid_block_causal_attn; using the reference default False "
-                           "(non-causal mid-block attention)")
+            logger.warning(
+                "VAE config.json has no mid_block_causal_attn; using the reference default False "
+                "(non-causal mid-block attention)"
+            )
         for key in _IGNORED_KEYS:
             raw.pop(key, None)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
-        missing = sorted(k for k in ("block_out_channels", "layers_per_block", "latent_channels",
-                                     "norm_num_groups", "sample_size", "sample_tsize", "scaling_factor")
-                         if k not in raw)
+        missing = sorted(
+            k
+            for k in (
+                "block_out_channels",
+                "layers_per_block",
+                "latent_channels",
+                "norm_num_groups",
+                "sample_size",
+                "sample_tsize",
+                "scaling_factor",
+            )
+            if k not in raw
+        )
         if unknown or missing:
             raise ValueError(f"VAE config: unknown keys {unknown}, missing keys {missing}")
         if not isinstance(raw["sample_size"], int):
@@ -106,24 +132,33 @@ class VaeConfig:
         config = cls(**{**raw, "block_out_channels": tuple(raw["block_out_channels"])})
         if config.spatial_compression_ratio != 2 ** (len(config.block_out_channels) - 1):
             # The reference sizes latent tiles by the block count; both must agree or its tiles misalign.
-            raise ValueError(f"VAE config: spatial_compression_ratio {config.spatial_compression_ratio} "
-                             f"!= 2**(blocks-1) = {2 ** (len(config.block_out_channels) - 1)}")
+            raise ValueError(
+                f"VAE config: spatial_compression_ratio {config.spatial_compression_ratio} "
+                f"!= 2**(blocks-1) = {2 ** (len(config.block_out_channels) - 1)}"
+            )
         return config
 
     def to_official(self) -> dict[str, Any]:
         """The official ``config.json`` dict (what :func:`from_official` reads back)."""
-        return {"_class_name": OFFICIAL_CLASS_NAME, "in_channels": self.in_channels,
-                "out_channels": self.out_channels,
-                "down_block_types": [_BLOCK_TYPES["down"][0]] * len(self.block_out_channels),
-                "up_block_types": [_BLOCK_TYPES["up"][0]] * len(self.block_out_channels),
-                "block_out_channels": list(self.block_out_channels), "layers_per_block": self.layers_per_block,
-                "act_fn": self.act_fn, "latent_channels": self.latent_channels,
-                "norm_num_groups": self.norm_num_groups, "sample_size": self.sample_size,
-                "sample_tsize": self.sample_tsize, "scaling_factor": self.scaling_factor,
-                "time_compression_ratio": self.time_compression_ratio,
-                "spatial_compression_ratio": self.spatial_compression_ratio,
-                "mid_block_add_attention": self.mid_block_add_attention,
-                "mid_block_causal_attn": self.mid_block_causal_attn}
+        return {
+            "_class_name": OFFICIAL_CLASS_NAME,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": [_BLOCK_TYPES["down"][0]] * len(self.block_out_channels),
+            "up_block_types": [_BLOCK_TYPES["up"][0]] * len(self.block_out_channels),
+            "block_out_channels": list(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "act_fn": self.act_fn,
+            "latent_channels": self.latent_channels,
+            "norm_num_groups": self.norm_num_groups,
+            "sample_size": self.sample_size,
+            "sample_tsize": self.sample_tsize,
+            "scaling_factor": self.scaling_factor,
+            "time_compression_ratio": self.time_compression_ratio,
+            "spatial_compression_ratio": self.spatial_compression_ratio,
+            "mid_block_add_attention": self.mid_block_add_attention,
+            "mid_block_causal_attn": self.mid_block_causal_attn,
+        }
 
     @property
     def tile_latent_size(self) -> int:
@@ -138,15 +173,20 @@ def build_model(config: VaeConfig) -> AutoencoderKLHunyuanVideo:
 
     with init_empty_weights():
         model = AutoencoderKLHunyuanVideo(
-            in_channels=config.in_channels, out_channels=config.out_channels,
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
             latent_channels=config.latent_channels,
             down_block_types=(_BLOCK_TYPES["down"][1],) * len(config.block_out_channels),
             up_block_types=(_BLOCK_TYPES["up"][1],) * len(config.block_out_channels),
-            block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-            act_fn=config.act_fn, norm_num_groups=config.norm_num_groups, scaling_factor=config.scaling_factor,
+            block_out_channels=config.block_out_channels,
+            layers_per_block=config.layers_per_block,
+            act_fn=config.act_fn,
+            norm_num_groups=config.norm_num_groups,
+            scaling_factor=config.scaling_factor,
             spatial_compression_ratio=config.spatial_compression_ratio,
             temporal_compression_ratio=config.time_compression_ratio,
-            mid_block_add_attention=config.mid_block_add_attention)
+            mid_block_add_attention=config.mid_block_add_attention,
+        )
     if config.mid_block_add_attention and not config.mid_block_causal_attn:
         for mid_block in (model.encoder.mid_block, model.decoder.mid_block):
             for attention in mid_block.attentions:
@@ -160,8 +200,13 @@ def _drop_attention_mask(module, args, kwargs):
     return args, {**kwargs, "attention_mask": None}
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+def load_state_dict_strict(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> None:
     """Fill a (meta) model with ``state_dict`` in ``dtype`` on ``device``; names must match exactly
     (the error lists missing/unexpected keys) and shapes too."""
     expected = model.state_dict()
@@ -169,11 +214,14 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = sorted(k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
-        raise ValueError(f"{source}: state dict does not match the model: {len(missing)} missing keys "
-                         f"{missing[:20]}, {len(unexpected)} unexpected keys {unexpected[:20]}, "
-                         f"{len(mismatched)} shape mismatches {mismatched[:20]}")
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()},
-                          strict=True, assign=True)
+        raise ValueError(
+            f"{source}: state dict does not match the model: {len(missing)} missing keys "
+            f"{missing[:20]}, {len(unexpected)} unexpected keys {unexpected[:20]}, "
+            f"{len(mismatched)} shape mismatches {mismatched[:20]}"
+        )
+    model.load_state_dict(
+        {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}, strict=True, assign=True
+    )
 
 
 class GameCraftVae:
@@ -237,8 +285,10 @@ class GameCraftVae:
         frames, height, width = pixels.shape[2:]
         tile = self.config.sample_size
         if self.tiling and frames > self.config.sample_tsize:
-            raise ValueError(f"{frames} frames: the reference would tile time above {self.config.sample_tsize} "
-                             "frames, which is not implemented")
+            raise ValueError(
+                f"{frames} frames: the reference would tile time above {self.config.sample_tsize} "
+                "frames, which is not implemented"
+            )
         x = pixels.to(self.device, self.dtype)
         with self.autocast():
             if self.tiling and (height > tile or width > tile):
@@ -290,8 +340,10 @@ class GameCraftVae:
         (see :meth:`encode`)."""
         frames = video.shape[2]
         if video.ndim != 5 or (frames - 1) % self.config.time_compression_ratio:
-            raise ValueError(f"expected a video [B, 3, 1 + {self.config.time_compression_ratio}k, H, W], "
-                             f"got shape {tuple(video.shape)}")
+            raise ValueError(
+                f"expected a video [B, 3, 1 + {self.config.time_compression_ratio}k, H, W], "
+                f"got shape {tuple(video.shape)}"
+            )
         return self.encode(video, generator)
 
     # -- decode ------------------------------------------------------------------------------
@@ -305,8 +357,10 @@ class GameCraftVae:
         tile = self.config.tile_latent_size
         max_latent_frames = self.config.sample_tsize // self.config.time_compression_ratio
         if self.tiling and z.shape[2] > max_latent_frames:
-            raise ValueError(f"{z.shape[2]} latent frames: the reference would tile time above "
-                             f"{max_latent_frames}, which is not implemented; decode in chunks")
+            raise ValueError(
+                f"{z.shape[2]} latent frames: the reference would tile time above "
+                f"{max_latent_frames}, which is not implemented; decode in chunks"
+            )
         z = z.to(self.device, self.dtype)
         with self.autocast():
             if self.tiling and (z.shape[-1] > tile or z.shape[-2] > tile):
@@ -322,15 +376,16 @@ class GameCraftVae:
         flat = [t for row in grid for t in row]
         decoded = tile_decoder(flat) if tile_decoder is not None else [self.decode_tile(t) for t in flat]
         columns = len(grid[0])
-        rows = [decoded[r * columns:(r + 1) * columns] for r in range(len(grid))]
+        rows = [decoded[r * columns : (r + 1) * columns] for r in range(len(grid))]
         return blend_tiles(rows, blend, keep)
 
     def decode_tile(self, z: torch.Tensor) -> torch.Tensor:
         """One unscaled latent tile [B, C, T', h, w] → decoder output [B, 3, 1 + 4(T'−1), 8h, 8w]
         (call inside :meth:`autocast`)."""
         decoder = self.model.decoder
-        if self._compiled is not None and (self._compiled_scope == "all" or
-                                           z.shape[-2:] == (self.config.tile_latent_size,) * 2):
+        if self._compiled is not None and (
+            self._compiled_scope == "all" or z.shape[-2:] == (self.config.tile_latent_size,) * 2
+        ):
             decoder = self._compiled
         return decoder(self.model.post_quant_conv(z))
 

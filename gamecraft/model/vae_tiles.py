@@ -12,8 +12,10 @@ import torch
 def split_tiles(x: torch.Tensor, tile: int, stride: int) -> list[list[torch.Tensor]]:
     """Overlapping spatial tiles ``x[..., i:i+tile, j:j+tile]`` every ``stride``, as rows of columns
     (edge tiles are smaller), in the reference's order."""
-    return [[x[..., i:i + tile, j:j + tile] for j in range(0, x.shape[-1], stride)]
-            for i in range(0, x.shape[-2], stride)]
+    return [
+        [x[..., i : i + tile, j : j + tile] for j in range(0, x.shape[-1], stride)]
+        for i in range(0, x.shape[-2], stride)
+    ]
 
 
 def blend_tiles(rows: list[list[torch.Tensor]], blend: int, keep: int) -> torch.Tensor:

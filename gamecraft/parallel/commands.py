@@ -7,7 +7,7 @@ from rank 0 in the order of ``Forward.shapes`` / ``DecodeTiles.tiles`` (:class:`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 
@@ -80,4 +80,4 @@ class Stop:
     """Leave the worker loop."""
 
 
-Command = Union[Forward, DecodeTiles, DisableCompile, Stop]
+Command = Forward | DecodeTiles | DisableCompile | Stop

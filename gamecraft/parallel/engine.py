@@ -10,7 +10,7 @@ else (prompt encoding, sessions, outputs) stays on rank 0, so only rank 0 writes
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -49,11 +49,22 @@ class DistributedTransformer:
     def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
         return self.model.camera_tokens(cam_latents, latent_frames)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
-                 text_states_2: torch.Tensor, *, cam_latents: torch.Tensor | None = None,
-                 camera_tokens: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 text_lengths: Sequence[int] | None = None, cache: StepCache | None = None, use_cache: bool = False,
-                 attention_backend: str = "sdpa") -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        text_states_2: torch.Tensor,
+        *,
+        cam_latents: torch.Tensor | None = None,
+        camera_tokens: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        text_lengths: Sequence[int] | None = None,
+        cache: StepCache | None = None,
+        use_cache: bool = False,
+        attention_backend: str = "sdpa",
+    ) -> torch.Tensor:
         """As ``GameCraftTransformer.forward``; camera tokens, RoPE tables and text lengths are made
         here on rank 0 when not given (samplers pass them, computed once per chunk)."""
         if camera_tokens is None:
@@ -64,9 +75,16 @@ class DistributedTransformer:
             rope = rope_tables(*x.shape[2:], self.config, device=x.device)
         if text_lengths is None:
             text_lengths = text_lengths_from_mask(text_mask)
-        return self._engine.forward(self, dict(
-            x=x, t=t.float(), text_states=text_states, text_mask=text_mask, text_states_2=text_states_2),
-            camera_tokens, rope, list(text_lengths), cache, use_cache, attention_backend)
+        return self._engine.forward(
+            self,
+            dict(x=x, t=t.float(), text_states=text_states, text_mask=text_mask, text_states_2=text_states_2),
+            camera_tokens,
+            rope,
+            list(text_lengths),
+            cache,
+            use_cache,
+            attention_backend,
+        )
 
 
 class ParallelEngine(Engine):
@@ -118,9 +136,17 @@ class ParallelEngine(Engine):
     def transformer(self, variant: str, fast: bool = False) -> DistributedTransformer:
         return DistributedTransformer(self, variant, fast)
 
-    def forward(self, model: DistributedTransformer, tensors: dict[str, torch.Tensor], camera_tokens: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor], text_lengths: list[int], cache: StepCache | None,
-                use_cache: bool, backend: str) -> torch.Tensor:
+    def forward(
+        self,
+        model: DistributedTransformer,
+        tensors: dict[str, torch.Tensor],
+        camera_tokens: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        text_lengths: list[int],
+        cache: StepCache | None,
+        use_cache: bool,
+        backend: str,
+    ) -> torch.Tensor:
         new_camera = camera_tokens is not self._sent_camera
         new_rope = self._sent_rope is None or any(a is not b for a, b in zip(rope, self._sent_rope, strict=True))
         if cache is None:
@@ -134,10 +160,17 @@ class ParallelEngine(Engine):
         if new_rope:
             tensors["rope_cos"], tensors["rope_sin"] = rope
         tensors = {name: value.contiguous() for name, value in tensors.items()}
-        command = Forward(variant=model.variant, fast=model.fast, backend=backend, text_lengths=tuple(text_lengths),
-                          use_cache=use_cache, cache=cache_op, head_chunks=self.head_chunks,
-                          pack_in_graph=self.pack_in_graph,
-                          shapes={name: TensorMeta.of(value) for name, value in tensors.items()})
+        command = Forward(
+            variant=model.variant,
+            fast=model.fast,
+            backend=backend,
+            text_lengths=tuple(text_lengths),
+            use_cache=use_cache,
+            cache=cache_op,
+            head_chunks=self.head_chunks,
+            pack_in_graph=self.pack_in_graph,
+            shapes={name: TensorMeta.of(value) for name, value in tensors.items()},
+        )
         out = self.runtime.command(command, tensors)
         # Remember what the workers hold only once the call went through.
         self._sent_camera, self._sent_rope, self._cache_owner = camera_tokens, rope, cache
@@ -149,8 +182,9 @@ class ParallelEngine(Engine):
 
     def _decode_tiles(self, tiles: list[torch.Tensor]) -> list[torch.Tensor]:
         tiles = [tile.contiguous() for tile in tiles]
-        outputs = tuple(TensorMeta(self.vae.decoded_tile_shape(tile.shape), dtype_name(self.vae.dtype))
-                        for tile in tiles)
+        outputs = tuple(
+            TensorMeta(self.vae.decoded_tile_shape(tile.shape), dtype_name(self.vae.dtype)) for tile in tiles
+        )
         return self.runtime.command(DecodeTiles(tuple(TensorMeta.of(tile) for tile in tiles), outputs), tiles)
 
     def close(self) -> None:
@@ -163,9 +197,15 @@ def engine_worker_spec(config: EngineConfig) -> WorkerSpec:
     return WorkerSpec("gamecraft.engine.local:GameCraftEngine.load_worker", dict(config=config))
 
 
-def start_parallel_engine(engine: GameCraftEngine, spec: WorkerSpec, world_size: int, devices: list[str], timeout_s: float = 900.0,
-                          head_chunks: int = DEFAULT_HEAD_CHUNKS,
-                          runtime: ParallelRuntime | None = None) -> ParallelEngine:
+def start_parallel_engine(
+    engine: GameCraftEngine,
+    spec: WorkerSpec,
+    world_size: int,
+    devices: list[str],
+    timeout_s: float = 900.0,
+    head_chunks: int = DEFAULT_HEAD_CHUNKS,
+    runtime: ParallelRuntime | None = None,
+) -> ParallelEngine:
     """Start ``world_size - 1`` workers built by ``spec`` (a :class:`WorkerSpec`) next to ``engine`` (rank 0,
     on ``devices[0]``) and wait until they are ready; on failure the workers are stopped and the error raised.
 
@@ -191,8 +231,9 @@ def start_parallel_engine(engine: GameCraftEngine, spec: WorkerSpec, world_size:
     return parallel
 
 
-def start_workers_early(config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0
-                        ) -> ParallelRuntime | None:
+def start_workers_early(
+    config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0
+) -> ParallelRuntime | None:
     """Start the worker ranks of ``GameCraftEngine.load(config)`` before rank 0 loads it, so that every
     rank loads at once (−22 s of the workers' own time in a 4-GPU ``setup()``); pass the result to
     :func:`start_parallel_engine` after rank 0's load. Only when loading just reads (every preloaded
@@ -203,24 +244,32 @@ def start_workers_early(config: EngineConfig, world_size: int, devices: list[str
         return None
     heads = transformer_config(config.weights_dir).num_heads
     check_world_size(world_size, heads)
-    return ParallelRuntime.start(world_size, engine_worker_spec(config), heads, devices=devices,
-                                 timeout_s=timeout_s)
+    return ParallelRuntime.start(world_size, engine_worker_spec(config), heads, devices=devices, timeout_s=timeout_s)
 
 
-def load_parallel_engine(config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0) -> ParallelEngine:
+def load_parallel_engine(
+    config: EngineConfig, world_size: int, devices: list[str], timeout_s: float = 900.0
+) -> ParallelEngine:
     """``GameCraftEngine.load(config)`` on rank 0 with ``world_size - 1`` worker ranks: the workers start
     before rank 0's load when :func:`start_workers_early` allows it, else after; on any failure they
     are stopped and the error raised (``ValueError`` for a world size that cannot split the heads)."""
     workers = start_workers_early(config, world_size, devices, timeout_s)
     try:
         engine = GameCraftEngine.load(config)
-        return start_parallel_engine(engine, engine_worker_spec(config), world_size, devices, timeout_s,
-                                     runtime=workers)
+        return start_parallel_engine(
+            engine, engine_worker_spec(config), world_size, devices, timeout_s, runtime=workers
+        )
     except BaseException:
         if workers is not None:
             workers.close()  # idempotent
         raise
 
 
-__all__ = ["DistributedTransformer", "ParallelEngine", "engine_worker_spec", "load_parallel_engine",
-           "start_parallel_engine", "start_workers_early"]
+__all__ = [
+    "DistributedTransformer",
+    "ParallelEngine",
+    "engine_worker_spec",
+    "load_parallel_engine",
+    "start_parallel_engine",
+    "start_workers_early",
+]

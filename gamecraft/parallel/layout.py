@@ -20,8 +20,10 @@ class ParallelLayout:
 
     def __post_init__(self) -> None:
         if self.cfg_degree not in (1, 2) or self.cfg_degree * self.sp_degree != self.world_size:
-            raise ValueError(f"invalid layout: {self.cfg_degree} guidance groups × {self.sp_degree} shards "
-                             f"for {self.world_size} ranks")
+            raise ValueError(
+                f"invalid layout: {self.cfg_degree} guidance groups × {self.sp_degree} shards "
+                f"for {self.world_size} ranks"
+            )
 
     def cfg_index(self, rank: int) -> int:
         """Which guidance row rank ``rank`` computes (0 when ``cfg_degree`` is 1: all rows)."""
@@ -43,8 +45,10 @@ def check_world_size(world_size: int, num_heads: int) -> None:
     for sp in {world_size, world_size // 2 if world_size % 2 == 0 else world_size}:
         if num_heads % sp:
             valid = [d for d in range(1, num_heads + 1) if num_heads % d == 0 and d <= 8]
-            raise ValueError(f"{world_size} GPUs cannot split {num_heads} attention heads evenly; "
-                             f"use one of {valid} GPUs (or twice that with guidance)")
+            raise ValueError(
+                f"{world_size} GPUs cannot split {num_heads} attention heads evenly; "
+                f"use one of {valid} GPUs (or twice that with guidance)"
+            )
 
 
 def choose_layout(world_size: int, rows: int, num_heads: int) -> ParallelLayout:

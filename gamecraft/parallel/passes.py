@@ -89,8 +89,10 @@ class PassRunner:
         if command.new_camera:
             self.camera_tokens = self._broadcast(tensors.get("camera_tokens"), shapes["camera_tokens"])
         if command.new_rope:
-            self.rope = (self._broadcast(tensors.get("rope_cos"), shapes["rope_cos"]),
-                         self._broadcast(tensors.get("rope_sin"), shapes["rope_sin"]))
+            self.rope = (
+                self._broadcast(tensors.get("rope_cos"), shapes["rope_cos"]),
+                self._broadcast(tensors.get("rope_sin"), shapes["rope_sin"]),
+            )
         if command.cache == "reset":
             self.cache = StepCache()
         elif command.cache == "none":
@@ -104,21 +106,31 @@ class PassRunner:
         camera = self.camera_tokens
         if layout.cfg_degree == 2:  # this rank computes one guidance row
             row = layout.cfg_index(self.rank)
-            args = {name: value[row:row + 1] for name, value in args.items()}
-            text_lengths = text_lengths[row:row + 1]
-            camera = camera[row:row + 1] if camera.shape[0] == rows else camera
+            args = {name: value[row : row + 1] for name, value in args.items()}
+            text_lengths = text_lengths[row : row + 1]
+            camera = camera[row : row + 1] if camera.shape[0] == rows else camera
         with torch.no_grad():
-            out = model(args["x"], args["t"], args["text_states"], args["text_mask"], args["text_states_2"],
-                        camera_tokens=camera, rope=self.rope, text_lengths=text_lengths, cache=self.cache,
-                        use_cache=command.use_cache, attention_backend=command.backend, sp=sp)
+            out = model(
+                args["x"],
+                args["t"],
+                args["text_states"],
+                args["text_mask"],
+                args["text_states_2"],
+                camera_tokens=camera,
+                rope=self.rope,
+                text_lengths=text_lengths,
+                cache=self.cache,
+                use_cache=command.use_cache,
+                attention_backend=command.backend,
+                sp=sp,
+            )
         if layout.cfg_degree == 2:
             parts = [torch.empty_like(out) for _ in range(self.world_size)]
             dist.all_gather(parts, out.contiguous())
             out = torch.cat([parts[0], parts[layout.sp_degree]], dim=0)
         return out
 
-    def decode_tiles(self, command: DecodeTiles, tiles: list[torch.Tensor] | None = None
-                     ) -> list[torch.Tensor] | None:
+    def decode_tiles(self, command: DecodeTiles, tiles: list[torch.Tensor] | None = None) -> list[torch.Tensor] | None:
         """Decode the VAE tiles spread over the ranks (:func:`tile_owners`); rank 0 gets every decoded tile.
 
         ``command.tiles`` / ``command.outputs``: the latent tiles' and the decoded tiles' shapes (both known

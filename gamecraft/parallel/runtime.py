@@ -37,7 +37,8 @@ import socket
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -71,12 +72,27 @@ def _init(rank: int, world_size: int, init_method: str, backend: str, device: st
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     kwargs = dict(device_id=torch.device(device)) if backend == "nccl" else {}
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    dist.init_process_group(
+        backend,
+        init_method=init_method,
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **kwargs,
+    )
 
 
-def _worker_main(rank: int, world_size: int, init_method: str, backend: str, device: str, spec: WorkerSpec,
-                 num_heads: int, timeout_s: float, reports) -> None:
+def _worker_main(
+    rank: int,
+    world_size: int,
+    init_method: str,
+    backend: str,
+    device: str,
+    spec: WorkerSpec,
+    num_heads: int,
+    timeout_s: float,
+    reports,
+) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
     try:
         # Join first (rank 0 joins on a thread at once, so this takes no longer than the imports;
@@ -136,8 +152,15 @@ class ParallelRuntime:
 
     # -- start-up ------------------------------------------------------------------------------
     @classmethod
-    def start(cls, world_size: int, spec: WorkerSpec, num_heads: int, devices: list[str] | None = None,
-              backend: str | None = None, timeout_s: float = 900.0) -> "ParallelRuntime":
+    def start(
+        cls,
+        world_size: int,
+        spec: WorkerSpec,
+        num_heads: int,
+        devices: list[str] | None = None,
+        backend: str | None = None,
+        timeout_s: float = 900.0,
+    ) -> ParallelRuntime:
         """Spawn the workers and return at once; rank 0 joins the process group on a background thread
         while they start. Then :meth:`attach` rank 0's engine and :meth:`wait_ready`."""
         if world_size < 2:
@@ -148,8 +171,10 @@ class ParallelRuntime:
         backend = backend or ("nccl" if devices[0].startswith("cuda") else "gloo")
         with _JOINING_LOCK:
             if _JOINING:
-                raise RuntimeError("rank 0 is still joining an earlier multi-GPU runtime whose workers stopped "
-                                   "before they joined; it gives up after its timeout (restart the process)")
+                raise RuntimeError(
+                    "rank 0 is still joining an earlier multi-GPU runtime whose workers stopped "
+                    "before they joined; it gives up after its timeout (restart the process)"
+                )
         # NVLink multicast stays off (here, so every caller and every spawned worker inherits it): on
         # shared hosts a program using it can take all of the machine's GPUs down.
         os.environ.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
@@ -158,15 +183,30 @@ class ParallelRuntime:
         context = mp.get_context("spawn")
         runtime._reports = context.Queue()
         for rank in range(1, world_size):
-            process = context.Process(target=_worker_main, name=f"gamecraft-rank{rank}", daemon=True, args=(
-                rank, world_size, init_method, backend, devices[rank], spec, num_heads, timeout_s, runtime._reports))
+            process = context.Process(
+                target=_worker_main,
+                name=f"gamecraft-rank{rank}",
+                daemon=True,
+                args=(
+                    rank,
+                    world_size,
+                    init_method,
+                    backend,
+                    devices[rank],
+                    spec,
+                    num_heads,
+                    timeout_s,
+                    runtime._reports,
+                ),
+            )
             process.start()
             runtime._processes.append(process)
         threading.Thread(target=runtime._watch, name="gamecraft-worker-monitor", daemon=True).start()
         # A daemon thread, not the rank-0 executor: if a worker dies before joining, this thread stays
         # blocked in the rendezvous (until timeout_s) and must not keep the process from exiting.
-        join = threading.Thread(target=runtime._join, args=(init_method, num_heads), name="gamecraft-rank0-join",
-                                daemon=True)
+        join = threading.Thread(
+            target=runtime._join, args=(init_method, num_heads), name="gamecraft-rank0-join", daemon=True
+        )
         with _JOINING_LOCK:
             _JOINING.add(join)
         join.start()
@@ -241,17 +281,17 @@ class ParallelRuntime:
                     while rank not in self._errors and time.monotonic() < deadline:
                         self._drain_reports(wait_s=0.1)
                     detail = self._errors.get(rank)
-                    self._fail(f"GPU worker {rank} exited with code {process.exitcode}"
-                               f"{': ' + detail if detail else ''}")
+                    self._fail(
+                        f"GPU worker {rank} exited with code {process.exitcode}{': ' + detail if detail else ''}"
+                    )
 
     def _fail(self, message: str) -> None:
         if self._failure is None:
             self._failure = message
             log.error("multi-GPU runtime failed: %s", message)
-            try:  # unblock a collective waiting for the dead rank
+            # unblock a collective waiting for the dead rank (gloo raises on its own when a peer is gone)
+            with contextlib.suppress(Exception):
                 dist.distributed_c10d._abort_process_group()
-            except Exception:  # noqa: BLE001 - gloo raises on its own when a peer is gone
-                pass
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -304,11 +344,8 @@ class ParallelRuntime:
                 with contextlib.suppress(Exception):
                     self._joined.result(timeout=1.0)
         if self._failure is None and self.groups is not None:
-            try:
-                self._call(lambda: dist.broadcast_object_list([Stop()], src=0, group=self.groups.command),
-                           what="stop")
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                self._call(lambda: dist.broadcast_object_list([Stop()], src=0, group=self.groups.command), what="stop")
         self._closed = True
         for process in self._processes:
             process.join(timeout=10 if self.groups is not None else 0)  # not joined yet: nothing to finish
@@ -316,8 +353,6 @@ class ParallelRuntime:
                 process.kill()
                 process.join(timeout=5)
         if dist.is_initialized():
-            try:
+            with contextlib.suppress(Exception):
                 dist.destroy_process_group()
-            except Exception:  # noqa: BLE001
-                pass
         self._executor.shutdown(wait=False)

@@ -18,7 +18,7 @@ All collectives are plain ``torch.distributed`` calls (NCCL on GPUs, gloo on CPU
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -91,12 +91,21 @@ class SequenceParallel:
             raise ValueError(f"{heads} heads do not split over {self.degree} ranks")
         per_rank = heads // self.degree
         qkv = torch.stack((q, k, v), dim=2).unflatten(3, (self.degree, per_rank))  # [B, n_r, 3, P, H/P, D]
-        return [qkv[..., first:stop, :].permute(3, 1, 2, 0, 4, 5).contiguous()
-                for first, stop in head_groups(per_rank, self.head_chunks)]
+        return [
+            qkv[..., first:stop, :].permute(3, 1, 2, 0, 4, 5).contiguous()
+            for first, stop in head_groups(per_rank, self.head_chunks)
+        ]
 
-    def attention(self, total: int, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor,
-                  txt_v: torch.Tensor, text_lengths: Sequence[int], backend: str
-                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def attention(
+        self,
+        total: int,
+        sends: list[torch.Tensor],
+        txt_q: torch.Tensor,
+        txt_k: torch.Tensor,
+        txt_v: torch.Tensor,
+        text_lengths: Sequence[int],
+        backend: str,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Joint attention of this rank's image tokens (``sends`` from :meth:`pack_heads`; ``total`` image
         tokens over the group) with all text tokens txt_* [B, L, H, D].
 
@@ -119,7 +128,7 @@ class SequenceParallel:
             raise ValueError(f"{len(sends)} send buffers for {len(groups)} head groups")
         inputs = [self._send_heads(send, sizes, text_len) for send in sends]
         outputs, txt_parts = [], []
-        for (first, stop), (work, recv) in zip(groups, inputs):
+        for (first, stop), (work, recv) in zip(groups, inputs, strict=False):
             work.wait()
             mine = slice(self.rank * per_rank + first, self.rank * per_rank + stop)
             # the text rows go after the N received image rows, so q/k/v are views of one buffer
@@ -133,7 +142,7 @@ class SequenceParallel:
         # the text rows are small: gathered over heads once, while the last output exchange runs
         txt = self._gather_heads(torch.cat(txt_parts, dim=2).contiguous())
         img = []
-        for (first, stop), (work, recv) in zip(groups, outputs):
+        for (first, stop), (work, recv) in zip(groups, outputs, strict=False):
             work.wait()  # [P (head owner), n_r, B, h_g, D] -> [B, n_r, P, h_g, D]
             img.append(recv.view(self.degree, img_len, batch, stop - first, dim).permute(2, 1, 0, 3, 4))
         return img, txt
@@ -145,10 +154,14 @@ class SequenceParallel:
         the caller)."""
         unit = send[0, 0].numel()
         recv = send.new_empty((sum(sizes) + spare_rows) * unit)
-        work = dist.all_to_all_single(recv[:sum(sizes) * unit], send.view(-1),
-                                      output_split_sizes=[s * unit for s in sizes],
-                                      input_split_sizes=[send.shape[1] * unit] * self.degree, group=self.group,
-                                      async_op=True)
+        work = dist.all_to_all_single(
+            recv[: sum(sizes) * unit],
+            send.view(-1),
+            output_split_sizes=[s * unit for s in sizes],
+            input_split_sizes=[send.shape[1] * unit] * self.degree,
+            group=self.group,
+            async_op=True,
+        )
         return work, recv
 
     def _send_tokens(self, out: torch.Tensor, sizes: list[int]):
@@ -159,9 +172,14 @@ class SequenceParallel:
         unit = batch * width * dim
         n = sizes[self.rank]
         recv = send.new_empty(self.degree * n * unit)
-        work = dist.all_to_all_single(recv, send.view(-1), output_split_sizes=[n * unit] * self.degree,
-                                      input_split_sizes=[s * unit for s in sizes], group=self.group,
-                                      async_op=True)
+        work = dist.all_to_all_single(
+            recv,
+            send.view(-1),
+            output_split_sizes=[n * unit] * self.degree,
+            input_split_sizes=[s * unit for s in sizes],
+            group=self.group,
+            async_op=True,
+        )
         return work, recv
 
     def _gather_heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +197,7 @@ class SequenceParallel:
             x = torch.cat((x, x.new_zeros(x.shape[0], longest - x.shape[1], *x.shape[2:])), dim=1)
         parts = [torch.empty_like(x) for _ in range(self.degree)]
         dist.all_gather(parts, x.contiguous(), group=self.group)
-        return torch.cat([part[:, :size] for part, size in zip(parts, sizes)], dim=1)
+        return torch.cat([part[:, :size] for part, size in zip(parts, sizes, strict=False)], dim=1)
 
 
 class TokenShard:
@@ -199,8 +217,15 @@ class TokenShard:
     def pack_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
         return self.group.pack_heads(q, k, v)
 
-    def attention(self, sends: list[torch.Tensor], txt_q: torch.Tensor, txt_k: torch.Tensor, txt_v: torch.Tensor,
-                  text_lengths: Sequence[int], backend: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def attention(
+        self,
+        sends: list[torch.Tensor],
+        txt_q: torch.Tensor,
+        txt_k: torch.Tensor,
+        txt_v: torch.Tensor,
+        text_lengths: Sequence[int],
+        backend: str,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         return self.group.attention(self.total, sends, txt_q, txt_k, txt_v, text_lengths, backend)
 
     def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -55,8 +55,9 @@ class Comparison:
         return f"{self.section:<12} {self.name:<60} max_abs_err={self.max_abs_err:.3e}  {tol:<22} {status}{note}"
 
 
-def compare(section: str, name: str, actual, expected, atol: float | None = None,
-            rtol: float | None = None, note: str = "") -> Comparison:
+def compare(
+    section: str, name: str, actual, expected, atol: float | None = None, rtol: float | None = None, note: str = ""
+) -> Comparison:
     """Compare two tensors (or arrays). Integer/bool tensors are compared exactly.
 
     A shape mismatch is a failure with ``max_abs_err = inf`` and the shapes in the note.
@@ -69,8 +70,15 @@ def compare(section: str, name: str, actual, expected, atol: float | None = None
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
     if tuple(actual.shape) != tuple(expected.shape):
-        return Comparison(section, name, math.inf, atol, rtol, False,
-                          f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+        return Comparison(
+            section,
+            name,
+            math.inf,
+            atol,
+            rtol,
+            False,
+            f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}",
+        )
     a = actual.to(torch.float64)
     e = expected.to(torch.float64)
     if a.numel() == 0:

@@ -64,24 +64,49 @@ ACTIONS: dict[str, tuple[str, int]] = {
 }
 IDLE = "idle"
 DESCRIPTIONS: dict[str, str] = {
-    "w": "move forward", "s": "move backward", "a": "strafe left", "d": "strafe right",
-    "left_rot": "turn the view left", "right_rot": "turn the view right",
-    "up_rot": "tilt the view up", "down_rot": "tilt the view down", IDLE: "the camera stays put",
+    "w": "move forward",
+    "s": "move backward",
+    "a": "strafe left",
+    "d": "strafe right",
+    "left_rot": "turn the view left",
+    "right_rot": "turn the view right",
+    "up_rot": "tilt the view up",
+    "down_rot": "tilt the view down",
+    IDLE: "the camera stays put",
 }
 TRANSLATION_AXES = ("forward", "strafe")
 ROTATION_AXES = ("yaw", "pitch")
 
 ALIASES: dict[str, str] = {
-    "forward": "w", "move_forward": "w",
-    "backward": "s", "back": "s", "move_backward": "s",
-    "left": "a", "strafe_left": "a", "move_left": "a",
-    "right": "d", "strafe_right": "d", "move_right": "d",
-    "look_left": "left_rot", "turn_left": "left_rot", "yaw_left": "left_rot",
-    "look_right": "right_rot", "turn_right": "right_rot", "yaw_right": "right_rot",
-    "look_up": "up_rot", "pitch_up": "up_rot", "tilt_up": "up_rot",
-    "look_down": "down_rot", "pitch_down": "down_rot", "tilt_down": "down_rot",
-    "stay": IDLE, "still": IDLE, "none": IDLE, "noop": IDLE,
+    "forward": "w",
+    "move_forward": "w",
+    "backward": "s",
+    "back": "s",
+    "move_backward": "s",
+    "left": "a",
+    "strafe_left": "a",
+    "move_left": "a",
+    "right": "d",
+    "strafe_right": "d",
+    "move_right": "d",
+    "look_left": "left_rot",
+    "turn_left": "left_rot",
+    "yaw_left": "left_rot",
+    "look_right": "right_rot",
+    "turn_right": "right_rot",
+    "yaw_right": "right_rot",
+    "look_up": "up_rot",
+    "pitch_up": "up_rot",
+    "tilt_up": "up_rot",
+    "look_down": "down_rot",
+    "pitch_down": "down_rot",
+    "tilt_down": "down_rot",
+    "stay": IDLE,
+    "still": IDLE,
+    "none": IDLE,
+    "noop": IDLE,
 }
+
 
 class ActionError(ValueError):
     """A malformed action or speed list; the message names the index and the problem."""
@@ -165,7 +190,8 @@ def _decode(value: Any, field: str) -> Any:
 
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
+    )
 
 
 def _describe(value: Any) -> str:
@@ -190,8 +216,10 @@ def _parse_action(raw: Any, index: int) -> tuple[str, ...]:
         key = ALIASES.get(name, name)
         if key not in ACTIONS and key != IDLE:
             shown = name if name else "(empty)"
-            raise ActionError(f"{where}: unknown action '{shown}'; expected one of "
-                              f"{', '.join(tuple(ACTIONS) + (IDLE,))} (or an alias such as 'forward', 'look_left')")
+            raise ActionError(
+                f"{where}: unknown action '{shown}'; expected one of "
+                f"{', '.join(tuple(ACTIONS) + (IDLE,))} (or an alias such as 'forward', 'look_left')"
+            )
         keys.append(key)
     if IDLE in keys:
         if len(keys) > 1:
@@ -217,7 +245,9 @@ def _check_speed(value: Any, key: str, where: str) -> float:
     axis, _ = ACTIONS[key]
     if speed < 0:
         opposite = next(k for k, (a, s) in ACTIONS.items() if a == axis and k != key)
-        raise ActionError(f"{where}: speed for '{key}' must be >= 0 (use '{opposite}' for the other direction), got {value:g}")
+        raise ActionError(
+            f"{where}: speed for '{key}' must be >= 0 (use '{opposite}' for the other direction), got {value:g}"
+        )
     limit, unit = (MAX_ROTATION_DEGREES, " degrees") if axis in ROTATION_AXES else (MAX_TRANSLATION, "")
     if speed > limit:
         raise ActionError(f"{where}: speed for '{key}' is {value:g}{unit}; the maximum is {limit:g}{unit} per chunk")
@@ -236,9 +266,11 @@ def _parse_speed(raw: Any, keys: tuple[str, ...], action: str, index: int) -> tu
     example_obj = "{" + ", ".join(f'"{k}": {"0.4" if ACTIONS[k][0] in TRANSLATION_AXES else "20"}' for k in keys) + "}"
     if isinstance(raw, list):
         if len(raw) != len(keys):
-            raise ActionError(f"{where}: '{action}' has {len(keys)} part(s), so its speed list needs {len(keys)} "
-                              f"value(s) in the same order (e.g. {example_list}); got {len(raw)}")
-        return tuple(Motion(k, _check_speed(v, k, where)) for k, v in zip(keys, raw))
+            raise ActionError(
+                f"{where}: '{action}' has {len(keys)} part(s), so its speed list needs {len(keys)} "
+                f"value(s) in the same order (e.g. {example_list}); got {len(raw)}"
+            )
+        return tuple(Motion(k, _check_speed(v, k, where)) for k, v in zip(keys, raw, strict=False))
     if isinstance(raw, dict):
         by_key: dict[str, Any] = {}
         for name, value in raw.items():
@@ -252,12 +284,15 @@ def _parse_speed(raw: Any, keys: tuple[str, ...], action: str, index: int) -> tu
         if missing:
             raise ActionError(f"{where}: missing speed for {', '.join(repr(k) for k in missing)} of '{action}'")
         return tuple(Motion(k, _check_speed(by_key[k], k, where)) for k in keys)
-    raise ActionError(f"{where}: '{action}' combines {len(keys)} actions, so its speed must be a list like "
-                      f"{example_list} or an object like {example_obj}; got {_describe(raw)}")
+    raise ActionError(
+        f"{where}: '{action}' combines {len(keys)} actions, so its speed must be a list like "
+        f"{example_list} or an object like {example_obj}; got {_describe(raw)}"
+    )
 
 
-def parse_actions(actions: str | Sequence[Any], speeds: str | Sequence[Any],
-                  max_chunks: int = MAX_CHUNKS) -> list[Segment]:
+def parse_actions(
+    actions: str | Sequence[Any], speeds: str | Sequence[Any], max_chunks: int = MAX_CHUNKS
+) -> list[Segment]:
     """Parse the ``actions`` and ``action_speeds`` inputs (JSON strings or decoded lists).
 
     Returns one :class:`Segment` per chunk. Raises :class:`ActionError` (a ``ValueError``) whose
@@ -273,10 +308,12 @@ def parse_actions(actions: str | Sequence[Any], speeds: str | Sequence[Any],
     if len(action_list) > max_chunks:
         raise ActionError(f"actions: {len(action_list)} actions given; at most {max_chunks} chunks per request")
     if len(speed_list) != len(action_list):
-        raise ActionError(f"action_speeds: {len(speed_list)} speed(s) for {len(action_list)} action(s); "
-                          "give exactly one speed entry per action")
+        raise ActionError(
+            f"action_speeds: {len(speed_list)} speed(s) for {len(action_list)} action(s); "
+            "give exactly one speed entry per action"
+        )
     segments = []
-    for index, (raw_action, raw_speed) in enumerate(zip(action_list, speed_list)):
+    for index, (raw_action, raw_speed) in enumerate(zip(action_list, speed_list, strict=False)):
         keys = _parse_action(raw_action, index)
         segments.append(Segment(_parse_speed(raw_speed, keys, "+".join(keys) or IDLE, index)))
     return segments
@@ -290,18 +327,40 @@ def action_table() -> dict[str, Any]:
     ``range`` (what the parser accepts) and ``sensible`` (what gives a visible motion), ``description``.
     ``chunk``: frames per chunk, the model's fps and the seconds of video per chunk.
     """
-    limits = {"move": (MAX_TRANSLATION, SENSIBLE_TRANSLATION, "translation units"),
-              "look": (MAX_ROTATION_DEGREES, SENSIBLE_ROTATION_DEGREES, "degrees")}
+    limits = {
+        "move": (MAX_TRANSLATION, SENSIBLE_TRANSLATION, "translation units"),
+        "look": (MAX_ROTATION_DEGREES, SENSIBLE_ROTATION_DEGREES, "degrees"),
+    }
     entries = []
     for name, (axis, sign) in ACTIONS.items():
         kind = "look" if axis in ROTATION_AXES else "move"
         limit, sensible, unit = limits[kind]
-        entries.append({"name": name, "aliases": sorted(a for a, k in ALIASES.items() if k == name), "axis": axis,
-                        "sign": sign, "kind": kind, "unit": unit, "range": [0.0, limit], "sensible": list(sensible),
-                        "description": DESCRIPTIONS[name]})
-    entries.append({"name": IDLE, "aliases": sorted(a for a, k in ALIASES.items() if k == IDLE), "axis": None,
-                    "sign": 0, "kind": "idle", "unit": None, "range": [0.0, 0.0], "sensible": [0.0, 0.0],
-                    "description": DESCRIPTIONS[IDLE]})
+        entries.append(
+            {
+                "name": name,
+                "aliases": sorted(a for a, k in ALIASES.items() if k == name),
+                "axis": axis,
+                "sign": sign,
+                "kind": kind,
+                "unit": unit,
+                "range": [0.0, limit],
+                "sensible": list(sensible),
+                "description": DESCRIPTIONS[name],
+            }
+        )
+    entries.append(
+        {
+            "name": IDLE,
+            "aliases": sorted(a for a, k in ALIASES.items() if k == IDLE),
+            "axis": None,
+            "sign": 0,
+            "kind": "idle",
+            "unit": None,
+            "range": [0.0, 0.0],
+            "sensible": [0.0, 0.0],
+            "description": DESCRIPTIONS[IDLE],
+        }
+    )
     return {
         "actions": entries,
         "axes": list(TRANSLATION_AXES + ROTATION_AXES),

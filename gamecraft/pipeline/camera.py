@@ -127,9 +127,14 @@ def intrinsics_px(height: int, width: int, intrinsics=REFERENCE_INTRINSICS) -> t
     return torch.from_numpy(px.astype(np.float32))
 
 
-def plucker_embedding(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
-                      pixel_rows: torch.Tensor | None = None,
-                      pixel_cols: torch.Tensor | None = None) -> torch.Tensor:
+def plucker_embedding(
+    c2w: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    pixel_rows: torch.Tensor | None = None,
+    pixel_cols: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Plücker ray embedding ``[o × d, d]`` per pixel: [F, 6, h, w] float32.
 
     ``c2w``: [F, 4, 4] float32 (translations already scaled); ``intrinsics``: [F, 4] or [4] pixel
@@ -149,7 +154,7 @@ def plucker_embedding(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, 
     i = i.reshape(1, -1) + 0.5  # [1, h·w] pixel x
     j = j.reshape(1, -1) + 0.5  # [1, h·w] pixel y
     k = intrinsics.to(device, torch.float32).reshape(-1, 4).expand(frames, 4)
-    fx, fy, cx, cy = (k[:, n:n + 1] for n in range(4))  # [F, 1] each
+    fx, fy, cx, cy = (k[:, n : n + 1] for n in range(4))  # [F, 1] each
     xs = (i - cx) / fx
     ys = (j - cy) / fy
     zs = torch.ones_like(xs)
@@ -162,8 +167,9 @@ def plucker_embedding(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, 
     return plucker.reshape(frames, rows.numel(), cols.numel(), 6).permute(0, 3, 1, 2).contiguous()
 
 
-def chunk_plucker(poses: ChunkPoses, height: int, width: int,
-                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_plucker(
+    poses: ChunkPoses, height: int, width: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Conditional and unconditional Plücker embeddings of one chunk: two [33, 6, H, W] float32.
 
     The unconditional embedding uses identity poses (zero moments) with the same intrinsics; the

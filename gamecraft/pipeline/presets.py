@@ -38,8 +38,14 @@ MAX_STEPS = 100
 MAX_GUIDANCE = 20.0
 
 
-def resolve_preset(name: str, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                   flow_shift: float | None = None, step_cache: bool | None = None, fp8: bool = False) -> Preset:
+def resolve_preset(
+    name: str,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    flow_shift: float | None = None,
+    step_cache: bool | None = None,
+    fp8: bool = False,
+) -> Preset:
     """The named preset with explicit overrides applied; ``ValueError`` on unknown names or bad values."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -27,7 +27,6 @@ from gamecraft.pipeline.scheduler import euler_step
 from gamecraft.specs.geometry import NEW_LATENT_FRAMES
 
 log = logging.getLogger(__name__)
-
 
 
 class GenerationStopped(Exception):
@@ -47,13 +46,14 @@ class TextConditioning:
     pooled: torch.Tensor
     lengths: tuple[int, ...]
 
-    def cond_only(self) -> "TextConditioning":
+    def cond_only(self) -> TextConditioning:
         """The last (conditional) row alone."""
         return TextConditioning(self.states[-1:], self.mask[-1:], self.pooled[-1:], self.lengths[-1:])
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "TextConditioning":
-        return TextConditioning(self.states.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype),
-                                self.lengths)
+    def to(self, device: torch.device, dtype: torch.dtype) -> TextConditioning:
+        return TextConditioning(
+            self.states.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype), self.lengths
+        )
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,9 @@ def denoise_chunk(
     """
     frames = chunk_frames(history)
     if noise.shape[2] != frames:
-        raise ValueError(f"noise has {noise.shape[2]} latent frames; a chunk with {history.shape[2]} history frames has {frames}")
+        raise ValueError(
+            f"noise has {noise.shape[2]} latent frames; a chunk with {history.shape[2]} history frames has {frames}"
+        )
     known = history.shape[2]
     rows = text.states.shape[0]
     gt, mask = condition_latents(history.float(), frames)
@@ -139,20 +141,35 @@ def denoise_chunk(
         latents[:, :, :known] = history
         x = torch.cat([latents, cond_part], dim=1).expand(rows, -1, -1, -1, -1)
         parts = [(slice(r, r + 1), caches[r]) for r in range(rows)] if split else [(slice(0, rows), caches[0])]
-        prediction = torch.cat([transformer(
-            x[part].to(dtype), t.expand(rows)[part].to(x.device), text.states[part], text.mask[part],
-            text.pooled[part], camera_tokens=camera_tokens[part] if camera_tokens.shape[0] == rows else camera_tokens,
-            rope=rope, text_lengths=text.lengths[part], cache=cache, use_cache=bool(cache_flags[i]),
-            attention_backend=attention_backend,
-        ).float() for part, cache in parts])
+        prediction = torch.cat(
+            [
+                transformer(
+                    x[part].to(dtype),
+                    t.expand(rows)[part].to(x.device),
+                    text.states[part],
+                    text.mask[part],
+                    text.pooled[part],
+                    camera_tokens=camera_tokens[part] if camera_tokens.shape[0] == rows else camera_tokens,
+                    rope=rope,
+                    text_lengths=text.lengths[part],
+                    cache=cache,
+                    use_cache=bool(cache_flags[i]),
+                    attention_backend=attention_backend,
+                ).float()
+                for part, cache in parts
+            ]
+        )
         velocity = prediction[:1]
         if rows == 2:
             uncond, cond = prediction[0:1], prediction[1:2]
             velocity = uncond + guidance_scale * (cond - uncond)
         latents[:, :, known:] = euler_step(latents[:, :, known:], velocity[:, :, known:], sigmas[i], sigmas[i + 1])
         if on_step is not None:
-            on_step(StepInfo(i, len(timesteps), t, bool(cache_flags[i]), x, prediction, latents,
-                             time.perf_counter() - start))
+            on_step(
+                StepInfo(
+                    i, len(timesteps), t, bool(cache_flags[i]), x, prediction, latents, time.perf_counter() - start
+                )
+            )
     return latents[:, :, known:]
 
 
@@ -169,7 +186,15 @@ def log_steps(chunk_index: int, device: torch.device) -> Callable[[StepInfo], No
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - state["start"]
         eta = elapsed / (info.index + 1) * (info.total - info.index - 1)
-        log.info("chunk %d step %d/%d t=%.1f%s: %.2fs elapsed, ETA %.1fs", chunk_index + 1, info.index + 1,
-                 info.total, float(info.timestep), " (cached)" if info.cached else "", elapsed, eta)
+        log.info(
+            "chunk %d step %d/%d t=%.1f%s: %.2fs elapsed, ETA %.1fs",
+            chunk_index + 1,
+            info.index + 1,
+            info.total,
+            float(info.timestep),
+            " (cached)" if info.cached else "",
+            elapsed,
+            eta,
+        )
 
     return on_step

@@ -21,8 +21,9 @@ import torch
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def get_schedule(num_steps: int, shift: float,
-                 num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> tuple[torch.Tensor, torch.Tensor]:
+def get_schedule(
+    num_steps: int, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The denoising schedule.
 
     Returns ``(timesteps, sigmas)``: ``timesteps`` [num_steps] float32 in (0, num_train_timesteps]
@@ -40,8 +41,9 @@ def get_schedule(num_steps: int, shift: float,
     return timesteps, sigmas
 
 
-def euler_step(sample: torch.Tensor, velocity: torch.Tensor,
-               sigma: torch.Tensor | float, sigma_next: torch.Tensor | float) -> torch.Tensor:
+def euler_step(
+    sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor | float, sigma_next: torch.Tensor | float
+) -> torch.Tensor:
     """One Euler step ``sample + velocity · (sigma_next − sigma)``, computed and returned in float32.
 
     ``sample`` and ``velocity`` have the same shape (e.g. [B, 16, T, h, w] latents); ``sigma`` and
@@ -49,6 +51,7 @@ def euler_step(sample: torch.Tensor, velocity: torch.Tensor,
     or their ``float`` values). The caller casts the result back to its latent dtype, as the
     reference writes the float32 result into its (fp16) latents.
     """
-    dt = (torch.as_tensor(sigma_next, dtype=torch.float32)
-          - torch.as_tensor(sigma, dtype=torch.float32)).to(sample.device)
+    dt = (torch.as_tensor(sigma_next, dtype=torch.float32) - torch.as_tensor(sigma, dtype=torch.float32)).to(
+        sample.device
+    )
     return sample.to(torch.float32) + velocity.float() * dt

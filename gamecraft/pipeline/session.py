@@ -16,21 +16,22 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from gamecraft.model import GameCraftTransformer, rope_tables
+from gamecraft.model.vae import GameCraftVae
 from gamecraft.pipeline.camera import ChunkPoses, chunk_plucker
 from gamecraft.pipeline.frames import frames_to_host
-from gamecraft.model import GameCraftTransformer, rope_tables
 from gamecraft.pipeline.presets import Preset, step_cache_flags
-from gamecraft.specs.geometry import LATENT_CHANNELS, latent_size
 from gamecraft.pipeline.sampling import StepInfo, TextConditioning, camera_rows, chunk_frames, denoise_chunk, log_steps
 from gamecraft.pipeline.scheduler import get_schedule
 from gamecraft.pipeline.state import WorldState
-from gamecraft.model.vae import GameCraftVae
+from gamecraft.specs.geometry import LATENT_CHANNELS, latent_size
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +111,33 @@ class WorldSession:
         self._rope: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def start(cls, engine: SessionEngine, preset: Preset, prompt: str, seed: int, height: int, width: int, *,
-              history: torch.Tensor, negative_prompt: str = "",
-              chunks_done: int = 0, pose=None, actions=()) -> "WorldSession":
+    def start(
+        cls,
+        engine: SessionEngine,
+        preset: Preset,
+        prompt: str,
+        seed: int,
+        height: int,
+        width: int,
+        *,
+        history: torch.Tensor,
+        negative_prompt: str = "",
+        chunks_done: int = 0,
+        pose=None,
+        actions=(),
+    ) -> WorldSession:
         """A session from known history latents (an encoded image or video, or a loaded state)."""
         latent_size(height, width)
-        state = WorldState(last_latents=history.float().cpu(), height=height, width=width, seed=seed, chunks_done=chunks_done, prompt=prompt,
-                           pose=np.eye(4).tolist() if pose is None else pose, actions=list(actions))
+        state = WorldState(
+            last_latents=history.float().cpu(),
+            height=height,
+            width=width,
+            seed=seed,
+            chunks_done=chunks_done,
+            prompt=prompt,
+            pose=np.eye(4).tolist() if pose is None else pose,
+            actions=list(actions),
+        )
         text = engine.encode_text(prompt, negative_prompt, preset.uses_cfg)
         return cls(engine, preset, state, text)
 
@@ -131,9 +152,14 @@ class WorldSession:
             return self.engine.fast_attention_backend
         return self.engine.attention_backend
 
-    def generate_chunk(self, poses: ChunkPoses, label: str = "", noise: torch.Tensor | None = None,
-                       on_step: Callable[[StepInfo], None] | None = None,
-                       stop: threading.Event | None = None) -> ChunkResult:
+    def generate_chunk(
+        self,
+        poses: ChunkPoses,
+        label: str = "",
+        noise: torch.Tensor | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> ChunkResult:
         """Generate the next chunk along ``poses``; updates :attr:`state` (only once the chunk is complete).
 
         ``noise`` overrides the seeded noise; ``on_step`` sees every denoising step (default: one log line
@@ -153,10 +179,21 @@ class WorldSession:
             tokens = transformer.camera_tokens(cam, frames)
             timesteps, sigmas = get_schedule(preset.num_inference_steps, preset.flow_shift)
             latents = denoise_chunk(
-                transformer, noise.to(device), history, self.text, tokens, timesteps.to(device), sigmas,
-                preset.guidance_scale, step_cache_flags(preset.num_inference_steps, preset.step_cache),
-                rope=self._rope_for(frames, transformer), attention_backend=self._attention_backend(),
-                on_step=on_step or log_steps(index, device), stop=stop, rows_at_once=self.engine.rows_at_once)
+                transformer,
+                noise.to(device),
+                history,
+                self.text,
+                tokens,
+                timesteps.to(device),
+                sigmas,
+                preset.guidance_scale,
+                step_cache_flags(preset.num_inference_steps, preset.step_cache),
+                rope=self._rope_for(frames, transformer),
+                attention_backend=self._attention_backend(),
+                on_step=on_step or log_steps(index, device),
+                stop=stop,
+                rows_at_once=self.engine.rows_at_once,
+            )
             denoised = time.perf_counter()
             video = self.engine.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
         frames_out = frames_to_host(video[0], self.frames_dtype)
@@ -165,6 +202,11 @@ class WorldSession:
         state.chunks_done += 1
         state.pose = (np.asarray(state.pose) @ poses.advance).tolist()
         state.actions.append(label)
-        log.info("chunk %d (%s) done: denoise %.2fs, decode %.2fs", index + 1, label or "custom",
-                 denoised - start, decoded - denoised)
+        log.info(
+            "chunk %d (%s) done: denoise %.2fs, decode %.2fs",
+            index + 1,
+            label or "custom",
+            denoised - start,
+            decoded - denoised,
+        )
         return ChunkResult(index, label, frames_out, state.last_latents, denoised - start, decoded - denoised)

@@ -1,9 +1,10 @@
 """World state files: continue a world in a later request, losslessly (safetensors + JSON, no pickle).
 
 A state holds what the next chunk needs — the last 9 latent frames (``last_latents``; a fresh start
-from an image holds the image's single latent frame) — plus JSON metadata: format version, model, resolution, seed and the number of chunks done (per-chunk noise
-is derived from ``(seed, chunk index)``, so a continued world draws exactly the noise an uninterrupted
-run would), the cumulative camera pose (for previews) and the actions so far.
+from an image holds the image's single latent frame) — plus JSON metadata: format version, model,
+resolution, seed and the number of chunks done (per-chunk noise is derived from ``(seed, chunk index)``,
+so a continued world draws exactly the noise an uninterrupted run would), the cumulative camera pose
+(for previews) and the actions so far.
 
 Format versions: 2 holds ``last_latents`` only. Version 1 also held a reference latent (``ref_latents``,
 the last latent frame again, which only a parity check read); version-1 files still load: their
@@ -79,8 +80,10 @@ def _require(condition: bool, message: str) -> None:
 
 def _int(meta: dict, key: str, low: int, high: int) -> int:
     value = meta.get(key)
-    _require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-             f"'{key}' must be an integer in [{low}, {high}], got {value!r}")
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+        f"'{key}' must be an integer in [{low}, {high}], got {value!r}",
+    )
     return value
 
 
@@ -109,37 +112,61 @@ def load_state(path: str | Path, height: int | None = None, width: int | None = 
         raise StateError("state file: metadata is not valid JSON") from None
     _require(isinstance(meta, dict) and meta.get("format") == FORMAT, "not a GameCraft world state")
     version = meta.get("format_version")
-    _require(version in READABLE_VERSIONS, f"format version {version!r}; this package reads versions "
-             f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}")
+    _require(
+        version in READABLE_VERSIONS,
+        f"format version {version!r}; this package reads versions "
+        f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}",
+    )
     _require(meta.get("model") == MODEL_ID, f"made for model {meta.get('model')!r}, not {MODEL_ID}")
     state_h = _int(meta, "height", 16, 4096)
     state_w = _int(meta, "width", 16, 4096)
     seed = _int(meta, "seed", 0, 2**63 - 1)
     chunks_done = _int(meta, "chunks_done", 0, 1_000_000)
     if height is not None and width is not None:
-        _require((state_h, state_w) == (height, width),
-                 f"made at {state_h}×{state_w}; this request generates {height}×{width}")
+        _require(
+            (state_h, state_w) == (height, width),
+            f"made at {state_h}×{state_w}; this request generates {height}×{width}",
+        )
     expected = _TENSORS[version]
-    _require(set(tensors) == set(expected), f"expected tensor{'s' if len(expected) > 1 else ''} "
-             f"{' and '.join(expected)}, found {sorted(tensors)}")
+    _require(
+        set(tensors) == set(expected),
+        f"expected tensor{'s' if len(expected) > 1 else ''} {' and '.join(expected)}, found {sorted(tensors)}",
+    )
     latent_hw = (state_h // SPATIAL_COMPRESSION, state_w // SPATIAL_COMPRESSION)
     frames_of = {"last_latents": (1, 9) if chunks_done == 0 else (9,), "ref_latents": (1,)}
     for name in expected:
         tensor, frames = tensors[name], frames_of[name]
         _require(tensor.dtype in (torch.float32, torch.float16, torch.bfloat16), f"{name} has dtype {tensor.dtype}")
-        _require(tensor.ndim == 5 and tensor.shape[0] == 1 and tensor.shape[1] == LATENT_CHANNELS
-                 and tensor.shape[2] in frames and tuple(tensor.shape[3:]) == latent_hw,
-                 f"{name} has shape {tuple(tensor.shape)}; expected [1, {LATENT_CHANNELS}, "
-                 f"{'|'.join(map(str, frames))}, {latent_hw[0]}, {latent_hw[1]}]")
+        _require(
+            tensor.ndim == 5
+            and tensor.shape[0] == 1
+            and tensor.shape[1] == LATENT_CHANNELS
+            and tensor.shape[2] in frames
+            and tuple(tensor.shape[3:]) == latent_hw,
+            f"{name} has shape {tuple(tensor.shape)}; expected [1, {LATENT_CHANNELS}, "
+            f"{'|'.join(map(str, frames))}, {latent_hw[0]}, {latent_hw[1]}]",
+        )
         _require(bool(torch.isfinite(tensor).all()), f"{name} contains NaN or infinite values")
     pose = meta.get("pose", np.eye(4).tolist())
-    _require(isinstance(pose, list) and np.asarray(pose, dtype=object).shape == (4, 4)
-             and all(isinstance(v, (int, float)) and math.isfinite(v) for row in pose for v in row),
-             "'pose' must be a 4×4 list of finite numbers")
+    _require(
+        isinstance(pose, list)
+        and np.asarray(pose, dtype=object).shape == (4, 4)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for row in pose for v in row),
+        "'pose' must be a 4×4 list of finite numbers",
+    )
     prompt = meta.get("prompt", "")
     actions = meta.get("actions", [])
     _require(isinstance(prompt, str), "'prompt' must be a string")
-    _require(isinstance(actions, list) and all(isinstance(a, str) for a in actions), "'actions' must be a list of strings")
-    return WorldState(last_latents=tensors["last_latents"].float(), height=state_h, width=state_w, seed=seed,
-                      chunks_done=chunks_done, prompt=prompt, pose=[[float(v) for v in row] for row in pose],
-                      actions=list(actions))
+    _require(
+        isinstance(actions, list) and all(isinstance(a, str) for a in actions), "'actions' must be a list of strings"
+    )
+    return WorldState(
+        last_latents=tensors["last_latents"].float(),
+        height=state_h,
+        width=state_w,
+        seed=seed,
+        chunks_done=chunks_done,
+        prompt=prompt,
+        pose=[[float(v) for v in row] for row in pose],
+        actions=list(actions),
+    )

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from gamecraft.pipeline.actions import MAX_CHUNKS
-from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 from gamecraft.pipeline.camera import REFERENCE_INTRINSICS, ChunkPoses
+from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 
 MAX_TRAJECTORY_BYTES = 8 * 1024 * 1024
 MAX_TRANSLATION = 1.0e4
@@ -44,8 +44,10 @@ def _check_rigid(rotation: np.ndarray, translation: np.ndarray, where: str) -> N
         raise TrajectoryError(f"{where}: contains a non-finite number")
     error = float(np.abs(rotation @ rotation.T - np.eye(3)).max())
     if error > RIGID_TOLERANCE or np.linalg.det(rotation) <= 0:
-        raise TrajectoryError(f"{where}: the 3×3 part is not a rotation (max |R·Rᵀ − I| = {error:.3g}, "
-                              f"det = {np.linalg.det(rotation):.3g}); poses must be rigid transforms")
+        raise TrajectoryError(
+            f"{where}: the 3×3 part is not a rotation (max |R·Rᵀ − I| = {error:.3g}, "
+            f"det = {np.linalg.det(rotation):.3g}); poses must be rigid transforms"
+        )
     if np.abs(translation).max() > MAX_TRANSLATION:
         raise TrajectoryError(f"{where}: translation {np.abs(translation).max():.3g} exceeds {MAX_TRANSLATION:g} units")
 
@@ -54,8 +56,10 @@ def _check_count(count: int, max_chunks: int) -> int:
     if count == 0:
         raise TrajectoryError("trajectory: no poses found")
     if count % FRAMES_PER_CHUNK:
-        raise TrajectoryError(f"trajectory: {count} poses; it needs {FRAMES_PER_CHUNK} per chunk "
-                              f"({FRAMES_PER_CHUNK}, {2 * FRAMES_PER_CHUNK}, {3 * FRAMES_PER_CHUNK}, …)")
+        raise TrajectoryError(
+            f"trajectory: {count} poses; it needs {FRAMES_PER_CHUNK} per chunk "
+            f"({FRAMES_PER_CHUNK}, {2 * FRAMES_PER_CHUNK}, {3 * FRAMES_PER_CHUNK}, …)"
+        )
     chunks = count // FRAMES_PER_CHUNK
     if chunks > max_chunks:
         raise TrajectoryError(f"trajectory: {chunks} chunks; at most {max_chunks} per request")
@@ -91,8 +95,10 @@ def parse_pose_text(text: str, max_chunks: int = MAX_CHUNKS) -> list[ChunkPoses]
                 continue  # RealEstate10K's first line is the source video URL
             raise TrajectoryError(f"trajectory line {line_no}: not a row of numbers: {stripped[:60]!r}") from None
         if len(values) != 19:
-            raise TrajectoryError(f"trajectory line {line_no}: expected 19 numbers (timestamp fx fy cx cy k1 k2 and a "
-                                  f"3×4 world-to-camera matrix), got {len(values)}")
+            raise TrajectoryError(
+                f"trajectory line {line_no}: expected 19 numbers (timestamp fx fy cx cy k1 k2 and a "
+                f"3×4 world-to-camera matrix), got {len(values)}"
+            )
         row = np.array(values)
         if not np.isfinite(row).all():
             raise TrajectoryError(f"trajectory line {line_no}: contains a non-finite number")
@@ -116,16 +122,22 @@ def parse_c2w_json(data: Any, max_chunks: int = MAX_CHUNKS) -> list[ChunkPoses]:
         try:
             data = json.loads(data)
         except json.JSONDecodeError as err:
-            raise TrajectoryError(f"trajectory: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+            raise TrajectoryError(
+                f"trajectory: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+            ) from None
     intrinsics = REFERENCE_INTRINSICS
     if isinstance(data, dict):
         unknown = set(data) - {"c2w", "intrinsics"}
         if unknown or "c2w" not in data:
-            raise TrajectoryError('trajectory: a JSON object needs the key "c2w" (and optionally "intrinsics"); '
-                                  f"got keys {sorted(data)}")
+            raise TrajectoryError(
+                f'trajectory: a JSON object needs the key "c2w" (and optionally "intrinsics"); got keys {sorted(data)}'
+            )
         intrinsics = data.get("intrinsics", REFERENCE_INTRINSICS)
-        if (not isinstance(intrinsics, list) or len(intrinsics) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in intrinsics)):
+        if (
+            not isinstance(intrinsics, list)
+            or len(intrinsics) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in intrinsics)
+        ):
             raise TrajectoryError("trajectory: intrinsics must be 4 positive numbers [fx, fy, cx, cy] (normalized)")
         data = data["c2w"]
     if not isinstance(data, list):

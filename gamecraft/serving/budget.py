@@ -64,8 +64,12 @@ def warm_up_shapes(presets: Iterable[Preset], go_fast: bool, rows_at_once: int =
     engine's rows per call) × 10 and 18 latent frames; the exact shapes first, then, with ``go_fast``, the fp8
     twin's (so an fp8 twin that replaces the bf16 linears is swapped once)."""
     rows = sorted({min(2 if preset.uses_cfg else 1, rows_at_once) for preset in presets})
-    shapes = [PassShape(r, frames, fast) for fast in ((False, True) if go_fast else (False,)) for r in rows
-              for frames in PASS_LATENT_FRAMES]
+    shapes = [
+        PassShape(r, frames, fast)
+        for fast in ((False, True) if go_fast else (False,))
+        for r in rows
+        for frames in PASS_LATENT_FRAMES
+    ]
     return shapes
 
 
@@ -89,8 +93,9 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{math.ceil(seconds)} s"
 
 
-def check_budget(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool, budget_s: float,
-                 device_name: str = "this GPU") -> float:
+def check_budget(
+    costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool, budget_s: float, device_name: str = "this GPU"
+) -> float:
     """Return the estimate, or raise ``ValueError`` saying what fits when it exceeds ``budget_s``."""
     need = estimate_seconds(costs, preset, chunks, starts_fresh)
     if need <= budget_s:
@@ -100,14 +105,17 @@ def check_budget(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bo
     faster = PRESETS["distilled"]
     if preset.name != faster.name and estimate_seconds(costs, faster, chunks, starts_fresh) <= budget_s:
         advice.append("or the distilled preset")
-    raise ValueError(f"{chunks} chunk{'s' if chunks != 1 else ''} at the {preset.name} preset "
-                     f"({preset.num_inference_steps} steps, guidance {preset.guidance_scale:g}) need ~{_minutes(need)} "
-                     f"on {device_name}; the limit is {_minutes(budget_s)}: {', '.join(advice)}")
+    raise ValueError(
+        f"{chunks} chunk{'s' if chunks != 1 else ''} at the {preset.name} preset "
+        f"({preset.num_inference_steps} steps, guidance {preset.guidance_scale:g}) need ~{_minutes(need)} "
+        f"on {device_name}; the limit is {_minutes(budget_s)}: {', '.join(advice)}"
+    )
 
 
 def costs_from_warm_up(warm: WarmUp, overhead_s: float = 5.0) -> PassCosts:
     """The cost table of a warm-up: its pass times as measured, one-row times for the rest (a two-row pass
     counts as two one-row ones when only the two-row shape was run)."""
+
     def one_row(frames: int) -> float:
         if PassShape(1, frames) in warm.pass_seconds:
             return warm.pass_seconds[PassShape(1, frames)]
@@ -115,17 +123,27 @@ def costs_from_warm_up(warm: WarmUp, overhead_s: float = 5.0) -> PassCosts:
         return two / 2 if two is not None else 0.0
 
     # decode_s also covers the chunk's mp4 writes and camera embedding (≈ 20 % + 0.5 s on an H100)
-    return PassCosts(first_pass_s=one_row(FIRST_CHUNK_LATENT_FRAMES), later_pass_s=one_row(LATER_CHUNK_LATENT_FRAMES),
-                     decode_s=warm.decode_seconds * 1.2 + 0.5, overhead_s=overhead_s, measured=dict(warm.pass_seconds))
+    return PassCosts(
+        first_pass_s=one_row(FIRST_CHUNK_LATENT_FRAMES),
+        later_pass_s=one_row(LATER_CHUNK_LATENT_FRAMES),
+        decode_s=warm.decode_seconds * 1.2 + 0.5,
+        overhead_s=overhead_s,
+        measured=dict(warm.pass_seconds),
+    )
 
 
-def measure_costs(engine: Engine, height: int, width: int, shapes: Iterable[PassShape] | None = None,
-                  overhead_s: float = 5.0) -> PassCosts:
+def measure_costs(
+    engine: Engine, height: int, width: int, shapes: Iterable[PassShape] | None = None, overhead_s: float = 5.0
+) -> PassCosts:
     """Warm up ``engine`` on ``shapes`` (default: one row at 10 and 18 latent frames) at ``height``×``width``
     and return the cost table; with compilation on, this compiles every shape (``setup()``'s warm-up)."""
     shapes = list(shapes) if shapes is not None else [PassShape(1, f) for f in PASS_LATENT_FRAMES]
     warm = engine.warm_up(shapes, height, width)
     costs = costs_from_warm_up(warm, overhead_s)
-    log.info("measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs", costs.first_pass_s,
-             costs.later_pass_s, warm.decode_seconds)
+    log.info(
+        "measured: pass %.3fs (10 frames), %.3fs (18 frames), decode %.2fs",
+        costs.first_pass_s,
+        costs.later_pass_s,
+        warm.decode_seconds,
+    )
     return costs

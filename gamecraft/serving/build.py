@@ -22,25 +22,36 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-
 import torch
 
 from gamecraft.engine import Engine, EngineConfig, GameCraftEngine, PassShape, WarmUp
 from gamecraft.model import TransformerConfig
-from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
 from gamecraft.model.attention import fa3_available
 from gamecraft.model.sage import sage_unavailable_reason
+from gamecraft.parallel import check_world_size, load_parallel_engine, start_parallel_engine
 from gamecraft.pipeline.presets import PRESETS, Preset
 from gamecraft.testing.random_weights import random_engine, random_worker_spec
 from gamecraft.testing.tiny_weights import write_tiny_weights
-from gamecraft.weights import (MissingWeightsError, check_layout, download_weights, smoke_run_reason,
-                               transformer_config)
+from gamecraft.weights import MissingWeightsError, check_layout, download_weights, smoke_run_reason, transformer_config
 
 from .budget import PassCosts, costs_from_warm_up, warm_up_shapes
 from .config import ServingConfig
-from .hardware import (AttentionChoice, CompileSettings, DeviceInfo, check_device, check_request, choose_attention,
-                       compile_settings, go_fast_message, multi_gpu_estimate, override_device, plan_for, probe_devices,
-                       probe_host_memory, summary_line)
+from .hardware import (
+    AttentionChoice,
+    CompileSettings,
+    DeviceInfo,
+    check_device,
+    check_request,
+    choose_attention,
+    compile_settings,
+    go_fast_message,
+    multi_gpu_estimate,
+    override_device,
+    plan_for,
+    probe_devices,
+    probe_host_memory,
+    summary_line,
+)
 from .memory_plan import MemoryPlan
 
 log = logging.getLogger(__name__)
@@ -128,22 +139,33 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     gpu = replace(device, count=world) if on_gpu else None
     try:
         check_device(gpu)
-        attention = choose_attention(gpu, config.attention, fa3_installed=gpu is not None and fa3_available(),
-                                     sage_installed=_sage_installed(gpu))
+        attention = choose_attention(
+            gpu,
+            config.attention,
+            fa3_installed=gpu is not None and fa3_available(),
+            sage_installed=_sage_installed(gpu),
+        )
     except ValueError as err:
         raise RuntimeError(str(err)) from None
     compile_ = compile_settings(gpu, config.compile)
     memory = plan_for(gpu, host_memory_bytes=probe_host_memory()) if gpu is not None else None
     variants = tuple(dict.fromkeys(PRESETS[name].variant for name in config.preload))
     if gpu is not None:
-        engine = EngineConfig(weights_dir or Path("."), device="cuda", preload=variants,
-                              cache_dir=config.safetensors_cache if source == "weights" else None,
-                              text_offload=memory.text_offload,
-                              one_transformer_on_gpu=not (memory.keep_both or config.keep_both),
-                              compile=compile_.blocks, compile_vae=compile_.vae_decoder,
-                              attention_backend=attention.exact, fast_attention_backend=attention.go_fast,
-                              fp8_twin="replace" if memory.fp8_twin == "replace" else "beside",
-                              park_on_host=memory.park_on_host, rows_at_once=1 if memory.rows_one_at_a_time else 2)
+        engine = EngineConfig(
+            weights_dir or Path("."),
+            device="cuda",
+            preload=variants,
+            cache_dir=config.safetensors_cache if source == "weights" else None,
+            text_offload=memory.text_offload,
+            one_transformer_on_gpu=not (memory.keep_both or config.keep_both),
+            compile=compile_.blocks,
+            compile_vae=compile_.vae_decoder,
+            attention_backend=attention.exact,
+            fast_attention_backend=attention.go_fast,
+            fp8_twin="replace" if memory.fp8_twin == "replace" else "beside",
+            park_on_host=memory.park_on_host,
+            rows_at_once=1 if memory.rows_one_at_a_time else 2,
+        )
         fast_ok = memory.fp8_twin in ("beside", "replace")
     else:
         engine = EngineConfig.for_cpu(weights_dir, preload=variants, fast_attention_backend=attention.go_fast)
@@ -151,14 +173,31 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     note = go_fast_message(gpu)
     presets = [PRESETS[name] for name in (config.warm_presets or tuple(PRESETS))]
     # the CPU's fp8 twin is for tests only: smoke runs do not build it in setup
-    shapes = warm_up_shapes(presets, go_fast=config.warm_go_fast and fast_ok and note is None and gpu is not None,
-                            rows_at_once=engine.rows_at_once)
+    shapes = warm_up_shapes(
+        presets,
+        go_fast=config.warm_go_fast and fast_ok and note is None and gpu is not None,
+        rows_at_once=engine.rows_at_once,
+    )
     size = config.tiny_size if source == "tiny" else config.size
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
     estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
     summary = summary_line(gpu, attention, memory, compile_, estimate.line() if estimate else "")
-    return EnginePlan(source, weights_dir, reason, size, world, device_names, gpu, attention, compile_, memory,
-                      engine, tuple(shapes), note, summary)
+    return EnginePlan(
+        source,
+        weights_dir,
+        reason,
+        size,
+        world,
+        device_names,
+        gpu,
+        attention,
+        compile_,
+        memory,
+        engine,
+        tuple(shapes),
+        note,
+        summary,
+    )
 
 
 def _sage_installed(gpu: DeviceInfo | None) -> bool:
@@ -214,8 +253,10 @@ def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
         try:
             download_weights(plan.weights_dir, plan.engine.preload, token=config.hf_token)
         except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
-            raise RuntimeError(f"{first_line}, and downloading them failed: "
-                               f"{type(download_err).__name__}: {str(download_err).splitlines()[0]}") from None
+            raise RuntimeError(
+                f"{first_line}, and downloading them failed: "
+                f"{type(download_err).__name__}: {str(download_err).splitlines()[0]}"
+            ) from None
     # torch reads its compiler-cache location from the environment, before it first compiles; a value the
     # operator set wins.
     if config.compile_cache and plan.engine.compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
@@ -249,9 +290,16 @@ def random_engine_kwargs(plan: EnginePlan) -> dict:
     """The plan's kernels and compilation as ``gamecraft.testing.random_weights.random_engine`` arguments (one
     random transformer serves both variants, so nothing is swapped)."""
     config = plan.engine
-    return dict(attention_backend=config.attention_backend, fast_attention_backend=config.fast_attention_backend,
-                compile=config.compile, compile_vae=config.compile_vae, one_transformer_on_gpu=False,
-                text_offload=config.text_offload, fp8_twin=config.fp8_twin, rows_at_once=config.rows_at_once)
+    return dict(
+        attention_backend=config.attention_backend,
+        fast_attention_backend=config.fast_attention_backend,
+        compile=config.compile,
+        compile_vae=config.compile_vae,
+        one_transformer_on_gpu=False,
+        text_offload=config.text_offload,
+        fp8_twin=config.fp8_twin,
+        rows_at_once=config.rows_at_once,
+    )
 
 
 def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
@@ -267,25 +315,33 @@ def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
         return engine.warm_up(plan.warm_shapes, *plan.size)
 
 
-def build_engine(config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE
-                 ) -> ServingEngine:
+def build_engine(config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE) -> ServingEngine:
     """Plan, prepare, load and (``warm``) warm up the engine ``config`` describes."""
     start = time.perf_counter()
     plan = plan_engine(config, device)
-    log.info("engine plan: %s weights%s, %dx%d; %s", plan.source, f" ({plan.smoke_reason})" if plan.smoke_reason
-             else "", *plan.size, plan.summary)
+    log.info(
+        "engine plan: %s weights%s, %dx%d; %s",
+        plan.source,
+        f" ({plan.smoke_reason})" if plan.smoke_reason else "",
+        *plan.size,
+        plan.summary,
+    )
     prepare_weights(config, plan)  # missing weights are the first thing to report
     if plan.source == "weights" and plan.engine.device != "cuda":
-        raise RuntimeError("no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); set GAMECRAFT_WEIGHTS=tiny "
-                           "for a CPU smoke run")
+        raise RuntimeError(
+            "no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run"
+        )
     engine = load_engine(plan)
     try:
         warm_up_result = warm_up(engine, plan) if warm else None
     except BaseException:
         engine.close()
         raise
-    costs = costs_from_warm_up(warm_up_result) if warm_up_result is not None else \
-        PassCosts(first_pass_s=0.0, later_pass_s=0.0, decode_s=0.0, overhead_s=5.0)
+    costs = (
+        costs_from_warm_up(warm_up_result)
+        if warm_up_result is not None
+        else PassCosts(first_pass_s=0.0, later_pass_s=0.0, decode_s=0.0, overhead_s=5.0)
+    )
     seconds = time.perf_counter() - start
     log.info("engine ready in %.1fs", seconds)
     return ServingEngine(engine, plan, costs, warm_up_result, seconds)

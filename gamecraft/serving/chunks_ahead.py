@@ -76,8 +76,13 @@ def thread_cuda_index(device: torch.device, caller_index: int | None) -> int | N
     return device.index if device.index is not None else caller_index
 
 
-def chunks_ahead(session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], ahead: int = 1,
-                 stop: threading.Event | None = None, steps: bool = False) -> Iterator[Step | ChunkResult]:
+def chunks_ahead(
+    session: WorldSession,
+    chunks: Sequence[tuple[ChunkPoses, str]],
+    ahead: int = 1,
+    stop: threading.Event | None = None,
+    steps: bool = False,
+) -> Iterator[Step | ChunkResult]:
     """``session.generate_chunk(poses, label)`` for each of ``chunks`` on a background thread, at most
     ``ahead`` finished chunks ahead of the consumer (plus the one in progress). Yields each
     :class:`ChunkResult` and, with ``steps``, every :class:`Step` too, in the order they happened. ``stop``

@@ -112,8 +112,12 @@ class ServingConfig:
             values["preload"] = _names(env["GAMECRAFT_PRELOAD"], "GAMECRAFT_PRELOAD")
         if env.get("GAMECRAFT_GPUS"):
             values["gpus"] = _number(env, "GAMECRAFT_GPUS", int)
-        for key, name in (("compile", "GAMECRAFT_COMPILE"), ("keep_both", "GAMECRAFT_KEEP_BOTH"),
-                          ("download", "GAMECRAFT_DOWNLOAD"), ("warm_go_fast", "GAMECRAFT_WARM_GO_FAST")):
+        for key, name in (
+            ("compile", "GAMECRAFT_COMPILE"),
+            ("keep_both", "GAMECRAFT_KEEP_BOTH"),
+            ("download", "GAMECRAFT_DOWNLOAD"),
+            ("warm_go_fast", "GAMECRAFT_WARM_GO_FAST"),
+        ):
             if name in env:
                 values[key] = _flag(env, name)
         if env.get("GAMECRAFT_ATTENTION"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,14 @@ class Finished(_Event):
     peak_gpu_gib: float | None
 
 
-Event = Union[Started, StepDone, ChunkDenoised, ChunkDone, FileReady, Finished]
-EVENT_NAMES: dict[type, str] = {Started: "started", StepDone: "step", ChunkDenoised: "decoding", ChunkDone: "chunk",
-                                FileReady: "file", Finished: "finished"}
+Event = Started | StepDone | ChunkDenoised | ChunkDone | FileReady | Finished
+EVENT_NAMES: dict[type, str] = {
+    Started: "started",
+    StepDone: "step",
+    ChunkDenoised: "decoding",
+    ChunkDone: "chunk",
+    FileReady: "file",
+    Finished: "finished",
+}
 
 __all__ = ["ChunkDenoised", "ChunkDone", "Event", "FileReady", "Finished", "Started", "StepDone"]

@@ -69,11 +69,16 @@ class GenerationRequest:
     camera_preview: bool = False
 
     def __post_init__(self) -> None:
-        starts = [name for name, value in (("image", self.image), ("video", self.video),
-                                           ("continue_from", self.continue_from)) if value is not None]
+        starts = [
+            name
+            for name, value in (("image", self.image), ("video", self.video), ("continue_from", self.continue_from))
+            if value is not None
+        ]
         if len(starts) != 1:
-            raise ValueError("give exactly one of image, video or continue_from"
-                             + (f" (got {', '.join(starts)})" if starts else " (got none)"))
+            raise ValueError(
+                "give exactly one of image, video or continue_from"
+                + (f" (got {', '.join(starts)})" if starts else " (got none)")
+            )
         if (self.trajectory is not None) == bool(self.segments):
             raise ValueError("give either actions or a trajectory (exactly one)")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
@@ -113,17 +118,36 @@ def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
         state = load_state(request.continue_from, height, width)
         seed = state.seed if request.seed is None else request.seed
         prompt = request.prompt or state.prompt
-        return WorldSession.start(engine, request.preset, prompt, seed, height, width, history=state.last_latents,
-                                  negative_prompt=request.negative_prompt, chunks_done=state.chunks_done,
-                                  pose=state.pose, actions=state.actions)
+        return WorldSession.start(
+            engine,
+            request.preset,
+            prompt,
+            seed,
+            height,
+            width,
+            history=state.last_latents,
+            negative_prompt=request.negative_prompt,
+            chunks_done=state.chunks_done,
+            pose=state.pose,
+            actions=state.actions,
+        )
     seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
     if request.image is not None:
         history = encode_start_image(engine.vae, preprocess_image(request.image, request.size), seed)
     else:
-        history = encode_start_video(engine.vae, preprocess_frames(last_frames_for_start(request.video), request.size),
-                                     seed)
-    return WorldSession.start(engine, request.preset, request.prompt, seed, height, width, history=history,
-                              negative_prompt=request.negative_prompt)
+        history = encode_start_video(
+            engine.vae, preprocess_frames(last_frames_for_start(request.video), request.size), seed
+        )
+    return WorldSession.start(
+        engine,
+        request.preset,
+        request.prompt,
+        seed,
+        height,
+        width,
+        history=history,
+        negative_prompt=request.negative_prompt,
+    )
 
 
 class _Clock:
@@ -146,16 +170,25 @@ class _Clock:
 
     def eta(self, steps_done: int, decodes_done: int) -> float:
         """Seconds left once ``steps_done`` steps (over all chunks) and ``decodes_done`` decodes are done."""
-        per_step = (sum(self.step_s[-self.steps:]) / len(self.step_s[-self.steps:]) if self.step_s
-                    else (self._table[1] or 0.0))
-        per_decode = (sum(self.decode_s) / len(self.decode_s) if self.decode_s else (self._table[2] or 0.0))
+        per_step = (
+            sum(self.step_s[-self.steps :]) / len(self.step_s[-self.steps :])
+            if self.step_s
+            else (self._table[1] or 0.0)
+        )
+        per_decode = sum(self.decode_s) / len(self.decode_s) if self.decode_s else (self._table[2] or 0.0)
         steps_left = self.chunks * self.steps - steps_done
         return max(0.0, steps_left * per_step + (self.chunks - decodes_done) * per_decode)
 
 
-def generate(engine: Engine, request: GenerationRequest, out_dir: Path, names: OutputNames | None = None,
-             costs: PassCosts | None = None, overlap_writes: bool = True,
-             stop: threading.Event | None = None) -> Iterator[Event]:
+def generate(
+    engine: Engine,
+    request: GenerationRequest,
+    out_dir: Path,
+    names: OutputNames | None = None,
+    costs: PassCosts | None = None,
+    overlap_writes: bool = True,
+    stop: threading.Event | None = None,
+) -> Iterator[Event]:
     """Run ``request``, writing its files into ``out_dir``; yields :mod:`~gamecraft.serving.events`.
 
     ``costs``: the warm-up's cost table, for the ETA before the first step is timed. ``overlap_writes``:
@@ -189,15 +222,36 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, names: O
                 position = item.position
                 steps_done += 1
                 clock.step_s.append(item.seconds)
-                event = StepDone(position + 1, len(chunks), first_world + position, item.index + 1, item.total,
-                                 item.cached, item.seconds, clock.elapsed(), clock.eta(steps_done, position))
-                log.info("chunk %d step %d/%d%s: %.2fs; ETA %.0fs", event.world_chunk, event.step, event.steps,
-                         " (cached)" if item.cached else "", item.seconds, event.eta_s)
+                event = StepDone(
+                    position + 1,
+                    len(chunks),
+                    first_world + position,
+                    item.index + 1,
+                    item.total,
+                    item.cached,
+                    item.seconds,
+                    clock.elapsed(),
+                    clock.eta(steps_done, position),
+                )
+                log.info(
+                    "chunk %d step %d/%d%s: %.2fs; ETA %.0fs",
+                    event.world_chunk,
+                    event.step,
+                    event.steps,
+                    " (cached)" if item.cached else "",
+                    item.seconds,
+                    event.eta_s,
+                )
                 yield event
                 if item.index + 1 == item.total:
-                    yield ChunkDenoised(position + 1, len(chunks), first_world + position,
-                                        sum(clock.step_s[-item.total:]), clock.elapsed(),
-                                        clock.eta(steps_done, position))
+                    yield ChunkDenoised(
+                        position + 1,
+                        len(chunks),
+                        first_world + position,
+                        sum(clock.step_s[-item.total :]),
+                        clock.elapsed(),
+                        clock.eta(steps_done, position),
+                    )
                 continue
             result: ChunkResult = item
             n = result.index - first_world + 1  # 0-based position within this request
@@ -207,14 +261,26 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, names: O
             now = time.perf_counter()
             seconds, last_file = now - last_file, now  # since the previous chunk's file
             clock.decode_s.append(result.seconds_decode)
-            for key, value in (("chunk", seconds), ("denoise", result.seconds_denoise),
-                               ("decode", result.seconds_decode)):
+            for key, value in (
+                ("chunk", seconds),
+                ("denoise", result.seconds_denoise),
+                ("decode", result.seconds_decode),
+            ):
                 timings[key].append(value)
-            done = ChunkDone(n + 1, len(chunks), result.index + 1, result.label, seconds, result.seconds_denoise,
-                             result.seconds_decode, clock.elapsed(),
-                             clock.eta(max(steps_done, (n + 1) * preset.num_inference_steps), n + 1))
-            log.info("chunk %d/%d done in %.1fs (%s); ETA %.0fs", done.chunk, done.chunks, seconds, result.label,
-                     done.eta_s)
+            done = ChunkDone(
+                n + 1,
+                len(chunks),
+                result.index + 1,
+                result.label,
+                seconds,
+                result.seconds_denoise,
+                result.seconds_decode,
+                clock.elapsed(),
+                clock.eta(max(steps_done, (n + 1) * preset.num_inference_steps), n + 1),
+            )
+            log.info(
+                "chunk %d/%d done in %.1fs (%s); ETA %.0fs", done.chunk, done.chunks, seconds, result.label, done.eta_s
+            )
             yield done
             yield FileReady("chunk", path, result.index + 1)
     yield FileReady("video", full.path)
@@ -228,19 +294,35 @@ def generate(engine: Engine, request: GenerationRequest, out_dir: Path, names: O
     peak = None
     if engine.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(engine.device) / 2**30
-    log.info("generated %d chunk(s) (world chunks %d-%d) in %.1fs%s", len(chunks), first_world,
-             session.state.chunks_done, clock.elapsed(), f"; peak GPU memory {peak:.1f} GiB" if peak else "")
-    yield Finished(seed, len(chunks), session.state.chunks_done, clock.elapsed(), tuple(timings["chunk"]),
-                   tuple(timings["denoise"]), tuple(timings["decode"]), peak)
+    log.info(
+        "generated %d chunk(s) (world chunks %d-%d) in %.1fs%s",
+        len(chunks),
+        first_world,
+        session.state.chunks_done,
+        clock.elapsed(),
+        f"; peak GPU memory {peak:.1f} GiB" if peak else "",
+    )
+    yield Finished(
+        seed,
+        len(chunks),
+        session.state.chunks_done,
+        clock.elapsed(),
+        tuple(timings["chunk"]),
+        tuple(timings["denoise"]),
+        tuple(timings["decode"]),
+        peak,
+    )
 
 
-def _in_line(session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], stop: threading.Event
-             ) -> Iterator[Step | ChunkResult]:
+def _in_line(
+    session: WorldSession, chunks: Sequence[tuple[ChunkPoses, str]], stop: threading.Event
+) -> Iterator[Step | ChunkResult]:
     """:func:`chunks_ahead`'s items without a thread: each chunk's steps, then the chunk."""
     for position, (poses, label) in enumerate(chunks):
         steps: list[Step] = []
-        result = session.generate_chunk(poses, label, stop=stop,
-                                        on_step=step_recorder(position, session.engine.device, steps.append))
+        result = session.generate_chunk(
+            poses, label, stop=stop, on_step=step_recorder(position, session.engine.device, steps.append)
+        )
         yield from steps
         yield result
 

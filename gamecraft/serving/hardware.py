@@ -25,8 +25,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, ByteCosts, MemoryPlan, min_memory_bytes, plan_memory
 from gamecraft.parallel.layout import choose_layout
+from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, ByteCosts, MemoryPlan, min_memory_bytes, plan_memory
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ class AttentionChoice:
     go_fast: str
 
 
-def choose_attention(device: DeviceInfo | None, requested: str = "auto", *, fa3_installed: bool,
-                     sage_installed: bool = False) -> AttentionChoice:
+def choose_attention(
+    device: DeviceInfo | None, requested: str = "auto", *, fa3_installed: bool, sage_installed: bool = False
+) -> AttentionChoice:
     """``GAMECRAFT_ATTENTION``'s kernel for ``device``. ``auto``: FlashAttention-3 on sm90 when ``fa3-fwd``
     imports, else ``sdpa`` (cuDNN first, then flash, memory-efficient, math); go_fast uses ``sage`` on
     sm90 when installed. ``sage`` requested: go_fast only, exact passes as ``auto``. A kernel this GPU
@@ -183,8 +184,9 @@ def choose_attention(device: DeviceInfo | None, requested: str = "auto", *, fa3_
         raise ValueError(f"GAMECRAFT_ATTENTION={requested} needs {need}; {device.name} is {device.sm}")
     installed = {"fa3": fa3_installed, "sage": sage_installed}
     if requested in _HOPPER_ONLY and not installed[requested]:
-        raise ValueError(f"GAMECRAFT_ATTENTION={requested} needs the {_HOPPER_ONLY[requested]} package, which "
-                         "does not import here")
+        raise ValueError(
+            f"GAMECRAFT_ATTENTION={requested} needs the {_HOPPER_ONLY[requested]} package, which does not import here"
+        )
     hopper = device.capability[0] == 9
     exact = "fa3" if hopper and fa3_installed else "sdpa"
     if requested not in ("auto", "sage"):
@@ -203,8 +205,10 @@ def go_fast_message(device: DeviceInfo | None) -> str | None:
     gives the same video as go_fast=false); ``None`` where go_fast runs fp8."""
     if fp8_linears_supported(device):
         return None
-    return (f"go_fast: {device.name} ({device.sm}) has no fp8 tensor cores (sm89 or newer needed); running the "
-            "exact bf16 model instead (same video as go_fast=false, no speed-up)")
+    return (
+        f"go_fast: {device.name} ({device.sm}) has no fp8 tensor cores (sm89 or newer needed); running the "
+        "exact bf16 model instead (same video as go_fast=false, no speed-up)"
+    )
 
 
 @dataclass(frozen=True)
@@ -236,8 +240,10 @@ def check_device(device: DeviceInfo | None, costs: ByteCosts = DEFAULT_COSTS) ->
     need = min_memory_bytes(device.count, costs)
     if device.total_memory_bytes < need:
         per = " per GPU" if device.count > 1 else ""
-        raise ValueError(f"{device.name} has {device.total_gib:.1f} GiB{per}; GameCraft needs ≥ {need / GIB:.1f} GiB"
-                         f"{per} (e.g. an L40S, A100 80GB, H100 or H200)")
+        raise ValueError(
+            f"{device.name} has {device.total_gib:.1f} GiB{per}; GameCraft needs ≥ {need / GIB:.1f} GiB"
+            f"{per} (e.g. an L40S, A100 80GB, H100 or H200)"
+        )
     if device.capability < MIN_CAPABILITY:
         raise ValueError(f"{device.name} is {device.sm}; GameCraft needs sm80 or newer (bf16 tensor cores)")
 
@@ -246,8 +252,7 @@ def plan_for(device: DeviceInfo, costs: ByteCosts = DEFAULT_COSTS, host_memory_b
     """The memory plan of ``device`` (:func:`check_device` first); ``host_memory_bytes``: see
     :func:`probe_host_memory`."""
     check_device(device, costs)
-    return plan_memory(device.total_memory_bytes, device.count, fp8_linears_supported(device), costs,
-                       host_memory_bytes)
+    return plan_memory(device.total_memory_bytes, device.count, fp8_linears_supported(device), costs, host_memory_bytes)
 
 
 def check_request(plan: MemoryPlan, guidance_rows: int, go_fast: bool) -> None:
@@ -259,23 +264,40 @@ def check_request(plan: MemoryPlan, guidance_rows: int, go_fast: bool) -> None:
         raise ValueError("go_fast needs room for its fp8 weights, which this GPU does not have; use go_fast=false")
 
 
-def summary_line(device: DeviceInfo | None, attention: AttentionChoice, plan: MemoryPlan | None,
-                 compile_: CompileSettings, multi_gpu: str = "") -> str:
+def summary_line(
+    device: DeviceInfo | None,
+    attention: AttentionChoice,
+    plan: MemoryPlan | None,
+    compile_: CompileSettings,
+    multi_gpu: str = "",
+) -> str:
     """One line for the setup log."""
     if device is None or plan is None:
         return f"no CUDA GPU: attention {attention.exact}, CPU smoke runs only"
     gpus = f"{device.count} × " if device.count > 1 else ""
     kernel = {"sdpa": "sdpa (cuDNN first)", "fa3": "FlashAttention-3"}.get(attention.exact, attention.exact)
-    fp8 = {"beside": "yes", "replace": "yes (replacing the bf16 block linears)", "refused": "no room",
-           "unsupported": "no (go_fast runs exact)"}[plan.fp8_twin]
+    fp8 = {
+        "beside": "yes",
+        "replace": "yes (replacing the bf16 block linears)",
+        "refused": "no room",
+        "unsupported": "no (go_fast runs exact)",
+    }[plan.fp8_twin]
     full = "no" if plan.guidance_refusal else "yes (rows one at a time)" if plan.rows_one_at_a_time else "yes"
-    parts = [f"{gpus}{device.name} ({device.sm}, {device.total_gib:.1f} GiB)", f"attention {kernel}",
-             f"fp8 linears {fp8}", "distilled yes", f"full {full}",
-             "both transformers on the GPU" if plan.keep_both else "one transformer on the GPU"
-             + ("" if plan.park_on_host else " (the other reloads from disk: too little host memory)"),
-             "text encoders " + ("in pinned host memory" if plan.text_offload else "on the GPU"),
-             f"VAE tiles {plan.vae_tile_px} px", f"modeled peak {plan.peak / GIB:.1f} of {plan.budget / GIB:.1f} GiB",
-             "compiled" + (f" ({compile_.note})" if compile_.blocks else " off")]
+    parts = [
+        f"{gpus}{device.name} ({device.sm}, {device.total_gib:.1f} GiB)",
+        f"attention {kernel}",
+        f"fp8 linears {fp8}",
+        "distilled yes",
+        f"full {full}",
+        "both transformers on the GPU"
+        if plan.keep_both
+        else "one transformer on the GPU"
+        + ("" if plan.park_on_host else " (the other reloads from disk: too little host memory)"),
+        "text encoders " + ("in pinned host memory" if plan.text_offload else "on the GPU"),
+        f"VAE tiles {plan.vae_tile_px} px",
+        f"modeled peak {plan.peak / GIB:.1f} of {plan.budget / GIB:.1f} GiB",
+        "compiled" + (f" ({compile_.note})" if compile_.blocks else " off"),
+    ]
     return ", ".join(parts + ([multi_gpu] if multi_gpu else []))
 
 
@@ -286,8 +308,15 @@ NVLINK_HOPPER_GBPS = 299.0
 NVLINK_AMPERE_GBPS = 199.0  # ESTIMATE: A100's NVLink 3 has 2/3 of NVLink 4's bandwidth (600 vs 900 GB/s)
 PCIE_GBPS = 25.0  # ESTIMATE: PCIe 4.0 x16 is 32 GB/s per direction; NCCL over peer-to-peer reaches ≈ 25
 # Dense bf16 tensor-core TFLOP/s (NVIDIA datasheets, without sparsity), matched against the device name.
-DENSE_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.05, "A40": 149.7, "L4": 121.0,
-                     "A10": 125.0}
+DENSE_BF16_TFLOPS = {
+    "H100": 989.4,
+    "H200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.05,
+    "A40": 149.7,
+    "L4": 121.0,
+    "A10": 125.0,
+}
 # One compiled 18-frame 1-row pass on one H200 (BENCHMARKS.md speed suite): FA3 and cuDNN SDPA.
 HOPPER_PASS_S = {"fa3": 5.41, "sdpa": 6.16}
 
@@ -334,12 +363,15 @@ class MultiGpuEstimate:
     efficiency: float  # 1-GPU time / (world × split time)
 
     def line(self) -> str:
-        return (f"{self.world} GPUs over {self.link} ({self.layout}): {self.exchange_gb:.1f} GB exchanged per "
-                f"pass ≈ {self.exchange_s:.2f} s, ≈ {self.efficiency:.0%} efficient (modeled)")
+        return (
+            f"{self.world} GPUs over {self.link} ({self.layout}): {self.exchange_gb:.1f} GB exchanged per "
+            f"pass ≈ {self.exchange_s:.2f} s, ≈ {self.efficiency:.0%} efficient (modeled)"
+        )
 
 
-def multi_gpu_estimate(device: DeviceInfo, rows: int, attention: str = "sdpa", frames: int = 18,
-                       costs: ByteCosts = DEFAULT_COSTS) -> MultiGpuEstimate | None:
+def multi_gpu_estimate(
+    device: DeviceInfo, rows: int, attention: str = "sdpa", frames: int = 18, costs: ByteCosts = DEFAULT_COSTS
+) -> MultiGpuEstimate | None:
     """The modeled cost of splitting a ``rows``-row pass over ``device.count`` GPUs (``None`` for one GPU or
     an unknown card). Unknown links are treated as PCIe (the conservative guess)."""
     one = pass_seconds_estimate(device, attention)
@@ -353,5 +385,13 @@ def multi_gpu_estimate(device: DeviceInfo, rows: int, attention: str = "sdpa", f
     exchange = exchange_bytes_per_pass(device.count, rows, frames, costs)
     compute = rows * one / device.count
     split = compute + exchange / (gbps * 1e9)
-    return MultiGpuEstimate(device.count, f"guidance {layout.cfg_degree} × sequence {layout.sp_degree}", link, gbps,
-                            exchange / 1e9, exchange / (gbps * 1e9), split, compute / split)
+    return MultiGpuEstimate(
+        device.count,
+        f"guidance {layout.cfg_degree} × sequence {layout.sp_degree}",
+        link,
+        gbps,
+        exchange / 1e9,
+        exchange / (gbps * 1e9),
+        split,
+        compute / split,
+    )

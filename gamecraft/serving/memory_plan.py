@@ -63,8 +63,12 @@ class ByteCosts:
     text_tokens: int = 256
 
     def activations(self, rows: int, frames: int) -> int:
-        table = {(1, 10): self.activations_1x10, (1, 18): self.activations_1x18,
-                 (2, 10): self.activations_2x10, (2, 18): self.activations_2x18}
+        table = {
+            (1, 10): self.activations_1x10,
+            (1, 18): self.activations_1x18,
+            (2, 10): self.activations_2x10,
+            (2, 18): self.activations_2x18,
+        }
         if (rows, frames) not in table:
             raise ValueError(f"no activation figure for {rows} row(s) × {frames} latent frames")
         return table[(rows, frames)]
@@ -140,8 +144,16 @@ class MemoryPlan:
         return max(bytes_ for _, bytes_ in self.peaks)
 
 
-def _peaks(costs: ByteCosts, world: int, keep_both: bool, twin: str, one_at_a_time: bool, text_on_gpu: bool,
-           tile_px: int, guidance: bool) -> dict[str, int]:
+def _peaks(
+    costs: ByteCosts,
+    world: int,
+    keep_both: bool,
+    twin: str,
+    one_at_a_time: bool,
+    text_on_gpu: bool,
+    tile_px: int,
+    guidance: bool,
+) -> dict[str, int]:
     transformers = 2 if keep_both else 1
     weights = transformers * costs.transformer + costs.vae
     resident = weights + (transformers * costs.fp8_twin if twin == "beside" else 0)
@@ -177,8 +189,13 @@ def _candidates(fp8: bool):
 HOST_FRACTION = 0.8  # pinned copies may take this much of the host memory (the rest: process, page cache)
 
 
-def plan_memory(memory_bytes: int, world: int = 1, fp8: bool = False, costs: ByteCosts = DEFAULT_COSTS,
-                host_memory_bytes: int | None = None) -> MemoryPlan:
+def plan_memory(
+    memory_bytes: int,
+    world: int = 1,
+    fp8: bool = False,
+    costs: ByteCosts = DEFAULT_COSTS,
+    host_memory_bytes: int | None = None,
+) -> MemoryPlan:
     """The plan for GPUs of ``memory_bytes`` each, ``world`` of them per pass; ``fp8``: the GPU has fp8
     linears; ``host_memory_bytes``: the machine's memory, when known. ``ValueError`` when not even the
     distilled preset fits (:func:`min_memory_bytes`)."""
@@ -188,20 +205,35 @@ def plan_memory(memory_bytes: int, world: int = 1, fp8: bool = False, costs: Byt
             for twin, keep_both, one_at_a_time, text_on_gpu in _candidates(fp8):
                 peaks = _peaks(costs, world, keep_both, twin, one_at_a_time, text_on_gpu, tile, guidance)
                 if max(peaks.values()) <= budget:
-                    return _plan(costs, budget, world, twin, keep_both, one_at_a_time, text_on_gpu, tile, peaks,
-                                 guidance, host_memory_bytes)
-    raise ValueError(f"{memory_bytes / GIB:.1f} GiB per GPU; GameCraft needs ≥ "
-                     f"{min_memory_bytes(world, costs) / GIB:.1f} GiB")
+                    return _plan(
+                        costs,
+                        budget,
+                        world,
+                        twin,
+                        keep_both,
+                        one_at_a_time,
+                        text_on_gpu,
+                        tile,
+                        peaks,
+                        guidance,
+                        host_memory_bytes,
+                    )
+    raise ValueError(
+        f"{memory_bytes / GIB:.1f} GiB per GPU; GameCraft needs ≥ {min_memory_bytes(world, costs) / GIB:.1f} GiB"
+    )
 
 
-def _plan(costs, budget, world, twin, keep_both, one_at_a_time, text_on_gpu, tile, peaks, guidance,
-          host_memory) -> MemoryPlan:
+def _plan(
+    costs, budget, world, twin, keep_both, one_at_a_time, text_on_gpu, tile, peaks, guidance, host_memory
+) -> MemoryPlan:
     refusal = None
     if not guidance:
         need = _peaks(costs, world, False, "unsupported", True, False, VAE_TILES_PX[-1], True)["pass_2_rows"]
-        refusal = (f"guidance > 1 (the full preset) runs two rows per step and needs {need / GIB:.1f} GiB per GPU; "
-                   f"this GPU has {budget / GIB:.1f} GiB for GameCraft: use guidance 1 (the distilled preset) "
-                   "or a larger GPU")
+        refusal = (
+            f"guidance > 1 (the full preset) runs two rows per step and needs {need / GIB:.1f} GiB per GPU; "
+            f"this GPU has {budget / GIB:.1f} GiB for GameCraft: use guidance 1 (the distilled preset) "
+            "or a larger GPU"
+        )
     text = 0 if text_on_gpu else costs.text_encoders  # GPU 0 only
     twin_parked = costs.fp8_twin if twin == "replace" else 0  # the twin waits while exact requests run
     both = 0 if keep_both else 2 * costs.transformer  # every rank's pinned copies once both presets ran
@@ -209,7 +241,15 @@ def _plan(costs, budget, world, twin, keep_both, one_at_a_time, text_on_gpu, til
     park = host_memory is None or host <= HOST_FRACTION * host_memory
     if not park:
         host = text + world * twin_parked
-    return MemoryPlan(budget=budget, keep_both=keep_both, fp8_twin=twin, rows_one_at_a_time=guidance and one_at_a_time,
-                      guidance_refusal=refusal, text_offload=not text_on_gpu, vae_tile_px=tile,
-                      peaks=tuple(sorted(peaks.items(), key=lambda item: -item[1])), host_pinned=host,
-                      park_on_host=park)
+    return MemoryPlan(
+        budget=budget,
+        keep_both=keep_both,
+        fp8_twin=twin,
+        rows_one_at_a_time=guidance and one_at_a_time,
+        guidance_refusal=refusal,
+        text_offload=not text_on_gpu,
+        vae_tile_px=tile,
+        peaks=tuple(sorted(peaks.items(), key=lambda item: -item[1])),
+        host_pinned=host,
+        park_on_host=park,
+    )

@@ -26,4 +26,3 @@ def latent_size(height: int, width: int) -> tuple[int, int]:
     if height % 16 or width % 16:
         raise ValueError(f"height and width must be multiples of 16, got {height}×{width}")
     return height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION
-

@@ -36,6 +36,6 @@ def chunks_to_pose_text(chunks: list[ChunkPoses], header: str = "gamecraft camer
     intrinsics = np.concatenate([c.intrinsics for c in chunks], axis=0)
     w2c = np.linalg.inv(poses)[:, :3, :].reshape(len(poses), 12)
     lines = [header]
-    for index, (k, m) in enumerate(zip(intrinsics, w2c)):
+    for index, (k, m) in enumerate(zip(intrinsics, w2c, strict=False)):
         lines.append(" ".join([str(index)] + [repr(float(v)) for v in k] + ["0", "0"] + [repr(float(v)) for v in m]))
     return "\n".join(lines) + "\n"

@@ -22,22 +22,44 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, LlamaConf
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
 from gamecraft.model.text import TextEncoders
+from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model
 from gamecraft.specs.workers import WorkerSpec
 from gamecraft.testing.tiny_weights import TINY_VAE, write_tiny_weights
-from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT
 
 log = logging.getLogger(__name__)
 
 # HunyuanVideo "884-16c-hy0801" VAE (golden README §4) and Llama-3-8B's language model.
-PRODUCTION_VAE = VaeConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16,
-                           norm_num_groups=32, sample_size=256, sample_tsize=64, scaling_factor=0.476986,
-                           mid_block_causal_attn=True)
-LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5, rope_theta=500000.0,
-                 max_position_embeddings=8192)
-CLIP_L_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                   num_attention_heads=12, max_position_embeddings=77, projection_dim=768)
+PRODUCTION_VAE = VaeConfig(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=16,
+    norm_num_groups=32,
+    sample_size=256,
+    sample_tsize=64,
+    scaling_factor=0.476986,
+    mid_block_causal_attn=True,
+)
+LLAMA3_8B = dict(
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+)
+CLIP_L_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    projection_dim=768,
+)
 
 
 @torch.no_grad()
@@ -60,8 +82,14 @@ def _on_device(factory, device: torch.device, dtype: torch.dtype) -> torch.nn.Mo
     return module.to(dtype).to_empty(device=device)
 
 
-def random_text_encoders(device: torch.device, dtype: torch.dtype, seed: int, tokenizer_dir: Path,
-                         llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT) -> TextEncoders:
+def random_text_encoders(
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    tokenizer_dir: Path,
+    llm_config: dict = LLAMA3_8B,
+    clip_config: dict = CLIP_L_TEXT,
+) -> TextEncoders:
     """LLaVA's language model and CLIP's text model at the given sizes, random, on ``device``."""
     generator = torch.Generator(device).manual_seed(seed)
     llava_dir = tokenizer_dir / DEFAULT_LAYOUT.llava_dir
@@ -71,29 +99,48 @@ def random_text_encoders(device: torch.device, dtype: torch.dtype, seed: int, to
     with torch.device(device):  # inv_freq is a non-persistent buffer: to_empty left it uninitialized
         llm.rotary_emb = type(llm.rotary_emb)(llm.config)
     clip_text = json.loads((clip_dir / "config.json").read_text()).get("text_config", {})
-    clip_config = CLIPTextConfig(**clip_config, eos_token_id=clip_text.get("eos_token_id", 2),
-                                 pad_token_id=clip_text.get("pad_token_id", 1), bos_token_id=clip_text.get("bos_token_id", 0))
+    clip_config = CLIPTextConfig(
+        **clip_config,
+        eos_token_id=clip_text.get("eos_token_id", 2),
+        pad_token_id=clip_text.get("pad_token_id", 1),
+        bos_token_id=clip_text.get("bos_token_id", 0),
+    )
     clip = _on_device(lambda: CLIPTextModel(clip_config), device, dtype)
     _randomize_(clip, generator)
     with torch.no_grad():  # position ids are a non-persistent buffer that to_empty left uninitialized
         for name, buffer in clip.named_buffers():
             if name.endswith("position_ids"):
                 buffer.copy_(torch.arange(buffer.shape[-1], device=device).expand_as(buffer))
-    return TextEncoders(llm.eval().requires_grad_(False),
-                        PreTrainedTokenizerFast.from_pretrained(str(llava_dir), padding_side="right"),
-                        clip.eval().requires_grad_(False), CLIPTokenizer.from_pretrained(str(clip_dir)))
+    return TextEncoders(
+        llm.eval().requires_grad_(False),
+        PreTrainedTokenizerFast.from_pretrained(str(llava_dir), padding_side="right"),
+        clip.eval().requires_grad_(False),
+        CLIPTokenizer.from_pretrained(str(clip_dir)),
+    )
 
 
-def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, seed: int = 0,
-                  variants: tuple[str, ...] = ("distilled", "full"), text_offload: bool = True,
-                  attention_backend: str = "sdpa", vae_dtype: torch.dtype = torch.float16,
-                  text_dtype: torch.dtype = torch.float16,
-                  transformer_config: TransformerConfig | None = None, vae_config: VaeConfig = PRODUCTION_VAE,
-                  llm_config: dict = LLAMA3_8B, clip_config: dict = CLIP_L_TEXT,
-                  compile: bool = False, compile_vae: bool = False, text: bool = True,
-                  fast_attention_backend: str | None = None, compile_backend: str = "inductor",
-                  one_transformer_on_gpu: bool = False, fp8_twin: str = "beside",
-                  rows_at_once: int = 2) -> GameCraftEngine:
+def random_engine(
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    variants: tuple[str, ...] = ("distilled", "full"),
+    text_offload: bool = True,
+    attention_backend: str = "sdpa",
+    vae_dtype: torch.dtype = torch.float16,
+    text_dtype: torch.dtype = torch.float16,
+    transformer_config: TransformerConfig | None = None,
+    vae_config: VaeConfig = PRODUCTION_VAE,
+    llm_config: dict = LLAMA3_8B,
+    clip_config: dict = CLIP_L_TEXT,
+    compile: bool = False,
+    compile_vae: bool = False,
+    text: bool = True,
+    fast_attention_backend: str | None = None,
+    compile_backend: str = "inductor",
+    one_transformer_on_gpu: bool = False,
+    fp8_twin: str = "beside",
+    rows_at_once: int = 2,
+) -> GameCraftEngine:
     """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
@@ -104,19 +151,32 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
     dev = torch.device(device)
     transformer_config = transformer_config or TransformerConfig.production()
     tokenizer_dir = write_tiny_weights(Path(tempfile.mkdtemp(prefix="gamecraft-tokenizers-")))
-    config = EngineConfig(tokenizer_dir, device=device, dtype=dtype, vae_dtype=vae_dtype, text_dtype=text_dtype,
-                          preload=(), text_offload=text_offload, attention_backend=attention_backend,
-                          fast_attention_backend=fast_attention_backend, compile=compile, compile_vae=compile_vae,
-                          compile_backend=compile_backend, one_transformer_on_gpu=one_transformer_on_gpu,
-                          fp8_twin=fp8_twin, rows_at_once=rows_at_once)
+    config = EngineConfig(
+        tokenizer_dir,
+        device=device,
+        dtype=dtype,
+        vae_dtype=vae_dtype,
+        text_dtype=text_dtype,
+        preload=(),
+        text_offload=text_offload,
+        attention_backend=attention_backend,
+        fast_attention_backend=fast_attention_backend,
+        compile=compile,
+        compile_vae=compile_vae,
+        compile_backend=compile_backend,
+        one_transformer_on_gpu=one_transformer_on_gpu,
+        fp8_twin=fp8_twin,
+        rows_at_once=rows_at_once,
+    )
     transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
     init_random_(transformer, seed, device=dev)
     transformer = transformer.eval().requires_grad_(False)
     vae_model = build_model(vae_config).to_empty(device=dev).to(config.vae_dtype)  # meta -> device, no CPU copy
     _randomize_(vae_model, torch.Generator(dev).manual_seed(seed + 2))
     vae_model = vae_model.eval().requires_grad_(False)
-    encoders = random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config) \
-        if text else None
+    encoders = (
+        random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config) if text else None
+    )
     engine = GameCraftEngine(config, GameCraftVae(vae_model, vae_config), encoders, transformer_config)
     for variant in variants:
         engine.register_transformer(variant, transformer)
@@ -127,21 +187,44 @@ def random_engine(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, see
 # The tiny transformer with the production model's 24 heads, so every GPU count the model allows (1, 2, 3, 4, 6,
 # 8) can be exercised with gloo processes on a CPU.
 TINY_24_HEADS = dataclasses.replace(TransformerConfig.tiny(), hidden_size=192, num_heads=24, rope_dim_list=(2, 2, 4))
-TINY_LLM = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2)
-TINY_CLIP = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 max_position_embeddings=77)
+TINY_LLM = dict(
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+TINY_CLIP = dict(
+    vocab_size=1000,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+)
 
 
-def tiny_random_engine(device: str = "cpu", seed: int = 0, transformer_config: TransformerConfig | None = None,
-                       text: bool = True, **speed) -> GameCraftEngine:
+def tiny_random_engine(
+    device: str = "cpu", seed: int = 0, transformer_config: TransformerConfig | None = None, text: bool = True, **speed
+) -> GameCraftEngine:
     """:func:`random_engine` with tiny float32 models, for CPU tests and CPU smoke runs of the
     benchmarks (also a ``gamecraft.parallel.WorkerSpec`` factory). ``speed``: random_engine's kernel and
     compilation options."""
-    return random_engine(device=device, dtype=torch.float32, seed=seed, vae_dtype=torch.float32,
-                         text_dtype=torch.float32, text_offload=False,
-                         transformer_config=transformer_config or TransformerConfig.tiny(), vae_config=TINY_VAE,
-                         llm_config=TINY_LLM, clip_config=TINY_CLIP, text=text, **speed)
+    return random_engine(
+        device=device,
+        dtype=torch.float32,
+        seed=seed,
+        vae_dtype=torch.float32,
+        text_dtype=torch.float32,
+        text_offload=False,
+        transformer_config=transformer_config or TransformerConfig.tiny(),
+        vae_config=TINY_VAE,
+        llm_config=TINY_LLM,
+        clip_config=TINY_CLIP,
+        text=text,
+        **speed,
+    )
 
 
 def random_worker_spec(tiny: bool = False, **kwargs) -> WorkerSpec:

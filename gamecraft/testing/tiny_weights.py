@@ -35,19 +35,38 @@ from gamecraft.model.text import PROMPT_SUFFIX, PROMPT_TEMPLATE
 from gamecraft.model.vae import VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, WeightsLayout
 
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-LLM_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                      "<|eot_id|>", "<pad>", "<image>", "<unk>")
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLM_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<pad>",
+    "<image>",
+    "<unk>",
+)
 CLIP_PATTERN = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 # Words the tiny vocabularies know besides the template (others become <unk> / character BPE pieces).
-CORPUS = ("A charming medieval village with cobblestone streets, thatched-roof houses, and vibrant flower "
-          "gardens under a bright blue sky. Realistic, High-quality. A castle on a hill, a forest road at "
-          "night, a city street in the rain; the camera moves forward.")
-TINY_VAE = VaeConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=2, latent_channels=16,
-                     norm_num_groups=4, sample_size=128, sample_tsize=64, scaling_factor=0.476986,
-                     mid_block_causal_attn=True)
+CORPUS = (
+    "A charming medieval village with cobblestone streets, thatched-roof houses, and vibrant flower "
+    "gardens under a bright blue sky. Realistic, High-quality. A castle on a hill, a forest road at "
+    "night, a city street in the rain; the camera moves forward."
+)
+TINY_VAE = VaeConfig(
+    block_out_channels=(8, 16, 16, 16),
+    layers_per_block=2,
+    latent_channels=16,
+    norm_num_groups=4,
+    sample_size=128,
+    sample_tsize=64,
+    scaling_factor=0.476986,
+    mid_block_causal_attn=True,
+)
 
 
 def random_tensors(shapes: dict[str, tuple[int, ...]], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -78,7 +97,7 @@ def _meta_shapes(module_factory) -> dict[str, tuple[int, ...]]:
 def _prefixed(shapes: dict[str, tuple[int, ...]], drop: str, add: str) -> dict[str, tuple[int, ...]]:
     # transformers 5 dropped some inner module names (e.g. CLIPTextModel.text_model); normalize to the
     # on-disk names of the official checkpoints, whatever the installed version calls them.
-    return {add + (k[len(drop):] if k.startswith(drop) else k): v for k, v in shapes.items()}
+    return {add + (k[len(drop) :] if k.startswith(drop) else k): v for k, v in shapes.items()}
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -100,9 +119,12 @@ def _split_specials(text: str, specials: tuple[str, ...]) -> list[str]:
 
 def build_llm_tokenizer() -> Tokenizer:
     """Llama-3-style tokenizer: Llama-3 regex + byte-level pre-tokenizer, word-level vocabulary, BOS added."""
-    pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     vocab = {token: i for i, token in enumerate(LLM_SPECIAL_TOKENS)}
     corpus = PROMPT_TEMPLATE.format(CORPUS) + PROMPT_SUFFIX
     for part in _split_specials(corpus, LLM_SPECIAL_TOKENS):
@@ -114,7 +136,8 @@ def build_llm_tokenizer() -> Tokenizer:
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLM_SPECIAL_TOKENS])
     bos = LLM_SPECIAL_TOKENS[0]
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1", special_tokens=[(bos, vocab[bos])])
+        single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1", special_tokens=[(bos, vocab[bos])]
+    )
     return tokenizer
 
 
@@ -159,40 +182,95 @@ def write_llava(folder: Path, hidden_size: int, generator: torch.Generator) -> N
 
     tokenizer = build_llm_tokenizer()
     ids = {t: tokenizer.token_to_id(t) for t in LLM_SPECIAL_TOKENS}
-    text_config = dict(model_type="llama", vocab_size=tokenizer.get_vocab_size(), hidden_size=hidden_size,
-                       intermediate_size=2 * hidden_size, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=hidden_size // 4, hidden_act="silu",
-                       max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=500000.0, rope_scaling=None,
-                       attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-                       bos_token_id=ids["<|begin_of_text|>"], eos_token_id=ids["<|end_of_text|>"],
-                       pad_token_id=ids["<pad>"], architectures=["LlamaForCausalLM"])
-    vision_config = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32,
-                         hidden_act="quick_gelu", layer_norm_eps=1e-5)
-    _write_json(folder / "config.json", dict(
-        architectures=["LlavaForConditionalGeneration"], model_type="llava", image_token_index=ids["<image>"],
-        pad_token_id=ids["<pad>"], projector_hidden_act="gelu", vision_feature_layer=-2,
-        vision_feature_select_strategy="default", torch_dtype="float32", text_config=text_config,
-        vision_config=vision_config))
+    text_config = dict(
+        model_type="llama",
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        hidden_act="silu",
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=None,
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        bos_token_id=ids["<|begin_of_text|>"],
+        eos_token_id=ids["<|end_of_text|>"],
+        pad_token_id=ids["<pad>"],
+        architectures=["LlamaForCausalLM"],
+    )
+    vision_config = dict(
+        model_type="clip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+        projection_dim=32,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+    _write_json(
+        folder / "config.json",
+        dict(
+            architectures=["LlavaForConditionalGeneration"],
+            model_type="llava",
+            image_token_index=ids["<image>"],
+            pad_token_id=ids["<pad>"],
+            projector_hidden_act="gelu",
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+            torch_dtype="float32",
+            text_config=text_config,
+            vision_config=vision_config,
+        ),
+    )
     llama = _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config)))
     vision = _meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
-    shapes = {**_prefixed(llama, "", "language_model.model."),
-              "language_model.lm_head.weight": (text_config["vocab_size"], hidden_size),
-              **_prefixed(vision, "vision_model.", "vision_tower.vision_model."),
-              "multi_modal_projector.linear_1.weight": (hidden_size, vision_config["hidden_size"]),
-              "multi_modal_projector.linear_1.bias": (hidden_size,),
-              "multi_modal_projector.linear_2.weight": (hidden_size, hidden_size),
-              "multi_modal_projector.linear_2.bias": (hidden_size,)}
+    shapes = {
+        **_prefixed(llama, "", "language_model.model."),
+        "language_model.lm_head.weight": (text_config["vocab_size"], hidden_size),
+        **_prefixed(vision, "vision_model.", "vision_tower.vision_model."),
+        "multi_modal_projector.linear_1.weight": (hidden_size, vision_config["hidden_size"]),
+        "multi_modal_projector.linear_1.bias": (hidden_size,),
+        "multi_modal_projector.linear_2.weight": (hidden_size, hidden_size),
+        "multi_modal_projector.linear_2.bias": (hidden_size,),
+    }
     _save_safetensors(random_tensors(shapes, generator), folder / "model.safetensors")
     tokenizer.save(str(folder / "tokenizer.json"))
-    special = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": "<pad>",
-               "unk_token": "<unk>"}
+    special = {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|end_of_text|>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+    }
     _write_json(folder / "special_tokens_map.json", special)
-    _write_json(folder / "tokenizer_config.json", {
-        **special, "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-        "model_max_length": 8192, "added_tokens_decoder": {
-            str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                     "single_word": False, "special": True} for t, i in ids.items()}})
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            **special,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": 8192,
+            "added_tokens_decoder": {
+                str(i): {
+                    "content": t,
+                    "lstrip": False,
+                    "normalized": False,
+                    "rstrip": False,
+                    "single_word": False,
+                    "special": True,
+                }
+                for t, i in ids.items()
+            },
+        },
+    )
 
 
 def write_clip(folder: Path, hidden_size: int, generator: torch.Generator) -> None:
@@ -201,31 +279,68 @@ def write_clip(folder: Path, hidden_size: int, generator: torch.Generator) -> No
 
     vocab, merges = build_clip_vocab()
     bos, eos = vocab[CLIP_SPECIAL_TOKENS[0]], vocab[CLIP_SPECIAL_TOKENS[1]]
-    text_config = dict(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                       hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=hidden_size,
-                       bos_token_id=bos, eos_token_id=eos, pad_token_id=eos)
-    vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         image_size=28, patch_size=14, projection_dim=hidden_size, hidden_act="quick_gelu",
-                         layer_norm_eps=1e-5)
-    _write_json(folder / "config.json", dict(
-        architectures=["CLIPModel"], model_type="clip", projection_dim=hidden_size, logit_scale_init_value=2.6592,
-        torch_dtype="float32", text_config=text_config, vision_config=vision_config))
+    text_config = dict(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+        projection_dim=hidden_size,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    vision_config = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+        projection_dim=hidden_size,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
+    _write_json(
+        folder / "config.json",
+        dict(
+            architectures=["CLIPModel"],
+            model_type="clip",
+            projection_dim=hidden_size,
+            logit_scale_init_value=2.6592,
+            torch_dtype="float32",
+            text_config=text_config,
+            vision_config=vision_config,
+        ),
+    )
     text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
     vision = _meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
-    shapes = {**_prefixed(text, "text_model.", "text_model."), **_prefixed(vision, "vision_model.", "vision_model."),
-              "text_projection.weight": (hidden_size, hidden_size),
-              "visual_projection.weight": (hidden_size, vision_config["hidden_size"]), "logit_scale": ()}
+    shapes = {
+        **_prefixed(text, "text_model.", "text_model."),
+        **_prefixed(vision, "vision_model.", "vision_model."),
+        "text_projection.weight": (hidden_size, hidden_size),
+        "visual_projection.weight": (hidden_size, vision_config["hidden_size"]),
+        "logit_scale": (),
+    }
     tensors = random_tensors(shapes, generator)
     tensors["logit_scale"] = torch.tensor(2.6592)
     _save_safetensors(tensors, folder / "model.safetensors")
     _write_json(folder / "vocab.json", vocab)
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    special = {"bos_token": CLIP_SPECIAL_TOKENS[0], "eos_token": CLIP_SPECIAL_TOKENS[1],
-               "pad_token": CLIP_SPECIAL_TOKENS[1], "unk_token": CLIP_SPECIAL_TOKENS[1]}
+    special = {
+        "bos_token": CLIP_SPECIAL_TOKENS[0],
+        "eos_token": CLIP_SPECIAL_TOKENS[1],
+        "pad_token": CLIP_SPECIAL_TOKENS[1],
+        "unk_token": CLIP_SPECIAL_TOKENS[1],
+    }
     _write_json(folder / "special_tokens_map.json", special)
-    _write_json(folder / "tokenizer_config.json", {**special, "tokenizer_class": "CLIPTokenizer",
-                                                   "model_max_length": 77, "clean_up_tokenization_spaces": False})
+    _write_json(
+        folder / "tokenizer_config.json",
+        {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "clean_up_tokenization_spaces": False},
+    )
 
 
 def write_vae(weights_path: Path, config_path: Path, config: VaeConfig, generator: torch.Generator) -> None:
@@ -245,10 +360,15 @@ def write_tiny_weights(weights_dir: Path, seed: int = 0, layout: WeightsLayout =
     weights_dir = Path(weights_dir)
     transformer = TransformerConfig.tiny()
     for offset, variant in enumerate(("full", "distilled")):
-        save_official_checkpoint(random_state_dict(transformer, seed=seed + offset),
-                                 weights_dir / layout.transformer(variant))
-    write_vae(weights_dir / layout.vae_weights, weights_dir / layout.vae_config, TINY_VAE,
-              torch.Generator().manual_seed(seed + 10))
+        save_official_checkpoint(
+            random_state_dict(transformer, seed=seed + offset), weights_dir / layout.transformer(variant)
+        )
+    write_vae(
+        weights_dir / layout.vae_weights,
+        weights_dir / layout.vae_config,
+        TINY_VAE,
+        torch.Generator().manual_seed(seed + 10),
+    )
     write_llava(weights_dir / layout.llava_dir, transformer.text_states_dim, torch.Generator().manual_seed(seed + 20))
     write_clip(weights_dir / layout.clip_dir, transformer.text_states_dim_2, torch.Generator().manual_seed(seed + 30))
     _write_json(weights_dir / TRANSFORMER_CONFIG_FILE, transformer.to_dict())

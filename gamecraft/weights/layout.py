@@ -79,9 +79,14 @@ class WeightsLayout:
         """``snapshot_download`` patterns for exactly what ``variant`` needs (no other transformer,
         no TF/Flax/PyTorch-pickle duplicates of the text encoders)."""
         return [
-            self.transformer(variant), self.vae_weights, self.vae_config,
-            f"{self.llava_dir}/*.json", f"{self.llava_dir}/*.safetensors",
-            f"{self.clip_dir}/*.json", f"{self.clip_dir}/*.txt", f"{self.clip_dir}/*.safetensors",
+            self.transformer(variant),
+            self.vae_weights,
+            self.vae_config,
+            f"{self.llava_dir}/*.json",
+            f"{self.llava_dir}/*.safetensors",
+            f"{self.clip_dir}/*.json",
+            f"{self.clip_dir}/*.txt",
+            f"{self.clip_dir}/*.safetensors",
         ]
 
 
@@ -95,18 +100,23 @@ class MissingWeightsError(FileNotFoundError):
 def check_layout(weights_dir: Path, variant: str, layout: WeightsLayout = DEFAULT_LAYOUT) -> None:
     """Raise :class:`MissingWeightsError` naming every file ``variant`` needs that ``weights_dir`` lacks."""
     weights_dir = Path(weights_dir)
-    missing = [(what, rel) for what, rel in layout.required_files(variant, weights_dir).items()
-               if not (weights_dir / rel).is_file()]
+    missing = [
+        (what, rel)
+        for what, rel in layout.required_files(variant, weights_dir).items()
+        if not (weights_dir / rel).is_file()
+    ]
     if missing:
         lines = "\n".join(f"  - {what}: expected {rel} ({weights_dir / rel})" for what, rel in missing)
         raise MissingWeightsError(
             f"weights directory {weights_dir} is incomplete for variant {variant!r}: "
             f"{len(missing)} missing file(s)\n{lines}\n"
-            f"Download them with gamecraft.weights.download_weights (repo {REPO_ID}).")
+            f"Download them with gamecraft.weights.download_weights (repo {REPO_ID})."
+        )
 
 
-def smoke_run_reason(weights_dir: Path, variant: str, cuda_available: bool,
-                     layout: WeightsLayout = DEFAULT_LAYOUT) -> str | None:
+def smoke_run_reason(
+    weights_dir: Path, variant: str, cuda_available: bool, layout: WeightsLayout = DEFAULT_LAYOUT
+) -> str | None:
     """Why the real model cannot run here (then entry points fall back to tiny weights), or ``None``."""
     if not cuda_available:
         return "no CUDA GPU"

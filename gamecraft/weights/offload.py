@@ -9,8 +9,8 @@ tensor and coming back is free (the GPU copies are just dropped).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 

@@ -46,8 +46,15 @@ def load_llm(llava_dir: Path, device: torch.device | str = "cpu", dtype: torch.d
     return _load_decoder(model, _llava_weight_files(llava_dir), _LLM_PREFIXES, False, llava_dir, device, dtype)
 
 
-def _load_decoder(model: torch.nn.Module, files: list[Path], prefixes: tuple[str, ...], keep_prefix: bool,
-                  folder: Path, device, dtype: torch.dtype) -> torch.nn.Module:
+def _load_decoder(
+    model: torch.nn.Module,
+    files: list[Path],
+    prefixes: tuple[str, ...],
+    keep_prefix: bool,
+    folder: Path,
+    device,
+    dtype: torch.dtype,
+) -> torch.nn.Module:
     """Fill a meta-device ``model`` with the tensors of ``files`` whose keys start with one of
     ``prefixes`` (stripped unless ``keep_prefix``); other tensors are never read. Strict."""
     state_dict = {}
@@ -55,15 +62,17 @@ def _load_decoder(model: torch.nn.Module, files: list[Path], prefixes: tuple[str
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: expected {path}")
         with safe_open(str(path), framework="pt", device="cpu") as shard:
-            for key in shard.keys():
+            for key in shard:
                 prefix = next((p for p in prefixes if key.startswith(p)), None)
                 if prefix is not None:
-                    state_dict[key if keep_prefix else key[len(prefix):]] = shard.get_tensor(key).to(dtype)
+                    state_dict[key if keep_prefix else key[len(prefix) :]] = shard.get_tensor(key).to(dtype)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
-        raise ValueError(f"{folder}: weights do not match its config: {len(missing)} missing "
-                         f"{missing[:20]}, {len(unexpected)} unexpected {unexpected[:20]}")
+        raise ValueError(
+            f"{folder}: weights do not match its config: {len(missing)} missing "
+            f"{missing[:20]}, {len(unexpected)} unexpected {unexpected[:20]}"
+        )
     model.load_state_dict(state_dict, strict=True, assign=True)
     # Like the reference's ``.to(dtype)`` this also casts float buffers (Llama's RoPE frequencies).
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -79,13 +88,18 @@ def load_clip(clip_dir: Path, device: torch.device | str = "cpu", dtype: torch.d
         model = CLIPTextModel(getattr(config, "text_config", config))
     # On disk the keys are ``text_model.*``; transformers 5's CLIPTextModel names them without it.
     keep_prefix = any(k.startswith(_CLIP_TEXT_PREFIX) for k in model.state_dict())
-    return _load_decoder(model, [clip_dir / "model.safetensors"], (_CLIP_TEXT_PREFIX,), keep_prefix,
-                         clip_dir, device, dtype)
+    return _load_decoder(
+        model, [clip_dir / "model.safetensors"], (_CLIP_TEXT_PREFIX,), keep_prefix, clip_dir, device, dtype
+    )
 
 
-def load_text_encoders(weights_dir: Path, layout: WeightsLayout | None = None, device: torch.device | str = "cpu",
-                       dtype: torch.dtype = torch.float16,
-                       config: TextEncoderConfig = TextEncoderConfig()) -> TextEncoders:
+def load_text_encoders(
+    weights_dir: Path,
+    layout: WeightsLayout | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float16,
+    config: TextEncoderConfig | None = None,
+) -> TextEncoders:
     """Both encoders and tokenizers from a weights directory in the official layout .
 
     ``dtype`` float16 is the reference's production precision, float32 the parity one.
@@ -95,10 +109,12 @@ def load_text_encoders(weights_dir: Path, layout: WeightsLayout | None = None, d
     for folder, what in ((llava_dir, "LLaVA folder"), (clip_dir, "CLIP folder")):
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} not found: expected {folder}")
-    encoders = TextEncoders(load_llm(llava_dir, device, dtype),
-                            PreTrainedTokenizerFast.from_pretrained(str(llava_dir), padding_side="right"),
-                            load_clip(clip_dir, device, dtype),
-                            CLIPTokenizer.from_pretrained(str(clip_dir)), config)
-    logger.info("loaded text encoders from %s (%s, %s, crop_start %d)", weights_dir, device, dtype,
-                encoders.crop_start)
+    encoders = TextEncoders(
+        load_llm(llava_dir, device, dtype),
+        PreTrainedTokenizerFast.from_pretrained(str(llava_dir), padding_side="right"),
+        load_clip(clip_dir, device, dtype),
+        CLIPTokenizer.from_pretrained(str(clip_dir)),
+        config or TextEncoderConfig(),
+    )
+    logger.info("loaded text encoders from %s (%s, %s, crop_start %d)", weights_dir, device, dtype, encoders.crop_start)
     return encoders

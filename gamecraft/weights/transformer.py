@@ -15,8 +15,8 @@ import logging
 import os
 import pickle
 import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 
@@ -38,13 +38,16 @@ class CheckpointError(ValueError):
 class CheckpointMismatchError(CheckpointError):
     """The state dict's keys or shapes differ from the model's."""
 
-    def __init__(self, source: str, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple, tuple]]):
+    def __init__(
+        self, source: str, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]
+    ):
         self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
         lines = [f"checkpoint {source} does not match the GameCraft transformer:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("mismatched keys (checkpoint vs model)",
-                              [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in mismatched])):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("mismatched keys (checkpoint vs model)", [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in mismatched]),
+        ):
             if items:
                 shown = ", ".join(items[:_LIST_LIMIT])
                 more = f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
@@ -55,6 +58,7 @@ class CheckpointMismatchError(CheckpointError):
 # ----------------------------------------------------------------------------------------------
 # Reading the official container
 # ----------------------------------------------------------------------------------------------
+
 
 def _torch_load_safely(path: Path):
     try:
@@ -68,7 +72,8 @@ def _torch_load_safely(path: Path):
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain tensor checkpoint (loading it would need "
-            f"unrestricted unpickling, i.e. arbitrary code execution). torch says: {err}") from None
+            f"unrestricted unpickling, i.e. arbitrary code execution). torch says: {err}"
+        ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"cannot read {path} as a torch checkpoint: {err}") from None
 
@@ -86,8 +91,10 @@ def read_official_checkpoint(path: str | os.PathLike, key: str | None = None) ->
     if key is None:
         key = next((k for k in CONTAINER_KEYS if k in container), None)
         if key is None:
-            raise CheckpointError(f"{path}: no {' or '.join(repr(k) for k in CONTAINER_KEYS)} entry "
-                                  f"(top-level keys: {sorted(map(str, container))[:_LIST_LIMIT]})")
+            raise CheckpointError(
+                f"{path}: no {' or '.join(repr(k) for k in CONTAINER_KEYS)} entry "
+                f"(top-level keys: {sorted(map(str, container))[:_LIST_LIMIT]})"
+            )
     elif key not in container:
         raise CheckpointError(f"{path}: no {key!r} entry (top-level keys: {sorted(map(str, container))})")
     state_dict = container[key]
@@ -99,8 +106,9 @@ def read_official_checkpoint(path: str | os.PathLike, key: str | None = None) ->
     return {KEY_RENAMES.get(k, k): v for k, v in state_dict.items()}
 
 
-def save_official_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
-                             key: str = "module") -> Path:
+def save_official_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, key: str = "module"
+) -> Path:
     """Write ``torch.save({key: state_dict})`` -- the official container layout -- atomically."""
     if key not in CONTAINER_KEYS:
         raise ValueError(f"key must be one of {CONTAINER_KEYS}, got {key!r}")
@@ -116,14 +124,16 @@ def save_official_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str |
 # Strict key/shape check
 # ----------------------------------------------------------------------------------------------
 
+
 def expected_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
     """Official parameter names -> shapes for ``config`` (built on the meta device, no memory)."""
     model = GameCraftTransformer(config, dtype=torch.float32, device="meta")
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]],
-                     source: str = "state dict") -> None:
+def check_state_dict(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], source: str = "state dict"
+) -> None:
     """Raise :class:`CheckpointMismatchError` unless keys and shapes match exactly
     (and every tensor is floating point)."""
     missing = sorted(k for k in expected if k not in state_dict)
@@ -131,7 +141,8 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
     mismatched = sorted(
         (k, tuple(v.shape) if v.is_floating_point() else (f"non-float {v.dtype}",), tuple(expected[k]))
         for k, v in state_dict.items()
-        if k in expected and (tuple(v.shape) != tuple(expected[k]) or not v.is_floating_point()))
+        if k in expected and (tuple(v.shape) != tuple(expected[k]) or not v.is_floating_point())
+    )
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(source, missing, unexpected, mismatched)
 
@@ -141,14 +152,24 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], expected: Mapping[s
 # ----------------------------------------------------------------------------------------------
 
 _SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
 }
 
 
-def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                      metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Stream tensors to a .safetensors file one at a time (no second in-memory copy of the
     whole state dict, unlike ``safetensors.torch.save_file``); written atomically."""
     path = Path(path)
@@ -156,8 +177,11 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     offset = 0
     for name, tensor in tensors.items():
         nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
@@ -181,8 +205,12 @@ def cache_path_for(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike |
 
 def _source_fingerprint(checkpoint: Path, key: str | None) -> dict[str, str]:
     stat = checkpoint.stat()
-    return {"format": CACHE_FORMAT, "source_name": checkpoint.name, "source_size": str(stat.st_size),
-            "source_key": key or "auto"}
+    return {
+        "format": CACHE_FORMAT,
+        "source_name": checkpoint.name,
+        "source_size": str(stat.st_size),
+        "source_key": key or "auto",
+    }
 
 
 def _cache_matches(f, checkpoint: Path, key: str | None, expected_keys: set[str]) -> bool:
@@ -190,8 +218,13 @@ def _cache_matches(f, checkpoint: Path, key: str | None, expected_keys: set[str]
     return (f.metadata() or {}) == _source_fingerprint(checkpoint, key) and set(f.keys()) == expected_keys
 
 
-def cache_is_current(checkpoint: str | os.PathLike, config: TransformerConfig | None = None, *,
-                     key: str | None = None, cache_dir: str | os.PathLike | None = None) -> bool:
+def cache_is_current(
+    checkpoint: str | os.PathLike,
+    config: TransformerConfig | None = None,
+    *,
+    key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> bool:
     """Whether :func:`load_checkpoint_state_dict` would read ``checkpoint``'s safetensors cache (and
     so write nothing): the check it makes, from the header alone."""
     from safetensors import safe_open
@@ -207,8 +240,13 @@ def cache_is_current(checkpoint: str | os.PathLike, config: TransformerConfig | 
         return False
 
 
-def _read_cache(cache: Path, checkpoint: Path, key: str | None, expected_keys: set[str],
-                convert: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor] | None:
+def _read_cache(
+    cache: Path,
+    checkpoint: Path,
+    key: str | None,
+    expected_keys: set[str],
+    convert: Callable[[str, torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor] | None:
     from safetensors import safe_open
 
     if not cache.is_file() or cache.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns:
@@ -219,16 +257,22 @@ def _read_cache(cache: Path, checkpoint: Path, key: str | None, expected_keys: s
                 logger.info("ignoring stale safetensors cache %s", cache)
                 return None
             # Converted one tensor at a time, so at most one CPU copy is alive.
-            return {k: convert(k, f.get_tensor(k)) for k in f.keys()}
+            return {k: convert(k, f.get_tensor(k)) for k in f}
     except Exception as err:  # a truncated/corrupt cache is only a cache: fall back to the .pt
         logger.warning("ignoring unreadable safetensors cache %s: %s", cache, err)
         return None
 
 
-def load_checkpoint_state_dict(checkpoint: str | os.PathLike, config: TransformerConfig | None = None, *,
-                               key: str | None = None, cache_dir: str | os.PathLike | None = None,
-                               use_cache: bool = True, device: torch.device | str = "cpu",
-                               dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def load_checkpoint_state_dict(
+    checkpoint: str | os.PathLike,
+    config: TransformerConfig | None = None,
+    *,
+    key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
     """Checked state dict of an official checkpoint, via the safetensors cache when it is valid.
 
     The cache (:func:`cache_path_for`) is used when it is newer than the ``.pt``, was made from a
@@ -263,10 +307,16 @@ def load_checkpoint_state_dict(checkpoint: str | os.PathLike, config: Transforme
     return {name: convert(name, state_dict.pop(name)) for name in list(state_dict)}
 
 
-def load_transformer(checkpoint: str | os.PathLike, config: TransformerConfig | None = None, *,
-                     dtype: torch.dtype = torch.bfloat16, device: torch.device | str = "cpu",
-                     key: str | None = None, cache_dir: str | os.PathLike | None = None,
-                     use_cache: bool = True) -> GameCraftTransformer:
+def load_transformer(
+    checkpoint: str | os.PathLike,
+    config: TransformerConfig | None = None,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> GameCraftTransformer:
     """Build the transformer on the meta device and load an official checkpoint into it (strict).
 
     Parameters end up on ``device`` in ``dtype``, except ``final_layer.linear.*`` and
@@ -274,8 +324,9 @@ def load_transformer(checkpoint: str | os.PathLike, config: TransformerConfig | 
     allocated twice (``assign=True``). Returns the model in eval mode with gradients disabled.
     """
     config = config or TransformerConfig()
-    state_dict = load_checkpoint_state_dict(checkpoint, config, key=key, cache_dir=cache_dir,
-                                            use_cache=use_cache, device=device, dtype=dtype)
+    state_dict = load_checkpoint_state_dict(
+        checkpoint, config, key=key, cache_dir=cache_dir, use_cache=use_cache, device=device, dtype=dtype
+    )
     model = GameCraftTransformer(config, dtype=dtype, device="meta")
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval().requires_grad_(False)

@@ -28,13 +28,15 @@ def read_official_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 raise
             ckpt = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) container
     except pickle.UnpicklingError as err:
-        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint (loading it would need "
-                         f"unrestricted unpickling): {err}") from None
+        raise ValueError(
+            f"refusing to load {path}: not a plain tensor checkpoint (loading it would need "
+            f"unrestricted unpickling): {err}"
+        ) from None
     if isinstance(ckpt, Mapping) and isinstance(ckpt.get("state_dict"), Mapping):
         ckpt = ckpt["state_dict"]
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"{path}: expected a dict of tensors, got {type(ckpt).__name__}")
-    tensors = {key[len("vae."):]: value for key, value in ckpt.items() if key.startswith("vae.")}
+    tensors = {key[len("vae.") :]: value for key, value in ckpt.items() if key.startswith("vae.")}
     if not tensors:
         raise ValueError(f"{path}: no 'vae.'-prefixed keys (found e.g. {sorted(ckpt)[:5]})")
     if len(tensors) != len(ckpt):
@@ -42,9 +44,15 @@ def read_official_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_vae(weights_dir: Path, layout: WeightsLayout | None = None, device: torch.device | str = "cpu",
-             dtype: torch.dtype = torch.float16, *, tiling: bool = True,
-             mid_block_causal_attn: bool | None = None) -> GameCraftVae:
+def load_vae(
+    weights_dir: Path,
+    layout: WeightsLayout | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float16,
+    *,
+    tiling: bool = True,
+    mid_block_causal_attn: bool | None = None,
+) -> GameCraftVae:
     """Load the VAE from a weights directory in the official layout (``gamecraft.weights``).
 
     ``dtype`` float16 is the reference's production precision, float32 the parity one.
@@ -62,6 +70,11 @@ def load_vae(weights_dir: Path, layout: WeightsLayout | None = None, device: tor
     config = VaeConfig.from_official(raw)
     model = build_model(config)
     load_state_dict_strict(model, read_official_checkpoint(weights_path), str(weights_path), device, dtype)
-    logger.info("loaded VAE from %s (%s, %s, mid-block attention %scausal)", weights_path, device, dtype,
-                "" if config.mid_block_causal_attn else "non-")
+    logger.info(
+        "loaded VAE from %s (%s, %s, mid-block attention %scausal)",
+        weights_path,
+        device,
+        dtype,
+        "" if config.mid_block_causal_attn else "non-",
+    )
     return GameCraftVae(model, config, tiling=tiling)

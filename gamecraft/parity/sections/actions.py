@@ -8,19 +8,20 @@ Tensor names come from ``actions.json``; the action and speed are parsed from ea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.pipeline import camera
 from gamecraft.pipeline.actions import single
-from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 
 SECTION = "actions"
 _PLUCKER_KEY = re.compile(
     r"^(?P<uncond>uncond_)?plucker_(?P<h>\d+)x(?P<w>\d+)"
-    r"(?:_frames(?P<frames>[\d_]+)|_frame(?P<frame>\d+))?(?:_stride(?P<stride>\d+))?(?:/(?P<action>.+))?$")
+    r"(?:_frames(?P<frames>[\d_]+)|_frame(?P<frame>\d+))?(?:_stride(?P<stride>\d+))?(?:/(?P<action>.+))?$"
+)
 
 
 def _segment_from_suffix(suffix: str):
@@ -53,8 +54,14 @@ def check(golden_dir: Path) -> Iterator[Comparison]:
     manifest = load_manifest(golden_dir, "actions")
     golden = load_tensors(golden_dir, "actions")
     intrinsics = tuple(manifest["intrinsics_normalized_fx_fy_cx_cy"])
-    yield compare(SECTION, "reference_intrinsics", torch.tensor(camera.REFERENCE_INTRINSICS), torch.tensor(intrinsics),
-                  atol=0.0, rtol=0.0)
+    yield compare(
+        SECTION,
+        "reference_intrinsics",
+        torch.tensor(camera.REFERENCE_INTRINSICS),
+        torch.tensor(intrinsics),
+        atol=0.0,
+        rtol=0.0,
+    )
     for key in manifest["tensors"]:
         expected = golden[key]
         kind, _, rest = key.partition("/")

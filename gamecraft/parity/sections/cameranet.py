@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -18,9 +18,15 @@ def build_camera_net(golden_dir: Path) -> tuple[CameraNet, dict[str, torch.Tenso
     """CameraNet from the manifest's constructor with the golden weights (strict), and all tensors."""
     ctor = load_manifest(golden_dir, SECTION)["constructor"]
     tensors = load_tensors(golden_dir, SECTION)
-    net = CameraNet(ctor["in_channels"], ctor["downscale_coef"], ctor["out_channels"],
-                    tuple(ctor["patch_size"]), ctor["hidden_size"], dtype=torch.float32)
-    weights = {k[len(WEIGHT_PREFIX):]: v for k, v in tensors.items() if k.startswith(WEIGHT_PREFIX)}
+    net = CameraNet(
+        ctor["in_channels"],
+        ctor["downscale_coef"],
+        ctor["out_channels"],
+        tuple(ctor["patch_size"]),
+        ctor["hidden_size"],
+        dtype=torch.float32,
+    )
+    weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(WEIGHT_PREFIX)}
     net.load_state_dict(weights, strict=True)
     return net.eval(), tensors
 

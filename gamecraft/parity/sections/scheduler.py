@@ -9,8 +9,8 @@ named in ``step_chain`` ("... on the <n>-step schedule ...").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.pipeline.scheduler import euler_step, get_schedule

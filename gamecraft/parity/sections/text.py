@@ -10,16 +10,16 @@ prompt key every tensor ``llm/<key>/...`` and ``clip/<key>/...`` listed in the m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
-from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.model.text import TextEncoderConfig, TextEncoders
-from gamecraft.weights.text import load_clip, load_llm
+from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.weights import DEFAULT_LAYOUT
+from gamecraft.weights.text import load_clip, load_llm
 
 SECTION = "text"
 
@@ -31,12 +31,16 @@ def check(golden_dir: Path) -> Iterator[Comparison]:
     info = manifest["info"]
     llava_dir = golden_dir / "text_tiny" / Path(DEFAULT_LAYOUT.llava_dir).name
     clip_dir = golden_dir / "text_tiny" / Path(DEFAULT_LAYOUT.clip_dir).name
-    config = TextEncoderConfig(text_len=int(info["llm_max_length"]) - int(info["crop_start"]),
-                               clip_max_length=int(info["clip_max_length"]))
-    encoders = TextEncoders(load_llm(llava_dir, dtype=torch.float32),
-                            PreTrainedTokenizerFast.from_pretrained(str(llava_dir)),
-                            load_clip(clip_dir, dtype=torch.float32),
-                            CLIPTokenizer.from_pretrained(str(clip_dir)), config)
+    config = TextEncoderConfig(
+        text_len=int(info["llm_max_length"]) - int(info["crop_start"]), clip_max_length=int(info["clip_max_length"])
+    )
+    encoders = TextEncoders(
+        load_llm(llava_dir, dtype=torch.float32),
+        PreTrainedTokenizerFast.from_pretrained(str(llava_dir)),
+        load_clip(clip_dir, dtype=torch.float32),
+        CLIPTokenizer.from_pretrained(str(clip_dir)),
+        config,
+    )
     yield compare(SECTION, "crop_start", torch.tensor(encoders.crop_start), torch.tensor(int(info["crop_start"])))
 
     names = set(manifest["tensors"])
@@ -56,8 +60,11 @@ def check(golden_dir: Path) -> Iterator[Comparison]:
         hidden_prefix = f"llm/{key}/all_hidden_states/"
         if any(name.startswith(hidden_prefix) for name in names):
             with torch.no_grad():
-                hidden = encoders.llm(input_ids=llm_tokens["input_ids"], attention_mask=llm_tokens["attention_mask"],
-                                      output_hidden_states=True).hidden_states
+                hidden = encoders.llm(
+                    input_ids=llm_tokens["input_ids"],
+                    attention_mask=llm_tokens["attention_mask"],
+                    output_hidden_states=True,
+                ).hidden_states
             actual.update({f"{hidden_prefix}{i}": h for i, h in enumerate(hidden)})
         for name in sorted(n for n in names if n.startswith((f"llm/{key}/", f"clip/{key}/"))):
             if name not in actual:

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
 from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, rope_tables, text_lengths_from_mask
-from gamecraft.weights import cache_path_for, load_transformer, save_official_checkpoint
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
+from gamecraft.weights import cache_path_for, load_transformer, save_official_checkpoint
 
 SECTION = "transformer"
 CHECKPOINT = "transformer_tiny_mp_rank_00_model_states.pt"
 WEIGHTS = "transformer_tiny_weights"
-ROPE_ATOL = 1e-5          # tighter than the section default: the tables are pure float32 math
-VAE_SPATIAL_FACTOR = 8    # pixels per latent (the VAE's compression, not a transformer parameter)
+ROPE_ATOL = 1e-5  # tighter than the section default: the tables are pure float32 math
+VAE_SPATIAL_FACTOR = 8  # pixels per latent (the VAE's compression, not a transformer parameter)
 _INTER = re.compile(r"^(?P<group>inter\d+)/(?P<module>.+)\.call(?P<call>\d+)(?:\.out(?P<out>\d+))?$")
 # Which model call produced each intermediates group: inter<T> = the call on in/x<T>.
 _OUTPUT_OF_LAYOUT = {10: "out/first_chunk_10", 18: "out/continuation_18"}
 
 
 def _inputs(g: dict[str, torch.Tensor], latent_frames: int, x_name: str | None = None) -> dict:
-    return dict(x=g[x_name or f"in/x{latent_frames}"], t=g["in/t"], text_states=g["in/text_states"],
-                text_mask=g["in/text_mask"], text_states_2=g["in/text_states_2"], cam_latents=g["in/cam"])
+    return dict(
+        x=g[x_name or f"in/x{latent_frames}"],
+        t=g["in/t"],
+        text_states=g["in/text_states"],
+        text_mask=g["in/text_mask"],
+        text_states_2=g["in/text_states_2"],
+        cam_latents=g["in/cam"],
+    )
 
 
 def _rope_checks(golden_dir: Path, g: dict[str, torch.Tensor], config: TransformerConfig) -> Iterable[Comparison]:
@@ -60,8 +66,10 @@ def _intermediates(model: GameCraftTransformer, golden_keys: list[str], inputs: 
     """Run ``model(**inputs)`` with forward hooks on the modules the golden names record."""
     modules = sorted({_INTER.match(k)["module"] for k in golden_keys})
     calls: dict[str, list] = {m: [] for m in modules}
-    handles = [model.get_submodule(m).register_forward_hook(
-        lambda _mod, _args, output, m=m: calls[m].append(output)) for m in modules]
+    handles = [
+        model.get_submodule(m).register_forward_hook(lambda _mod, _args, output, m=m: calls[m].append(output))
+        for m in modules
+    ]
     try:
         model(**inputs)
     finally:
@@ -92,8 +100,12 @@ def check(golden_dir: Path) -> Iterable[Comparison]:
     yield _weight_check(f"weights via loader ({CHECKPOINT})", model, weights)
 
     text_lengths = text_lengths_from_mask(g["in/text_mask"])
-    yield compare(SECTION, "text_lengths_from_mask(in/text_mask)", torch.tensor(text_lengths),
-                  torch.tensor(manifest["text_mask_valid_tokens"]))
+    yield compare(
+        SECTION,
+        "text_lengths_from_mask(in/text_mask)",
+        torch.tensor(text_lengths),
+        torch.tensor(manifest["text_mask_valid_tokens"]),
+    )
 
     for frames, out_name in _OUTPUT_OF_LAYOUT.items():
         if out_name not in g:
@@ -101,22 +113,29 @@ def check(golden_dir: Path) -> Iterable[Comparison]:
         inputs = _inputs(g, frames)
         rope = (g[f"in/freqs_cos_{frames}"], g[f"in/freqs_sin_{frames}"])
         cache = StepCache()
-        yield compare(SECTION, out_name, model(**inputs, rope=rope, text_lengths=text_lengths, cache=cache),
-                      g[out_name])
+        yield compare(
+            SECTION, out_name, model(**inputs, rope=rope, text_lengths=text_lengths, cache=cache), g[out_name]
+        )
         # Each CFG row alone (its own text mask) must give that row of the batched output.
         for row in range(inputs["x"].shape[0]):
-            alone = {k: v[row:row + 1] for k, v in inputs.items()}
+            alone = {k: v[row : row + 1] for k, v in inputs.items()}
             yield compare(SECTION, f"{out_name}[row {row} alone]", model(**alone, rope=rope)[0], g[out_name][row])
         if frames == 18 and "out/cache_out_after_continuation_18" in g:
-            yield compare(SECTION, "out/cache_out_after_continuation_18", cache.features,
-                          g["out/cache_out_after_continuation_18"])
-            cached = model(**_inputs(g, 18, "in/x18_next") | {"t": g["in/t2"]}, rope=rope,
-                           text_lengths=text_lengths, cache=cache, use_cache=True)
+            yield compare(
+                SECTION, "out/cache_out_after_continuation_18", cache.features, g["out/cache_out_after_continuation_18"]
+            )
+            cached = model(
+                **_inputs(g, 18, "in/x18_next") | {"t": g["in/t2"]},
+                rope=rope,
+                text_lengths=text_lengths,
+                cache=cache,
+                use_cache=True,
+            )
             yield compare(SECTION, "out/continuation_18_is_cache_t2", cached, g["out/continuation_18_is_cache_t2"])
 
     inter_keys = sorted(k for k in g if _INTER.match(k))
     for group in sorted({_INTER.match(k)["group"] for k in inter_keys}):
-        frames = int(group[len("inter"):])
+        frames = int(group[len("inter") :])
         keys = [k for k in inter_keys if k.startswith(group + "/")]
         found = _intermediates(model, keys, _inputs(g, frames))
         for key in keys:
@@ -136,10 +155,21 @@ def check(golden_dir: Path) -> Iterable[Comparison]:
         yield _weight_check("weights via save_official_checkpoint + loader", rewritten, weights)
         cached = load_transformer(path, config, dtype=torch.float32)
         yield _weight_check("weights via the safetensors cache", cached, weights)
-        yield Comparison(SECTION, "safetensors cache written", 0.0, 0.0, 0.0,
-                         cache_path_for(path).is_file(), str(cache_path_for(path).name))
+        yield Comparison(
+            SECTION,
+            "safetensors cache written",
+            0.0,
+            0.0,
+            0.0,
+            cache_path_for(path).is_file(),
+            str(cache_path_for(path).name),
+        )
         out_name = _OUTPUT_OF_LAYOUT[10]
         if out_name in g:
             rope = (g["in/freqs_cos_10"], g["in/freqs_sin_10"])
-            yield compare(SECTION, f"{out_name} (re-written checkpoint, cached load)",
-                          cached(**_inputs(g, 10), rope=rope), g[out_name])
+            yield compare(
+                SECTION,
+                f"{out_name} (re-written checkpoint, cached load)",
+                cached(**_inputs(g, 10), rope=rope),
+                g[out_name],
+            )

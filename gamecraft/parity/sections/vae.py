@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
-from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 
 SECTION = "vae"
 _NON_CAUSAL_SUFFIX = "_mid_block_causal_attn_False"
