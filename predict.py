@@ -100,8 +100,8 @@ class Predictor(BasePredictor):
             description="Override the preset's guidance (1 = no guidance).", default=None, ge=1.0, le=20.0
         ),
         go_fast: bool = Input(
-            description="fp8 weights and activations in the transformer blocks: faster, slightly "
-            "different videos (first use compiles for a minute).",
+            description="fp8 block linears and, on H100/H200 with SageAttention2 installed, 8-bit attention: "
+            "≈ 17 % faster per chunk, slightly different videos. Runs exact where the GPU has no fp8 (A100).",
             default=False,
         ),
         seed: Optional[int] = Input(
@@ -148,6 +148,8 @@ class Predictor(BasePredictor):
             fast = go_fast and plan.go_fast_note is None
             if go_fast and not fast:
                 log.warning("%s", plan.go_fast_note)
+            elif fast and plan.go_fast_attention_note:
+                log.info("%s", plan.go_fast_attention_note)
             chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=fast)
             plan.check_request(chosen)  # what this GPU's memory cannot run is refused before any GPU work
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
@@ -184,6 +186,10 @@ class Predictor(BasePredictor):
                 f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "",
                 estimate,
             )
+            # which kernels ran (go_fast falls back where the GPU or the installed kernels cannot run it)
+            self.record_metric("go_fast", fast)
+            engine = self.engine
+            self.record_metric("attention", engine.fast_attention_backend if fast else engine.attention_backend)
             stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
             with closing(

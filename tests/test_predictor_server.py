@@ -133,7 +133,10 @@ def test_async_prediction_streams_outputs_and_continuation_matches(server, tmp_p
         partial = [len(e.get("output") or []) for e in sink.events if e.get("status") == "processing"]
         assert any(0 < n < len(final["output"]) for n in partial), partial  # outputs arrived progressively
         assert "chunk 1 step 1/2" in final["logs"] and "chunk 3/3 done" in final["logs"]
-        assert final["metrics"]["chunks_done"] == 3
+        metrics = final["metrics"]
+        assert metrics["chunks_done"] == 3 and metrics["seed"] == 9 and metrics["go_fast"] is False
+        assert metrics["progress"]["phase"] == "done" and metrics["progress"]["world_chunk"] == 3
+        assert metrics["progress"]["eta_s"] == 0 and metrics["attention"] == "sdpa"
         uninterrupted = load_state(save_uri(final["output"][-1], tmp_path / "full.safetensors"))
     finally:
         sink.close()

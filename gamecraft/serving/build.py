@@ -91,6 +91,7 @@ class EnginePlan:
     warm_shapes: tuple[PassShape, ...]
     go_fast_note: str | None
     summary: str
+    go_fast_attention_note: str | None = None  # go_fast runs fp8 linears but exact attention here: why
 
     @property
     def device_name(self) -> str:
@@ -171,6 +172,11 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
         engine = EngineConfig.for_cpu(weights_dir, preload=variants, fast_attention_backend=attention.go_fast)
         fast_ok = True
     note = go_fast_message(gpu)
+    if note is None and gpu is not None and attention.go_fast != "sage":
+        reason = sage_unavailable_reason("cuda") if gpu.capability[0] == 9 else "it runs on Hopper (sm90) only"
+        attention_note = f"go_fast: fp8 linears with {attention.go_fast} attention (no quantized attention: {reason})"
+    else:
+        attention_note = None
     presets = [PRESETS[name] for name in (config.warm_presets or tuple(PRESETS))]
     # the CPU's fp8 twin is for tests only: smoke runs do not build it in setup
     shapes = warm_up_shapes(
@@ -197,6 +203,7 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
         tuple(shapes),
         note,
         summary,
+        attention_note,
     )
 
 

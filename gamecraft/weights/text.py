@@ -62,7 +62,7 @@ def _load_decoder(
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: expected {path}")
         with safe_open(str(path), framework="pt", device="cpu") as shard:
-            for key in shard:
+            for key in shard.keys():  # noqa: SIM118 - safe_open is not iterable
                 prefix = next((p for p in prefixes if key.startswith(p)), None)
                 if prefix is not None:
                     state_dict[key if keep_prefix else key[len(prefix) :]] = shard.get_tensor(key).to(dtype)

@@ -257,7 +257,7 @@ def _read_cache(
                 logger.info("ignoring stale safetensors cache %s", cache)
                 return None
             # Converted one tensor at a time, so at most one CPU copy is alive.
-            return {k: convert(k, f.get_tensor(k)) for k in f}
+            return {k: convert(k, f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     except Exception as err:  # a truncated/corrupt cache is only a cache: fall back to the .pt
         logger.warning("ignoring unreadable safetensors cache %s: %s", cache, err)
         return None

@@ -38,7 +38,11 @@ function showHeld() {
   }
   const p = gestures.preview(now());
   const box = $("#holding");
-  if (!p.chunks) { box.textContent = "hold a key: 1 chunk per 1.32 s held"; box.classList.remove("live"); return; }
+  if (!p.chunks) {
+    box.textContent = `hold a key: 1 chunk per ${state.table.chunk.seconds.toFixed(2)} s held`;
+    box.classList.remove("live");
+    return;
+  }
   const parts = state.table.chord(p.keys, (k) => [...gestures.held.values()].find((v) => v.key === k)?.speed ?? 0);
   box.textContent = `holding ${describe(parts, state.table)} · ${plural(p.chunks, "chunk")} · ${p.seconds.toFixed(1)} s`;
   box.classList.add("live");
