@@ -225,71 +225,16 @@ class Predictor(BasePredictor):
         if isinstance(event, ev.FileReady):
             return str(event.path)
         if isinstance(event, ev.Started):
+            self._started = event
             self.record_metric("seed", event.seed)
-            self.record_metric(
-                "progress",
-                dict(
-                    phase="start",
-                    chunk=1,
-                    chunks=event.chunks,
-                    world_chunk=event.first_world_chunk,
-                    step=0,
-                    steps=event.steps,
-                    elapsed_s=0.0,
-                    eta_s=_round(event.estimate_s),
-                    seed=event.seed,
-                ),
-            )
-            self._seed, self._steps = event.seed, event.steps
-        elif isinstance(event, ev.StepDone):
-            self.record_metric(
-                "progress",
-                dict(
-                    phase="denoise",
-                    chunk=event.chunk,
-                    chunks=event.chunks,
-                    world_chunk=event.world_chunk,
-                    step=event.step,
-                    steps=event.steps,
-                    elapsed_s=_round(event.elapsed_s),
-                    eta_s=_round(event.eta_s),
-                    seed=self._seed,
-                ),
-            )
-        elif isinstance(event, ev.ChunkDenoised):
-            self.record_metric(
-                "progress",
-                dict(
-                    phase="decode",
-                    chunk=event.chunk,
-                    chunks=event.chunks,
-                    world_chunk=event.world_chunk,
-                    step=self._steps,
-                    steps=self._steps,
-                    elapsed_s=_round(event.elapsed_s),
-                    eta_s=_round(event.eta_s),
-                    seed=self._seed,
-                ),
-            )
         elif isinstance(event, ev.ChunkDone):
             self.record_metric("chunks_done", event.chunk)
             self.record_metric("seconds_per_chunk", round(event.seconds, 3), mode="append")
         elif isinstance(event, ev.Finished):
-            self.record_metric(
-                "progress",
-                dict(
-                    phase="done",
-                    chunk=event.chunks,
-                    chunks=event.chunks,
-                    world_chunk=event.world_chunks,
-                    step=self._steps,
-                    steps=self._steps,
-                    elapsed_s=_round(event.seconds),
-                    eta_s=0.0,
-                    seed=event.seed,
-                ),
-            )
             log.info("seed %s", event.seed)
+        record = ev.progress(event, self._started)
+        if record is not None:
+            self.record_metric("progress", record)
         return None
 
     def healthcheck(self) -> bool:
@@ -302,10 +247,6 @@ class Predictor(BasePredictor):
         if self._last_output_dir is not None:
             shutil.rmtree(self._last_output_dir, ignore_errors=True)
             self._last_output_dir = None
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

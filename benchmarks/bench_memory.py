@@ -110,11 +110,6 @@ def run_request(rec: Recorder, engine, cap: str, preset, chunks: int, size, peak
             return
 
 
-def replace_weights(config):
-    """For planning the card: random weights are planned as the real ones would be (on the CPU, tiny)."""
-    return dataclasses.replace(config, weights="random") if config.weights == "random" else config
-
-
 def apply_cap(cap_bytes: int) -> None:
     """Let PyTorch's allocator hold at most ``cap_bytes`` on GPU 0 (its context comes on top, as on the card)."""
     import torch
@@ -262,7 +257,7 @@ def main() -> int:
         )
         # the card's plan as setup() would make it there (reported; on the CPU the engine runs tiny models)
         planned = plan_engine(
-            replace_weights(config),
+            config,
             device=card if not cuda else DeviceInfo(name, capability, memory, real.count, real.nvlink),
         )
         caps[cap] = dict(

@@ -104,7 +104,7 @@ def _generate(args: argparse.Namespace) -> int:
         last_frame=args.last_frame,
         camera_preview=args.camera_preview,
     )
-    served = build_engine(config)
+    served = build_engine(config, plan=plan)
     finished = None
     try:
         with closing(generate(served.engine, request, Path(args.out), costs=served.costs)) as events:  # Ctrl-C stops it

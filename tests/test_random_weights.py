@@ -9,7 +9,7 @@ from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses
 from gamecraft.pipeline.presets import resolve_preset
 from gamecraft.pipeline.session import WorldSession, chunk_noise
-from gamecraft.testing.random_weights import random_engine
+from gamecraft.testing.random_weights import TINY_CLIP, TINY_LLM, random_engine
 from gamecraft.testing.tiny_weights import TINY_VAE
 
 
@@ -30,22 +30,8 @@ def test_small_random_engine_generates_a_chunk():
             text_states_dim_2=32,
         ),
         vae_config=TINY_VAE,
-        llm_config=dict(
-            vocab_size=1000,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        ),
-        clip_config=dict(
-            vocab_size=1000,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-        ),
+        llm_config=TINY_LLM,
+        clip_config=TINY_CLIP,
     )
     assert engine.loaded_variants == ("distilled", "full")
     text = engine.encode_text("a village", "", guidance=True)

@@ -24,8 +24,6 @@ from conftest import REPO_ROOT
 from safetensors import safe_open
 from ui_fakes import STEPS, FakeReplicate
 from ui_harness import (
-    ARGS,
-    CHROMIUM,
     capture_inputs,
     downloads,
     hold,
@@ -54,14 +52,6 @@ SCHEMA = (
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    path = Path(os.environ.get("GAMECRAFT_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def cog(tmp_path_factory):
     if SCHEMA is None:
         subprocess.run(["python", str(REPO_ROOT / "tools" / "cog_schema.py")], cwd=REPO_ROOT, check=True)
@@ -80,14 +70,6 @@ def cog(tmp_path_factory):
 def ui_url(cog):
     with page_server(CogBackend(cog.url)) as (address, _):
         yield address
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=60_000)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ import base64
 import json
 import re
 
-import pytest
 from ui_harness import (
-    ARGS,
-    CHROMIUM,
     capture_inputs,
     chunks_for,
     downloads,
@@ -21,19 +18,17 @@ from ui_harness import (
     hold,
     lists,
     open_page,
-    page_server,
     record_keys,
     require_browser,
     rows,
-    start_contract_server,
+    set_prompt,
     wait_done,
     watch,
 )
 
 from gamecraft.media.video_reader import read_video_frames
-from gamecraft.ui import CogBackend
 
-sync_api = require_browser()
+sync_api = require_browser()  # the shared fixtures (browser, page, url, artifacts) are in conftest.py
 
 FAKE_PAD = """
 window.__pad = {id: "Test pad (STANDARD GAMEPAD Vendor: 054c Product: 09cc)", index: 0, connected: true,
@@ -41,51 +36,6 @@ window.__pad = {id: "Test pad (STANDARD GAMEPAD Vendor: 054c Product: 09cc)", in
                 buttons: Array.from({length: 17}, () => ({pressed: false, touched: false, value: 0}))};
 navigator.getGamepads = () => [window.__pad, null, null, null];
 """
-
-
-@pytest.fixture(scope="module")
-def contract(tmp_path_factory):
-    server = start_contract_server(tmp_path_factory.mktemp("contract"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def url(contract):
-    with page_server(CogBackend(contract.url)) as (address, _):
-        yield address
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=60_000)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, url):
-    page = open_page(browser, url)
-    yield page
-    page.context.close()
-    assert page.errors == [], page.errors
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    import os
-    from pathlib import Path
-
-    path = Path(os.environ.get("GAMECRAFT_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {path}")
-    return path
-
-
-def set_prompt(page, text):
-    page.fill("#prompt", text)
-    page.keyboard.press("Escape")
 
 
 # ---------- play semantics ----------

@@ -9,11 +9,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 from ui_fakes import FakeUpstream, reply
 from ui_harness import (
-    ARGS,
-    CHROMIUM,
     PHONE,
     capture_inputs,
     hold,
@@ -22,58 +19,14 @@ from ui_harness import (
     page_server,
     require_browser,
     rows,
+    set_prompt,
     start_contract_server,
     wait_done,
 )
 
 from gamecraft.ui import CogBackend
 
-sync_api = require_browser()
-
-
-@pytest.fixture(scope="module")
-def contract(tmp_path_factory):
-    server = start_contract_server(tmp_path_factory.mktemp("contract"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def url(contract):
-    with page_server(CogBackend(contract.url)) as (address, _):
-        yield address
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True, timeout=60_000)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, url):
-    page = open_page(browser, url)
-    yield page
-    page.context.close()
-    assert page.errors == [], page.errors
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    import os
-    from pathlib import Path
-
-    path = Path(os.environ.get("GAMECRAFT_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui-artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots: {path}")
-    return path
-
-
-def set_prompt(page, text):
-    page.fill("#prompt", text)
-    page.keyboard.press("Escape")
+sync_api = require_browser()  # the shared fixtures (browser, page, url, artifacts) are in conftest.py
 
 
 # ---------- the timeline: focus, layout, validation, undo ----------

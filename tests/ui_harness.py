@@ -165,3 +165,9 @@ def watch(page, selector):
         selector,
     )
     return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)
+
+
+def set_prompt(page, text):
+    """Type ``text`` as the prompt and leave the field (Esc), as a player would."""
+    page.fill("#prompt", text)
+    page.keyboard.press("Escape")

@@ -322,10 +322,13 @@ def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
         return engine.warm_up(plan.warm_shapes, *plan.size)
 
 
-def build_engine(config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE) -> ServingEngine:
-    """Plan, prepare, load and (``warm``) warm up the engine ``config`` describes."""
+def build_engine(
+    config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE, plan: EnginePlan | None = None
+) -> ServingEngine:
+    """Plan (unless ``plan`` is :func:`plan_engine`'s for ``config`` already), prepare, load and (``warm``)
+    warm up the engine ``config`` describes."""
     start = time.perf_counter()
-    plan = plan_engine(config, device)
+    plan = plan or plan_engine(config, device)
     log.info(
         "engine plan: %s weights%s, %dx%d; %s",
         plan.source,

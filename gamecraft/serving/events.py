@@ -119,3 +119,46 @@ EVENT_NAMES: dict[type, str] = {
 }
 
 __all__ = ["ChunkDenoised", "ChunkDone", "Event", "FileReady", "Finished", "Started", "StepDone"]
+
+
+def progress(event: Event, started: Started) -> dict | None:
+    """The ``progress`` record of a request that began with ``started``, after ``event`` (None for events that
+    do not move it): what the predictor publishes as a coglet metric and the controller page shows. ``phase``
+    start | denoise | decode | done; ``chunk``/``chunks`` within the request, ``world_chunk`` in the world,
+    ``step``/``steps``, seconds ``elapsed_s`` and ``eta_s`` (the rest of the request), ``seed``."""
+    steps = started.steps
+    if isinstance(event, Started):
+        record = dict(
+            phase="start", chunk=1, world_chunk=event.first_world_chunk, step=0, elapsed_s=0.0, eta_s=event.estimate_s
+        )
+    elif isinstance(event, StepDone):
+        record = dict(
+            phase="denoise",
+            chunk=event.chunk,
+            world_chunk=event.world_chunk,
+            step=event.step,
+            elapsed_s=event.elapsed_s,
+            eta_s=event.eta_s,
+        )
+    elif isinstance(event, ChunkDenoised):
+        record = dict(
+            phase="decode",
+            chunk=event.chunk,
+            world_chunk=event.world_chunk,
+            step=steps,
+            elapsed_s=event.elapsed_s,
+            eta_s=event.eta_s,
+        )
+    elif isinstance(event, Finished):
+        record = dict(
+            phase="done",
+            chunk=event.chunks,
+            world_chunk=event.world_chunks,
+            step=steps,
+            elapsed_s=event.seconds,
+            eta_s=0.0,
+        )
+    else:
+        return None
+    times = {key: None if record[key] is None else round(record[key], 2) for key in ("elapsed_s", "eta_s")}
+    return {**record, **times, "chunks": started.chunks, "steps": steps, "seed": started.seed}

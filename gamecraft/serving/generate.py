@@ -152,30 +152,25 @@ def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
 
 class _Clock:
     """Elapsed time and the ETA of the rest of a request, from what has run so far: seconds per denoising
-    step (measured, else the cost table's), and each chunk's decode (measured, else the table's)."""
+    step over the last chunk's worth of steps and per decode (measured, else the cost table's later-chunk
+    figures; a fresh request's first chunk is shorter, so the first estimate errs long)."""
 
-    def __init__(self, chunks: int, steps: int, first_fresh: bool, costs: PassCosts | None, preset: Preset):
+    def __init__(self, chunks: int, steps: int, costs: PassCosts | None, preset: Preset):
         self.start = time.perf_counter()
         self.chunks, self.steps = chunks, steps
         self.step_s: list[float] = []
         self.decode_s: list[float] = []
-        first = later = None
-        if costs is not None:
-            first = denoise_seconds(costs, preset, first=first_fresh) / max(steps, 1)
-            later = denoise_seconds(costs, preset, first=False) / max(steps, 1)
-        self._table = (first, later, costs.decode_s if costs is not None else None)
+        self._table_step = denoise_seconds(costs, preset, first=False) / max(steps, 1) if costs else 0.0
+        self._table_decode = costs.decode_s if costs else 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
     def eta(self, steps_done: int, decodes_done: int) -> float:
         """Seconds left once ``steps_done`` steps (over all chunks) and ``decodes_done`` decodes are done."""
-        per_step = (
-            sum(self.step_s[-self.steps :]) / len(self.step_s[-self.steps :])
-            if self.step_s
-            else (self._table[1] or 0.0)
-        )
-        per_decode = sum(self.decode_s) / len(self.decode_s) if self.decode_s else (self._table[2] or 0.0)
+        recent = self.step_s[-self.steps :]
+        per_step = sum(recent) / len(recent) if recent else self._table_step
+        per_decode = sum(self.decode_s) / len(self.decode_s) if self.decode_s else self._table_decode
         steps_left = self.chunks * self.steps - steps_done
         return max(0.0, steps_left * per_step + (self.chunks - decodes_done) * per_decode)
 
@@ -205,7 +200,7 @@ def generate(
     session = start_session(engine, request)
     seed, first_world = session.state.seed, session.state.chunks_done + 1
     stem = names.stem(seed)
-    clock = _Clock(len(chunks), preset.num_inference_steps, request.starts_fresh, costs, preset)
+    clock = _Clock(len(chunks), preset.num_inference_steps, costs, preset)
     estimate = clock.eta(0, 0) if costs is not None else None
     log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), preset.name, seed, *request.size)
     yield Started(seed, len(chunks), first_world, preset.name, preset.num_inference_steps, *request.size, estimate)
