@@ -197,8 +197,8 @@ async function boot() {
   window.addEventListener("resize", render);
 
   render();
-  startHealthPolling();
-  await Promise.all([loadExamples(), loadSchema()]);
+  // ready only once the header says which server it is about: the badge's first answer is part of the page
+  await Promise.all([startHealthPolling(), loadExamples(), loadSchema()]);
   document.body.classList.add("ready");
 }
 

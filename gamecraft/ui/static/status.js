@@ -36,7 +36,8 @@ export async function checkHealth() {
   return health;
 }
 
+/** Poll every ``intervalMs``; resolves after the first answer (checkHealth never rejects). */
 export function startHealthPolling(intervalMs = 3000) {
-  checkHealth();
   setInterval(checkHealth, intervalMs);
+  return checkHealth();
 }
