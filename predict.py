@@ -138,7 +138,7 @@ class Predictor(BasePredictor):
         from gamecraft.pipeline.presets import resolve_preset
         from gamecraft.pipeline.trajectory import load_trajectory
         from gamecraft.serving.budget import check_budget
-        from gamecraft.serving.generate import GenerationRequest, OutputNames, generate
+        from gamecraft.serving.generate import GenerationRequest, OutputNames
 
         self._clean_previous_outputs()
         out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
@@ -192,9 +192,7 @@ class Predictor(BasePredictor):
             self.record_metric("attention", engine.fast_attention_backend if fast else engine.attention_backend)
             stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
-            with closing(
-                generate(self.engine, request, out_dir, OutputNames(), costs=self.served.costs, stop=stop)
-            ) as events:
+            with closing(self.served.generate(request, out_dir, OutputNames(), stop=stop)) as events:
                 for event in events:
                     path = self._report(event)
                     if path is not None:

@@ -2,13 +2,19 @@
 engine built by ``gamecraft.serving.build.build_engine`` exactly as ``setup()`` builds it.
 
 Default: full-size random weights (``GAMECRAFT_WEIGHTS=random``), 704×1216, the predictor's kernels and
-compilation, warmed up on every pass shape of both presets (and the go_fast twin). Then each case runs the same
-kind of request (start image, ``--chunks`` actions, seed 1), one after another:
+compilation, warmed up on every pass shape of the cases' presets and the go_fast twin (``--warm-all``: of both
+presets, as ``setup()`` does). Then each case runs the same kind of request (start image, ``--chunks`` actions,
+seed 1), one after another:
 
 * ``--cases``: ``PRESET[:fast][:STEPS]`` (e.g. ``distilled``, ``distilled:fast``, ``full:fast:4``): preset,
   go_fast, optional step override (the full preset's step cache only runs at its 50 steps);
-* ``--variants``: ``inline`` (each chunk's writes before the next chunk starts) and ``ahead`` (the next
-  chunk is generated while the mp4s are written, as the predictor does); ``same_outputs`` checks they agree.
+* ``--variants``, run in this order: ``inline`` (each chunk's writes before the next chunk starts),
+  ``ahead`` (the next chunk is generated while the mp4s are written), ``behind`` (also the chunk's VAE decode
+  runs beside the next chunk's steps, on a high-priority CUDA stream: ``decode_behind``), and
+  ``behind_all_tiles`` (``behind`` with the VAE decoder compiled for every tile shape, not only the full
+  ones: compiled right before it, its compile time recorded; it stays so for later cases). ``plan`` runs
+  what the predictor runs (the plan's ``decode_behind``). ``same_outputs`` checks that every variant but
+  ``behind_all_tiles`` (different fp16 rounding in the edge tiles) wrote the same chunk files.
 
 Rows: the setup (seconds, every warm-up shape's pass time and peak memory), then per prediction every chunk
 interval (seconds since the previous chunk's file; the first from the request's start, which includes encoding
@@ -43,12 +49,12 @@ from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
 from gamecraft.serving.build import build_engine  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.serving.events import FileReady, Finished, StepDone  # noqa: E402
-from gamecraft.serving.generate import GenerationRequest, generate  # noqa: E402
+from gamecraft.serving.generate import GenerationRequest  # noqa: E402
 
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
 ACTIONS = ["w", "left_rot", "d", "s", "right_rot", "a"]
 SPEEDS = [0.3, 20, 0.2, 0.3, 15, 0.2]
-VARIANTS = ("inline", "ahead")
+VARIANTS = ("inline", "ahead", "behind", "behind_all_tiles", "plan")
 
 
 def parse_case(text: str) -> tuple[str, bool, int | None]:
@@ -65,11 +71,10 @@ def parse_case(text: str) -> tuple[str, bool, int | None]:
 
 def config_for(args) -> ServingConfig:
     """The configuration ``setup()`` would read from the environment, with this run's choices on top."""
-    overrides = dict(
-        gpus=args.gpus,
-        weights="tiny" if args.tiny else "random",
-        preload=tuple(dict.fromkeys(parse_case(c)[0] for c in args.cases)),
-    )
+    presets = tuple(dict.fromkeys(parse_case(c)[0] for c in args.cases))
+    overrides = dict(gpus=args.gpus, weights="tiny" if args.tiny else "random", preload=presets)
+    if not args.warm_all:  # the warm-up compiles only the shapes this run's presets use (minutes less)
+        overrides["warm_presets"] = presets
     if args.tiny:
         overrides.update(tiny_size=(64, 96), tiny_dir=Path(tempfile.mkdtemp(prefix="bench-prediction-tiny-")))
     if args.attention:
@@ -105,6 +110,18 @@ def write_cost(size, out: Path) -> float:
     return time.perf_counter() - begin
 
 
+def compile_all_tiles(engine, size) -> float:
+    """Compile the VAE decoder for every tile shape (``GAMECRAFT_VAE_COMPILE=all``); seconds of the decode
+    that compiles them."""
+    engine.vae.compile_decoder(scope="all")
+    latents = torch.zeros(1, 16, 9, size[0] // 8, size[1] // 8, device=engine.device)
+    begin = time.perf_counter()
+    engine.decode(latents)
+    if latents.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - begin
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -112,11 +129,12 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=1, help="split every pass over this many GPUs (gloo ranks)")
     parser.add_argument("--chunks", type=int, default=3, choices=range(1, len(ACTIONS) + 1))
     parser.add_argument("--cases", nargs="+", default=["distilled"], help="PRESET[:fast][:STEPS] per prediction")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ahead", "behind"])
     parser.add_argument("--attention", help="force an attention backend (e.g. sdpa-cudnn)")
     parser.add_argument("--gpu-override", help="plan as if on NAME:CAPABILITY:GIB (e.g. L40S:8.9:44.4)")
     parser.add_argument("--memory-gib", type=float, help="cap usable GPU memory (set_per_process_memory_fraction)")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--warm-all", action="store_true", help="warm every preset's shapes, as setup() does")
     parser.add_argument("--log-steps", action="store_true", help="log each step and chunk with a timestamp")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -158,26 +176,40 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="bench-prediction-"))
         outputs: dict[str, list[bytes]] = {}
         record(dict(kind="writes_alone", seconds=round(write_cost(plan.size, work), 3)))
-        same = True
+        same, all_tiles = True, False
+        variants = [v for v in VARIANTS if v in args.variants]
         for case in args.cases:
-            for variant in args.variants:
+            for variant in variants:
+                if variant == "behind_all_tiles" and engine.vae.decoder_compiled and not all_tiles:
+                    all_tiles = True
+                    record(dict(kind="compile_all_tiles", seconds=round(compile_all_tiles(engine, plan.size), 1)))
                 out = work / f"{case.replace(':', '-')}-{variant}"
                 request = request_for(args, case, plan.size)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 begin = time.perf_counter()
-                events = list(generate(engine, request, out, costs=served.costs, overlap_writes=variant == "ahead"))
+                events = list(
+                    served.generate(
+                        request,
+                        out,
+                        overlap_writes=variant != "inline",
+                        decode_behind=None if variant == "plan" else variant.startswith("behind"),
+                    )
+                )
                 wall = time.perf_counter() - begin
                 finished = next(e for e in events if isinstance(e, Finished))
                 steps = [round(e.seconds, 3) for e in events if isinstance(e, StepDone)]
                 files = [e.path.read_bytes() for e in events if isinstance(e, FileReady) and e.kind == "chunk"]
-                same = same and files == outputs.setdefault(case, files)
+                if variant != "behind_all_tiles":
+                    same = same and files == outputs.setdefault(case, files)
                 later = finished.chunk_seconds[1:]
                 record(
                     dict(
                         kind="prediction",
                         case=case,
                         variant=variant,
+                        decode_behind=engine.decodes_beside_passes
+                        and (plan.decode_behind if variant == "plan" else variant.startswith("behind")),
                         gpus=plan.world_size,
                         chunks=args.chunks,
                         chunk_intervals_s=[round(s, 3) for s in finished.chunk_seconds],

@@ -22,7 +22,7 @@ from gamecraft.pipeline.trajectory import load_trajectory
 from gamecraft.serving.build import ConfigError, build_engine, plan_engine
 from gamecraft.serving.config import ServingConfig, parse_size
 from gamecraft.serving.events import FileReady, Finished
-from gamecraft.serving.generate import GenerationRequest, generate
+from gamecraft.serving.generate import GenerationRequest
 
 log = logging.getLogger("gamecraft")
 
@@ -107,7 +107,7 @@ def _generate(args: argparse.Namespace) -> int:
     served = build_engine(config, plan=plan)
     finished = None
     try:
-        with closing(generate(served.engine, request, Path(args.out), costs=served.costs)) as events:  # Ctrl-C stops it
+        with closing(served.generate(request, Path(args.out))) as events:  # Ctrl-C stops it
             for event in events:
                 if isinstance(event, FileReady):
                     print(f"{event.kind:<10} {event.path}", flush=True)

@@ -76,7 +76,8 @@ def test_generated_requests_never_break_the_server(server, mode):
                 assert reply.get("error"), reply
         else:
             assert status in (400, 409), (status, reply)
-        assert server.wait_until_ready(60) == "READY"
+        # the server's own log says why it is still busy (a prediction the budget let through, a stuck cleanup)
+        assert server.wait_until_ready(60) == "READY", (body, server.logs(6000))
 
     check()
     print(mode, "responses by status:", seen)

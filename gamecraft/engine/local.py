@@ -46,7 +46,8 @@ class EngineConfig:
     ``text_dtype`` default to the reference's fp16 on CUDA. ``cache_dir`` holds the safetensors copies
     of the transformer checkpoints (later loads mmap them). ``compile`` compiles the transformer
     blocks (``gamecraft.model.compile``); the first pass of each shape then takes longer.
-    ``compile_vae`` compiles the VAE decoder for full-size tiles (the first decode then takes ≈ 20 s longer).
+    ``compile_vae`` compiles the VAE decoder for the tiles ``vae_compile_scope`` names (``full``: full-size
+    tiles, the first decode then takes ≈ 20 s longer; ``all``: every tile shape, ≈ 90 s).
     """
 
     weights_dir: Path
@@ -58,7 +59,8 @@ class EngineConfig:
     text_offload: bool = True
     one_transformer_on_gpu: bool = True
     compile: bool = False
-    compile_vae: bool = False  # compile the VAE decoder for full-size tiles (GameCraftVae.compile_decoder)
+    compile_vae: bool = False  # compile the VAE decoder (GameCraftVae.compile_decoder) ...
+    vae_compile_scope: str = "full"  # ... for the full-size tiles only, or "all" tile shapes
     compile_backend: str = "inductor"  # torch.compile's backend ("eager"/"aot_eager" in tests)
     fp8_twin: str = "beside"  # go_fast's fp8 weights beside the bf16 ones, or "replace" them (gamecraft.engine.twins)
     park_on_host: bool = True  # swapped-out transformers wait in pinned host memory (False: reloaded from disk)
@@ -93,7 +95,7 @@ class GameCraftEngine(Engine):
         self.vae = vae
         self._compile = config.compile
         if config.compile_vae:
-            vae.compile_decoder(backend=config.compile_backend)
+            vae.compile_decoder(scope=config.vae_compile_scope, backend=config.compile_backend)
         self.text_encoders = text
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
@@ -182,6 +184,10 @@ class GameCraftEngine(Engine):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents)
+
+    @property
+    def decodes_beside_passes(self) -> bool:
+        return True
 
     def _swapping(self) -> bool:
         return self.config.one_transformer_on_gpu

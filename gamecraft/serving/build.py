@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +38,8 @@ from gamecraft.weights import MissingWeightsError, check_layout, download_weight
 
 from .budget import PassCosts, costs_from_warm_up, warm_up_shapes
 from .config import ServingConfig
+from .events import Event
+from .generate import GenerationRequest, OutputNames, generate
 from .hardware import (
     AttentionChoice,
     CompileSettings,
@@ -52,7 +56,7 @@ from .hardware import (
     probe_host_memory,
     summary_line,
 )
-from .memory_plan import MemoryPlan
+from .memory_plan import MemoryPlan, with_decode_behind
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class EnginePlan:
     go_fast_note: str | None
     summary: str
     go_fast_attention_note: str | None = None  # go_fast runs fp8 linears but exact attention here: why
+    decode_behind: bool = False  # decode each chunk beside the next one's steps (generate's decode_behind)
 
     @property
     def device_name(self) -> str:
@@ -112,6 +117,22 @@ class ServingEngine:
     costs: PassCosts
     warm_up: WarmUp | None
     setup_seconds: float
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        out_dir: Path,
+        names: OutputNames | None = None,
+        stop: threading.Event | None = None,
+        overlap_writes: bool = True,
+        decode_behind: bool | None = None,
+    ) -> Iterator[Event]:
+        """:func:`gamecraft.serving.generate.generate` on this engine, with its cost table and its plan's
+        ``decode_behind`` (unless given): every entry point runs a request the same way."""
+        behind = self.plan.decode_behind if decode_behind is None else decode_behind
+        return generate(
+            self.engine, request, out_dir, names, self.costs, overlap_writes, stop=stop, decode_behind=behind
+        )
 
     def close(self) -> None:
         self.engine.close()
@@ -161,6 +182,7 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
             one_transformer_on_gpu=not (memory.keep_both or config.keep_both),
             compile=compile_.blocks,
             compile_vae=compile_.vae_decoder,
+            vae_compile_scope=config.vae_compile,
             attention_backend=attention.exact,
             fast_attention_backend=attention.go_fast,
             fp8_twin="replace" if memory.fp8_twin == "replace" else "beside",
@@ -187,6 +209,9 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     size = config.tiny_size if source == "tiny" else config.size
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
     estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
+    if memory is not None and config.decode_behind is not None:  # else the plan decided: where both fit
+        memory = with_decode_behind(memory, config.decode_behind)
+    behind = memory.decode_behind if memory is not None else bool(config.decode_behind)  # CPU: only when asked
     summary = summary_line(gpu, attention, memory, compile_, estimate.line() if estimate else "")
     return EnginePlan(
         source,
@@ -204,6 +229,7 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
         note,
         summary,
         attention_note,
+        behind,
     )
 
 
@@ -302,6 +328,7 @@ def random_engine_kwargs(plan: EnginePlan) -> dict:
         fast_attention_backend=config.fast_attention_backend,
         compile=config.compile,
         compile_vae=config.compile_vae,
+        vae_compile_scope=config.vae_compile_scope,
         one_transformer_on_gpu=False,
         text_offload=config.text_offload,
         fp8_twin=config.fp8_twin,
