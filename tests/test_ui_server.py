@@ -379,3 +379,26 @@ def test_serve_help_is_complete():
         "prediction" in text
     )
     assert "pipeline smoke run, not GameCraft's output." in text
+
+
+@pytest.mark.parametrize(
+    "bad", ["/tmp/elsewhere", "../escape", "..", "a\x00b", "x" * 65, "", "-lead", "sp ace", 7, None, ["p1"]]
+)
+def test_prediction_ids_coglet_cannot_take_safely_never_reach_it(serve, bad):
+    """coglet makes a directory of the id (an absolute path or '..' escapes, a NUL byte wedges the server):
+    the page server answers 422 itself and forwards nothing."""
+    upstream = FakeUpstream({("POST", "/predictions"): lambda h, b: reply(h, 200, {"status": "succeeded"})})
+    try:
+        url = serve(CogBackend(upstream.url))
+        status, body = request_json("POST", url + "/api/predictions", {"id": bad, "input": {}})
+        assert status == 422 and "prediction id" in body["detail"]
+        if isinstance(bad, str) and bad and "/" not in bad and "\x00" not in bad:
+            quoted = urllib.request.quote(bad, safe="")
+            status, body = request_json("POST", f"{url}/api/predictions/{quoted}/cancel")
+            assert status == 422 and "prediction id" in body["detail"]
+        assert upstream.requests == []
+        for good in ("p1", "pred_18edfc0d3c017063", "A-b_9" + "x" * 59):
+            assert request_json("POST", url + "/api/predictions", {"id": good, "input": {}})[0] == 200
+        assert len(upstream.requests) == 3
+    finally:
+        upstream.close()

@@ -35,7 +35,11 @@ from gamecraft.ui.world_video import WorldVideoError, join_chunks
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 512 * 1024 * 1024
-_CANCEL = re.compile(r"^/api/predictions/([A-Za-z0-9_.-]+)/cancel$")
+# Prediction ids the page server forwards. coglet 0.23.1 makes ``<tmp>/coglet/predictions/<id>/`` from the
+# client's id: an absolute path or ``..`` puts that directory anywhere, and an id it cannot make a directory
+# of (a NUL byte, over 255 bytes) leaves its slot busy until the server restarts (docs/serving-notes.md).
+PREDICTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_CANCEL = re.compile(r"^/api/predictions/([^/]+)/cancel$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -116,8 +120,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(json_answer(415, {"detail": "POST bodies must be sent as application/json"}))
         path = self.path.split("?", 1)[0]
         if path == "/api/predictions":
+            if (refusal := _unsafe_id(body)) is not None:
+                return self._send(refusal)
             return self._send(self.backend.predict(body, dict(self.headers)))
         if match := _CANCEL.match(path):
+            if not PREDICTION_ID.fullmatch(match.group(1)):
+                return self._send(json_answer(422, {"detail": ID_RULE}))
             return self._send(self.backend.cancel(match.group(1)))
         if path == "/api/world-video":
             return self._send(_world_video(body))
@@ -149,6 +157,23 @@ class Handler(BaseHTTPRequestHandler):
             if hasattr(answer.stream, "close"):
                 answer.stream.close()
             answer.close()
+
+
+ID_RULE = "a prediction id is 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+
+
+def _unsafe_id(body: bytes) -> Upstream | None:
+    """A 422 for a prediction request whose ``id`` the model server must not see (see ``PREDICTION_ID``);
+    None for anything else, which the model server judges itself."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or "id" not in request:
+        return None
+    if isinstance(request["id"], str) and PREDICTION_ID.fullmatch(request["id"]):
+        return None
+    return json_answer(422, {"detail": ID_RULE})
 
 
 def _world_video(body: bytes) -> Upstream:
