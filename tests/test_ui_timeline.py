@@ -22,6 +22,7 @@ from ui_harness import (
     set_prompt,
     start_contract_server,
     wait_done,
+    watch,
 )
 
 from gamecraft.ui import CogBackend
@@ -388,3 +389,13 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
         proc.kill()
         proc.wait(timeout=10)
         upstream.close()
+
+
+def test_watch_sees_every_text_set_in_one_task(page):
+    """Progress events read from one network chunk set the text several times in one task; the harness must
+    see each (the browser tests assert on intermediate progress texts)."""
+    seen = watch(page, "#progress-text")
+    page.evaluate("""() => { const el = document.querySelector('#progress-text');
+        el.textContent = 'chunk 1 (1/3) · step 1/2'; el.textContent = 'chunk 1 (1/3) · decoding'; }""")
+    page.wait_for_function("window.__seen['#progress-text'].length >= 2")
+    assert seen() == ["chunk 1 (1/3) · step 1/2", "chunk 1 (1/3) · decoding"]

@@ -157,11 +157,20 @@ def chunks_for(seconds: float) -> int:
 
 
 def watch(page, selector):
-    """Every text the element shows from now on (a MutationObserver); call the result to read them."""
+    """Every text the element shows from now on (a MutationObserver); call the result to read them.
+
+    Texts set in one task (progress events that arrived in one network read) reach the observer in one
+    callback: each assignment's new text node is read from the records, not only the element's last text."""
     page.evaluate(
         """(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];
         const el = document.querySelector(sel), options = {childList: true, characterData: true, subtree: true};
-        new MutationObserver(() => seen.push(el.textContent)).observe(el, options); }""",
+        new MutationObserver((records) => {
+          for (const r of records) {
+            const added = [...r.addedNodes];
+            const textSet = r.target === el && added.length && added.every((n) => n.nodeType === Node.TEXT_NODE);
+            seen.push(textSet ? added.map((n) => n.data).join("") : el.textContent);
+          }
+        }).observe(el, options); }""",
         selector,
     )
     return lambda: page.evaluate("(sel) => window.__seen[sel]", selector)
