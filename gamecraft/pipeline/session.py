@@ -85,11 +85,13 @@ class ChunkResult:
 @dataclass
 class DenoisedChunk:
     """A chunk whose denoising is done and whose frames are not decoded yet: ``latents`` [1, 16, 9, h, w]
-    on the engine's device (the transformer's dtype), ``seconds_denoise`` wall-clock."""
+    on the engine's device (the transformer's dtype) and ``host_latents``, their float32 copy on the CPU
+    (the next chunk's history), ``seconds_denoise`` wall-clock."""
 
     index: int
     label: str
     latents: torch.Tensor
+    host_latents: torch.Tensor
     seconds_denoise: float
 
 
@@ -223,7 +225,7 @@ class WorldSession:
         state.chunks_done += 1
         state.pose = (np.asarray(state.pose) @ poses.advance).tolist()
         state.actions.append(label)
-        return DenoisedChunk(index, label, latents, seconds)
+        return DenoisedChunk(index, label, latents, state.last_latents, seconds)
 
     def decode(self, chunk: DenoisedChunk) -> ChunkResult:
         """Decode a denoised chunk's 9 latents to its 33 frames (on the caller's current CUDA stream)."""
@@ -239,6 +241,4 @@ class WorldSession:
             chunk.seconds_denoise,
             seconds,
         )
-        return ChunkResult(
-            chunk.index, chunk.label, frames_out, chunk.latents.float().cpu(), chunk.seconds_denoise, seconds
-        )
+        return ChunkResult(chunk.index, chunk.label, frames_out, chunk.host_latents, chunk.seconds_denoise, seconds)
