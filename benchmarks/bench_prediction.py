@@ -9,12 +9,11 @@ seed 1), one after another:
 * ``--cases``: ``PRESET[:fast][:STEPS]`` (e.g. ``distilled``, ``distilled:fast``, ``full:fast:4``): preset,
   go_fast, optional step override (the full preset's step cache only runs at its 50 steps);
 * ``--variants``, run in this order: ``inline`` (each chunk's writes before the next chunk starts),
-  ``ahead`` (the next chunk is generated while the mp4s are written), ``behind`` (also the chunk's VAE decode
-  runs beside the next chunk's steps, on a high-priority CUDA stream: ``decode_behind``), and
-  ``behind_all_tiles`` (``behind`` with the VAE decoder compiled for every tile shape, not only the full
-  ones: compiled right before it, its compile time recorded; it stays so for later cases). ``plan`` runs
-  what the predictor runs (the plan's ``decode_behind``). ``same_outputs`` checks that every variant but
-  ``behind_all_tiles`` (different fp16 rounding in the edge tiles) wrote the same chunk files.
+  ``ahead`` (the next chunk is generated while the mp4s are written: what the predictor runs), and
+  ``all_tiles`` (``ahead`` with the VAE decoder compiled for every tile shape, not only the full ones, as
+  ``GAMECRAFT_VAE_COMPILE=all`` does: compiled right before it, its compile time recorded; it stays so for
+  later cases). ``same_outputs`` checks that ``inline`` and ``ahead`` wrote the same chunk files
+  (``all_tiles`` differs by fp16 rounding in the edge tiles).
 
 Rows: the setup (seconds, every warm-up shape's pass time and peak memory), then per prediction every chunk
 interval (seconds since the previous chunk's file; the first from the request's start, which includes encoding
@@ -54,7 +53,7 @@ from gamecraft.serving.generate import GenerationRequest  # noqa: E402
 IMAGE = Path(__file__).resolve().parents[1] / "assets" / "start.png"
 ACTIONS = ["w", "left_rot", "d", "s", "right_rot", "a"]
 SPEEDS = [0.3, 20, 0.2, 0.3, 15, 0.2]
-VARIANTS = ("inline", "ahead", "behind", "behind_all_tiles", "plan")
+VARIANTS = ("inline", "ahead", "all_tiles")
 
 
 def parse_case(text: str) -> tuple[str, bool, int | None]:
@@ -129,7 +128,7 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=1, help="split every pass over this many GPUs (gloo ranks)")
     parser.add_argument("--chunks", type=int, default=3, choices=range(1, len(ACTIONS) + 1))
     parser.add_argument("--cases", nargs="+", default=["distilled"], help="PRESET[:fast][:STEPS] per prediction")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ahead", "behind"])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ahead", "all_tiles"])
     parser.add_argument("--attention", help="force an attention backend (e.g. sdpa-cudnn)")
     parser.add_argument("--gpu-override", help="plan as if on NAME:CAPABILITY:GIB (e.g. L40S:8.9:44.4)")
     parser.add_argument("--memory-gib", type=float, help="cap usable GPU memory (set_per_process_memory_fraction)")
@@ -180,7 +179,7 @@ def main() -> int:
         variants = [v for v in VARIANTS if v in args.variants]
         for case in args.cases:
             for variant in variants:
-                if variant == "behind_all_tiles" and engine.vae.decoder_compiled and not all_tiles:
+                if variant == "all_tiles" and engine.vae.decoder_compiled and not all_tiles:
                     all_tiles = True
                     record(dict(kind="compile_all_tiles", seconds=round(compile_all_tiles(engine, plan.size), 1)))
                 out = work / f"{case.replace(':', '-')}-{variant}"
@@ -188,19 +187,12 @@ def main() -> int:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 begin = time.perf_counter()
-                events = list(
-                    served.generate(
-                        request,
-                        out,
-                        overlap_writes=variant != "inline",
-                        decode_behind=None if variant == "plan" else variant.startswith("behind"),
-                    )
-                )
+                events = list(served.generate(request, out, overlap_writes=variant != "inline"))
                 wall = time.perf_counter() - begin
                 finished = next(e for e in events if isinstance(e, Finished))
                 steps = [round(e.seconds, 3) for e in events if isinstance(e, StepDone)]
                 files = [e.path.read_bytes() for e in events if isinstance(e, FileReady) and e.kind == "chunk"]
-                if variant != "behind_all_tiles":
+                if variant != "all_tiles":
                     same = same and files == outputs.setdefault(case, files)
                 later = finished.chunk_seconds[1:]
                 record(
@@ -208,8 +200,6 @@ def main() -> int:
                         kind="prediction",
                         case=case,
                         variant=variant,
-                        decode_behind=engine.decodes_beside_passes
-                        and (plan.decode_behind if variant == "plan" else variant.startswith("behind")),
                         gpus=plan.world_size,
                         chunks=args.chunks,
                         chunk_intervals_s=[round(s, 3) for s in finished.chunk_seconds],

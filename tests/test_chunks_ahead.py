@@ -30,38 +30,16 @@ class FakeSession:
     """Stands in for a WorldSession: each chunk runs STEPS steps through ``on_step``; a step of chunk
     ``block_at`` waits until the test releases it, so the thread's position is known."""
 
-    def __init__(
-        self,
-        fail_at: int | None = None,
-        block_at: int | None = None,
-        fail_decode_at: int | None = None,
-        decode_waits_for: str | None = None,
-    ):
+    def __init__(self, fail_at: int | None = None, block_at: int | None = None):
         self.engine = SimpleNamespace(device=torch.device("cpu"))
         self.state = SimpleNamespace(chunks_done=0)
         self.fail_at, self.block_at = fail_at, block_at
         self.started, self.steps_run = [], 0
         self.blocked, self.release = threading.Event(), threading.Event()
         self.threads: set[str] = set()
-        self.fail_decode_at, self.decode_waits_for = fail_decode_at, decode_waits_for
-        self.decoded_on: list[tuple[int, str]] = []
-        self.next_started: dict[int, threading.Event] = {}  # chunk k → the denoising of chunk k + 1 began
-        self.decode_saw_next: list[bool] = []
 
     def generate_chunk(self, poses, label, on_step=None, stop=None):
-        return self.decode(self.denoise_next(poses, label, on_step=on_step, stop=stop))
-
-    def decode(self, chunk):
-        self.decoded_on.append((chunk.index, threading.current_thread().name))
-        if chunk.index == self.fail_decode_at:
-            raise RuntimeError("decode failed (fake)")
-        if self.decode_waits_for is not None:  # returns only once the next chunk's denoising has begun
-            self.decode_saw_next.append(self.next_started[chunk.index].wait(10))
-        return SimpleNamespace(index=chunk.index, label=chunk.label)
-
-    def denoise_next(self, poses, label, on_step=None, stop=None):
         index = self.state.chunks_done
-        self.next_started.setdefault(index - 1, threading.Event()).set()
         self.started.append(index)
         self.threads.add(threading.current_thread().name)
         if index == self.fail_at:
@@ -76,7 +54,6 @@ class FakeSession:
                 on_step(SimpleNamespace(index=step, total=STEPS, timestep=1.0, cached=False))
             self.steps_run += 1
         self.state.chunks_done += 1
-        self.next_started.setdefault(index, threading.Event())
         return SimpleNamespace(index=index, label=label)
 
 
@@ -126,54 +103,12 @@ def test_a_cancellation_in_the_consumer_stops_the_thread():
     assert session.started == [0, 1] and session.state.chunks_done == 1
 
 
-def test_decoding_behind_runs_beside_the_next_chunks_denoising_in_order():
-    """Each decode returns only once the next chunk's denoising has begun: in line this would wait 10 s and
-    fail; behind, the decode thread sees it at once."""
-    session = FakeSession(decode_waits_for="next")
-    session.next_started[len(CHUNKS) - 1] = threading.Event()
-    session.next_started[len(CHUNKS) - 1].set()  # the last chunk has no next one
-    results = [r.index for r in chunks_ahead(session, CHUNKS, decode_behind=True)]
-    assert results == [0, 1, 2, 3, 4] and session.decode_saw_next == [True] * 5
-    assert {name for _, name in session.decoded_on} == {"gamecraft-decode_0"}
-    assert session.threads == {"gamecraft-chunks"}  # the denoising stays on the chunk thread
-
-
-def test_a_decode_error_behind_reaches_the_consumer_after_the_chunks_before_it():
-    session = FakeSession(fail_decode_at=2)
-    seen = []
-    with pytest.raises(RuntimeError, match="decode failed"):
-        for result in chunks_ahead(session, CHUNKS, decode_behind=True):
-            seen.append(result.index)
-    assert seen == [0, 1] and session.started[:3] == [0, 1, 2]
-    assert not any(t.name.startswith("gamecraft-") for t in threading.enumerate())
-
-
-def test_a_denoising_error_behind_comes_after_the_chunk_decoding_meanwhile():
-    session = FakeSession(fail_at=2)
-    seen = []
-    with pytest.raises(torch.OutOfMemoryError, match="fake"):
-        for result in chunks_ahead(session, CHUNKS, decode_behind=True):
-            seen.append(result.index)
-    assert seen == [0, 1]  # chunk 1 was decoding while chunk 2 failed: it still came out first
-
-
-def test_closing_stops_both_threads_when_decoding_behind():
-    session = FakeSession(block_at=2)
-    results = chunks_ahead(session, CHUNKS, decode_behind=True)
-    with closing(results):
-        assert next(results).index == 0
-        assert session.blocked.wait(10)
-        threading.Timer(0.3, session.release.set).start()
-    assert not any(t.name.startswith("gamecraft-") for t in threading.enumerate())
-    assert session.started == [0, 1, 2] and session.state.chunks_done == 2
-
-
 @pytest.fixture(scope="module")
 def engine():
     return tiny_random_engine()
 
 
-def _generate(engine, out: Path, overlap: bool, behind: bool = False):
+def _generate(engine, out: Path, overlap: bool):
     request = GenerationRequest(
         prompt="a village",
         preset=resolve_preset("distilled", 2),
@@ -182,7 +117,7 @@ def _generate(engine, out: Path, overlap: bool, behind: bool = False):
         image=IMAGE,
         seed=3,
     )
-    events = list(generate(engine, request, out, overlap_writes=overlap, decode_behind=behind))
+    events = list(generate(engine, request, out, overlap_writes=overlap))
     return [e for e in events if isinstance(e, FileReady)], events[-1]
 
 
@@ -195,36 +130,6 @@ def test_overlapped_writes_give_the_same_outputs_as_in_line(engine, tmp_path):
     assert torch.equal(a.last_latents, b.last_latents) and a.actions == b.actions
     for x, y in zip(ahead[:4], inline[:4], strict=False):  # same frames in ⇒ the same H.264 bytes out
         assert x.path.read_bytes() == y.path.read_bytes()
-
-
-def test_decoding_behind_gives_the_same_outputs_as_in_line(engine, tmp_path, monkeypatch):
-    threads = []
-    decode = engine.decode
-
-    def recording(latents):
-        threads.append(threading.current_thread().name)
-        return decode(latents)
-
-    monkeypatch.setattr(engine, "decode", recording)
-    behind, report = _generate(engine, tmp_path / "behind", overlap=True, behind=True)
-    monkeypatch.setattr(engine, "decode", decode)
-    inline, _ = _generate(engine, tmp_path / "inline", overlap=False)
-    assert threads == ["gamecraft-decode_0"] * 3  # the real session's decodes ran on the decode thread
-    assert [o.kind for o in behind] == [o.kind for o in inline]
-    assert len(report.decode_seconds) == 3
-    a, b = (load_state(next(o.path for o in outs if o.kind == "state")) for outs in (behind, inline))
-    assert torch.equal(a.last_latents, b.last_latents) and a.actions == b.actions and a.pose == b.pose
-    for x, y in zip(behind[:4], inline[:4], strict=True):
-        assert x.path.read_bytes() == y.path.read_bytes()
-
-
-def test_an_engine_that_cannot_decode_beside_a_pass_decodes_in_the_chunk_thread(engine, tmp_path, monkeypatch):
-    threads = []
-    decode = engine.decode
-    monkeypatch.setattr(type(engine), "decodes_beside_passes", property(lambda self: False))
-    monkeypatch.setattr(engine, "decode", lambda z: threads.append(threading.current_thread().name) or decode(z))
-    _generate(engine, tmp_path, overlap=True, behind=True)
-    assert threads == ["gamecraft-chunks"] * 3
 
 
 def test_a_write_error_stops_the_thread_and_leaves_no_partial_video(engine, tmp_path, monkeypatch):
@@ -264,8 +169,8 @@ def test_the_thread_uses_the_engine_gpu_or_the_callers_current_one():
     assert thread_cuda_index(torch.device("cpu"), None) is None
 
 
-def test_the_first_estimate_counts_one_decode_when_decoding_behind(engine, tmp_path):
-    """Decodes beside the next chunk's steps cost nothing but the last one: the ETA says so."""
+def test_the_first_estimate_counts_every_steps_and_decodes_cost(engine, tmp_path):
+    """Before any step is timed, the ETA comes from the warm-up's cost table: steps × pass + chunks × decode."""
     from gamecraft.serving.budget import PassCosts
     from gamecraft.serving.events import Started
 
@@ -278,8 +183,34 @@ def test_the_first_estimate_counts_one_decode_when_decoding_behind(engine, tmp_p
         image=IMAGE,
         seed=3,
     )
-    estimates = {}
-    for behind in (False, True):
-        with closing(generate(engine, request, tmp_path / str(behind), costs=costs, decode_behind=behind)) as events:
-            estimates[behind] = next(e for e in events if isinstance(e, Started)).estimate_s
-    assert estimates == {False: 3 * 2 * 1.0 + 3 * 10.0, True: 3 * 2 * 1.0 + 10.0}
+    with closing(generate(engine, request, tmp_path, costs=costs)) as events:
+        estimate = next(e for e in events if isinstance(e, Started)).estimate_s
+    assert estimate == 3 * 2 * 1.0 + 3 * 10.0
+
+
+def test_each_chunks_file_comes_before_its_copy_in_the_whole_video(engine, tmp_path, monkeypatch):
+    """The whole video's H.264 encode of a chunk runs after the chunk's own file is handed out, so the time
+    to each chunk's file holds one encode, not two."""
+    from gamecraft.serving import generate as generate_module
+
+    order = []
+    append = generate_module.VideoWriter.append
+
+    def recording(writer, frames):  # every H.264 encode goes through VideoWriter.append
+        order.append("encode video" if writer.path.name.endswith("-video.mp4") else "encode chunk")
+        append(writer, frames)
+
+    monkeypatch.setattr(generate_module.VideoWriter, "append", recording)
+    request = GenerationRequest(
+        prompt="a village",
+        preset=resolve_preset("distilled", 2),
+        segments=parse_actions('["w", "a"]', "[0.3, 0.3]"),
+        size=SIZE,
+        image=IMAGE,
+        seed=3,
+    )
+    for event in generate(engine, request, tmp_path):
+        if isinstance(event, FileReady):
+            order.append(f"ready {event.kind}")
+    chunk = ["encode chunk", "ready chunk", "encode video"]
+    assert order == chunk + chunk + ["ready video", "ready state"]

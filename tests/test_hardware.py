@@ -420,25 +420,3 @@ def test_costs_are_frozen_and_replaceable():
     with pytest.raises(AttributeError):
         DEFAULT_COSTS.transformer = 0  # type: ignore[misc]
     assert isinstance(replace(DEFAULT_COSTS, allocator_slack=0), ByteCosts)
-
-
-def test_decode_behind_only_where_a_decode_fits_beside_the_largest_pass_with_room():
-    """Recomputed from the byte table: one GPU, a plan that gave nothing up, and the decode's working set
-    beside the largest pass's, plus the margin, within the budget."""
-    c = DEFAULT_COSTS
-    seen = set()
-    for sm, gb, count in itertools.product(CAPABILITIES, (48, 80, 141), (1, 2)):
-        plan = plan_for(device(sm, gb, count))
-        w = c.transformer * (2 if plan.keep_both else 1)
-        resident = w + c.vae + (c.fp8_twin * (2 if plan.keep_both else 1) if plan.fp8_twin == "beside" else 0)
-        resident += 0 if plan.text_offload else c.text_encoders
-        rows = 1 if plan.guidance_refusal else 2
-        largest = resident + pass_bytes(c, count, rows, 18, True, plan.rows_one_at_a_time)
-        beside = largest + c.vae_decode(plan.vae_tile_px)
-        plain = plan.fp8_twin in ("beside", "unsupported") and not plan.rows_one_at_a_time
-        expected = count == 1 and plain and plan.vae_tile_px == 256 and beside + c.decode_behind_margin <= plan.budget
-        assert plan.decode_behind == expected, (sm, gb, count)
-        assert (dict(plan.peaks).get("pass_and_decode") == beside) == expected
-        seen.add(expected)
-    assert seen == {True, False}
-    assert plan_for(device("sm90", 141)).decode_behind and not plan_for(device("sm90", 48)).decode_behind

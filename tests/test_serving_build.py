@@ -36,7 +36,6 @@ def test_from_env_reads_every_variable():
         "GAMECRAFT_TINY_SIZE": "32x48",
         "HF_TOKEN": "hf_secret",
         "GAMECRAFT_GPU": "L40S:8.9:44.4",
-        "GAMECRAFT_DECODE_BEHIND": "1",
         "GAMECRAFT_VAE_COMPILE": "all",
     }
     config = ServingConfig.from_env(env)
@@ -53,14 +52,11 @@ def test_from_env_reads_every_variable():
         tiny_size=(32, 48),
         hf_token="hf_secret",
         gpu_override="L40S:8.9:44.4",
-        decode_behind=True,
         vae_compile="all",
     )
     assert "hf_secret" not in repr(config)
     assert ServingConfig.from_env({"COG_WEIGHTS": "/cog"}).weights == "/cog"
     assert ServingConfig.from_env({}) == ServingConfig()
-    assert ServingConfig.from_env({"GAMECRAFT_DECODE_BEHIND": "auto"}).decode_behind is None
-    assert ServingConfig.from_env({"GAMECRAFT_DECODE_BEHIND": "0"}).decode_behind is False
 
 
 @pytest.mark.parametrize(
@@ -71,7 +67,6 @@ def test_from_env_reads_every_variable():
         ({"GAMECRAFT_COMPILE": "maybe"}, "GAMECRAFT_COMPILE must be 0 or 1, got 'maybe'"),
         ({"GAMECRAFT_TINY_SIZE": "32 by 48"}, "GAMECRAFT_TINY_SIZE must look like 704x1216, got '32 by 48'"),
         ({"GAMECRAFT_TIME_BUDGET_S": "-5"}, "configuration: the time budget must be positive, got -5 s"),
-        ({"GAMECRAFT_DECODE_BEHIND": "sometimes"}, "GAMECRAFT_DECODE_BEHIND must be 0 or 1, got 'sometimes'"),
         ({"GAMECRAFT_VAE_COMPILE": "edges"}, "configuration: vae_compile must be one of full, all, got 'edges'"),
     ],
 )
@@ -163,26 +158,6 @@ def test_a_card_that_runs_guidance_rows_one_at_a_time_warms_only_one_row_passes(
     plan = plan_engine(ServingConfig(weights="random"), device=l40s)
     assert plan.engine.rows_at_once == 1 and plan.engine.fp8_twin == "replace"
     assert {shape.rows for shape in plan.warm_shapes} == {1} and any(shape.fast for shape in plan.warm_shapes)
-
-
-def test_the_plan_decodes_behind_where_one_gpu_has_the_memory_unless_told_otherwise():
-    h200 = DeviceInfo("NVIDIA H200", (9, 0), 143771 * 2**20)
-    l40s = DeviceInfo("NVIDIA L40S", (8, 9), 46068 * 2**20)
-    assert not plan_engine(ServingConfig(weights="random"), device=h200).decode_behind  # opt-in until measured
-    auto = ServingConfig.from_env({"GAMECRAFT_WEIGHTS": "random", "GAMECRAFT_DECODE_BEHIND": "auto"})
-    plan = plan_engine(auto, device=h200)
-    assert plan.decode_behind and "decoded beside the next chunk" in plan.summary
-    assert dict(plan.memory.peaks)["pass_and_decode"] <= plan.memory.budget
-    off = plan_engine(ServingConfig(weights="random", decode_behind=False), device=h200)
-    assert (
-        not off.decode_behind
-        and "decoded beside" not in off.summary
-        and "pass_and_decode" not in dict(off.memory.peaks)
-    )
-    assert not plan_engine(auto, device=l40s).decode_behind  # rows one at a time
-    assert not plan_engine(auto, device=H100).decode_behind  # two GPUs
-    assert not plan_engine(replace(auto, weights="tiny"), device=None).decode_behind  # the CPU, unless asked
-    assert plan_engine(ServingConfig(weights="tiny", decode_behind=True), device=None).decode_behind
 
 
 def test_the_vae_compile_scope_reaches_the_engine(tmp_path):

@@ -126,12 +126,6 @@ class Engine(abc.ABC):
         return 2
 
     @property
-    def decodes_beside_passes(self) -> bool:
-        """Whether :meth:`decode` may run on another thread while a pass runs (one device: yes; several
-        GPUs: no, both go through the same workers' command channel)."""
-        return False
-
-    @property
     def healthy(self) -> bool:
         """False once the engine can no longer run (a multi-GPU worker died)."""
         return True

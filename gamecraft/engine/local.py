@@ -185,10 +185,6 @@ class GameCraftEngine(Engine):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents)
 
-    @property
-    def decodes_beside_passes(self) -> bool:
-        return True
-
     def _swapping(self) -> bool:
         return self.config.one_transformer_on_gpu
 

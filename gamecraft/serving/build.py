@@ -56,7 +56,7 @@ from .hardware import (
     probe_host_memory,
     summary_line,
 )
-from .memory_plan import MemoryPlan, with_decode_behind
+from .memory_plan import MemoryPlan
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,6 @@ class EnginePlan:
     go_fast_note: str | None
     summary: str
     go_fast_attention_note: str | None = None  # go_fast runs fp8 linears but exact attention here: why
-    decode_behind: bool = False  # decode each chunk beside the next one's steps (generate's decode_behind)
 
     @property
     def device_name(self) -> str:
@@ -125,14 +124,10 @@ class ServingEngine:
         names: OutputNames | None = None,
         stop: threading.Event | None = None,
         overlap_writes: bool = True,
-        decode_behind: bool | None = None,
     ) -> Iterator[Event]:
-        """:func:`gamecraft.serving.generate.generate` on this engine, with its cost table and its plan's
-        ``decode_behind`` (unless given): every entry point runs a request the same way."""
-        behind = self.plan.decode_behind if decode_behind is None else decode_behind
-        return generate(
-            self.engine, request, out_dir, names, self.costs, overlap_writes, stop=stop, decode_behind=behind
-        )
+        """:func:`gamecraft.serving.generate.generate` on this engine, with its cost table: every entry point
+        runs a request the same way."""
+        return generate(self.engine, request, out_dir, names, self.costs, overlap_writes, stop=stop)
 
     def close(self) -> None:
         self.engine.close()
@@ -209,9 +204,6 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     size = config.tiny_size if source == "tiny" else config.size
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
     estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
-    if memory is not None and config.decode_behind is not None:  # else the plan decided: where both fit
-        memory = with_decode_behind(memory, config.decode_behind)
-    behind = memory.decode_behind if memory is not None else bool(config.decode_behind)  # CPU: only when asked
     summary = summary_line(gpu, attention, memory, compile_, estimate.line() if estimate else "")
     return EnginePlan(
         source,
@@ -229,7 +221,6 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
         note,
         summary,
         attention_note,
-        behind,
     )
 
 

@@ -17,12 +17,9 @@ module is the only place in the project that reads the environment for configura
                                pinned host memory)
 ``GAMECRAFT_DOWNLOAD``         ``0``: never download missing weights
 ``GAMECRAFT_WARM_GO_FAST``     ``0``: do not build and warm the go_fast (fp8) transformer in setup
-``GAMECRAFT_DECODE_BEHIND``    ``auto``: decode each chunk while the next one is denoised where the GPU's memory
-                               plan has room (one GPU); ``1``/``0``: always/never (default ``0`` until it is
-                               measured on a GPU: docs/go-fast.md)
 ``GAMECRAFT_VAE_COMPILE``      VAE tiles the compiled decoder covers: ``full`` (default: the full-size tiles,
-                               82 % of the work) or ``all`` (every tile shape: ≈ 0.5 s less per chunk on an
-                               H200, ≈ 65 s more to compile in a cold setup)
+                               82 % of the work) or ``all`` (every tile shape: 0.5 s less per chunk on an
+                               H200, ≈ 95 s more to compile in a cold setup; BENCHMARKS.md)
 ``GAMECRAFT_TINY_SIZE``        ``HxW`` of tiny smoke runs (default ``128x224``)
 ``GAMECRAFT_GPU``              test hook: pretend the GPU is ``NAME:CAPABILITY:GIB`` (e.g. ``L40S:8.9:44.4``)
                                for the kernel and memory choices (the kernels still run on the real GPU)
@@ -59,7 +56,7 @@ class ServingConfig:
     ``cache_dir``: the transformers' safetensors copies (default ``<weights>/.safetensors-cache``);
     ``compile_cache``: keep compiled kernels beside them. ``warm_presets``: presets whose pass shapes the
     warm-up compiles and times (default: every preset, so no request compiles). ``gpu_override``: see
-    ``GAMECRAFT_GPU``. ``decode_behind``: None lets the memory plan decide (``auto``). ``vae_compile``: ``full`` or
+    ``GAMECRAFT_GPU``. ``vae_compile``: ``full`` or
     ``all`` (the tile shapes the compiled VAE decoder covers).
     """
 
@@ -81,7 +78,6 @@ class ServingConfig:
     warm_presets: tuple[str, ...] | None = None
     warm_go_fast: bool = True
     gpu_override: str | None = None
-    decode_behind: bool | None = False  # opt-in until measured on a GPU (issue 22); None: the plan decides
     vae_compile: str = "full"
 
     def __post_init__(self) -> None:
@@ -132,10 +128,6 @@ class ServingConfig:
         ):
             if name in env:
                 values[key] = _flag(env, name)
-        if env.get("GAMECRAFT_DECODE_BEHIND", "").strip().lower() == "auto":
-            values["decode_behind"] = None
-        elif env.get("GAMECRAFT_DECODE_BEHIND"):
-            values["decode_behind"] = _flag(env, "GAMECRAFT_DECODE_BEHIND")
         if env.get("GAMECRAFT_VAE_COMPILE"):
             values["vae_compile"] = env["GAMECRAFT_VAE_COMPILE"]
         if env.get("GAMECRAFT_ATTENTION"):

@@ -153,12 +153,11 @@ def start_session(engine: Engine, request: GenerationRequest) -> WorldSession:
 class _Clock:
     """Elapsed time and the ETA of the rest of a request, from what has run so far: seconds per denoising
     step over the last chunk's worth of steps and per decode (measured, else the cost table's later-chunk
-    figures; a fresh request's first chunk is shorter, so the first estimate errs long). ``decode_behind``:
-    decodes run beside the next chunk's steps, so only the last one adds to the time left."""
+    figures; a fresh request's first chunk is shorter, so the first estimate errs long)."""
 
-    def __init__(self, chunks: int, steps: int, costs: PassCosts | None, preset: Preset, decode_behind: bool = False):
+    def __init__(self, chunks: int, steps: int, costs: PassCosts | None, preset: Preset):
         self.start = time.perf_counter()
-        self.chunks, self.steps, self.decode_behind = chunks, steps, decode_behind
+        self.chunks, self.steps = chunks, steps
         self.step_s: list[float] = []
         self.decode_s: list[float] = []
         self._table_step = denoise_seconds(costs, preset, first=False) / max(steps, 1) if costs else 0.0
@@ -174,8 +173,6 @@ class _Clock:
         per_decode = sum(self.decode_s) / len(self.decode_s) if self.decode_s else self._table_decode
         steps_left = self.chunks * self.steps - steps_done
         decodes_left = self.chunks - decodes_done
-        if self.decode_behind:
-            decodes_left = min(decodes_left, 1)
         return max(0.0, steps_left * per_step + decodes_left * per_decode)
 
 
@@ -187,15 +184,12 @@ def generate(
     costs: PassCosts | None = None,
     overlap_writes: bool = True,
     stop: threading.Event | None = None,
-    decode_behind: bool = False,
 ) -> Iterator[Event]:
     """Run ``request``, writing its files into ``out_dir``; yields :mod:`~gamecraft.serving.events`.
 
     ``costs``: the warm-up's cost table, for the ETA before the first step is timed. ``overlap_writes``:
     generate the next chunk on a background thread while this one's mp4s are written (same outputs).
-    ``decode_behind``: with ``overlap_writes``, also decode each chunk beside the next one's steps, where
-    the engine allows it (``Engine.decodes_beside_passes``; the plan's ``decode_behind`` says whether the
-    GPU has the memory); same outputs. ``stop``: once set, the chunk in progress ends before its next step.
+    ``stop``: once set, the chunk in progress ends before its next step.
     Close the iterator (``contextlib.closing``) when not exhausting it, so that the thread is stopped at once.
     """
     out_dir = Path(out_dir)
@@ -207,8 +201,7 @@ def generate(
     session = start_session(engine, request)
     seed, first_world = session.state.seed, session.state.chunks_done + 1
     stem = names.stem(seed)
-    behind = decode_behind and overlap_writes and engine.decodes_beside_passes
-    clock = _Clock(len(chunks), preset.num_inference_steps, costs, preset, behind)
+    clock = _Clock(len(chunks), preset.num_inference_steps, costs, preset)
     estimate = clock.eta(0, 0) if costs is not None else None
     log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), preset.name, seed, *request.size)
     yield Started(seed, len(chunks), first_world, preset.name, preset.num_inference_steps, *request.size, estimate)
@@ -216,7 +209,7 @@ def generate(
     last_frame, last_file = None, time.perf_counter()
     steps_done = 0
     if overlap_writes:
-        results = chunks_ahead(session, chunks, stop=stop, steps=True, decode_behind=behind)
+        results = chunks_ahead(session, chunks, stop=stop, steps=True)
     else:
         results = _in_line(session, chunks, stop)
     with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full, closing(results):
@@ -258,7 +251,8 @@ def generate(
                 continue
             result: ChunkResult = item
             n = result.index - first_world + 1  # 0-based position within this request
-            full.append(result.frames)
+            # The chunk's own file first: the whole video's copy is appended once the chunk is out
+            # (below), so the time to each chunk's file does not include a second H.264 encode.
             path = write_mp4(result.frames, out_dir / f"{stem}-chunk{result.index + 1:03d}.mp4", fps=request.fps)
             last_frame = result.frames[-1]
             now = time.perf_counter()
@@ -286,6 +280,7 @@ def generate(
             )
             yield done
             yield FileReady("chunk", path, result.index + 1)
+            full.append(result.frames)
     yield FileReady("video", full.path)
     if request.return_state:
         yield FileReady("state", save_state(session.state, out_dir / f"{stem}-state.safetensors"))

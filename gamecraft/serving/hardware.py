@@ -294,7 +294,7 @@ def summary_line(
         else "one transformer on the GPU"
         + ("" if plan.park_on_host else " (the other reloads from disk: too little host memory)"),
         "text encoders " + ("in pinned host memory" if plan.text_offload else "on the GPU"),
-        f"VAE tiles {plan.vae_tile_px} px" + (", decoded beside the next chunk" if plan.decode_behind else ""),
+        f"VAE tiles {plan.vae_tile_px} px",
         f"modeled peak {plan.peak / GIB:.1f} of {plan.budget / GIB:.1f} GiB",
         "compiled" + (f" ({compile_.note})" if compile_.blocks else " off"),
     ]

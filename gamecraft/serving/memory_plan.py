@@ -15,7 +15,7 @@ and the reference's 256 px VAE tiles. Peaks are modeled for GPU 0 (it also runs 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from gamecraft.parallel.layout import choose_layout
 
@@ -55,9 +55,6 @@ class ByteCosts:
     cuda_context: int = 644_245_094  # ESTIMATE 0.6 GiB outside PyTorch's allocator (CUDA context, modules)
     nccl_buffers: int = GIB  # ESTIMATE, multi-GPU only: NCCL's own buffers for the process groups
     allocator_slack: int = 2 * GIB  # ESTIMATE: caching-allocator fragmentation kept free
-    # ESTIMATE: what a decode beside a pass needs on top of both working sets: the two CUDA streams keep
-    # separate pools in the caching allocator, so one cannot reuse what the other freed
-    decode_behind_margin: int = 4 * GIB
     sp_overhead: float = 1.15  # ESTIMATE: Ulysses send/receive buffers on top of 1/P of the activations
     hidden: int = 3072
     num_heads: int = 24
@@ -129,9 +126,7 @@ class MemoryPlan:
     ``"unsupported"`` (no fp8 on this GPU: go_fast runs the exact model). ``peaks``: modeled peak bytes per
     phase. ``host_pinned``: pinned host memory of all ranks at most (both presets used); ``park_on_host``:
     the transformer not in use waits in pinned host memory (else, with too little host memory, switching
-    presets reloads it from its safetensors cache). ``decode_behind``: one GPU, a plan that gave up nothing
-    above, and a chunk's decode fits beside the largest pass with a margin (phase ``pass_and_decode``), so
-    it may run while the next chunk is denoised; never chosen at the cost of any choice above."""
+    presets reloads it from its safetensors cache)."""
 
     budget: int
     keep_both: bool
@@ -143,7 +138,6 @@ class MemoryPlan:
     peaks: tuple[tuple[str, int], ...]
     host_pinned: int
     park_on_host: bool = True
-    decode_behind: bool = False  # one GPU with room for a chunk's decode beside a pass (serving.chunks_ahead)
 
     @property
     def peak(self) -> int:
@@ -247,7 +241,7 @@ def _plan(
     park = host_memory is None or host <= HOST_FRACTION * host_memory
     if not park:
         host = text + world * twin_parked
-    plan = MemoryPlan(
+    return MemoryPlan(
         budget=budget,
         keep_both=keep_both,
         fp8_twin=twin,
@@ -259,20 +253,3 @@ def _plan(
         host_pinned=host,
         park_on_host=park,
     )
-    # decoding behind only on a plan that gave nothing up for memory, and with room to spare: an
-    # out-of-memory error would fail a request to save a decode's seconds
-    uncompromised = twin in ("beside", "unsupported") and not one_at_a_time and tile == VAE_TILES_PX[0]
-    behind = with_decode_behind(plan, True, costs)
-    if world == 1 and uncompromised and behind.peak + costs.decode_behind_margin <= budget:
-        return behind
-    return plan
-
-
-def with_decode_behind(plan: MemoryPlan, on: bool, costs: ByteCosts = DEFAULT_COSTS) -> MemoryPlan:
-    """``plan`` with ``decode_behind`` set to ``on`` (a configuration's choice, or the planner's) and its
-    ``pass_and_decode`` phase modeled accordingly: a chunk's decode, on its own stream, beside the largest pass."""
-    peaks = {phase: bytes_ for phase, bytes_ in plan.peaks if phase != "pass_and_decode"}
-    if on:
-        largest_pass = max(bytes_ for phase, bytes_ in peaks.items() if phase.startswith("pass_"))
-        peaks["pass_and_decode"] = largest_pass + costs.vae_decode(plan.vae_tile_px)
-    return replace(plan, decode_behind=on, peaks=tuple(sorted(peaks.items(), key=lambda item: -item[1])))
