@@ -186,7 +186,7 @@ class WorldSession:
         stop: threading.Event | None = None,
     ) -> DenoisedChunk:
         """Denoise the next chunk along ``poses`` and advance :attr:`state` past it (only once every step
-        ran), so the next chunk can start while this one is decoded (:meth:`decode`).
+        ran: a stopped chunk leaves the state as it was); :meth:`decode` turns the result into frames.
 
         ``noise`` overrides the seeded noise; ``on_step`` sees every denoising step (default: one log line
         each); ``stop``, once set, ends the chunk between two steps with :class:`GenerationStopped`."""
