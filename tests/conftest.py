@@ -1,4 +1,6 @@
-"""Shared fixtures: the golden vectors live in ../shared/golden beside the checkout."""
+"""Shared fixtures. The project's shared files (golden vectors, Cog's config schema) live in ../shared beside
+the checkout; ``GAMECRAFT_SHARED`` points elsewhere (a clone in a temporary directory), ``GAMECRAFT_GOLDEN`` at
+the golden vectors alone."""
 
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def shared_path() -> Path:
+    return Path(os.environ.get("GAMECRAFT_SHARED", REPO_ROOT.parent / "shared")).resolve()
+
+
 def golden_path() -> Path:
-    return Path(os.environ.get("GAMECRAFT_GOLDEN", REPO_ROOT.parent / "shared" / "golden")).resolve()
+    return Path(os.environ.get("GAMECRAFT_GOLDEN", shared_path() / "golden")).resolve()
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     path = golden_path()
     if not (path / "README.md").is_file():
-        pytest.fail(f"golden vectors not found at {path} (set GAMECRAFT_GOLDEN)")
+        pytest.fail(f"golden vectors not found at {path} (set GAMECRAFT_SHARED or GAMECRAFT_GOLDEN)")
     return path
 
 

@@ -108,16 +108,20 @@ def engine():
     return tiny_random_engine()
 
 
-def _generate(engine, out: Path, overlap: bool):
-    request = GenerationRequest(
+def _request(actions: str = '["w", "left_rot", "d"]', speeds: str = "[0.3, 20, 0.2]") -> GenerationRequest:
+    """A tiny 2-step distilled request from the start image, one chunk per action."""
+    return GenerationRequest(
         prompt="a village",
         preset=resolve_preset("distilled", 2),
-        segments=parse_actions('["w", "left_rot", "d"]', "[0.3, 20, 0.2]"),
+        segments=parse_actions(actions, speeds),
         size=SIZE,
         image=IMAGE,
         seed=3,
     )
-    events = list(generate(engine, request, out, overlap_writes=overlap))
+
+
+def _generate(engine, out: Path, overlap: bool):
+    events = list(generate(engine, _request(), out, overlap_writes=overlap))
     return [e for e in events if isinstance(e, FileReady)], events[-1]
 
 
@@ -175,15 +179,7 @@ def test_the_first_estimate_counts_every_steps_and_decodes_cost(engine, tmp_path
     from gamecraft.serving.events import Started
 
     costs = PassCosts(first_pass_s=1.0, later_pass_s=1.0, decode_s=10.0, overhead_s=0.0)
-    request = GenerationRequest(
-        prompt="a village",
-        preset=resolve_preset("distilled", 2),
-        segments=parse_actions('["w", "a", "d"]', "[0.3, 0.3, 0.3]"),
-        size=SIZE,
-        image=IMAGE,
-        seed=3,
-    )
-    with closing(generate(engine, request, tmp_path, costs=costs)) as events:
+    with closing(generate(engine, _request('["w", "a", "d"]', "[0.3, 0.3, 0.3]"), tmp_path, costs=costs)) as events:
         estimate = next(e for e in events if isinstance(e, Started)).estimate_s
     assert estimate == 3 * 2 * 1.0 + 3 * 10.0
 
@@ -201,15 +197,7 @@ def test_each_chunks_file_comes_before_its_copy_in_the_whole_video(engine, tmp_p
         append(writer, frames)
 
     monkeypatch.setattr(generate_module.VideoWriter, "append", recording)
-    request = GenerationRequest(
-        prompt="a village",
-        preset=resolve_preset("distilled", 2),
-        segments=parse_actions('["w", "a"]', "[0.3, 0.3]"),
-        size=SIZE,
-        image=IMAGE,
-        seed=3,
-    )
-    for event in generate(engine, request, tmp_path):
+    for event in generate(engine, _request('["w", "a"]', "[0.3, 0.3]"), tmp_path):
         if isinstance(event, FileReady):
             order.append(f"ready {event.kind}")
     chunk = ["encode chunk", "ready chunk", "encode video"]

@@ -7,9 +7,9 @@ import json
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_path
 
-CONFIG_SCHEMA = REPO_ROOT.parent / "shared" / "cog" / "config_schema_v1.0.json"
+CONFIG_SCHEMA = shared_path() / "cog" / "config_schema_v1.0.json"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def config() -> dict:
 
 def test_cog_yaml_matches_cogs_config_schema(config: dict) -> None:
     if not CONFIG_SCHEMA.is_file():
-        pytest.fail(f"Cog's config schema not found at {CONFIG_SCHEMA}")
+        pytest.fail(f"Cog's config schema not found at {CONFIG_SCHEMA} (set GAMECRAFT_SHARED)")
     schema = json.loads(CONFIG_SCHEMA.read_text())
     validator = jsonschema.Draft7Validator(schema)
     errors = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(config)]

@@ -7,8 +7,7 @@ prompt; :meth:`WorldSession.generate_chunk` turns one chunk of camera motion int
 2. initial noise from the prediction's own seed — ``derive_seed(seed, "chunk", index)`` — so chunk
    ``k`` of a continued world gets exactly the noise it would get in an uninterrupted run;
 3. :func:`gamecraft.pipeline.sampling.denoise_chunk` with the preset's schedule, guidance and step cache;
-4. the 9 new latents become the history of the next chunk (:meth:`WorldSession.denoise_next` ends here, so
-   the next chunk can start) and are decoded to 33 frames (:meth:`WorldSession.decode`).
+4. the 9 new latents become the history of the next chunk and are decoded to 33 frames.
 """
 
 from __future__ import annotations
@@ -80,19 +79,6 @@ class ChunkResult:
     latents: torch.Tensor
     seconds_denoise: float
     seconds_decode: float
-
-
-@dataclass
-class DenoisedChunk:
-    """A chunk whose denoising is done and whose frames are not decoded yet: ``latents`` [1, 16, 9, h, w]
-    on the engine's device (the transformer's dtype) and ``host_latents``, their float32 copy on the CPU
-    (the next chunk's history), ``seconds_denoise`` wall-clock."""
-
-    index: int
-    label: str
-    latents: torch.Tensor
-    host_latents: torch.Tensor
-    seconds_denoise: float
 
 
 def encode_start_image(vae: GameCraftVae, pixels: torch.Tensor, seed: int) -> torch.Tensor:
@@ -174,19 +160,7 @@ class WorldSession:
         on_step: Callable[[StepInfo], None] | None = None,
         stop: threading.Event | None = None,
     ) -> ChunkResult:
-        """Generate the next chunk along ``poses``: :meth:`denoise_next` then :meth:`decode`."""
-        return self.decode(self.denoise_next(poses, label, noise, on_step, stop))
-
-    def denoise_next(
-        self,
-        poses: ChunkPoses,
-        label: str = "",
-        noise: torch.Tensor | None = None,
-        on_step: Callable[[StepInfo], None] | None = None,
-        stop: threading.Event | None = None,
-    ) -> DenoisedChunk:
-        """Denoise the next chunk along ``poses`` and advance :attr:`state` past it (only once every step
-        ran: a stopped chunk leaves the state as it was); :meth:`decode` turns the result into frames.
+        """Generate the next chunk along ``poses``; updates :attr:`state` (only once the chunk is complete).
 
         ``noise`` overrides the seeded noise; ``on_step`` sees every denoising step (default: one log line
         each); ``stop``, once set, ends the chunk between two steps with :class:`GenerationStopped`."""
@@ -220,25 +194,19 @@ class WorldSession:
                 stop=stop,
                 rows_at_once=self.engine.rows_at_once,
             )
-        state.last_latents = latents.float().cpu()  # waits for the device: the seconds below are real
-        seconds = time.perf_counter() - start
+            denoised = time.perf_counter()
+            video = self.engine.decode(latents)  # [1, 3, 33, H, W] in [0, 1]
+        frames_out = frames_to_host(video[0], self.frames_dtype)
+        decoded = time.perf_counter()
+        state.last_latents = latents.float().cpu()
         state.chunks_done += 1
         state.pose = (np.asarray(state.pose) @ poses.advance).tolist()
         state.actions.append(label)
-        return DenoisedChunk(index, label, latents, state.last_latents, seconds)
-
-    def decode(self, chunk: DenoisedChunk) -> ChunkResult:
-        """Decode a denoised chunk's 9 latents to its 33 frames (on the caller's current CUDA stream)."""
-        start = time.perf_counter()
-        with torch.no_grad():
-            video = self.engine.decode(chunk.latents)  # [1, 3, 33, H, W] in [0, 1]
-        frames_out = frames_to_host(video[0], self.frames_dtype)
-        seconds = time.perf_counter() - start
         log.info(
             "chunk %d (%s) done: denoise %.2fs, decode %.2fs",
-            chunk.index + 1,
-            chunk.label or "custom",
-            chunk.seconds_denoise,
-            seconds,
+            index + 1,
+            label or "custom",
+            denoised - start,
+            decoded - denoised,
         )
-        return ChunkResult(chunk.index, chunk.label, frames_out, chunk.host_latents, chunk.seconds_denoise, seconds)
+        return ChunkResult(index, label, frames_out, state.last_latents, denoised - start, decoded - denoised)

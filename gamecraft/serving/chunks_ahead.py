@@ -15,7 +15,7 @@ in the consumer as the same exception object.
 
 A chunk's VAE decode stays on the chunk thread, in line with its steps: decoding it on a second stream
 beside the next chunk's steps was measured on an H200 and saved nothing (the transformer's kernels keep
-every SM busy, so the two took turns: BENCHMARKS.md, "Decoding beside the next chunk").
+every SM busy, so the two took turns: BENCHMARKS.md, "go_fast in whole predictions, second round").
 """
 
 from __future__ import annotations
@@ -49,15 +49,14 @@ class Step:
 
 
 def step_recorder(position: int, device: torch.device, sink: Callable[[Step], None]) -> Callable[[StepInfo], None]:
-    """A ``generate_chunk`` step callback handing a :class:`Step` to ``sink``. It waits for the calling
-    thread's CUDA stream once per step (after the step's work is queued) so that the times are real; that
-    costs microseconds per multi-second step. Only scalars leave the callback: the step's tensors are not
-    kept alive."""
+    """A ``generate_chunk`` step callback handing a :class:`Step` to ``sink``. It synchronises the device
+    once per step (after the step's work is queued) so that the times are real; that costs microseconds
+    per multi-second step. Only scalars leave the callback: the step's tensors are not kept alive."""
     last = [time.perf_counter()]
 
     def on_step(info: StepInfo) -> None:
         if device.type == "cuda":
-            torch.cuda.current_stream(device).synchronize()
+            torch.cuda.synchronize(device)
         now = time.perf_counter()
         seconds, last[0] = now - last[0], now
         sink(Step(position, info.index, info.total, bool(info.cached), seconds))
@@ -99,10 +98,9 @@ def chunks_ahead(
     device = session.engine.device
     cuda_index = thread_cuda_index(device, torch.cuda.current_device() if device.type == "cuda" else None)
 
-    def hand_over(result: ChunkResult) -> bool:
+    def take_slot() -> bool:
         while not stop.is_set():
             if slots.acquire(timeout=POLL_S):
-                events.put(_Result(result))
                 return True
         return False
 
@@ -112,8 +110,10 @@ def chunks_ahead(
         try:
             for position, (poses, label) in enumerate(chunks):
                 on_step = step_recorder(position, device, events.put) if steps else None
-                if not hand_over(session.generate_chunk(poses, label, stop=stop, on_step=on_step)):
+                result = session.generate_chunk(poses, label, stop=stop, on_step=on_step)
+                if not take_slot():
                     return
+                events.put(_Result(result))
             events.put(_DONE)
         except GenerationStopped:
             return

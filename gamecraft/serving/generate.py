@@ -172,8 +172,7 @@ class _Clock:
         per_step = sum(recent) / len(recent) if recent else self._table_step
         per_decode = sum(self.decode_s) / len(self.decode_s) if self.decode_s else self._table_decode
         steps_left = self.chunks * self.steps - steps_done
-        decodes_left = self.chunks - decodes_done
-        return max(0.0, steps_left * per_step + decodes_left * per_decode)
+        return max(0.0, steps_left * per_step + (self.chunks - decodes_done) * per_decode)
 
 
 def generate(
@@ -189,8 +188,8 @@ def generate(
 
     ``costs``: the warm-up's cost table, for the ETA before the first step is timed. ``overlap_writes``:
     generate the next chunk on a background thread while this one's mp4s are written (same outputs).
-    ``stop``: once set, the chunk in progress ends before its next step.
-    Close the iterator (``contextlib.closing``) when not exhausting it, so that the thread is stopped at once.
+    ``stop``: once set, the chunk in progress ends before its next step. Close the iterator
+    (``contextlib.closing``) when not exhausting it, so that the thread is stopped at once.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
