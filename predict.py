@@ -1,7 +1,7 @@
 """Cog API layer for Hunyuan-GameCraft-1.0: inputs, validation, outputs. The work is in ``gamecraft/``.
 
 ``setup()`` builds the engine the environment describes (``gamecraft.serving.config`` lists every
-``GAMECRAFT_*`` variable) with ``gamecraft.serving.build.build_engine``, the same builder the CLI, the local
+``GAMECRAFT_*`` variable) with ``gamecraft.serving.build.build_service``, the same builder the CLI, the local
 server and the benchmarks use. ``predict()`` turns the inputs into one ``GenerationRequest`` and streams
 what ``gamecraft.serving.generate.generate`` reports: each file as soon as it exists, progress as coglet
 metrics (``progress``: phase, chunk, step, ETA; ``seed``; ``chunks_done``; ``seconds_per_chunk``).
@@ -46,13 +46,13 @@ def _configure_logging() -> None:
 class Predictor(BasePredictor):
     def setup(self) -> None:
         _configure_logging()
-        from gamecraft.serving.build import ConfigError, build_engine
+        from gamecraft.serving.build import ConfigError, build_service
         from gamecraft.serving.config import ServingConfig
 
         self._last_output_dir: Path | None = None
         try:
             self.config = ServingConfig.from_env()
-            self.served = build_engine(self.config)
+            self.served = build_service(self.config)
         except ConfigError as err:
             raise RuntimeError(f"{ENV_NAMES.get(err.option, err.option)}={err.value}: {err}") from None
         except ValueError as err:
@@ -150,7 +150,7 @@ class Predictor(BasePredictor):
                 log.warning("%s", plan.go_fast_note)
             elif fast and plan.go_fast_attention_note:
                 log.info("%s", plan.go_fast_attention_note)
-            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, fp8=fast)
+            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, go_fast=fast)
             plan.check_request(chosen)  # what this GPU's memory cannot run is refused before any GPU work
             chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
             segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
@@ -183,13 +183,13 @@ class Predictor(BasePredictor):
                 "request: %d chunk(s), preset %s%s, estimated %.0fs",
                 n_chunks,
                 chosen.name,
-                f" (go_fast: fp8 linears, {self.engine.fast_attention_backend} attention)" if fast else "",
+                f" (go_fast: fp8 linears, {self.engine.go_fast_attention_backend} attention)" if fast else "",
                 estimate,
             )
             # which kernels ran (go_fast falls back where the GPU or the installed kernels cannot run it)
             self.record_metric("go_fast", fast)
             engine = self.engine
-            self.record_metric("attention", engine.fast_attention_backend if fast else engine.attention_backend)
+            self.record_metric("attention", engine.go_fast_attention_backend if fast else engine.attention_backend)
             stop = threading.Event()
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
             with closing(self.served.generate(request, out_dir, OutputNames(), stop=stop)) as events:

@@ -50,7 +50,7 @@ from gamecraft.pipeline.actions import single  # noqa: E402
 from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
 from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
-from gamecraft.serving.build import build_engine  # noqa: E402
+from gamecraft.serving.build import build_service  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 
@@ -260,9 +260,9 @@ def chunk_suite(report: Report, args, engine, size, variants: dict) -> None:
     noise = chunk_noise(7, 1, (1, LATENT_CHANNELS, history_frames + 9, h, w))
     reference = None
     for name, (fast, backend) in variants.items():
-        preset = resolve_preset("distilled", args.steps or None, fp8=fast)
+        preset = resolve_preset("distilled", args.steps or None, go_fast=fast)
         engine.attention_backend = variants["exact"][1]
-        engine.fast_attention_backend = backend  # the kernel the session uses for go_fast (preset.fp8)
+        engine.go_fast_attention_backend = backend  # the kernel the session uses for go_fast (preset.go_fast)
         session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
         session.frames_dtype = torch.float32
         try:
@@ -353,7 +353,7 @@ def main() -> int:
     config = ServingConfig.from_env(
         weights="tiny" if args.tiny else "random", compile=not args.eager, gpus=1, tiny_size=(32, 48)
     )
-    served = build_engine(config, warm=False)
+    served = build_service(config, warm=False)
     engine, size = served.engine, served.plan.size
     engine.vae.uncompile_decoder()  # the chunk rows time the decode too: no compilation inside them
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 references stay float32

@@ -3,7 +3,7 @@
 For each ``--caps`` entry (``l40s``: 48 GB L40S, ``80gb``: H100 80GB, ``a100``: A100 80GB) the script caps
 PyTorch's allocator with ``torch.cuda.set_per_process_memory_fraction`` at that card's memory less the
 CUDA-context estimate of ``gamecraft.serving.memory_plan`` (L40S 44.4 GiB, H100 79.1 GiB) and builds the engine
-exactly as ``setup()`` would on that card: ``build_engine`` with ``GAMECRAFT_GPU`` set to the card, so the
+exactly as ``setup()`` would on that card: ``build_service`` with ``GAMECRAFT_GPU`` set to the card, so the
 planner picks its attention kernel, fp8-twin placement, guidance rows one at a time, text offload and
 compilation (full-size random weights; the kernels run on the real GPU). Each phase is timed with
 ``torch.cuda.reset_peak_memory_stats`` before and ``max_memory_allocated`` after:
@@ -97,7 +97,7 @@ def run_request(rec: Recorder, engine, cap: str, preset, chunks: int, size, peak
 
     h, w = size[0] // 8, size[1] // 8
     history = chunk_noise(99, 0, (1, LATENT_CHANNELS, 1, h, w))
-    label = preset.name + (" go_fast" if preset.fp8 else "")
+    label = preset.name + (" go_fast" if preset.go_fast else "")
     with rec.phase(cap, f"{label}: encode", gib(peaks.get("encode"))) as row:
         session = WorldSession.start(engine, preset, "a village street", 1, *size, history=history)
     if "error" in row:
@@ -127,14 +127,14 @@ def run_cap(rec: Recorder, args, cap: str, card: dict) -> None:
     import torch
 
     from gamecraft.pipeline.presets import resolve_preset
-    from gamecraft.serving.build import build_engine
+    from gamecraft.serving.build import build_service
 
     if rec.cuda:
         gc.collect()
         torch.cuda.empty_cache()
         apply_cap(card["cap_bytes"])
     with rec.phase(cap, "setup (build + warm-up)", gib(max(card["peaks"].values(), default=None))) as row:
-        served = build_engine(card["config"])
+        served = build_service(card["config"])
     if "error" in row:
         return
     plan = served.plan
@@ -156,7 +156,7 @@ def run_cap(rec: Recorder, args, cap: str, card: dict) -> None:
             (resolve_preset("full", args.full_steps), args.full_chunks),
         ]
         if args.go_fast_chunks and card["go_fast"]:
-            requests.append((resolve_preset("distilled", args.distilled_steps, fp8=True), args.go_fast_chunks))
+            requests.append((resolve_preset("distilled", args.distilled_steps, go_fast=True), args.go_fast_chunks))
         for preset, chunks in requests:
             if chunks:
                 run_request(rec, served.engine, cap, preset, chunks, plan.size, peaks)
@@ -228,7 +228,7 @@ def main() -> int:
     import torch
 
     import gamecraft.pipeline.session
-    from gamecraft.serving.build import plan_engine
+    from gamecraft.serving.build import plan_service
     from gamecraft.serving.config import ServingConfig
     from gamecraft.serving.hardware import DeviceInfo, probe_devices
     from gamecraft.serving.memory_plan import DEFAULT_COSTS
@@ -256,7 +256,7 @@ def main() -> int:
             attention="sdpa-cudnn" if args.non_hopper else "auto",
         )
         # the card's plan as setup() would make it there (reported; on the CPU the engine runs tiny models)
-        planned = plan_engine(
+        planned = plan_service(
             config,
             device=card if not cuda else DeviceInfo(name, capability, memory, real.count, real.nvlink),
         )

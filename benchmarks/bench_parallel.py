@@ -85,11 +85,11 @@ class Suite:
             self.spec = random_worker_spec(tiny=True, transformer_config=TINY_24_HEADS)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
-            from gamecraft.serving.build import load_engine, plan_engine, random_engine_kwargs
+            from gamecraft.serving.build import load_engine, plan_service, random_engine_kwargs
             from gamecraft.serving.config import ServingConfig
 
             # rank 0 as setup() builds it for random weights (on one GPU); workers are added per GPU count
-            plan = plan_engine(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile))
+            plan = plan_service(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile))
             self.local = load_engine(plan)
             if args.compile and not args.compile_vae:
                 self.local.vae.uncompile_decoder()
@@ -261,7 +261,7 @@ class Suite:
         for rows, frames, fast in cases:
             inp = self.inputs(rows, frames)
             model = engine.transformer("distilled", fast=fast)
-            backend = self.local.fast_attention_backend if fast else self.local.attention_backend
+            backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
             with torch.no_grad():
                 first, _ = timed(lambda: model(**inp, attention_backend=backend))
                 seconds, out = timed(lambda: model(**inp, attention_backend=backend))
@@ -306,7 +306,7 @@ class Suite:
                     self.record(dict(kind="chunk", gpus=world, chunk=spec, skipped="time budget"))
                     continue
                 steps = self.args.full_steps if preset_name == "full" else None
-                preset = resolve_preset(preset_name, steps, fp8=fast)
+                preset = resolve_preset(preset_name, steps, go_fast=fast)
                 session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
                 seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise))
                 row = dict(
@@ -330,7 +330,7 @@ class Suite:
         if world == 1:  # GPU 0 alone, same engine and code path as predict() on one GPU
             for rows, frames, fast in ((1, 10, False), (1, 18, True)):  # compile what the chunks use, untimed
                 inp = self.inputs(rows, frames)
-                backend = self.local.fast_attention_backend if fast else self.local.attention_backend
+                backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
                 with torch.no_grad():
                     self.local.transformer("distilled", fast=fast)(**inp, attention_backend=backend)
             self.warm_decode(self.local, 1)

@@ -1,5 +1,5 @@
 """Whole predictions through ``gamecraft.serving.generate.generate`` (what the predictor and the CLI run), on an
-engine built by ``gamecraft.serving.build.build_engine`` exactly as ``setup()`` builds it.
+engine built by ``gamecraft.serving.build.build_service`` exactly as ``setup()`` builds it.
 
 Default: full-size random weights (``GAMECRAFT_WEIGHTS=random``), 704×1216, the predictor's kernels and
 compilation, warmed up on every pass shape of the cases' presets and the go_fast twin (``--warm-all``: of both
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gamecraft.media.video import VideoWriter, write_mp4  # noqa: E402
 from gamecraft.pipeline.actions import parse_actions  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
-from gamecraft.serving.build import build_engine  # noqa: E402
+from gamecraft.serving.build import build_service  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.serving.events import FileReady, Finished, StepDone  # noqa: E402
 from gamecraft.serving.generate import GenerationRequest  # noqa: E402
@@ -90,7 +90,7 @@ def request_for(args, case: str, size) -> GenerationRequest:
     actions, speeds = ACTIONS[: args.chunks], SPEEDS[: args.chunks]
     return GenerationRequest(
         prompt="a medieval village street",
-        preset=resolve_preset(preset, steps, fp8=fast),
+        preset=resolve_preset(preset, steps, go_fast=fast),
         segments=parse_actions(json.dumps(actions), json.dumps(speeds)),
         image=IMAGE,
         seed=1,
@@ -156,7 +156,7 @@ def main() -> int:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total))
         record(dict(kind="memory_cap", gib=args.memory_gib, fraction=round(args.memory_gib * 2**30 / total, 4)))
-    served = build_engine(config_for(args))
+    served = build_service(config_for(args))
     engine, plan, warm = served.engine, served.plan, served.warm_up
     record(
         dict(

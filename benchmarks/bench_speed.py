@@ -56,15 +56,15 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def build(args):
-    """The engine as setup() builds it (``build_engine``), eager and not warmed up: the variants below
+    """The engine as setup() builds it (``build_service``), eager and not warmed up: the variants below
     compile what they measure."""
-    from gamecraft.serving.build import build_engine
+    from gamecraft.serving.build import build_service
     from gamecraft.serving.config import ServingConfig
 
     config = ServingConfig.from_env(
         weights="tiny" if args.tiny else "random", compile=False, gpus=1, tiny_size=(32, 48)
     )
-    served = build_engine(config, warm=False)
+    served = build_service(config, warm=False)
     if args.compile_vae and not args.tiny:
         served.engine.vae.compile_decoder()
     return served.engine, served.plan.size
@@ -253,8 +253,8 @@ def choose_backends(engine, rows, args) -> dict:
     kernel = {name: backend for name, _, backend, _ in VARIANTS}
     exact = min((n for n in ("compiled", "compiled-fa3") if n in seconds), key=seconds.get, default="compiled")
     fast = min((n for n in ("fp8", "fp8-fa3") if n in seconds), key=seconds.get, default="fp8")
-    engine.attention_backend, engine.fast_attention_backend = kernel[exact], kernel[fast]
-    return dict(kind="chosen_kernels", exact=engine.attention_backend, go_fast=engine.fast_attention_backend)
+    engine.attention_backend, engine.go_fast_attention_backend = kernel[exact], kernel[fast]
+    return dict(kind="chosen_kernels", exact=engine.attention_backend, go_fast=engine.go_fast_attention_backend)
 
 
 def chunk_suite(engine, size, args, pass_rows) -> list[dict]:
@@ -272,7 +272,7 @@ def chunk_suite(engine, size, args, pass_rows) -> list[dict]:
         steps = args.full_steps if preset_name == "full" else (args.steps or None)
         latents = {}
         for fp8 in (False, True) if not args.no_fp8 and preset_name == "distilled" else (False,):
-            preset = resolve_preset(preset_name, steps, fp8=fp8)
+            preset = resolve_preset(preset_name, steps, go_fast=fp8)
             session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
             seconds, result = timed(
                 lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise), device
@@ -286,7 +286,7 @@ def chunk_suite(engine, size, args, pass_rows) -> list[dict]:
                 seconds=round(seconds, 2),
                 denoise_s=round(result.seconds_denoise, 2),
                 decode_s=round(result.seconds_decode, 2),
-                attention=engine.fast_attention_backend if fp8 else engine.attention_backend,
+                attention=engine.go_fast_attention_backend if fp8 else engine.attention_backend,
             )
             if preset_name == "full" and cached:
                 # 50 steps with the step cache = 35 full steps + 15 cached ones (presets.step_cache_flags)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
-from gamecraft.serving.build import plan_engine, random_engine_kwargs  # noqa: E402
+from gamecraft.serving.build import plan_service, random_engine_kwargs  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.testing.random_weights import random_engine  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> int:
     results: dict = {"card": torch.cuda.get_device_name(), "torch": torch.__version__}
 
     # the planner's kernels for random weights, with the swapping of the real two-checkpoint setup
-    plan = plan_engine(ServingConfig.from_env(weights="random", compile=False, gpus=1))
+    plan = plan_service(ServingConfig.from_env(weights="random", compile=False, gpus=1))
     engine = random_engine(variants=("distilled",), **{**random_engine_kwargs(plan), "one_transformer_on_gpu": True})
     second = GameCraftTransformer(TransformerConfig.production(), dtype=torch.bfloat16, device="meta")
     init_random_(second, 1, device=torch.device("cuda"))

@@ -1,6 +1,6 @@
 """Command line: ``python -m gamecraft generate …`` (videos) and ``python -m gamecraft preview …`` (camera path).
 
-``generate`` runs the real pipeline, built by ``gamecraft.serving.build.build_engine`` exactly as the Cog
+``generate`` runs the real pipeline, built by ``gamecraft.serving.build.build_service`` exactly as the Cog
 predictor builds it (the environment of ``gamecraft.serving.config`` applies; flags win). Without a GPU or
 without complete weights it writes a tiny random weights directory and runs the same code on the CPU — the
 video is then a pipeline smoke run, not the model's output, and the command says so loudly.
@@ -19,7 +19,7 @@ from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses, world_poses
 from gamecraft.pipeline.presets import Preset, resolve_preset
 from gamecraft.pipeline.trajectory import load_trajectory
-from gamecraft.serving.build import ConfigError, build_engine, plan_engine
+from gamecraft.serving.build import ConfigError, build_service, plan_service
 from gamecraft.serving.config import ServingConfig, parse_size
 from gamecraft.serving.events import FileReady, Finished
 from gamecraft.serving.generate import GenerationRequest
@@ -78,7 +78,7 @@ def _generate(args: argparse.Namespace) -> int:
     segments = () if trajectory is not None else parse_actions(args.actions, args.speeds)
     config = serving_config(args, preset)
     try:
-        plan = plan_engine(config)
+        plan = plan_service(config)
     except ConfigError as err:
         raise SystemExit(f"--{err.option} {err.value}: {err}") from None
     if plan.source == "tiny":
@@ -86,7 +86,7 @@ def _generate(args: argparse.Namespace) -> int:
         print(SMOKE_BANNER.format(reason=reason, weights=config.weights), file=sys.stderr, flush=True)
     if args.go_fast and plan.go_fast_note is not None:
         print(plan.go_fast_note, file=sys.stderr)
-    preset = resolve_preset(args.preset, args.steps, args.guidance, fp8=args.go_fast and plan.go_fast_note is None)
+    preset = resolve_preset(args.preset, args.steps, args.guidance, go_fast=args.go_fast and plan.go_fast_note is None)
     plan.check_request(preset)
     image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
     request = GenerationRequest(
@@ -104,7 +104,7 @@ def _generate(args: argparse.Namespace) -> int:
         last_frame=args.last_frame,
         camera_preview=args.camera_preview,
     )
-    served = build_engine(config, plan=plan)
+    served = build_service(config, plan=plan)
     finished = None
     try:
         with closing(served.generate(request, Path(args.out))) as events:  # Ctrl-C stops it

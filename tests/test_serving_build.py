@@ -14,7 +14,7 @@ from gamecraft.__main__ import serving_config
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.pipeline.presets import resolve_preset
 from gamecraft.serving import build
-from gamecraft.serving.build import ConfigError, plan_engine
+from gamecraft.serving.build import ConfigError, plan_service
 from gamecraft.serving.config import ServingConfig
 from gamecraft.serving.hardware import DeviceInfo
 from gamecraft.testing.tiny_weights import write_tiny_weights
@@ -85,11 +85,11 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
     """Same environment and weights, same preset: the same kernels, compilation, caches and placement."""
     weights = write_tiny_weights(tmp_path / "weights")
     env = {"GAMECRAFT_WEIGHTS": str(weights), "GAMECRAFT_PRELOAD": "distilled"}
-    predictor = plan_engine(ServingConfig.from_env(env), device=H100)
+    predictor = plan_service(ServingConfig.from_env(env), device=H100)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    cli = plan_engine(serving_config(_cli_args(), resolve_preset("distilled")), device=H100)
-    assert cli.engine == predictor.engine and (cli.attention, cli.compile, cli.memory) == (
+    cli = plan_service(serving_config(_cli_args(), resolve_preset("distilled")), device=H100)
+    assert cli.engine_config == predictor.engine_config and (cli.attention, cli.compile, cli.memory) == (
         predictor.attention,
         predictor.compile,
         predictor.memory,
@@ -100,7 +100,7 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
         2,
         ("cuda:0", "cuda:1"),
     )
-    assert predictor.engine.compile and predictor.engine.cache_dir == weights / ".safetensors-cache"
+    assert predictor.engine_config.compile and predictor.engine_config.cache_dir == weights / ".safetensors-cache"
     # the predictor warms both presets; the CLI only the one it runs
     assert {s.rows for s in predictor.warm_shapes} == {1, 2} and {s.rows for s in cli.warm_shapes} == {1}
 
@@ -109,12 +109,12 @@ def test_the_cli_falls_back_to_tiny_weights_and_says_why(tmp_path):
     config = serving_config(
         _cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")), resolve_preset("distilled")
     )
-    plan = plan_engine(config, device=None)
-    assert plan.source == "tiny" and plan.smoke_reason == "no CUDA GPU" and plan.engine.device == "cpu"
-    plan = plan_engine(config, device=H100)
+    plan = plan_service(config, device=None)
+    assert plan.source == "tiny" and plan.smoke_reason == "no CUDA GPU" and plan.engine_config.device == "cpu"
+    plan = plan_service(config, device=H100)
     assert plan.source == "tiny" and plan.smoke_reason.startswith("weights incomplete")
     with pytest.raises(ConfigError, match="3 GPUs cannot split 2 attention heads evenly") as info:
-        plan_engine(replace(config, weights="tiny", gpus=3), device=None)
+        plan_service(replace(config, weights="tiny", gpus=3), device=None)
     assert info.value.option == "gpus" and info.value.value == 3
 
 
@@ -127,7 +127,7 @@ def test_a_broken_compiler_falls_back_to_eager(tmp_path, caplog):
         EngineConfig.for_cpu(weights, preload=("distilled",)), compile=True, compile_backend=broken_backend
     )
     engine = GameCraftEngine.load(config)
-    plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
+    plan = plan_service(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
     warm = build.warm_up(engine, plan)
     assert not engine.compiled and set(warm.pass_seconds) == set(plan.warm_shapes)
     assert "compiling failed during the warm-up; running eagerly" in caplog.text
@@ -146,7 +146,7 @@ def test_an_out_of_memory_warm_up_is_not_taken_for_a_compiler_failure(tmp_path):
             self.disabled = True
 
     weights = write_tiny_weights(tmp_path / "weights")
-    plan = plan_engine(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
+    plan = plan_service(ServingConfig(weights="tiny", tiny_dir=Path(weights), tiny_size=(32, 48)), device=None)
     engine = Engine()
     with pytest.raises(torch.OutOfMemoryError):
         build.warm_up(engine, plan)
@@ -155,14 +155,14 @@ def test_an_out_of_memory_warm_up_is_not_taken_for_a_compiler_failure(tmp_path):
 
 def test_a_card_that_runs_guidance_rows_one_at_a_time_warms_only_one_row_passes():
     l40s = DeviceInfo("NVIDIA L40S", (8, 9), 46068 * 2**20)
-    plan = plan_engine(ServingConfig(weights="random"), device=l40s)
-    assert plan.engine.rows_at_once == 1 and plan.engine.fp8_twin == "replace"
-    assert {shape.rows for shape in plan.warm_shapes} == {1} and any(shape.fast for shape in plan.warm_shapes)
+    plan = plan_service(ServingConfig(weights="random"), device=l40s)
+    assert plan.engine_config.rows_at_once == 1 and plan.engine_config.fp8_twin == "replace"
+    assert {shape.rows for shape in plan.warm_shapes} == {1} and any(shape.go_fast for shape in plan.warm_shapes)
 
 
 def test_the_vae_compile_scope_reaches_the_engine(tmp_path):
     h200 = DeviceInfo("NVIDIA H200", (9, 0), 143771 * 2**20)
     for scope in ("full", "all"):
-        plan = plan_engine(ServingConfig(weights="random", vae_compile=scope), device=h200)
-        assert plan.engine.compile_vae and plan.engine.vae_compile_scope == scope
+        plan = plan_service(ServingConfig(weights="random", vae_compile=scope), device=h200)
+        assert plan.engine_config.compile_vae and plan.engine_config.vae_compile_scope == scope
         assert build.random_engine_kwargs(plan)["vae_compile_scope"] == scope

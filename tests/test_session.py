@@ -264,7 +264,7 @@ def test_go_fast_uses_the_fp8_twin_and_stays_close(engine, tmp_path):
             "[0.3]",
             image=IMAGE,
             seed=4,
-            preset=resolve_preset("distilled", 2, fp8=True),
+            preset=resolve_preset("distilled", 2, go_fast=True),
         )[0]
     )
     twin = engine.transformer("distilled", fast=True)

@@ -69,7 +69,7 @@ def test_a_full_and_a_go_fast_request_after_the_warm_up_compile_nothing(weights,
     assert compiled > 0
     costs = costs_from_warm_up(warm)
     assert costs.pass_seconds(2, first=False) == warm.pass_seconds[PassShape(2, 18)]  # measured, not derived
-    for name, preset in (("full", resolve_preset("full", 2)), ("fast", resolve_preset("distilled", 2, fp8=True))):
+    for name, preset in (("full", resolve_preset("full", 2)), ("fast", resolve_preset("distilled", 2, go_fast=True))):
         list(generate(engine, _request(preset), tmp_path / name))
     assert engine.loaded_variants == ("distilled", "full")  # the full request loaded the other transformer
     assert counter.frame_count == compiled  # ... and compiled nothing

@@ -55,17 +55,16 @@ class Transformer(Protocol):
 @dataclass(frozen=True)
 class PassShape:
     """One shape of transformer pass: ``rows`` (1, or 2 with guidance) × ``frames`` latent frames (10 for a
-    first chunk, 18 for a later one), with the exact weights or the fp8 twin (``fast``, go_fast).
+    first chunk, 18 for a later one), with the exact weights or the fp8 twin (``go_fast``).
     Compiled code is shared by every variant of the same shape, so a shape is warmed once."""
 
     rows: int
     frames: int
-    fast: bool = False
+    go_fast: bool = False
 
     def __str__(self) -> str:
-        return (
-            f"{self.rows} row{'s' if self.rows > 1 else ''} × {self.frames} frames{' (go_fast)' if self.fast else ''}"
-        )
+        rows = f"{self.rows} row{'s' if self.rows > 1 else ''}"
+        return f"{rows} × {self.frames} frames{' (go_fast)' if self.go_fast else ''}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class Engine(abc.ABC):
     transformer_config: TransformerConfig
     vae: GameCraftVae  # encoding of start images and videos; decoding goes through decode()
     attention_backend: str  # the exact path's kernel (gamecraft.model.attention)
-    fast_attention_backend: str  # the kernel go_fast uses (preset.fp8)
+    go_fast_attention_backend: str  # the kernel go_fast uses (preset.go_fast)
 
     @property
     @abc.abstractmethod
@@ -151,8 +150,8 @@ class Engine(abc.ABC):
             if shape.rows not in texts:
                 texts[shape.rows] = self.encode_text("warm-up", "", guidance=shape.rows == 2)
             text = texts[shape.rows]
-            model = self.transformer(variant, fast=shape.fast)
-            backend = self.fast_attention_backend if shape.fast else self.attention_backend
+            model = self.transformer(variant, fast=shape.go_fast)
+            backend = self.go_fast_attention_backend if shape.go_fast else self.attention_backend
             x = torch.zeros(
                 shape.rows, 2 * LATENT_CHANNELS + 1, shape.frames, h, w, device=self.device, dtype=model.dtype
             )

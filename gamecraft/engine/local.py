@@ -66,7 +66,7 @@ class EngineConfig:
     park_on_host: bool = True  # swapped-out transformers wait in pinned host memory (False: reloaded from disk)
     rows_at_once: int = 2  # guidance rows per pass: 1 runs them one after the other (half the activations)
     attention_backend: str = "sdpa"
-    fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
+    go_fast_attention_backend: str | None = None  # go_fast's attention kernel (None: attention_backend)
     cache_dir: Path | None = None
     layout: WeightsLayout = field(default_factory=lambda: DEFAULT_LAYOUT)
 
@@ -99,7 +99,7 @@ class GameCraftEngine(Engine):
         self.text_encoders = text
         self.transformer_config = transformer_config
         self.attention_backend = config.attention_backend
-        self.fast_attention_backend = config.fast_attention_backend or config.attention_backend
+        self.go_fast_attention_backend = config.go_fast_attention_backend or config.attention_backend
         self._transformers: dict[str, GameCraftTransformer] = {}
         self._parked: dict[str, PinnedOffload] = {}  # variant -> pinned host copy (one_transformer_on_gpu)
         self._twins: dict[str, Fp8Twin] = {}  # variant -> its go_fast fp8 twin

@@ -105,7 +105,7 @@ class ParallelEngine(Engine):
         self.transformer_config = local.transformer_config
         self.vae = local.vae
         self.attention_backend = local.attention_backend
-        self.fast_attention_backend = local.fast_attention_backend
+        self.go_fast_attention_backend = local.go_fast_attention_backend
         runtime.attach(local)
         self._sent_camera: torch.Tensor | None = None
         self._sent_rope: tuple[torch.Tensor, torch.Tensor] | None = None

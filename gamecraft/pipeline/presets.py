@@ -21,7 +21,7 @@ class Preset:
     guidance_scale: float
     flow_shift: float
     step_cache: bool
-    fp8: bool = False  # go_fast: fp8 block linears (gamecraft.model.fp8)
+    go_fast: bool = False  # fp8 block linears (gamecraft.model.fp8)
 
     @property
     def uses_cfg(self) -> bool:
@@ -44,7 +44,7 @@ def resolve_preset(
     guidance_scale: float | None = None,
     flow_shift: float | None = None,
     step_cache: bool | None = None,
-    fp8: bool = False,
+    go_fast: bool = False,
 ) -> Preset:
     """The named preset with explicit overrides applied; ``ValueError`` on unknown names or bad values."""
     if name not in PRESETS:
@@ -64,7 +64,7 @@ def resolve_preset(
         preset = replace(preset, flow_shift=float(flow_shift))
     if step_cache is not None:
         preset = replace(preset, step_cache=bool(step_cache))
-    return replace(preset, fp8=bool(fp8))
+    return replace(preset, go_fast=bool(go_fast))
 
 
 def step_cache_flags(num_steps: int, enabled: bool) -> list[bool]:

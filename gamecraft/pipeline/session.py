@@ -42,7 +42,7 @@ class SessionEngine(Protocol):
 
     device: torch.device
     attention_backend: str
-    fast_attention_backend: str  # the kernel go_fast (``preset.fp8``) uses
+    go_fast_attention_backend: str  # the kernel go_fast (``preset.go_fast``) uses
     rows_at_once: int  # guidance rows per transformer call (1 on GPUs short of memory)
 
     def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
@@ -148,8 +148,8 @@ class WorldSession:
         return self._rope[frames]
 
     def _attention_backend(self) -> str:
-        if self.preset.fp8:
-            return self.engine.fast_attention_backend
+        if self.preset.go_fast:
+            return self.engine.go_fast_attention_backend
         return self.engine.attention_backend
 
     def generate_chunk(
@@ -166,7 +166,7 @@ class WorldSession:
         each); ``stop``, once set, ends the chunk between two steps with :class:`GenerationStopped`."""
         state, preset, device = self.state, self.preset, self.engine.device
         index = state.chunks_done
-        transformer = self.engine.transformer(preset.variant, fast=preset.fp8)
+        transformer = self.engine.transformer(preset.variant, fast=preset.go_fast)
         history = state.last_latents.to(device)
         frames = chunk_frames(history)
         h, w = latent_size(state.height, state.width)

@@ -41,9 +41,9 @@ class PassCosts:
     cached_fraction: float = 1 / 40
     measured: Mapping[PassShape, float] = field(default_factory=dict)
 
-    def pass_seconds(self, rows: int, first: bool, fast: bool = False) -> float:
+    def pass_seconds(self, rows: int, first: bool, go_fast: bool = False) -> float:
         frames = FIRST_CHUNK_LATENT_FRAMES if first else LATER_CHUNK_LATENT_FRAMES
-        for shape in (PassShape(rows, frames, fast), PassShape(rows, frames, False)):
+        for shape in (PassShape(rows, frames, go_fast), PassShape(rows, frames, False)):
             if shape in self.measured:
                 return self.measured[shape]
         return (self.first_pass_s if first else self.later_pass_s) * (self.cfg_factor if rows == 2 else 1.0)
@@ -56,7 +56,7 @@ def denoise_seconds(costs: PassCosts, preset: Preset, first: bool) -> float:
     """Seconds of one chunk's denoising (every step, cached steps at their fraction), without the decode."""
     flags = step_cache_flags(preset.num_inference_steps, preset.step_cache)
     passes = sum(costs.cached_fraction if cached else 1.0 for cached in flags)
-    return passes * costs.pass_seconds(2 if preset.uses_cfg else 1, first, preset.fp8)
+    return passes * costs.pass_seconds(2 if preset.uses_cfg else 1, first, preset.go_fast)
 
 
 def warm_up_shapes(presets: Iterable[Preset], go_fast: bool, rows_at_once: int = 2) -> list[PassShape]:
@@ -65,8 +65,8 @@ def warm_up_shapes(presets: Iterable[Preset], go_fast: bool, rows_at_once: int =
     twin's (so an fp8 twin that replaces the bf16 linears is swapped once)."""
     rows = sorted({min(2 if preset.uses_cfg else 1, rows_at_once) for preset in presets})
     shapes = [
-        PassShape(r, frames, fast)
-        for fast in ((False, True) if go_fast else (False,))
+        PassShape(r, frames, twin)
+        for twin in ((False, True) if go_fast else (False,))
         for r in rows
         for frames in PASS_LATENT_FRAMES
     ]

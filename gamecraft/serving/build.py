@@ -1,9 +1,9 @@
-"""One way to build the engine: :func:`build_engine` turns a :class:`ServingConfig` into a warmed-up engine.
+"""One way to build the engine: :func:`build_service` turns a :class:`ServingConfig` into a warmed-up engine.
 
 The predictor, the CLI, the local server and the benchmarks all call it, so they all run the same kernels,
 compilation, caches and memory placement for the same weights. It runs in three steps:
 
-1. :func:`plan_engine` — pure decisions from the configuration and the GPUs found: which weights (a
+1. :func:`plan_service` — pure decisions from the configuration and the GPUs found: which weights (a
    directory, tiny or random; the tiny fallback and its reason), the size of the videos, how many GPUs,
    the attention kernels and compilation (:mod:`gamecraft.serving.hardware`), the :class:`EngineConfig`,
    the pass shapes to warm up;
@@ -73,11 +73,11 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class EnginePlan:
-    """What :func:`build_engine` will build (see the module docstring). ``source``: ``"weights"``,
+class ServicePlan:
+    """What :func:`build_service` will build (see the module docstring). ``source``: ``"weights"``,
     ``"tiny"`` or ``"random"``; ``smoke_reason``: why tiny weights replace the real ones (None when they
     were asked for or not used); ``gpu``: the GPU(s) planned for (None: the CPU); ``memory``: their memory
-    plan; ``engine``: the engine's configuration (``weights_dir`` is the tiny directory for tiny weights;
+    plan; ``engine_config``: the engine's configuration (``weights_dir`` is the tiny directory for tiny weights;
     for random weights it is unused); ``go_fast_note``: why go_fast requests run exact here (None: they
     do not)."""
 
@@ -91,7 +91,7 @@ class EnginePlan:
     attention: AttentionChoice
     compile: CompileSettings
     memory: MemoryPlan | None
-    engine: EngineConfig
+    engine_config: EngineConfig
     warm_shapes: tuple[PassShape, ...]
     go_fast_note: str | None
     summary: str
@@ -104,15 +104,15 @@ class EnginePlan:
     def check_request(self, preset: Preset) -> None:
         """``ValueError`` (one line) for a request this GPU's memory plan refuses, before any GPU work."""
         if self.memory is not None:
-            check_request(self.memory, 2 if preset.uses_cfg else 1, preset.fp8)
+            check_request(self.memory, 2 if preset.uses_cfg else 1, preset.go_fast)
 
 
 @dataclass
-class ServingEngine:
+class Service:
     """A built, warmed-up engine with its plan and the cost table its warm-up measured."""
 
     engine: Engine
-    plan: EnginePlan
+    plan: ServicePlan
     costs: PassCosts
     warm_up: WarmUp | None
     setup_seconds: float
@@ -133,11 +133,11 @@ class ServingEngine:
         self.engine.close()
 
 
-PROBE = object()  # plan_engine's default: look at the GPUs of this machine
+PROBE = object()  # plan_service's default: look at the GPUs of this machine
 
 
-def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROBE) -> EnginePlan:
-    """Decide everything :func:`build_engine` does, without loading or writing anything.
+def plan_service(config: ServingConfig, device: DeviceInfo | None | object = PROBE) -> ServicePlan:
+    """Decide everything :func:`build_service` does, without loading or writing anything.
 
     ``device``: the GPU(s) (default: :func:`probe_devices`; None = no GPU). ``ConfigError`` /
     ``RuntimeError`` with one line for what cannot run here."""
@@ -179,14 +179,14 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
             compile_vae=compile_.vae_decoder,
             vae_compile_scope=config.vae_compile,
             attention_backend=attention.exact,
-            fast_attention_backend=attention.go_fast,
+            go_fast_attention_backend=attention.go_fast,
             fp8_twin="replace" if memory.fp8_twin == "replace" else "beside",
             park_on_host=memory.park_on_host,
             rows_at_once=1 if memory.rows_one_at_a_time else 2,
         )
         fast_ok = memory.fp8_twin in ("beside", "replace")
     else:
-        engine = EngineConfig.for_cpu(weights_dir, preload=variants, fast_attention_backend=attention.go_fast)
+        engine = EngineConfig.for_cpu(weights_dir, preload=variants, go_fast_attention_backend=attention.go_fast)
         fast_ok = True
     note = go_fast_message(gpu)
     if note is None and gpu is not None and attention.go_fast != "sage":
@@ -205,7 +205,7 @@ def plan_engine(config: ServingConfig, device: DeviceInfo | None | object = PROB
     device_names = tuple(f"cuda:{i}" for i in range(world)) if on_gpu else ("cpu",) * world
     estimate = multi_gpu_estimate(gpu, rows=1, attention=attention.exact) if gpu is not None else None
     summary = summary_line(gpu, attention, memory, compile_, estimate.line() if estimate else "")
-    return EnginePlan(
+    return ServicePlan(
         source,
         weights_dir,
         reason,
@@ -257,7 +257,7 @@ def _world_size(config: ServingConfig, device: DeviceInfo | None, on_gpu: bool, 
     return max(world, 1)
 
 
-def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
+def prepare_weights(config: ServingConfig, plan: ServicePlan) -> None:
     """Make the plan's weights exist: download what is missing (when allowed), write tiny weights; and keep
     compiled kernels beside the safetensors cache so a restart with the same volume skips most of the
     compilation."""
@@ -268,14 +268,14 @@ def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
     if plan.source != "weights":
         return
     try:
-        for variant in plan.engine.preload:
+        for variant in plan.engine_config.preload:
             check_layout(plan.weights_dir, variant)
     except MissingWeightsError as err:
         first_line = str(err).splitlines()[0]
         if not config.download:
             raise RuntimeError(f"{first_line}; downloading is disabled (GAMECRAFT_DOWNLOAD=0)") from None
         try:
-            download_weights(plan.weights_dir, plan.engine.preload, token=config.hf_token)
+            download_weights(plan.weights_dir, plan.engine_config.preload, token=config.hf_token)
         except Exception as download_err:  # noqa: BLE001 - one clear line for SETUP_FAILED
             raise RuntimeError(
                 f"{first_line}, and downloading them failed: "
@@ -283,8 +283,8 @@ def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
             ) from None
     # torch reads its compiler-cache location from the environment, before it first compiles; a value the
     # operator set wins.
-    if config.compile_cache and plan.engine.compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        inductor = Path(plan.engine.cache_dir or plan.weights_dir).resolve() / "inductor"
+    if config.compile_cache and plan.engine_config.compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        inductor = Path(plan.engine_config.cache_dir or plan.weights_dir).resolve() / "inductor"
         try:
             inductor.mkdir(parents=True, exist_ok=True)
             if os.access(inductor, os.W_OK):
@@ -293,7 +293,7 @@ def prepare_weights(config: ServingConfig, plan: EnginePlan) -> None:
             pass
 
 
-def load_engine(plan: EnginePlan) -> Engine:
+def load_engine(plan: ServicePlan) -> Engine:
     """Load the plan's engine: one device, or rank 0 plus ``world_size - 1`` worker processes."""
     if plan.source == "random":
         log.warning("FULL-SIZE RANDOM WEIGHTS: real speed and memory, outputs are noise")
@@ -306,17 +306,17 @@ def load_engine(plan: EnginePlan) -> Engine:
         log.warning("TINY RANDOM WEIGHTS: outputs are pipeline smoke runs, not GameCraft videos")
     if plan.world_size > 1:
         log.info("starting %d GPU workers", plan.world_size - 1)
-        return load_parallel_engine(plan.engine, plan.world_size, list(plan.devices))
-    return GameCraftEngine.load(plan.engine)
+        return load_parallel_engine(plan.engine_config, plan.world_size, list(plan.devices))
+    return GameCraftEngine.load(plan.engine_config)
 
 
-def random_engine_kwargs(plan: EnginePlan) -> dict:
+def random_engine_kwargs(plan: ServicePlan) -> dict:
     """The plan's kernels and compilation as ``gamecraft.testing.random_weights.random_engine`` arguments (one
     random transformer serves both variants, so nothing is swapped)."""
-    config = plan.engine
+    config = plan.engine_config
     return dict(
         attention_backend=config.attention_backend,
-        fast_attention_backend=config.fast_attention_backend,
+        go_fast_attention_backend=config.go_fast_attention_backend,
         compile=config.compile,
         compile_vae=config.compile_vae,
         vae_compile_scope=config.vae_compile_scope,
@@ -327,7 +327,7 @@ def random_engine_kwargs(plan: EnginePlan) -> dict:
     )
 
 
-def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
+def warm_up(engine: Engine, plan: ServicePlan) -> WarmUp:
     """Compile and time every pass shape of the plan; if compiling fails (a broken compiler toolchain), run
     eagerly from then on and warm up again, so the model still serves."""
     try:
@@ -340,22 +340,25 @@ def warm_up(engine: Engine, plan: EnginePlan) -> WarmUp:
         return engine.warm_up(plan.warm_shapes, *plan.size)
 
 
-def build_engine(
-    config: ServingConfig, warm: bool = True, device: DeviceInfo | None | object = PROBE, plan: EnginePlan | None = None
-) -> ServingEngine:
-    """Plan (unless ``plan`` is :func:`plan_engine`'s for ``config`` already), prepare, load and (``warm``)
+def build_service(
+    config: ServingConfig,
+    warm: bool = True,
+    device: DeviceInfo | None | object = PROBE,
+    plan: ServicePlan | None = None,
+) -> Service:
+    """Plan (unless ``plan`` is :func:`plan_service`'s for ``config`` already), prepare, load and (``warm``)
     warm up the engine ``config`` describes."""
     start = time.perf_counter()
-    plan = plan or plan_engine(config, device)
+    plan = plan or plan_service(config, device)
     log.info(
-        "engine plan: %s weights%s, %dx%d; %s",
+        "service plan: %s weights%s, %dx%d; %s",
         plan.source,
         f" ({plan.smoke_reason})" if plan.smoke_reason else "",
         *plan.size,
         plan.summary,
     )
     prepare_weights(config, plan)  # missing weights are the first thing to report
-    if plan.source == "weights" and plan.engine.device != "cuda":
+    if plan.source == "weights" and plan.engine_config.device != "cuda":
         raise RuntimeError(
             "no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run"
         )
@@ -372,7 +375,7 @@ def build_engine(
     )
     seconds = time.perf_counter() - start
     log.info("engine ready in %.1fs", seconds)
-    return ServingEngine(engine, plan, costs, warm_up_result, seconds)
+    return Service(engine, plan, costs, warm_up_result, seconds)
 
 
 def _tiny_or_production(source: str) -> TransformerConfig:

@@ -1,7 +1,7 @@
 """The one configuration of a GameCraft server, CLI run or benchmark: :class:`ServingConfig`.
 
 Built once — :meth:`ServingConfig.from_env` (the predictor, the local server) or from command-line flags
-on top of it (the CLI, benchmarks) — and passed to :func:`gamecraft.serving.build.build_engine`. This
+on top of it (the CLI, benchmarks) — and passed to :func:`gamecraft.serving.build.build_service`. This
 module is the only place in the project that reads the environment for configuration:
 
 =============================  ======================================================================

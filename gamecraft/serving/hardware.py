@@ -159,7 +159,7 @@ def kernel_allowed(kernel: str, capability: tuple[int, int]) -> bool:
 @dataclass(frozen=True)
 class AttentionChoice:
     """The attention kernel of exact passes and of go_fast passes (``EngineConfig.attention_backend`` /
-    ``fast_attention_backend``)."""
+    ``go_fast_attention_backend``)."""
 
     exact: str
     go_fast: str

@@ -39,7 +39,7 @@ class _GoldenEngine:
     text: TextConditioning
     device: torch.device = torch.device("cpu")
     attention_backend: str = "sdpa-math"
-    fast_attention_backend: str = "sdpa-math"
+    go_fast_attention_backend: str = "sdpa-math"
     rows_at_once: int = 2
 
     def transformer(self, variant: str, fast: bool = False):
