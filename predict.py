@@ -46,8 +46,8 @@ def _configure_logging() -> None:
 class Predictor(BasePredictor):
     def setup(self) -> None:
         _configure_logging()
-        from gamecraft.serving.build import ConfigError, build_service
-        from gamecraft.serving.config import ServingConfig
+        from gamecraft.serving.build import build_service
+        from gamecraft.serving.config import ConfigError, ServingConfig
 
         self._last_output_dir: Path | None = None
         try:

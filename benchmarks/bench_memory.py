@@ -228,10 +228,10 @@ def main() -> int:
     import torch
 
     import gamecraft.pipeline.session
-    from gamecraft.serving.build import plan_service
     from gamecraft.serving.config import ServingConfig
-    from gamecraft.serving.hardware import DeviceInfo, probe_devices
+    from gamecraft.serving.devices import DeviceInfo, probe_devices
     from gamecraft.serving.memory_plan import DEFAULT_COSTS
+    from gamecraft.serving.plan import plan_service
 
     args.out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available() and not args.tiny

@@ -85,8 +85,9 @@ class Suite:
             self.spec = random_worker_spec(tiny=True, transformer_config=TINY_24_HEADS)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
-            from gamecraft.serving.build import load_engine, plan_service, random_engine_kwargs
+            from gamecraft.serving.build import load_engine, random_engine_kwargs
             from gamecraft.serving.config import ServingConfig
+            from gamecraft.serving.plan import plan_service
 
             # rank 0 as setup() builds it for random weights (on one GPU); workers are added per GPU count
             plan = plan_service(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile))

@@ -7,7 +7,7 @@
    (bf16) beside a *sparse placeholder* ``.pt``. Tensors are views into one random pool per dtype,
    so RAM stays ~1 GB. The vision towers / LM head are not written: the loaders never read them.
 2. **Measure** in fresh subprocesses (nothing pre-warmed; page cache dropped first with
-   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``serving.build.plan_service`` configures it
+   ``--drop-caches``): import, ``GameCraftEngine.load`` as ``serving.plan.plan_service`` configures it
    (split into VAE / text encoders / transformer), the warm-up ``measure_costs`` that ``setup()`` runs
    (it compiles the blocks on CUDA), peak GPU memory. ``--repeat-compile`` runs a second time with the
    inductor cache (``TORCHINDUCTOR_CACHE_DIR`` under ``--dir``) warm from the first run. ``--gpus N``
@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-CACHE_SUBDIR = ".safetensors-cache"  # serving.build.plan_service's EngineConfig.cache_dir
+CACHE_SUBDIR = ".safetensors-cache"  # serving.plan.plan_service's EngineConfig.cache_dir
 MARKER = "bench_setup_prepared.json"
 GIB = 2**30
 
@@ -293,8 +293,8 @@ def measure(args) -> dict:
 
     from gamecraft.engine import EngineConfig, GameCraftEngine
     from gamecraft.serving.budget import measure_costs
-    from gamecraft.serving.build import plan_service
     from gamecraft.serving.config import ServingConfig
+    from gamecraft.serving.plan import plan_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     row = {"import_s": time.perf_counter() - PROCESS_START, "components_s": {}, "cache_used": False}

@@ -22,8 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
-from gamecraft.serving.build import plan_service, random_engine_kwargs  # noqa: E402
+from gamecraft.serving.build import random_engine_kwargs  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
+from gamecraft.serving.plan import plan_service  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.testing.random_weights import random_engine  # noqa: E402
 

@@ -19,10 +19,11 @@ from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses, world_poses
 from gamecraft.pipeline.presets import Preset, resolve_preset
 from gamecraft.pipeline.trajectory import load_trajectory
-from gamecraft.serving.build import ConfigError, build_service, plan_service
-from gamecraft.serving.config import ServingConfig, parse_size
+from gamecraft.serving.build import build_service
+from gamecraft.serving.config import ConfigError, ServingConfig, parse_size
 from gamecraft.serving.events import FileReady, Finished
 from gamecraft.serving.generate import GenerationRequest
+from gamecraft.serving.plan import plan_service
 
 log = logging.getLogger("gamecraft")
 

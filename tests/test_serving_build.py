@@ -14,9 +14,9 @@ from gamecraft.__main__ import serving_config
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.pipeline.presets import resolve_preset
 from gamecraft.serving import build
-from gamecraft.serving.build import ConfigError, plan_service
-from gamecraft.serving.config import ServingConfig
-from gamecraft.serving.hardware import DeviceInfo
+from gamecraft.serving.config import ConfigError, ServingConfig
+from gamecraft.serving.devices import DeviceInfo
+from gamecraft.serving.plan import plan_service
 from gamecraft.testing.tiny_weights import write_tiny_weights
 
 H100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 80 * 2**30, count=2, nvlink=True)

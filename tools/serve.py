@@ -56,8 +56,8 @@ The server is READY at {url}  (Ctrl-C stops it)
 def _choose_weights() -> tuple[str, str | None]:
     """``(GAMECRAFT_WEIGHTS for the server, reason for tiny weights or None)``: the predictor's configuration
     with the CLI's fallback, decided by the same planner the predictor runs."""
-    from gamecraft.serving.build import plan_service
     from gamecraft.serving.config import ServingConfig
+    from gamecraft.serving.plan import plan_service
 
     config = ServingConfig.from_env(fallback_to_tiny=True)
     plan = plan_service(config)

@@ -44,6 +44,15 @@ WEIGHT_SOURCES = ("tiny", "random")  # the non-directory values of ``weights``
 VAE_COMPILE_SCOPES = ("full", "all")  # gamecraft.model.vae.GameCraftVae.compile_decoder's scopes
 
 
+class ConfigError(ValueError):
+    """A configuration value that cannot be used here; ``option`` names the :class:`ServingConfig` field
+    so each entry point can name its own knob (``GAMECRAFT_GPUS=3: …``, ``--gpus 3: …``)."""
+
+    def __init__(self, option: str, value, message: str):
+        super().__init__(message)
+        self.option, self.value = option, value
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """Every option of the engine and of serving it (see the module docstring for the environment names).

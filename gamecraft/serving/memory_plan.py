@@ -1,8 +1,8 @@
 """GPU memory plan: what stays on each GPU, how guidance rows run, VAE tiles — from a table of byte costs.
 
 Pure functions over plain numbers (per-GPU memory, GPU count, whether fp8 linears exist); the device
-side is :mod:`gamecraft.serving.hardware`. Every constant of :class:`ByteCosts` names its source: computed from
-the production architecture, measured (BENCHMARKS.md), or an ESTIMATE still to be measured by
+side is :mod:`gamecraft.serving.plan` (``plan_for``). Every constant of :class:`ByteCosts` names its source:
+computed from the production architecture, measured (BENCHMARKS.md), or an ESTIMATE still to be measured by
 ``benchmarks/bench_memory.py``.
 
 A plan is the most comfortable configuration whose modeled peaks all fit, in this order of preference:

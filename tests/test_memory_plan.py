@@ -1,36 +1,20 @@
-"""Capability- and memory-aware choices (gamecraft.serving.hardware, gamecraft.serving.memory_plan) with mocked devices.
+"""Memory-aware choices (gamecraft.serving.memory_plan, and the device checks of gamecraft.serving.plan) with
+mocked devices.
 
-The expectations come from the rules of issue 20 (FA3 only on sm90, fp8 only on sm89+, memory per GPU)
-and from recomputing the byte table independently (the architectures on the meta device, the Ulysses
-send buffers of the real exchange code), never from the functions under test."""
+The expectations come from the rules of issue 20 (memory per GPU, fp8 only on sm89+) and from recomputing
+the byte table independently (the architectures on the meta device), never from the functions under test."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 import torch
+from gpu_cards import CAPABILITIES, CARD_MEMORY, MIB, device
 
-from gamecraft.model.attention import ATTENTION_BACKENDS, MEASUREMENT_ONLY_BACKENDS
-from gamecraft.serving import hardware
-from gamecraft.serving.hardware import (
-    ATTENTION_CHOICES,
-    DeviceInfo,
-    check_device,
-    check_request,
-    choose_attention,
-    compile_settings,
-    exchange_bytes_per_pass,
-    fp8_linears_supported,
-    go_fast_message,
-    kernel_allowed,
-    multi_gpu_estimate,
-    plan_for,
-    probe_devices,
-    summary_line,
-)
+from gamecraft.serving.devices import DeviceInfo
+from gamecraft.serving.kernels import choose_attention, compile_settings, go_fast_message
 from gamecraft.serving.memory_plan import (
     DEFAULT_COSTS,
     GIB,
@@ -40,17 +24,9 @@ from gamecraft.serving.memory_plan import (
     pass_bytes,
     plan_memory,
 )
+from gamecraft.serving.plan import check_device, check_request, plan_for, summary_line
 
-MIB = 1 << 20
-# Memory as the driver reports it (nvidia-smi "MiB" totals): T4, L4, L40S/A40, H100 80GB, A100 80GB, H200.
-CARD_MEMORY = {16: 15360 * MIB, 24: 23034 * MIB, 48: 46068 * MIB, 80: 81559 * MIB, 141: 143771 * MIB}
-CAPABILITIES = {"sm80": (8, 0), "sm89": (8, 9), "sm90": (9, 0)}
-ALL_CAPABILITIES = [(7, 0), (7, 5), (8, 0), (8, 6), (8, 7), (8, 9), (9, 0), (10, 0), (12, 0)]
 PRESET_ROWS = {"distilled": 1, "full": 2}  # guidance 1 → one row per step, guidance 2 → two
-
-
-def device(sm: str, gb: int, count: int = 1, nvlink: bool | None = None) -> DeviceInfo:
-    return DeviceInfo(f"GPU {sm} {gb}GB", CAPABILITIES[sm], CARD_MEMORY[gb], count, nvlink)
 
 
 # -- the table: sm80/sm89/sm90 × 16/24/48/80/141 GB × presets × go_fast ------------------------------------
@@ -204,90 +180,6 @@ def test_host_memory_decides_where_the_other_transformer_waits():
     assert small_host.host_pinned < big_host.host_pinned <= plan_for(l40s).host_pinned
 
 
-# -- kernels ---------------------------------------------------------------------------------------------------
-def test_no_combination_reaches_fa3_sage_or_fp8_where_the_capability_forbids():
-    """Exhaustive: every capability × requested kernel × installed packages × memory."""
-    for cap, requested, fa3, sage, gb in itertools.product(
-        ALL_CAPABILITIES, ATTENTION_CHOICES, (False, True), (False, True), CARD_MEMORY
-    ):
-        dev = DeviceInfo("GPU", cap, CARD_MEMORY[gb])
-        hopper = cap[0] == 9  # the rule of issue 20, written independently of kernel_allowed
-        try:
-            choice = choose_attention(dev, requested, fa3_installed=fa3, sage_installed=sage)
-        except ValueError as err:
-            assert "\n" not in str(err)
-            continue
-        kernels = {choice.exact, choice.go_fast}
-        assert hopper or not kernels & {"fa3", "sage"}
-        assert ("fa3" not in kernels or fa3) and ("sage" not in kernels or sage)
-        assert all(kernel_allowed(kernel, cap) for kernel in kernels)
-        assert choice.exact != "sage" and kernels <= set(ATTENTION_CHOICES) - {"auto"}
-        assert fp8_linears_supported(dev) == (cap >= (8, 9))
-        try:
-            plan = plan_for(dev)
-        except ValueError:
-            continue
-        assert (plan.fp8_twin == "unsupported") == (cap < (8, 9))
-
-
-def test_fa3_on_a_non_hopper_gpu_is_a_one_line_setup_error():
-    l40s = DeviceInfo("NVIDIA L40S", (8, 9), CARD_MEMORY[48])
-    with pytest.raises(ValueError) as err:
-        choose_attention(l40s, "fa3", fa3_installed=True)
-    assert str(err.value) == "GAMECRAFT_ATTENTION=fa3 needs a Hopper GPU (sm90); NVIDIA L40S is sm89"
-    b200 = DeviceInfo("NVIDIA B200", (10, 0), 180 * GIB)
-    with pytest.raises(ValueError, match="Hopper"):
-        choose_attention(b200, "fa3", fa3_installed=True)
-    h100 = DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), CARD_MEMORY[80])
-    with pytest.raises(ValueError, match="needs the fa3-fwd package"):
-        choose_attention(h100, "fa3", fa3_installed=False)
-    with pytest.raises(ValueError, match="expected one of"):
-        choose_attention(h100, "flash4", fa3_installed=True)
-
-
-@pytest.mark.parametrize(
-    "cap, fa3, sage, requested, expected",
-    [
-        ((9, 0), True, False, "auto", ("fa3", "fa3")),
-        ((9, 0), False, False, "auto", ("sdpa", "sdpa")),
-        ((9, 0), True, True, "auto", ("fa3", "sage")),
-        ((9, 0), True, True, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
-        ((8, 9), True, True, "auto", ("sdpa", "sdpa")),  # fa3-fwd imports anywhere; its kernels need sm90
-        ((8, 0), True, False, "sdpa-cudnn", ("sdpa-cudnn", "sdpa-cudnn")),
-        ((10, 0), True, True, "auto", ("sdpa", "sdpa")),
-    ],
-)
-def test_attention_choices(cap, fa3, sage, requested, expected):
-    choice = choose_attention(DeviceInfo("GPU", cap, 80 * GIB), requested, fa3_installed=fa3, sage_installed=sage)
-    assert (choice.exact, choice.go_fast) == expected
-
-
-def test_cpu_keeps_todays_behaviour_and_kernel_names_match_the_model():
-    assert choose_attention(None, fa3_installed=False).exact == "sdpa"
-    assert choose_attention(None, "sdpa-math", fa3_installed=False).exact == "sdpa-math"
-    assert fp8_linears_supported(None) and go_fast_message(None) is None
-    # every serving kernel of the engine is a valid choice here
-    assert set(ATTENTION_BACKENDS) - set(MEASUREMENT_ONLY_BACKENDS) <= set(ATTENTION_CHOICES)
-    with pytest.raises(ValueError, match="unknown kernel"):
-        kernel_allowed("warp", (9, 0))
-
-
-def test_go_fast_without_fp8_logs_one_line_naming_the_card():
-    a100 = DeviceInfo("NVIDIA A100-SXM4-80GB", (8, 0), 81920 * MIB)
-    message = go_fast_message(a100)
-    assert message and "\n" not in message and "NVIDIA A100-SXM4-80GB (sm80)" in message and "exact" in message
-    assert go_fast_message(replace(a100, capability=(8, 9))) is None
-
-
-def test_compile_is_measured_only_on_hopper():
-    assert compile_settings(device("sm90", 80)).measured
-    for sm in ("sm80", "sm89"):
-        settings = compile_settings(device(sm, 48))
-        assert settings.blocks and settings.vae_decoder and not settings.measured
-    assert not compile_settings(device("sm90", 80), enabled=False).blocks
-    assert not compile_settings(None).blocks
-
-
 # -- the byte table, recomputed ------------------------------------------------------------------------------
 def test_byte_costs_match_the_architectures():
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
@@ -344,76 +236,12 @@ def test_several_gpus_reserve_nccl_buffers_per_gpu():
     assert budget_bytes(CARD_MEMORY[48], 4) < budget_bytes(CARD_MEMORY[48], 1)
 
 
-def test_exchange_bytes_are_the_ulysses_buffers():
-    """Per layer: the q/k/v send buffers that SequenceParallel.pack_heads builds plus the returned outputs,
-    (P − 1)/P of each leaving the GPU; at 4 GPUs one q/k/v buffer is the 277 MB BENCHMARKS.md measured."""
-    from gamecraft.parallel.ulysses import SequenceParallel
-
-    c = DEFAULT_COSTS
-    for world, rows in ((2, 1), (4, 1), (8, 1), (4, 2), (3, 2)):
-        sp = world // (2 if rows == 2 and world % 2 == 0 else 1)
-        rows_here = rows if sp == world else 1
-        n_r = 18 * c.tokens_per_frame // sp
-        q = torch.empty(rows_here, n_r, c.num_heads, c.hidden // c.num_heads, device="meta", dtype=torch.bfloat16)
-        sends = SequenceParallel(None, 0, sp).pack_heads(q, q, q) if sp > 1 else []
-        send = sum(s.numel() * s.element_size() for s in sends)
-        expected = c.layers * (send + q.numel() * q.element_size()) * (sp - 1) / sp
-        assert exchange_bytes_per_pass(world, rows, 18) == pytest.approx(expected, rel=1e-4)
-    assert exchange_bytes_per_pass(2, 2, 18) == 0  # guidance-parallel rows exchange nothing inside a pass
-    q = torch.empty(1, 18 * c.tokens_per_frame // 4, 24, 128, device="meta", dtype=torch.bfloat16)
-    assert 3 * q.numel() * 2 == pytest.approx(277e6, rel=0.01)
-
-
 def test_pass_bytes_split_rows_and_tokens():
     c = DEFAULT_COSTS
     assert pass_bytes(c, 1, 2, 18, False, False) == c.activations(2, 18)
     assert pass_bytes(c, 2, 2, 18, False, False) == c.activations(1, 18)  # one guidance row per GPU
     assert pass_bytes(c, 1, 2, 18, True, True) == c.activations(1, 18) + c.camera_tokens(1, 18) + c.step_cache(2, 18)
     assert pass_bytes(c, 4, 1, 18, False, False) < c.activations(1, 18) / 3
-
-
-# -- several GPUs ----------------------------------------------------------------------------------------------
-def test_pcie_splits_less_efficiently_than_nvlink_and_never_below_one_gpu():
-    h200x4 = DeviceInfo("NVIDIA H200", (9, 0), CARD_MEMORY[141], 4, True)
-    nvlink = multi_gpu_estimate(h200x4, 1, "fa3")
-    assert 0.91 <= nvlink.efficiency <= 1.0  # measured: 91 % per 18-frame pass on 4 × H200 (BENCHMARKS.md)
-    pcie = multi_gpu_estimate(replace(h200x4, nvlink=False), 1, "fa3")
-    assert pcie.efficiency < nvlink.efficiency and pcie.link == "PCIe"
-    for count in (2, 3, 4, 6, 8):
-        l40s = DeviceInfo("NVIDIA L40S", (8, 9), CARD_MEMORY[48], count, False)
-        for rows in (1, 2):
-            estimate = multi_gpu_estimate(l40s, rows)
-            assert estimate.pass_s < rows * hardware.pass_seconds_estimate(l40s, "sdpa")  # faster than one GPU
-    assert multi_gpu_estimate(DeviceInfo("NVIDIA L40S", (8, 9), CARD_MEMORY[48]), 1) is None
-    assert multi_gpu_estimate(DeviceInfo("Mystery GPU", (9, 0), CARD_MEMORY[80], 2), 1) is None
-
-
-# -- probing (mocked torch.cuda) -----------------------------------------------------------------------------
-def mock_cuda(monkeypatch, names, memory, capability, peers=True):
-    props = [
-        SimpleNamespace(name=n, major=capability[0], minor=capability[1], total_memory=m)
-        for n, m in zip(names, memory, strict=True)
-    ]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(props))
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
-    monkeypatch.setattr(torch.cuda, "can_device_access_peer", lambda i, j: peers)
-
-
-def test_probe_devices(monkeypatch):
-    mock_cuda(monkeypatch, [], [], (0, 0))
-    assert probe_devices() is None
-    mock_cuda(monkeypatch, ["NVIDIA L40S"] * 2, [CARD_MEMORY[48]] * 2, (8, 9))
-    assert probe_devices() == DeviceInfo("NVIDIA L40S", (8, 9), CARD_MEMORY[48], 2, False)  # no NVLink on L40S
-    mock_cuda(monkeypatch, ["NVIDIA H100 80GB HBM3"] * 4, [CARD_MEMORY[80]] * 4, (9, 0))
-    assert probe_devices().nvlink is True  # SXM part with peer access
-    mock_cuda(monkeypatch, ["NVIDIA H100 80GB HBM3"] * 4, [CARD_MEMORY[80]] * 4, (9, 0), peers=False)
-    assert probe_devices().nvlink is False
-    mock_cuda(monkeypatch, ["NVIDIA H100 PCIe"] * 2, [CARD_MEMORY[80], CARD_MEMORY[80] - GIB], (9, 0))
-    probed = probe_devices()
-    assert probed.nvlink is None and probed.total_memory_bytes == CARD_MEMORY[80] - GIB  # smallest GPU counts
-    mock_cuda(monkeypatch, ["NVIDIA H200"], [CARD_MEMORY[141]], (9, 0))
-    assert probe_devices() == DeviceInfo("NVIDIA H200", (9, 0), CARD_MEMORY[141], 1, None)
 
 
 def test_costs_are_frozen_and_replaceable():

@@ -1,0 +1,125 @@
+"""The GPUs, driver and host memory this process sees, read once at setup: :func:`probe_devices`,
+:func:`probe_host_memory`, and :func:`override_device` for planning another card on this one.
+
+This is the only module of :mod:`gamecraft.serving` that asks the machine; what the GPUs found can run is
+decided by pure functions of the :class:`DeviceInfo` it returns (:mod:`gamecraft.serving.kernels`,
+:mod:`gamecraft.serving.memory_plan`, :mod:`gamecraft.serving.estimates`). ``None`` stands for "no CUDA
+GPU" (CPU smoke runs with tiny weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .memory_plan import GIB
+
+log = logging.getLogger(__name__)
+
+# Cards that have no NVLink at all (PCIe only), and SXM parts (NVLink), by the words of the name torch reports.
+NO_NVLINK_CARDS = ("L40S", "L40", "L4", "T4", "A10G", "A10")
+SXM_CARDS = ("SXM4", "HBM3", "H200")  # "A100-SXM4-80GB", "H100 80GB HBM3" (SXM5); "H200 NVL" is PCIe
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The GPUs one predictor uses. ``total_memory_bytes``: per GPU (the smallest one's), as the driver
+    reports it. ``nvlink``: whether the GPUs talk over NVLink; ``None``: one GPU, or unknown."""
+
+    name: str
+    capability: tuple[int, int]
+    total_memory_bytes: int
+    count: int = 1
+    nvlink: bool | None = None
+
+    @property
+    def sm(self) -> str:
+        return f"sm{self.capability[0]}{self.capability[1]}"
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_memory_bytes / GIB
+
+
+def probe_devices() -> DeviceInfo | None:
+    """The visible CUDA GPUs (``None`` without CUDA). Uncertain: torch cannot tell NVLink from PCIe
+    peer-to-peer. ``nvlink`` is read from NVML when ``pynvml`` imports (not a dependency); else False when
+    some pair has no peer access or the card has no NVLink at all, True for SXM parts with peer access
+    (a heuristic from the name), else ``None`` (unknown)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    props = [torch.cuda.get_device_properties(i) for i in range(count)]
+    if len({(p.name, p.major, p.minor) for p in props}) > 1:
+        log.warning("mixed GPUs %s: planning for the smallest", [p.name for p in props])
+    first = props[0]
+    nvlink = None
+    if count > 1:
+        nvlink = _nvml_nvlink(count)
+        if nvlink is None:
+            peers = all(torch.cuda.can_device_access_peer(i, j) for i in range(count) for j in range(count) if i != j)
+            nvlink = False if not peers or _name_has(first.name, NO_NVLINK_CARDS) else None
+            if nvlink is None and _name_has(first.name, SXM_CARDS) and "NVL" not in first.name.split():
+                nvlink = True
+    return DeviceInfo(first.name, (first.major, first.minor), min(p.total_memory for p in props), count, nvlink)
+
+
+def override_device(device: DeviceInfo, text: str) -> DeviceInfo:
+    """``device`` as ``GAMECRAFT_GPU`` describes it: ``NAME:MAJOR.MINOR:GIB`` (e.g. ``NVIDIA L40S:8.9:44.4``),
+    for planning a smaller or older card on a big one (the kernels chosen must still run on the real GPU;
+    cap the memory with ``torch.cuda.set_per_process_memory_fraction`` to measure). Count and link stay."""
+    try:
+        name, capability, gib = text.rsplit(":", 2)
+        major, minor = (int(v) for v in capability.split("."))
+        memory = int(float(gib) * GIB)
+    except ValueError:
+        raise ValueError(f"GAMECRAFT_GPU must look like 'NVIDIA L40S:8.9:44.4', got {text!r}") from None
+    return DeviceInfo(name, (major, minor), memory, device.count, device.nvlink)
+
+
+def _name_has(name: str, cards: tuple[str, ...]) -> bool:
+    words = name.replace("-", " ").split()
+    return any(card in words for card in cards)
+
+
+def probe_host_memory() -> int | None:
+    """This container's memory limit (cgroup v2 ``memory.max``), else the machine's ``MemTotal``; None if unknown."""
+    limit = Path("/sys/fs/cgroup/memory.max")
+    try:
+        if limit.is_file() and limit.read_text().strip().isdigit():
+            return int(limit.read_text().strip())
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _nvml_nvlink(count: int) -> bool | None:
+    """Whether every GPU has an active NVLink (NVML), or None when NVML is not available."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            return all(_any_link_active(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML on this driver/container: unknown, never fatal
+        return None
+
+
+def _any_link_active(pynvml, handle) -> bool:
+    for link in range(pynvml.NVML_NVLINK_MAX_LINKS):
+        try:
+            if pynvml.nvmlDeviceGetNvLinkState(handle, link) == pynvml.NVML_FEATURE_ENABLED:
+                return True
+        except pynvml.NVMLError:  # link not present
+            continue
+    return False
