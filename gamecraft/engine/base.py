@@ -178,7 +178,9 @@ class Engine(abc.ABC):
         latents = torch.zeros(1, LATENT_CHANNELS, NEW_LATENT_FRAMES, h, w, device=self.device)
         decode = min(self._timed(lambda: self.decode(latents)) for _ in range(2))
         log.info("warm-up: decode %.2fs; %d shape(s) in %.1fs", decode, len(seconds), time.perf_counter() - start)
-        return WarmUp(seconds, decode, peaks, time.perf_counter() - start)
+        return WarmUp(
+            pass_seconds=seconds, decode_seconds=decode, peak_bytes=peaks, seconds=time.perf_counter() - start
+        )
 
     def _timed(self, fn: Callable[[], object]) -> float:
         if self.device.type == "cuda":

@@ -64,7 +64,13 @@ def probe_devices() -> DeviceInfo | None:
             nvlink = False if not peers or _name_has(first.name, NO_NVLINK_CARDS) else None
             if nvlink is None and _name_has(first.name, SXM_CARDS) and "NVL" not in first.name.split():
                 nvlink = True
-    return DeviceInfo(first.name, (first.major, first.minor), min(p.total_memory for p in props), count, nvlink)
+    return DeviceInfo(
+        name=first.name,
+        capability=(first.major, first.minor),
+        total_memory_bytes=min(p.total_memory for p in props),
+        count=count,
+        nvlink=nvlink,
+    )
 
 
 def override_device(device: DeviceInfo, text: str) -> DeviceInfo:
@@ -77,7 +83,9 @@ def override_device(device: DeviceInfo, text: str) -> DeviceInfo:
         memory = int(float(gib) * GIB)
     except ValueError:
         raise ValueError(f"GAMECRAFT_GPU must look like 'NVIDIA L40S:8.9:44.4', got {text!r}") from None
-    return DeviceInfo(name, (major, minor), memory, device.count, device.nvlink)
+    return DeviceInfo(
+        name=name, capability=(major, minor), total_memory_bytes=memory, count=device.count, nvlink=device.nvlink
+    )
 
 
 def _name_has(name: str, cards: tuple[str, ...]) -> bool:

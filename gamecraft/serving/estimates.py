@@ -97,12 +97,12 @@ def multi_gpu_estimate(
     compute = rows * one / device.count
     split = compute + exchange / (gbps * 1e9)
     return MultiGpuEstimate(
-        device.count,
-        f"guidance {layout.cfg_degree} × sequence {layout.sp_degree}",
-        link,
-        gbps,
-        exchange / 1e9,
-        exchange / (gbps * 1e9),
-        split,
-        compute / split,
+        world=device.count,
+        layout=f"guidance {layout.cfg_degree} × sequence {layout.sp_degree}",
+        link=link,
+        link_gbps=gbps,
+        exchange_gb=exchange / 1e9,
+        exchange_s=exchange / (gbps * 1e9),
+        pass_s=split,
+        efficiency=compute / split,
     )

@@ -63,7 +63,7 @@ def choose_attention(
         if requested == "sage":
             raise ValueError("GAMECRAFT_ATTENTION=sage needs a Hopper GPU (sm90); there is no CUDA GPU here")
         kernel = "sdpa" if requested == "auto" else requested
-        return AttentionChoice(kernel, kernel)
+        return AttentionChoice(exact=kernel, go_fast=kernel)
     if requested != "auto" and not kernel_allowed(requested, device.capability):
         need = "a Hopper GPU (sm90)" if requested in _HOPPER_ONLY else "sm80 or newer"
         raise ValueError(f"GAMECRAFT_ATTENTION={requested} needs {need}; {device.name} is {device.sm}")
@@ -77,7 +77,7 @@ def choose_attention(
     if requested not in ("auto", "sage"):
         exact = requested
     fast = "sage" if hopper and sage_installed and requested in ("auto", "sage") else exact
-    return AttentionChoice(exact, fast)
+    return AttentionChoice(exact=exact, go_fast=fast)
 
 
 def fp8_linears_supported(device: DeviceInfo | None) -> bool:
@@ -111,10 +111,11 @@ def compile_settings(device: DeviceInfo | None, enabled: bool = True) -> Compile
     (sm80+). Measured only on sm90 (H100/H200: −13 % per pass, decode 1.8× faster, BENCHMARKS.md); elsewhere
     unmeasured, with setup()'s existing fallback to eager when compilation fails (one GPU)."""
     if device is None or not enabled:
-        return CompileSettings(False, False, False, "off" if device is not None else "no CUDA GPU")
+        note = "off" if device is not None else "no CUDA GPU"
+        return CompileSettings(blocks=False, vae_decoder=False, measured=False, note=note)
     if device.capability[0] == 9:
-        return CompileSettings(True, True, True, "measured on H100/H200")
-    return CompileSettings(True, True, False, f"not measured on {device.sm}")
+        return CompileSettings(blocks=True, vae_decoder=True, measured=True, note="measured on H100/H200")
+    return CompileSettings(blocks=True, vae_decoder=True, measured=False, note=f"not measured on {device.sm}")
 
 
 def fa3_installed(device: DeviceInfo | None) -> bool:
