@@ -314,25 +314,35 @@ def test_the_phone_layout_fits_and_shows_the_first_chunk(browser, url, artifacts
 # ---------- the server's state ----------
 
 
-def test_a_dead_worker_is_reported_as_unhealthy_not_busy(browser, tmp_path):
+def test_a_dead_worker_is_reported_at_once_and_the_world_is_kept(browser, tmp_path):
+    """Issue 30 #5: the request that kills the model worker ends with the truth (the worker died, how to restart,
+    the world is kept), read from a fresh /health-check, never "busy"; the badge follows at once; the play
+    buttons stay off, saying why, until the server is READY."""
     server = start_contract_server(tmp_path)
     try:
         with page_server(CogBackend(server.url)) as (address, _):
             page = open_page(browser, address)
             page.wait_for_function("document.querySelector('#server-text').textContent.endsWith(': ready')")
-            set_prompt(page, "crash")
+            set_prompt(page, "a world")
             page.keyboard.press("KeyW")
             page.click("#generate")
-            wait_done(page)
-            page.evaluate("window.gamecraft.checkHealth()")
-            page.wait_for_function("document.querySelector('#server-text').textContent.endsWith(': unhealthy')")
-            assert page.text_content("#server-text") == f"Cog server {server.url.removeprefix('http://')}: unhealthy"
-            page.click("#generate")
-            page.wait_for_function(
-                "document.querySelector('.field-error[data-for=generate]').textContent.includes('unhealthy')"
-            )
+            assert wait_done(page).startswith("done: 1 chunk")
+            set_prompt(page, "crash")
+            page.keyboard.press("KeyD")
+            page.click("#keep")
+            assert wait_done(page).startswith("failed")
+            # the message and the badge are there when the request ends (no poll needed)
             text = page.text_content(".field-error[data-for=generate]")
-            assert "Restart it" in text and "busy" not in text
+            assert "its model worker died" in text and "busy" not in text, text
+            assert "make run" in text and "tools/serve.py" in text and "World 1 (1 chunk) is kept." in text
+            assert page.text_content("#server-text") == f"Cog server {server.url.removeprefix('http://')}: unhealthy"
+            assert page.text_content("#world").startswith("world 1: 1 chunk")
+            assert rows(page) == ["w", "d"] and page.locator("#timeline li.locked").count() == 1
+            assert page.is_disabled("#keep") and page.is_disabled("#generate")
+            assert "Keep playing is off: the Cog server" in page.text_content("#play-why")
+            assert "model worker died" in page.get_attribute("#keep", "title")
+            page.keyboard.press("Enter")  # playing from the keyboard says the same
+            assert "model worker died" in page.text_content(".field-error[data-for=generate]")
             page.context.close()
     finally:
         server.stop()
@@ -369,20 +379,17 @@ def test_the_badge_names_the_server_and_follows_its_health(browser):
         upstream.close()
         assert badge() == [f"Cog server {name}: unreachable", "badge status bad"]
         page.keyboard.press("KeyW")
-        page.click("#generate")
-        wait_done(page)
-        assert (
-            page.text_content(".field-error[data-for=generate]")
-            == f"Cannot reach the Cog server at {upstream.url} (Connection refused)."
+        assert page.is_disabled("#generate")  # nothing can be played: the buttons say why
+        assert page.text_content("#play-why") == (
+            f"▶ Generate is off: cannot reach the Cog server at {upstream.url} (Connection refused); "
+            "start it (`make run` or `tools/serve.py`)."
         )
         proc.terminate()
         proc.wait(timeout=10)
         assert badge()[0] == f"page's server {address.removeprefix('http://').rstrip('/')}: not answering"
-        page.click("#generate")
-        wait_done(page)
-        assert (
-            page.text_content(".field-error[data-for=generate]")
-            == f"No answer from the page's server at {address.rstrip('/')}: is `python -m gamecraft.ui` still running?"
+        assert page.text_content("#play-why") == (
+            f"▶ Generate is off: no answer from the page's server at {address.rstrip('/')}: "
+            "is `python -m gamecraft.ui` still running?"
         )
         page.context.close()
     finally:

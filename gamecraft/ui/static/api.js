@@ -39,7 +39,8 @@ export async function postJson(path, body, signal) {
   return call(path, { method: "POST", signal, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
-/** POST a prediction and stream its events to onEvent(name, data); resolves with the final prediction. */
+/** POST a prediction and stream its events to onEvent(name, data); resolves with the final prediction.
+ * ``health()`` reads the server's health again (async) before a refusal's message is written. */
 export async function predict(input, onEvent, signal, health) {
   const r = await call("/api/predictions", {
     method: "POST", signal,
@@ -96,21 +97,36 @@ export function tidy(message, max = 300) {
   return short(msg, max);
 }
 
-async function httpError(r, health = () => null) {
+/** What a player reads when the model worker died (health UNHEALTHY): what happened, how to restart. */
+export const workerDied = (h) => `The ${h.server} is unhealthy: its model worker died, and it takes no more predictions ` +
+  "(its /health-check says UNHEALTHY). Restart it: stop it and run `make run` (or `tools/serve.py`) again.";
+
+/** Why nothing can be played on a server in state ``h`` (not READY), with what to do; lower case, no stop. */
+export function serverAdvice(h) {
+  switch (h.status) {
+    case "STARTING": return `the ${h.server} is still setting up: wait until the badge says ready`;
+    case "BUSY": return `the ${h.server} is busy with another prediction: wait until it finishes`;
+    case "UNHEALTHY": case "DEFUNCT": return `the ${h.server} is unhealthy: its model worker died; restart it (\`make run\` or \`tools/serve.py\`)`;
+    case "SETUP_FAILED": return `the ${h.server} failed to set up: see its log, then restart it (\`make run\` or \`tools/serve.py\`)`;
+    case "UNREACHABLE": return `${h.detail ? tidy(h.detail) : `the ${h.server} is not reachable`}; start it (\`make run\` or \`tools/serve.py\`)`;
+    case "PAGE_DOWN": return `no answer from the page's server at ${h.url}: is \`python -m gamecraft.ui\` still running?`;
+    default: return `the ${h.server} says ${h.word}`;
+  }
+}
+
+async function httpError(r, health = async () => null) {
   let body = null;
   try { body = await r.json(); } catch { /* not JSON */ }
   const detail = body && (body.detail ?? body.error ?? body.title);
   if (r.status === 409) {
-    const h = health();
-    if (h && h.status === "UNHEALTHY") {
-      return new ApiError(`The ${h.server} is unhealthy: its model worker stopped and it takes no more predictions ` +
-        "(its /health-check says UNHEALTHY). Restart it.", "generate", 409);
-    }
+    const h = await health();  // read again: the cached answer may be seconds old
+    if (h && ["UNHEALTHY", "DEFUNCT"].includes(h.status)) return new ApiError(workerDied(h), "generate", 409);
     return new ApiError(`The ${h ? h.server : "Cog server"} is busy with another prediction; try again when it finishes.`,
       "generate", 409);
   }
   if (r.status === 503) {
-    return new ApiError(`The ${health()?.server || "Cog server"} is not ready (${tidy(detail || "setting up")}); ` +
+    const h = await health();
+    return new ApiError(`The ${h?.server || "Cog server"} is not ready (${tidy(detail || "setting up")}); ` +
       "wait until the badge says ready.", "generate", 503);
   }
   if (r.status === 502) return new ApiError(`${tidy(typeof detail === "string" ? capital(detail) : "The upstream server is not reachable")}.`, "generate", 502);

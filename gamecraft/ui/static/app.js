@@ -6,9 +6,11 @@ import { ADVANCED, buildInput, command } from "./commands.js";
 import { setupInput } from "./input.js";
 import { describePath, drawMinimap } from "./minimap.js";
 import { topDownPoints } from "./path.js";
-import { clearErrors, player, playNext, refreshButtons, setupPlay, showWorld } from "./play.js";
+import { player, showWorld, showWorldChunks } from "./outputs.js";
+import { clearErrors, playNext, refreshButtons, setupPlay, showError } from "./play.js";
 import { $, $$, announce, dataUriToBlob, newRow, pendingRows, plural, requestPlan, state, stateMetadata } from "./state.js";
 import { checkHealth, startHealthPolling } from "./status.js";
+import { offerSaved, saveSoon, SETTINGS } from "./store.js";
 import { addRows, clearPending, forgetWorld, pushUndo, renderTimeline, rowsJson, setTimelineListener, undo } from "./timeline.js";
 
 // ---------- rendering ----------
@@ -37,6 +39,7 @@ function render() {
   $("#minimap").dataset.pitch = Math.round(pitches.at(-1));
   showWorld();
   refreshButtons();
+  saveSoon();
 }
 
 // ---------- the start: examples, files, saved worlds ----------
@@ -53,6 +56,7 @@ function setSource(source) {
 }
 
 async function loadFile(file) {
+  if (state.running) return showError("image", "A request is running: load the file once it ends (or cancel it with ■).");
   const uri = await new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);
@@ -67,12 +71,11 @@ async function loadFile(file) {
 /** A saved state file: its world (chunk count, seed, the actions played) becomes the timeline's history. */
 async function loadWorld(uri, name) {
   const meta = await stateMetadata(dataUriToBlob(uri));
-  pushUndo("loaded a saved world");
+  pushUndo("loaded a saved world", true);
   state.worlds += 1;
   state.world = { number: state.worlds, chunks: meta?.chunks_done ?? 0, state: uri, stateName: name,
     seed: meta?.seed ?? null, chunkUris: [], prompt: meta?.prompt };
-  player.reset();
-  $("#thumbs").textContent = "";
+  showWorldChunks(null);
   const history = (meta?.actions || []).map((text) => {
     const parts = partsFromDescription(text, state.table);
     return newRow(parts, parts ? null : text, true);
@@ -102,6 +105,26 @@ async function useExample(ex) {
   const uri = await new Promise((resolve) => { const f = new FileReader(); f.onload = () => resolve(f.result); f.readAsDataURL(blob); });
   if (!$("#prompt").dataset.edited) $("#prompt").value = ex.prompt;
   setSource({ field: "image", uri, name: ex.file, path: ex.path, example: ex.file });
+}
+
+// ---------- a world kept in the browser (store.js) ----------
+
+/** The saved session back: world, rows, settings, start; its chunks on the screen. */
+function resume(saved) {
+  state.worlds = Math.max(state.worlds, saved.worlds || 0);
+  state.world = saved.world ? { ...saved.world } : null;
+  state.rows = saved.rows.map((r) => newRow(r.parts, r.text, r.locked));
+  for (const id of SETTINGS) {
+    const el = $(`#${id}`), value = saved.settings?.[id];
+    if (value === undefined) continue;
+    if (el.type === "checkbox") el.checked = value; else el.value = value;
+    el.dispatchEvent(new Event("input"));
+  }
+  if (saved.settings?.prompt !== undefined) $("#prompt").dataset.edited = "1";
+  if (saved.source) setSource(saved.source);
+  showWorldChunks(state.world);
+  render();
+  announce(state.world ? `world ${state.world.number} resumed: ${plural(state.world.chunks, "chunk")}` : "timeline resumed");
 }
 
 // ---------- the input schema (ranges and defaults of the other inputs) ----------
@@ -167,14 +190,14 @@ async function boot() {
   }
   $("#chunk-seconds").textContent = `${state.table.chunk.seconds} s`;
 
-  setTimelineListener(render);
+  setTimelineListener(render, () => showWorldChunks(state.world));
   setupInput({ play: playNext });
   setupPlay();
 
   $("#idle").addEventListener("click", () => addRows([[]], "added an idle chunk"));
   $("#undo").addEventListener("click", undo);
   $("#clear").addEventListener("click", clearPending);
-  $("#new-world").addEventListener("click", () => forgetWorld(() => { player.reset(); $("#thumbs").textContent = ""; }));
+  $("#new-world").addEventListener("click", () => forgetWorld(() => showWorldChunks(null)));
   for (const b of $$("button.copy")) b.addEventListener("click", () => copy(b));
   for (const id of ["#prompt", "#seed", "#preset", "#cmd-kind", ...ADVANCED.map(([i]) => `#${i}`)]) {
     for (const type of ["input", "change"]) $(id).addEventListener(type, () => { $(id).dataset.touched = "1"; render(); });
@@ -199,6 +222,7 @@ async function boot() {
   render();
   // ready only once the header says which server it is about: the badge's first answer is part of the page
   await Promise.all([startHealthPolling(), loadExamples(), loadSchema()]);
+  await offerSaved(resume);
   document.body.classList.add("ready");
 }
 

@@ -69,6 +69,7 @@ export function setupInput({ play }) {
   setInterval(() => { if (gestures.active) showHeld(); }, 100);
 
   window.addEventListener("keydown", (e) => {
+    if (document.querySelector("dialog[open]")) return;  // a question is asked: its buttons have the keys
     const inTimeline = e.target instanceof Element && e.target.closest("#timeline");
     if ((typing(e.target) || inTimeline) && e.key === "Escape") { e.target.blur(); return; }
     // the timeline is a form: while one of its controls has the focus, keys are for it (Esc leaves)
@@ -83,6 +84,8 @@ export function setupInput({ play }) {
       if (!e.repeat) gestures.press(`key:${e.code}`, key, state.table.defaultSpeed(key, sliders()), e.timeStamp / 1000);
     } else if (e.code === "Backspace") {
       e.preventDefault(); removeLastPending();
+    } else if ((e.code === "Enter" || e.code === "NumpadEnter") && !e.repeat) {
+      e.preventDefault(); play();  // Keep playing when the world can go on, else Generate (or replay)
     }
   });
   window.addEventListener("keyup", (e) => {
@@ -137,6 +140,9 @@ export function setupInput({ play }) {
 let padButtons = [];
 /** Stick tilt past the deadzone, scaled to 0..1. */
 const tilt = (v) => Math.min(1, Math.max(0, (Math.abs(v) - DEADZONE) / (1 - DEADZONE)));
+/** A stick must be this far past the deadzone (scaled) to move: a stick resting just past the deadzone would
+ * otherwise hold a near-zero speed and fill the timeline with chunks that do nothing. */
+export const MIN_TILT = 0.2;
 
 function pollGamepad(play) {
   const pads = navigator.getGamepads ? [...navigator.getGamepads()].filter(Boolean) : [];
@@ -149,7 +155,7 @@ function pollGamepad(play) {
   if (!gp) { padButtons = []; return; }
   const t = now(), s = sliders();
   const stick = (input, value, neg, pos, max) => {
-    if (Math.abs(value) > DEADZONE) gestures.press(input, value < 0 ? neg : pos, Math.round(max * tilt(value) * 100) / 100, t);
+    if (tilt(value) >= MIN_TILT) gestures.press(input, value < 0 ? neg : pos, Math.round(max * tilt(value) * 100) / 100, t);
     else gestures.release(input, t);
   };
   stick("pad:forward", gp.axes[1] || 0, "w", "s", s.move);

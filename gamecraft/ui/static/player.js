@@ -32,10 +32,25 @@ export class WorldPlayer {
 
   /** A new world (or none): forget the chunks. */
   reset() {
-    this.chunks = []; this.current = -1; this.waiting = false; this.mode = "idle";
-    for (const v of this.videos) { v.pause(); v.removeAttribute("src"); v.load(); }
+    this.chunks = []; this.current = -1; this.waiting = false; this.mode = "idle"; this.paused = false;
+    for (const v of this.videos) { v.pause(); v.removeAttribute("src"); v.removeAttribute("controls"); delete v.dataset.url; v.load(); }
     this.stage.classList.add("empty");
     this._overlay();
+    this.onChange();
+  }
+
+  /** A world's chunks ([{n, url}]), shown paused at the first one (a world restored or resumed). */
+  load(chunks) {
+    this.reset();
+    if (!chunks.length) return;
+    this.chunks = [...chunks].sort((a, b) => a.n - b.n);
+    this.stage.classList.remove("empty");
+    this.mode = "chunks"; this.paused = true; this.current = 0;
+    const v = this.frontVideo;
+    v.dataset.url = this.chunks[0].url; v.src = this.chunks[0].url;
+    this._preload();
+    this._overlay();
+    this.onChange();
   }
 
   /** Chunk ``n`` of the world arrived (a blob: / data: / https URL). Starts playing if idle or waiting. */

@@ -5,28 +5,36 @@ export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 
 export const state = {
   table: null,          // ActionTable (actions.js), from GET /api/actions
-  rows: [],             // the timeline: [{id, text, parts: [{key, speed}], locked}]; locked = played (history)
+  rows: [],             // the timeline: [{id, text, parts: [{key, speed}], locked, generating}]; locked = played
+                        // (history), generating = in the running request (read-only until it ends)
   world: null,          // {number, chunks, state, stateName, seed, chunkUris: [{n, uri}], prompt}
   worlds: 0,            // worlds started in this page session
   source: null,         // {field: image|video|continue_from, uri, name, path}
   config: { backend: "cog", url: "http://127.0.0.1:5000" },
   health: null,         // {status, server, text} from the last /api/health poll
   running: null,        // {id, abort, ...} while a prediction runs
-  undo: [],             // snapshots of rows (and world) before destructive edits
+  undo: [],             // snapshots of the new rows (and the world) before edits; emptied by every request
   schema: {},           // input name -> OpenAPI property (ranges, defaults), when the server has a schema
 };
 
 let nextId = 1;
 export const newRow = (parts, text = null, locked = false) =>
-  ({ id: nextId++, parts, text: text ?? (parts.length ? parts.map((p) => p.key).join("+") : "idle"), locked });
+  ({ id: nextId++, parts, text: text ?? (parts.length ? parts.map((p) => p.key).join("+") : "idle"), locked, generating: false });
 
-export const pendingRows = () => state.rows.filter((r) => !r.locked);
-export const historyRows = () => state.rows.filter((r) => r.locked);
+/** A row's copy (its parts too): what a request sends and what undo keeps. */
+export const copyRow = (r) => ({ ...r, parts: r.parts && r.parts.map((p) => ({ ...p })) });
+
+/** New rows: neither played (history) nor in the running request. */
+export const pendingRows = () => state.rows.filter((r) => !r.locked && !r.generating);
+export const historyRows = () => state.rows.filter((r) => r.locked && !r.generating);
+
+/** The chunks a world has (its chunk files arrive before its state). */
+export const worldChunks = (w = state.world) => (w ? Math.max(w.chunks, 0, ...w.chunkUris.map((c) => c.n)) : 0);
 
 /** What the next request is: Keep playing (new rows from the world's state) when it can, else Generate. */
 export function requestPlan(mode = null) {
   const keep = mode ? mode === "keep" : Boolean(state.world?.state) && pendingRows().length > 0;
-  const rows = keep ? pendingRows() : state.rows;
+  const rows = keep ? pendingRows() : state.rows.filter((r) => !r.generating);
   const first = keep ? (state.world?.chunks ?? 0) + 1 : 1;
   return { mode: keep ? "keep" : "generate", rows, first };
 }

@@ -13,7 +13,11 @@ export function serverName(config = state.config) {
   return `Cog server ${String(config.url).replace(/^https?:\/\//, "")}`;
 }
 
-/** Ask once; updates state.health and the badge. */
+let listener = () => {};
+/** ``fn(health)`` after every answer (the play buttons follow the server's state). */
+export const setHealthListener = (fn) => { listener = fn; };
+
+/** Ask once; updates state.health and the badge at once, then tells the listener. */
 export async function checkHealth() {
   const server = serverName();
   let health;
@@ -22,9 +26,9 @@ export async function checkHealth() {
     let body = {};
     try { body = await r.json(); } catch { /* not JSON */ }
     if (r.ok && body.status) health = { status: body.status, word: WORDS[body.status] || body.status.toLowerCase(), server };
-    else health = { status: "UNREACHABLE", word: "unreachable", server, detail: body.detail };
+    else health = { status: "UNREACHABLE", word: "unreachable", server, detail: body.detail, url: state.config.url };
   } catch {
-    health = { status: "PAGE_DOWN", word: "not answering", server: `page's server ${location.host}` };
+    health = { status: "PAGE_DOWN", word: "not answering", server: `page's server ${location.host}`, url: location.origin };
   }
   state.health = health;
   const badge = $("#server-status");
@@ -33,6 +37,7 @@ export async function checkHealth() {
   badge.className = `badge status ${CLASS[health.word] || "bad"}`;
   badge.title = health.detail || (health.status === "PAGE_DOWN"
     ? "the page's own server (python -m gamecraft.ui) does not answer" : `${health.server} /health-check: ${health.status}`);
+  listener(health);
   return health;
 }
 

@@ -1,31 +1,42 @@
 // The timeline: one row per chunk, numbered as the world's chunks. Played rows (the world's history) are
-// locked and dimmed; new rows can be edited, reordered and deleted, and are checked as they are typed
-// against the server's action table (every bad entry listed, its row marked). Rows are kept in the DOM
-// and updated in place, so focus, Tab order and clicks survive every edit.
+// locked and dimmed; rows in the running request are read-only and marked generating; new rows can be
+// edited, reordered and deleted, and are checked as they are typed against the server's action table (every
+// bad entry listed, its row marked). Rows are kept in the DOM and updated in place, so focus, Tab order and
+// clicks survive every edit. Undo takes back edits of new rows only, and never crosses a request.
 
 import { fmt, label, pyJson, speedEntry } from "./actions.js";
 import { PALETTE } from "./path.js";
-import { $, announce, newRow, pendingRows, plural, requestPlan, state } from "./state.js";
+import { $, announce, copyRow, historyRows, newRow, pendingRows, plural, requestPlan, state } from "./state.js";
 
 let onChange = () => {};
-export const setTimelineListener = (fn) => { onChange = fn; };
+let onWorld = () => {};
+/** ``change``: after every edit; ``world``: after undo brought a forgotten world back (redraw its screen). */
+export const setTimelineListener = (change, world = () => {}) => { onChange = change; onWorld = world; };
 
 // ---------- editing ----------
 
-function snapshot() {
-  return { rows: state.rows.map((r) => ({ ...r, parts: r.parts && r.parts.map((p) => ({ ...p })) })), world: state.world };
-}
-
-/** Remember the timeline before a change that the user may want to take back. */
-export function pushUndo(what) {
-  state.undo.push({ what, ...snapshot() });
+/** Remember the new rows (and, for ``withWorld``, the world and its history) before a change. */
+export function pushUndo(what, withWorld = false) {
+  const step = { what, pending: pendingRows().map(copyRow) };
+  if (withWorld) Object.assign(step, { world: state.world, history: historyRows().map(copyRow) });
+  state.undo.push(step);
   if (state.undo.length > 50) state.undo.shift();
 }
 
+/** A request starts or ends: what was before it cannot be undone (the world is the server's answer). */
+export const sealUndo = () => { state.undo = []; };
+
 export function undo() {
+  if (state.running && state.undo.at(-1)?.world !== undefined) return;
   const last = state.undo.pop();
   if (!last) return;
-  state.rows = last.rows; state.world = last.world;
+  if (last.world !== undefined) {
+    state.world = last.world;
+    state.rows = last.history.concat(last.pending);
+    onWorld();
+  } else {
+    state.rows = state.rows.filter((r) => r.locked || r.generating).concat(last.pending);
+  }
   changed();
   toast(`undone: ${last.what}`);
 }
@@ -53,14 +64,14 @@ export function clearPending() {
   const n = pendingRows().length;
   if (!n) return;
   pushUndo(`cleared ${plural(n, "chunk")}`);
-  state.rows = state.rows.filter((r) => r.locked);
+  state.rows = state.rows.filter((r) => r.locked || r.generating);
   changed();
   toast(`cleared ${plural(n, "new chunk")}`, true);
 }
 
 export function forgetWorld(onForget) {
-  if (!state.rows.length && !state.world) return;
-  pushUndo("new world");
+  if (state.running || (!state.rows.length && !state.world)) return;
+  pushUndo("new world", true);
   state.rows = []; state.world = null;
   onForget();
   changed();
@@ -69,13 +80,14 @@ export function forgetWorld(onForget) {
 
 function moveRow(row, delta) {
   const i = state.rows.indexOf(row), j = i + delta;
-  if (j < 0 || j >= state.rows.length || state.rows[j].locked) return;
+  if (j < 0 || j >= state.rows.length || state.rows[j].locked || state.rows[j].generating || row.locked || row.generating) return;
   pushUndo("moved a chunk");
   [state.rows[i], state.rows[j]] = [state.rows[j], state.rows[i]];
   changed();
 }
 
 function deleteRow(row) {
+  if (row.locked || row.generating) return;
   pushUndo(`deleted chunk ${state.rows.indexOf(row) + 1}`);
   state.rows.splice(state.rows.indexOf(row), 1);
   changed();
@@ -139,11 +151,19 @@ function speedInput(row, part, i) {
   const input = document.createElement("input");
   Object.assign(input, { type: "number", step: table.isLook(part.key) ? "1" : "0.05", min: entry.range[0], max: entry.range[1] });
   input.dataset.part = i;
-  input.addEventListener("input", () => { row.parts[i].speed = input.value; changed(row); });
+  input.addEventListener("input", () => { editStep(input, row); row.parts[i].speed = input.value; changed(row); });
+  input.addEventListener("change", () => { input._editing = false; });
   const unit = document.createElement("span");
   unit.className = "unit"; unit.setAttribute("aria-hidden", "true"); unit.textContent = table.unitSymbol(part.key);
   box.append(input, unit);
   return box;
+}
+
+/** The first keystroke of a visit to a row's field is an undo step (undo brings the row back as it was). */
+function editStep(input, row) {
+  if (input._editing) return;
+  input._editing = true;
+  pushUndo(`edited row ${state.rows.indexOf(row) + 1}`);
 }
 
 function buildRow(row) {
@@ -153,6 +173,7 @@ function buildRow(row) {
     <input class="action" spellcheck="false" autocomplete="off"><span class="speeds"></span><span class="tools"></span>`;
   const action = li.querySelector(".action");
   action.addEventListener("input", () => {
+    editStep(action, row);
     row.text = action.value;
     const parsed = state.table.parseAction(row.text);
     if (!parsed.error) {  // new parts keep the speeds of parts that survive
@@ -162,12 +183,16 @@ function buildRow(row) {
     changed(row);
   });
   action.addEventListener("change", () => {  // leaving the field: show the canonical name ("look_left" -> "left_rot")
+    action._editing = false;
     if (row.parts && !state.table.parseAction(row.text).error) { row.text = action.value = label(row.parts); changed(row); }
   });
   const tools = li.querySelector(".tools");
   for (const [cls, text, fn] of [["up", "↑", () => moveRow(row, -1)], ["down", "↓", () => moveRow(row, 1)], ["del", "✕", () => deleteRow(row)]]) {
     const b = document.createElement("button");
-    b.className = `small icon ${cls}`; b.textContent = text; b.addEventListener("click", fn);
+    b.className = `small icon ${cls}`; b.textContent = text;
+    // a mouse click leaves no focus on the button, so the keys drive the controller again (Enter/Space from
+    // the keyboard keeps it: the user is working in the form)
+    b.addEventListener("click", (e) => { fn(); if (e.detail > 0) b.blur(); });
     tools.append(b);
   }
   li._speedKeys = null;
@@ -176,15 +201,18 @@ function buildRow(row) {
 
 function updateRow(li, row, n, pendingIndex) {
   const table = state.table;
-  li.classList.toggle("locked", row.locked);
+  const fixed = row.locked || row.generating;
+  li.classList.toggle("locked", row.locked && !row.generating);
+  li.classList.toggle("generating", row.generating);
   li.dataset.row = n;
   li.querySelector(".swatch").style.background = row.locked ? "#56687a" : PALETTE[pendingIndex % PALETTE.length];
   li.querySelector(".num").textContent = String(n);
   const action = li.querySelector(".action");
   if (document.activeElement !== action) action.value = row.text;
-  action.readOnly = row.locked;
-  action.setAttribute("aria-label", `row ${n} action${row.locked ? " (played)" : ""}`);
-  action.title = row.locked ? `chunk ${n} of the world (played; locked)` : "action: w, left_rot, w+left_rot, idle, aliases like look_left";
+  action.readOnly = fixed;
+  action.setAttribute("aria-label", `row ${n} action${row.generating ? " (generating)" : row.locked ? " (played)" : ""}`);
+  action.title = row.generating ? `chunk ${n}: being generated (read-only until the request ends)`
+    : row.locked ? `chunk ${n} of the world (played; locked)` : "action: w, left_rot, w+left_rot, idle, aliases like look_left";
   const keys = (row.parts || []).map((p) => p.key).join("+");
   const speeds = li.querySelector(".speeds");
   if (li._speedKeys !== keys) {  // parts changed: new speed fields (the action field keeps the focus)
@@ -195,7 +223,7 @@ function updateRow(li, row, n, pendingIndex) {
   speeds.querySelectorAll("input").forEach((input) => {
     const p = row.parts[Number(input.dataset.part)];
     if (document.activeElement !== input) input.value = typeof p.speed === "string" ? p.speed : fmt(p.speed);
-    input.readOnly = row.locked;
+    input.readOnly = fixed;
     input.setAttribute("aria-label", `row ${n} ${p.key} speed (${table.unitWord(p.key)}, ${table.entry(p.key).range.join("–")})`);
   });
   const [up, down, del] = li.querySelectorAll(".tools button");
@@ -203,11 +231,11 @@ function updateRow(li, row, n, pendingIndex) {
   del.setAttribute("aria-label", `delete row ${n}`);
   up.title = "move up"; down.title = "move down"; del.title = "delete";
   const prev = state.rows[n - 2];
-  up.disabled = !prev || prev.locked;
+  up.disabled = !prev || prev.locked || prev.generating;
   down.disabled = n === state.rows.length;
-  li.querySelector(".tools").hidden = row.locked;
+  li.querySelector(".tools").hidden = fixed;
   // marks
-  const problems = row.locked && row.parts !== null ? [] : rowProblems(row);
+  const problems = fixed && row.parts !== null ? [] : rowProblems(row);
   li.classList.toggle("bad", problems.length > 0);
   action.setAttribute("aria-invalid", String(problems.some((p) => p.field === "actions")));
   speeds.querySelectorAll("input").forEach((input, i) => {
@@ -225,16 +253,18 @@ export function renderTimeline() {
     let li = elements.get(row.id);
     if (!li) { li = buildRow(row); elements.set(row.id, li); }
     seen.add(row.id);
-    updateRow(li, row, i + 1, row.locked ? 0 : pendingIndex++);
+    updateRow(li, row, i + 1, row.locked || row.generating ? 0 : pendingIndex++);
     if (list.children[i] !== li) { list.insertBefore(li, list.children[i] || null); reordered = true; }
   });
   for (const [id, li] of elements) if (!seen.has(id)) { li.remove(); elements.delete(id); }
   if (reordered && focused && focused !== document.activeElement && document.contains(focused)) focused.focus();
-  const history = state.rows.length - pendingRows().length;
+  const history = historyRows().length, generating = state.rows.filter((r) => r.generating).length;
   const seconds = (state.rows.length * state.table.chunk.seconds).toFixed(1);
-  $("#chunk-count").textContent = `${plural(state.rows.length, "chunk")} · ${seconds} s` + (history ? ` · ${history} played` : "");
+  $("#chunk-count").textContent = `${plural(state.rows.length, "chunk")} · ${seconds} s` + (history ? ` · ${history} played` : "") +
+    (generating ? ` · ${generating} generating` : "");
   $("#clear").disabled = !pendingRows().length;
-  $("#new-world").disabled = !state.rows.length && !state.world;
+  $("#new-world").disabled = Boolean(state.running) || (!state.rows.length && !state.world);
+  $("#new-world").title = state.running ? "a request is running: wait for it or cancel it (■)" : "forget the world and its history (undo brings it back)";
   showProblems();
 }
 

@@ -1,0 +1,108 @@
+// The world survives the tab: the world (its state file, rows, chunk videos) and the settings are kept in the
+// browser's IndexedDB as they change, and offered back when the page opens ("resume world 1 · 7 chunks").
+// A request that was running when the page went is remembered too, so the next page can say it was lost.
+
+import { ADVANCED } from "./commands.js";
+import { $, plural, state } from "./state.js";
+
+const DB = "gamecraft-controller", STORE = "session", KEY = "current";
+const SETTINGS = ["prompt", "seed", "preset", "move-speed", "look-speed", ...ADVANCED.map(([id]) => id)];
+
+let offered = null;   // the saved session while the page offers it back (nothing is saved over it until answered)
+let running = null;   // {mode, first, total, world} of the running request
+let timer = null;
+
+function open() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(DB, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function transact(mode, fn) {
+  const db = await open();
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(STORE, mode);
+      const req = fn(tx.objectStore(STORE));
+      tx.oncomplete = () => resolve(req.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** What is kept: the world, every row, settings. A running request is kept as if it failed (its request may
+ * never end): the world as it was before it, its rows as new rows. */
+function snapshot() {
+  const r = state.running;
+  const w = r?.mode === "generate" ? r.oldWorld : state.world;
+  const before = (c) => !r || r.mode === "generate" || c.n < r.first;
+  const settings = {};
+  for (const id of SETTINGS) {
+    const el = $(`#${id}`);
+    settings[id] = el.type === "checkbox" ? el.checked : el.value;
+  }
+  return {
+    version: 1, savedAt: Date.now(), worlds: r?.accepted && r.mode === "generate" ? state.worlds - 1 : state.worlds, running,
+    world: w && { number: w.number, chunks: w.chunks, state: w.state, stateName: w.stateName, seed: w.seed,
+      prompt: w.prompt, chunkUris: w.chunkUris.filter(before).map((c) => ({ n: c.n, uri: c.uri })) },
+    rows: state.rows.map((row) => ({ text: row.text, parts: row.parts, locked: row.locked })),
+    settings, source: state.source,
+  };
+}
+
+export async function saveNow() {
+  clearTimeout(timer);
+  if (offered || !state.table) return;
+  try { await transact("readwrite", (store) => store.put(snapshot(), KEY)); } catch { /* private mode, quota: play on */ }
+}
+
+/** Save a moment after the last change (a held key adds rows several times a second). */
+export function saveSoon() {
+  clearTimeout(timer);
+  timer = setTimeout(saveNow, 400);
+}
+
+export function rememberRunning(r) {
+  running = { mode: r.mode, first: r.first, total: r.total, world: state.world?.number ?? null };
+  saveNow();
+}
+
+export function forgetRunning() { running = null; }
+
+async function load() {
+  try { return await transact("readonly", (store) => store.get(KEY)); } catch { return null; }
+}
+
+/** On load: offer the saved world back; ``resume(saved)`` restores it. Resolves once the offer is shown. */
+export async function offerSaved(resume) {
+  const saved = await load();
+  if (!saved || (!saved.world?.chunks && !saved.world?.chunkUris?.length && !saved.rows?.length)) return;
+  offered = saved;
+  const w = saved.world, chunks = w ? Math.max(w.chunks, ...w.chunkUris.map((c) => c.n)) : 0;
+  const newRows = saved.rows.filter((r) => !r.locked).length;
+  $("#resume-go").textContent = w ? `resume world ${w.number} · ${plural(chunks, "chunk")}` : `resume ${plural(newRows, "new chunk")}`;
+  const lost = saved.running;
+  const span = lost && (lost.total > 1 ? `chunks ${lost.first}–${lost.first + lost.total - 1}` : `chunk ${lost.first}`);
+  $("#resume-text").textContent = (w ? `Your world from ${new Date(saved.savedAt).toLocaleString()} is kept in this browser` +
+    (newRows ? `, with ${plural(newRows, "new chunk")} not played yet.` : ".") : "Your timeline is kept in this browser.") +
+    (lost ? ` A request (${lost.mode === "keep" ? "▶▶ Keep playing" : "▶ Generate"}, ${span}) was running when the page ` +
+      `closed: its answer is lost, and its rows are back as new rows${lost.mode === "keep" ? " (▶▶ Keep playing sends them again)" : ""}.` : "");
+  $("#resume").hidden = false;
+  $("#resume-go").onclick = () => { const s = offered; dismissOffer(); resume(s); saveSoon(); };
+  $("#resume-no").onclick = () => { dismissOffer(); saveSoon(); };
+}
+
+/** The offer is answered (or the player started something else): saving goes on, over the old session. */
+export function dismissOffer() {
+  if (!offered) return;
+  offered = null;
+  $("#resume").hidden = true;
+}
+
+export { SETTINGS };
