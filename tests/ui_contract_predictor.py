@@ -7,7 +7,8 @@ predict.py records it, and a model worker that dies (``prompt == "crash"``). Eac
 H.264 mp4 (a colour field that moves with the chunk's camera motion), the state file is a real safetensors
 file with GameCraft's metadata, so the page's numbering, file names and Keep playing work as with the model.
 
-A prompt containing ``[step 0.4s]`` sleeps that long per denoising step (default 0); one containing
+A prompt containing ``[step 0.4s]`` sleeps that long per denoising step (default 0), ``[decode 2s]`` that long in
+each chunk's decode (after its ``decode`` progress event, when no event comes); one containing
 ``[no progress]`` records only ``chunks_done`` and ``seconds_per_chunk``, as predictors before the contract did.
 """
 
@@ -77,6 +78,7 @@ class Predictor(BasePredictor):
         seed = 1234 if seed is None else seed
         quiet = "[no progress]" in prompt
         step_s = float(m.group(1)) if (m := re.search(r"\[step ([\d.]+)s\]", prompt)) else 0.0
+        decode_s = float(m.group(1)) if (m := re.search(r"\[decode ([\d.]+)s\]", prompt)) else 0.0
         stem = f"gamecraft-{seed}-{uuid.uuid4().hex[:8]}"
         steps = num_inference_steps or STEPS
         start = time.perf_counter()
@@ -112,6 +114,7 @@ class Predictor(BasePredictor):
                 time.sleep(step_s)
                 progress("denoise", k, world, step)
             progress("decode", k, world, steps)
+            time.sleep(decode_s)
             pose += segment.forward + segment.yaw_degrees / 30
             frames_all.append(_frames(world, pose))
             history.append(segment.describe())

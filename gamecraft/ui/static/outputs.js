@@ -34,12 +34,27 @@ function onProgress(r, p) {
   const within = { start: 0, denoise: 0.9 * (p.step || 0) / steps, decode: 0.95, done: 1 }[p.phase] ?? 0;
   const fraction = ((p.chunk || 1) - 1 + within) / (p.chunks || r.total);
   const left = (p.chunks || r.total) - (p.chunk || 1) + 1 - within;
-  const chunkEta = p.eta_s === null || p.eta_s === undefined ? null : (p.eta_s * (1 - within)) / Math.max(left, 1e-6);
+  // the screen's ETA is the chunk's: its share of eta_s, but in the decode the decode time measured on the
+  // request's earlier chunks (no event comes during a decode, so it is counted down between events)
+  const now = performance.now() / 1000;
+  if (p.phase === "decode") r.decodeAt = now;
+  else if (r.decodeAt && (p.phase === "start" || p.phase === "done")) { r.decodeS = now - r.decodeAt; r.decodeAt = null; }
+  let chunkEta = p.eta_s === null || p.eta_s === undefined ? null : (p.eta_s * (1 - within)) / Math.max(left, 1e-6);
+  if (p.phase === "decode" && r.decodeS) chunkEta = r.decodeS;
   const what = { start: "starting", denoise: `step ${p.step}/${p.steps}`, decode: "decoding", done: "done" }[p.phase] || p.phase;
   const eta = p.eta_s === null || p.eta_s === undefined ? "ETA …" : `ETA ${duration(p.eta_s)}`;
   progress(r, fraction, `chunk ${p.world_chunk ?? r.first + (p.chunk || 1) - 1} (${p.chunk}/${p.chunks}) · ${what} · ${eta}`);
   const next = p.phase === "done" ? null : p.world_chunk ?? r.first + (p.chunk || 1) - 1;
-  if (next) player.setGenerating(`generating chunk ${next} · ETA ${duration(chunkEta)}`);
+  r.screenEta = next ? { chunk: next, eta: chunkEta, at: now } : null;
+  showScreenEta(r);
+}
+
+/** The screen's "generating chunk k · ETA s", counted down from the last event's estimate. */
+export function showScreenEta(r) {
+  const e = r.screenEta;
+  if (!e) return;
+  const left = e.eta === null ? null : Math.max(0, e.eta - (performance.now() / 1000 - e.at));
+  player.setGenerating(`generating chunk ${e.chunk} · ETA ${duration(left)}`);
 }
 
 /** Without the progress metric (older predictors): chunks_done and seconds_per_chunk. */

@@ -7,7 +7,7 @@
 import { ApiError, cancel, predict, serverAdvice, setUploadName, tidy, workerDied } from "./api.js";
 import { buildInput } from "./commands.js";
 import { partsFromDescription } from "./actions.js";
-import { dropUnfinished, historyGroup, onEvent, player, progress, setupOutputs, showWorld, showWorldChunks } from "./outputs.js";
+import { dropUnfinished, historyGroup, onEvent, player, progress, setupOutputs, showScreenEta, showWorld, showWorldChunks } from "./outputs.js";
 import { $, announce, copyRow, duration, historyRows, newRow, pendingRows, plural, requestPlan, state, worldChunks } from "./state.js";
 import { markServerRow, planProblems, sealUndo, timelineChanged } from "./timeline.js";
 import { checkHealth, setHealthListener } from "./status.js";
@@ -106,16 +106,17 @@ async function run(mode) {
   timelineChanged();
   refreshButtons();
   progress(r, 0, `starting ${plural(r.total, "chunk")}…`);
-  let ok = false;
+  const ticker = setInterval(() => showScreenEta(r), 500);
   try {
     await predict(input, (name, data) => { if (!r.accepted) accept(r); onEvent(r, name, data); }, r.abort.signal, checkHealth);
     await commit(r);
-    ok = true;
   } catch (err) {
     rollback(r);
     await failed(r, err);
   } finally {
+    clearInterval(ticker);
     state.running = null;
+    state.lastRunEnd = performance.now();
     forgetRunning();
     sealUndo();
     player.setGenerating(null);
@@ -123,7 +124,7 @@ async function run(mode) {
     showWorld();
     timelineChanged();
     saveSoon();
-    if (ok) settleHealth();
+    settleHealth();
   }
 }
 
@@ -241,7 +242,9 @@ export function reasons() {
     return { generate: busy, keep: busy };
   }
   const h = state.health;
-  const server = !h || h.status === "READY" ? null : serverAdvice(h);
+  // BUSY read while this page's own request ran is about that request (settleHealth reads it again)
+  const ours = h?.status === "BUSY" && h.at < (state.lastRunEnd ?? 0);
+  const server = !h || h.status === "READY" || ours ? null : serverAdvice(h);
   const keep = server || (!state.world?.state ? "nothing to continue yet: ▶ Generate a world first, or drop a saved world"
     : !pendingRows().length ? "add chunks to keep playing: hold W (or any key of the controller)" : null);
   return { generate: server, keep };

@@ -13,8 +13,10 @@ export const state = {
   config: { backend: "cog", url: "http://127.0.0.1:5000" },
   health: null,         // {status, server, text} from the last /api/health poll
   running: null,        // {id, abort, ...} while a prediction runs
+  lastRunEnd: 0,        // performance.now() when the last request ended
   undo: [],             // snapshots of the new rows (and the world) before edits; emptied by every request
   schema: {},           // input name -> OpenAPI property (ranges, defaults), when the server has a schema
+  saved: null,          // {rows, chunks, running} of the last session kept in IndexedDB (store.js)
 };
 
 let nextId = 1;

@@ -30,6 +30,7 @@ export async function checkHealth() {
   } catch {
     health = { status: "PAGE_DOWN", word: "not answering", server: `page's server ${location.host}`, url: location.origin };
   }
+  health.at = performance.now();
   state.health = health;
   const badge = $("#server-status");
   const text = `${health.server}: ${health.word}`;

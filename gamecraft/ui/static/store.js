@@ -59,7 +59,11 @@ function snapshot() {
 export async function saveNow() {
   clearTimeout(timer);
   if (offered || !state.table) return;
-  try { await transact("readwrite", (store) => store.put(snapshot(), KEY)); } catch { /* private mode, quota: play on */ }
+  const record = snapshot();
+  try {
+    await transact("readwrite", (store) => store.put(record, KEY));
+    state.saved = { rows: record.rows.length, chunks: record.world?.chunkUris.length ?? 0, running: Boolean(record.running) };
+  } catch { /* private mode, quota: play on */ }
 }
 
 /** Save a moment after the last change (a held key adds rows several times a second). */
