@@ -19,9 +19,11 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from safetensors import safe_open
+from safetensors.numpy import save_file
 from ui_fakes import STEPS, FakeReplicate
 from ui_harness import (
     capture_inputs,
@@ -194,10 +196,13 @@ def decoded(inputs: dict) -> dict:
     }
 
 
-def run_curl(command: str, cwd: Path, env=None) -> dict:
+def run_curl(command: str, cwd: Path, env=None, ok=True):
+    """Run ``command`` in bash from ``cwd``: the prediction's JSON (``ok``), else the finished process."""
     done = subprocess.run(
         ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
     )
+    if not ok:
+        return done
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -216,9 +221,11 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     # `cog predict` (no Docker here): its arguments are the same inputs
     page.select_option("#cmd-kind", "cog")
     assert decoded(cog_predict_inputs(page.text_content("#command"), REPO_ROOT)) == decoded(expected)
-    # curl, literally, from the repository root (the example's path is relative to it)
+    # curl, literally, from another directory: the example is read from the page's server
     page.select_option("#cmd-kind", "curl")
-    result = run_curl(page.text_content("#command"), REPO_ROOT)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_curl(page.text_content("#command"), elsewhere)
     assert result["status"] == "succeeded", result.get("error")
     assert len(result["output"]) == 2 + 2  # two chunks, the video, the state
     first_state = tmp_path / "first.safetensors"
@@ -236,6 +243,15 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
     (tmp_path / name).write_bytes(decoded({"s": page.evaluate("window.gamecraft.state.world.state")})["s"])
     result = run_curl(page.text_content("#command"), tmp_path)
     assert result["status"] == "succeeded", result.get("error")
+    assert cog.wait_until_ready() == "READY"
+    # it fails loudly: a missing state file, and a prediction that fails (a file that is no state file)
+    missing = run_curl(page.text_content("#command"), elsewhere, ok=False)
+    assert missing.returncode != 0 and name in missing.stderr and missing.stdout == ""
+    (elsewhere / name).write_bytes(b"not a state file")
+    broken = run_curl(page.text_content("#command"), elsewhere, ok=False)
+    assert broken.returncode == 1 and "the prediction did not succeed" in broken.stderr
+    assert json.loads(broken.stdout)["status"] == "failed" and "state file" in json.loads(broken.stdout)["error"]
+    assert cog.wait_until_ready() == "READY"
     state = tmp_path / "out.safetensors"
     state.write_bytes(decoded({"s": result["output"][-1]})["s"])
     with safe_open(str(state), "np") as handle:
@@ -255,10 +271,39 @@ def test_the_replicate_command_runs_against_replicates_api(browser, tmp_path):
             page.keyboard.press("KeyW")
             expected = page.evaluate("window.gamecraft.buildInput()")
             command = page.text_content("#command")
-            assert f"{fake.url}/models/me/gamecraft/predictions" in command and "$REPLICATE_API_TOKEN" in command
-            result = run_curl(command, REPO_ROOT, {"REPLICATE_API_TOKEN": "tok-123"})
-            assert result["id"] == "r1"
-            assert fake.created == {"input": expected}
+            # the latest version (a pushed model is run by version), then polled: no 'Prefer: wait'
+            assert f"{fake.url}/predictions " in command and "$REPLICATE_API_TOKEN" in command
+            assert "Prefer" not in command
+            result = run_curl(command, tmp_path, {"REPLICATE_API_TOKEN": "tok-123"})
+            assert result["id"] == "r1" and result["status"] == "succeeded" and fake.polls == len(STEPS)
+            assert fake.created == {"version": "abc123", "input": expected}
+            # a state file of the real size (7.7 MB) goes through Replicate's files API, read by its name
+            state = tmp_path / "big-world.safetensors"
+            meta = {
+                "format": "gamecraft-world-state",
+                "format_version": 2,
+                "seed": 3,
+                "chunks_done": 1,
+                "actions": ["w 0.4"],
+            }
+            save_file(
+                {"last_latents": np.zeros((1, 16, 9, 88, 152), np.float32)},
+                str(state),
+                metadata={"gamecraft": json.dumps(meta)},
+            )
+            page.set_input_files("#file", str(state))
+            page.wait_for_function(
+                "document.querySelector('#drop-text').textContent === 'saved world: big-world.safetensors'"
+            )
+            page.keyboard.press("KeyD")
+            expected = page.evaluate("window.gamecraft.buildInput()")
+            result = run_curl(page.text_content("#command"), tmp_path, {"REPLICATE_API_TOKEN": "tok-123"})
+            assert result["status"] == "succeeded"
+            assert fake.files[0]["data"] == state.read_bytes() and fake.files[0]["filename"] == state.name
+            assert fake.created == {
+                "version": "abc123",
+                "input": {**expected, "continue_from": f"{fake.url}/files/f1"},
+            }
             page.context.close()
     finally:
         fake.api.close()

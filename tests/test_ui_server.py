@@ -171,11 +171,13 @@ def test_replicate_backend_streams_a_polled_prediction_as_cog_events(serve):
             "backend": "replicate",
             "model": "me/gamecraft",
             "version": None,
+            "latest_version": "abc123",
             "api": fake.url,
         }
         events, headers = read_sse(url + "/api/predictions", {"input": {"actions": '["w", "d"]', "seed": 5}})
         assert headers["Content-Type"] == "text/event-stream"
-        assert fake.created == {"input": {"actions": '["w", "d"]', "seed": 5}}
+        # not the models endpoint (official models only): the latest version, read just before
+        assert fake.created == {"version": "abc123", "input": {"actions": '["w", "d"]', "seed": 5}}
         names = [n for n, _, _ in events]
         assert names[0] == "start" and names[-1] == "completed"
         outputs = [d for n, d, _ in events if n == "output"]
@@ -208,6 +210,34 @@ def test_replicate_backend_versions_json_errors_and_cancel(serve):
         assert request_json("POST", url + "/api/predictions/r1/cancel")[0] == 200 and fake.canceled
         bad = serve(ReplicateBackend("me/gamecraft", "wrong", api=fake.url))
         assert request_json("POST", bad + "/api/predictions", {"input": {}}) == (401, {"detail": "Invalid token."})
+    finally:
+        fake.api.close()
+
+
+def test_replicate_backend_uploads_a_real_size_state_file_through_the_files_api(serve, tmp_path):
+    """A state file of the real shape (last_latents [1, 16, 9, 88, 152] float32, 7.7 MB) goes through Replicate's
+    files API, the input being its URL; a start image under 1 MB stays a data URI."""
+    from safetensors.numpy import save_file
+
+    state = tmp_path / "world.safetensors"
+    save_file({"last_latents": np.zeros((1, 16, 9, 88, 152), np.float32)}, str(state), metadata={"gamecraft": "{}"})
+    assert state.stat().st_size > 7_000_000
+    state_uri = "data:application/octet-stream;base64," + base64.b64encode(state.read_bytes()).decode()
+    image_uri = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(500_000)).decode()
+    fake = FakeReplicate(STEPS)
+    try:
+        url = serve(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02))
+        inputs = {"continue_from": state_uri, "actions": '["w"]'}
+        status, body = request_json("POST", url + "/api/predictions", {"input": inputs})
+        assert status == 200 and body["status"] == "succeeded"
+        assert fake.created == {
+            "version": "abc123",
+            "input": {"continue_from": f"{fake.url}/files/f1", "actions": '["w"]'},
+        }
+        assert len(fake.files) == 1 and fake.files[0]["data"] == state.read_bytes()
+        assert fake.files[0]["filename"] == "continue_from.safetensors"
+        status, _ = request_json("POST", url + "/api/predictions", {"input": {"image": image_uri}})
+        assert status == 200 and fake.created["input"] == {"image": image_uri} and len(fake.files) == 1
     finally:
         fake.api.close()
 

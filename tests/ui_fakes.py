@@ -53,14 +53,27 @@ def reply(handler, status, payload, headers=None):
 
 
 class FakeReplicate:
-    """Replicate's predictions API: create (models or versions endpoint), GET to poll, cancel."""
+    """Replicate's predictions API: create (models or versions endpoint), GET to poll, cancel; the model (its
+    latest version) and the files API (``POST /v1/files``, multipart with a ``content`` part, as Replicate's
+    clients send it)."""
 
     def __init__(self, steps):
         self.steps = steps  # successive states the prediction goes through on each GET
         self.polls = 0
         self.created = None
         self.canceled = False
+        self.files: list[dict] = []  # uploads: {"filename", "content_type", "data"}
         base = "/v1"
+
+        def upload(handler, body):
+            if handler.headers.get("Authorization") != "Bearer tok-123":
+                return reply(handler, 401, {"detail": "Invalid token."})
+            parts = _multipart(handler.headers.get("Content-Type", ""), body)
+            if "content" not in parts:
+                return reply(handler, 400, {"detail": "missing the 'content' part"})
+            self.files.append(parts["content"])
+            n = len(self.files)
+            reply(handler, 201, {"id": f"f{n}", "urls": {"get": f"{self.api.url}{base}/files/f{n}"}})
 
         def create(handler, body):
             payload = json.loads(body)
@@ -139,9 +152,26 @@ class FakeReplicate:
                 ("POST", f"{base}/predictions"): create,
                 ("GET", f"{base}/predictions/r1"): get,
                 ("POST", f"{base}/predictions/r1/cancel"): cancel,
+                ("POST", f"{base}/files"): upload,
             }
         )
         self.url = self.api.url + base
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, dict]:
+    """The parts of a multipart/form-data body: {name: {"filename", "content_type", "data"}}."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    parts = {}
+    for part in message.iter_parts():
+        parts[part.get_param("name", header="content-disposition")] = {
+            "filename": part.get_filename(),
+            "content_type": part.get_content_type(),
+            "data": part.get_payload(decode=True),
+        }
+    return parts
 
 
 STEPS = [
