@@ -110,10 +110,12 @@ def test_js_camera_path_agrees_with_python(page):
 
 
 def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
-    """The session in docs/ui-session/: the example image is there, hold W, chord, Generate, Keep playing."""
+    """The session in docs/ui-session/ (what a 1440x900 screen shows): the example image is there, hold W,
+    chord, Generate, Keep playing, the whole world, and the world offered back after a reload."""
     shots = artifacts / "session"
     shots.mkdir(exist_ok=True)
-    shot = lambda name: page.screenshot(path=str(shots / f"{name}.png"), full_page=True)  # noqa: E731
+    page.set_viewport_size({"width": 1440, "height": 900})
+    shot = lambda name: page.screenshot(path=str(shots / f"{name}.png"))  # noqa: E731
     sent = capture_inputs(page)
     progress = watch(page, "#progress-text")
     assert page.text_content("#drop-text") == "image: village.png"
@@ -161,6 +163,16 @@ def test_a_held_key_session_from_the_preloaded_example(page, cog, artifacts):
     shot("6-keep-playing-and-whole-world")
     page.screenshot(path=str(artifacts / "generated.png"), full_page=True)
     assert cog.wait_until_ready() == "READY"
+    # the tab goes: the world (the real model's state file and chunks) is offered back
+    page.keyboard.press("KeyD")
+    page.wait_for_function("window.gamecraft.state.saved?.rows === window.gamecraft.state.rows.length")
+    page.reload()
+    page.wait_for_function("document.body.classList.contains('ready')")
+    sync_api.expect(page.locator("#resume-go")).to_have_text(f"resume world 1 · {n} chunks")
+    shot("7-resume")
+    page.click("#resume-go")
+    assert page.locator("#timeline li.locked").count() == n and rows(page)[-1] == "d"
+    assert page.locator("#thumbs .thumb").count() == n and "Keep playing · chunk" in page.text_content("#plan")
 
 
 def cog_predict_inputs(command: str, cwd: Path) -> dict:

@@ -58,6 +58,10 @@ def test_focus_stays_where_the_user_puts_it(page):
 def test_a_four_part_chunk_row_fits_and_can_be_deleted(page):
     hold(page, "KeyW", "KeyD", "ArrowLeft", "ArrowDown", seconds=0.4)
     assert lists(page)[0] == ["w+d+left_rot+down_rot"]
+    action = page.locator("#timeline li input.action").first  # the whole name shows (issue 30 #9)
+    assert action.evaluate("x => x.scrollWidth <= x.clientWidth"), action.evaluate(
+        "x => [x.scrollWidth, x.clientWidth]"
+    )
     box = page.locator("#timeline").bounding_box()
     for name in ("move row 1 down", "delete row 1"):
         b = page.get_by_role("button", name=name).bounding_box()

@@ -193,14 +193,15 @@ def test_screen_controller_and_play_buttons_fit_one_screen(browser, url, artifac
     try:
         sent = capture_inputs(page)
         set_prompt(page, "one screen [step 0.05s]")
+        page.evaluate("scrollTo(0, 0)")  # filling the prompt scrolled to it; the loop itself never scrolls
         page.keyboard.press("KeyW")
         page.keyboard.press("Enter")  # a key plays (outside text fields)
         assert wait_done(page).startswith("done: 1 chunk") and len(sent) == 1
         page.keyboard.press("KeyD")
-        for selector in ("#stage", ".keys[aria-label^='move']", ".keys[aria-label^='look']", "#generate", "#keep"):
-            assert visible(page, selector), selector
-        assert page.evaluate("document.scrollingElement.scrollTop") == 0
         page.screenshot(path=str(artifacts / "one-screen-1440x900.png"))
+        for selector in ("#stage", ".keys[aria-label^='move']", ".keys[aria-label^='look']", "#generate", "#keep"):
+            assert visible(page, selector), (selector, page.locator(selector).bounding_box())
+        assert page.evaluate("document.scrollingElement.scrollTop") == 0
     finally:
         page.context.close()
     assert page.errors == []

@@ -24,9 +24,9 @@ function render() {
   const last = plan.first + plan.rows.length - 1;
   const span = plan.rows.length > 1 ? `chunks ${plan.first}–${last}` : `chunk ${plan.first}`;
   const start = state.source && state.source.field !== "continue_from" ? state.source.name : "a start image";
-  $("#plan").textContent = !plan.rows.length ? `next: ▶ Generate from ${start}, once you add chunks`
+  $("#plan").textContent = (state.running && plan.rows.length ? "after this request, " : "") + (!plan.rows.length ? `next: ▶ Generate from ${start}, once you add chunks`
     : plan.mode === "keep" ? `next: ▶▶ Keep playing · ${span} from the world's state`
-      : `next: ▶ Generate · ${span} from ${start}` + (state.world?.state ? " (or add chunks to keep playing this world)" : "");
+      : `next: ▶ Generate · ${span} from ${start}` + (state.world?.state ? " (or add chunks to keep playing this world)" : ""));
   $("#command").textContent = command($("#cmd-kind").value, plan);
   const played = state.rows.filter((r) => r.locked && r.parts).map((r) => r.parts);
   const fresh = pendingRows().map((r) => (state.table.parseAction(r.text).error ? [] : r.parts || []));

@@ -14,7 +14,7 @@ export const ADVANCED = [["steps", "num_inference_steps", "int"], ["guidance", "
 export function buildInput(plan = requestPlan()) {
   const json = rowsJson(plan.rows);
   const input = {};
-  if (plan.mode === "keep") input.continue_from = state.world.state;
+  if (plan.mode === "keep") input.continue_from = state.world?.state ?? "(the state file the running request returns)";
   else if (state.source && state.source.field !== "continue_from") input[state.source.field] = state.source.uri;
   Object.assign(input, { prompt: $("#prompt").value, actions: json.actions, action_speeds: json.action_speeds });
   if ($("#preset").value !== defaultOf("preset", "distilled")) input.preset = $("#preset").value;

@@ -33,11 +33,13 @@ export const historyRows = () => state.rows.filter((r) => r.locked && !r.generat
 /** The chunks a world has (its chunk files arrive before its state). */
 export const worldChunks = (w = state.world) => (w ? Math.max(w.chunks, 0, ...w.chunkUris.map((c) => c.n)) : 0);
 
-/** What the next request is: Keep playing (new rows from the world's state) when it can, else Generate. */
+/** What the next request is: Keep playing (new rows from the world's state) when it can, else Generate.
+ * While a request runs, the next one is planned as if it succeeds (its world goes on after its chunks). */
 export function requestPlan(mode = null) {
-  const keep = mode ? mode === "keep" : Boolean(state.world?.state) && pendingRows().length > 0;
-  const rows = keep ? pendingRows() : state.rows.filter((r) => !r.generating);
-  const first = keep ? (state.world?.chunks ?? 0) + 1 : 1;
+  const r = state.running;
+  const keep = mode ? mode === "keep" : (Boolean(state.world?.state) || Boolean(r)) && pendingRows().length > 0;
+  const rows = keep ? pendingRows() : state.rows.filter((row) => !row.generating);
+  const first = !keep ? 1 : r ? r.first + r.total : (state.world?.chunks ?? 0) + 1;
   return { mode: keep ? "keep" : "generate", rows, first };
 }
 
