@@ -333,7 +333,8 @@ def test_a_dead_worker_is_reported_at_once_and_the_world_is_kept(browser, tmp_pa
             assert wait_done(page).startswith("done: 1 chunk")
             set_prompt(page, "crash")
             page.keyboard.press("KeyD")
-            page.click("#keep")
+            page.click("#generate")  # a new world, refused by a worker that dies: world 1 stays
+            page.click("#confirm-replace")
             assert wait_done(page).startswith("failed")
             # the message and the badge are there when the request ends (no poll needed)
             text = page.text_content(".field-error[data-for=generate]")
@@ -341,6 +342,7 @@ def test_a_dead_worker_is_reported_at_once_and_the_world_is_kept(browser, tmp_pa
             assert "make run" in text and "tools/serve.py" in text and "World 1 (1 chunk) is kept." in text
             assert page.text_content("#server-text") == f"Cog server {server.url.removeprefix('http://')}: unhealthy"
             assert page.text_content("#world").startswith("world 1: 1 chunk")
+            assert page.locator("#thumbs .thumb").count() == 1 and page.evaluate("window.gamecraft.state.world.state")
             assert rows(page) == ["w", "d"] and page.locator("#timeline li.locked").count() == 1
             assert page.is_disabled("#keep") and page.is_disabled("#generate")
             assert "Keep playing is off: the Cog server" in page.text_content("#play-why")

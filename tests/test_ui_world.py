@@ -171,10 +171,10 @@ def test_keys_reach_the_controller_after_a_click_on_a_row_button(page):
     page.keyboard.press("Backspace")  # the controller's Backspace: the last new row goes
     assert rows(page) == ["d", "a", "w"]
     # from the keyboard the button keeps the focus: the user is working in the form
-    page.get_by_role("button", name="move row 2 down", exact=True).focus()
-    page.keyboard.press("Enter")
+    page.get_by_role("button", name="move row 1 down", exact=True).focus()
+    page.keyboard.press("Enter")  # d moves to row 2; its ↓ stays enabled and keeps the focus
     page.keyboard.press("KeyS")
-    assert rows(page) == ["d", "w", "a"]
+    assert rows(page) == ["a", "d", "w"]
 
 
 # ---------- #7 the play loop needs scrolling ----------

@@ -10,7 +10,7 @@ import { player, showWorld, showWorldChunks } from "./outputs.js";
 import { clearErrors, playNext, refreshButtons, setupPlay, showError } from "./play.js";
 import { $, $$, announce, dataUriToBlob, newRow, pendingRows, plural, requestPlan, state, stateMetadata } from "./state.js";
 import { checkHealth, startHealthPolling } from "./status.js";
-import { offerSaved, saveSoon, SETTINGS } from "./store.js";
+import { dismissOffer, offerSaved, saveSoon, SETTINGS } from "./store.js";
 import { addRows, clearPending, forgetWorld, pushUndo, renderTimeline, rowsJson, setTimelineListener, undo } from "./timeline.js";
 
 // ---------- rendering ----------
@@ -71,6 +71,7 @@ async function loadFile(file) {
 /** A saved state file: its world (chunk count, seed, the actions played) becomes the timeline's history. */
 async function loadWorld(uri, name) {
   const meta = await stateMetadata(dataUriToBlob(uri));
+  dismissOffer();  // a world of the player's choosing: the one kept in the browser gives way
   pushUndo("loaded a saved world", true);
   state.worlds += 1;
   state.world = { number: state.worlds, chunks: meta?.chunks_done ?? 0, state: uri, stateName: name,

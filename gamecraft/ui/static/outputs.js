@@ -186,6 +186,7 @@ export function historyGroup(r) {
   group.querySelector("h3").textContent = groupTitle(r);
   $("#history").prepend(group);
   $("#history-panel").hidden = false;
+  $("#no-downloads").hidden = true;
   return group;
 }
 

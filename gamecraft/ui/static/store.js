@@ -1,33 +1,39 @@
 // The world survives the tab: the world (its state file, rows, chunk videos) and the settings are kept in the
 // browser's IndexedDB as they change, and offered back when the page opens ("resume world 1 · 7 chunks").
 // A request that was running when the page went is remembered too, so the next page can say it was lost.
+// The large files (chunk videos, the state file: megabytes each) are kept apart from the session record and
+// written once each, so an edit of the timeline rewrites only the small record.
 
 import { ADVANCED } from "./commands.js";
 import { $, plural, state } from "./state.js";
 
-const DB = "gamecraft-controller", STORE = "session", KEY = "current";
+const DB = "gamecraft-controller", STORE = "session", FILES = "files", KEY = "current";
 const SETTINGS = ["prompt", "seed", "preset", "move-speed", "look-speed", ...ADVANCED.map(([id]) => id)];
 
 let offered = null;   // the saved session while the page offers it back (nothing is saved over it until answered)
 let running = null;   // {mode, first, total, world} of the running request
 let timer = null;
+const written = new Map();  // file key -> the uri string stored under it (skip writing it again)
 
 function open() {
   return new Promise((resolve, reject) => {
-    const req = indexedDB.open(DB, 1);
-    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    const req = indexedDB.open(DB, 2);
+    req.onupgradeneeded = () => {
+      for (const name of [STORE, FILES]) if (!req.result.objectStoreNames.contains(name)) req.result.createObjectStore(name);
+    };
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
   });
 }
 
+/** fn(sessionStore, filesStore) in one transaction; resolves with the result of the request fn returns. */
 async function transact(mode, fn) {
   const db = await open();
   try {
     return await new Promise((resolve, reject) => {
-      const tx = db.transaction(STORE, mode);
-      const req = fn(tx.objectStore(STORE));
-      tx.oncomplete = () => resolve(req.result);
+      const tx = db.transaction([STORE, FILES], mode);
+      const req = fn(tx.objectStore(STORE), tx.objectStore(FILES));
+      tx.oncomplete = () => resolve(req?.result);
       tx.onerror = () => reject(tx.error);
       tx.onabort = () => reject(tx.error);
     });
@@ -60,8 +66,21 @@ export async function saveNow() {
   clearTimeout(timer);
   if (offered || !state.table) return;
   const record = snapshot();
+  // files by key: w<world>-c<n> (a chunk), w<world>-state; the record keeps the keys
+  const files = new Map();
+  if (record.world) {
+    const w = record.world, tag = `w${w.number}`;
+    if (w.state) { files.set(`${tag}-state`, w.state); w.state = `${tag}-state`; }
+    w.chunkUris = w.chunkUris.map((c) => { files.set(`${tag}-c${c.n}`, c.uri); return { n: c.n, key: `${tag}-c${c.n}` }; });
+  }
   try {
-    await transact("readwrite", (store) => store.put(record, KEY));
+    await transact("readwrite", (store, fileStore) => {
+      for (const [key, uri] of files) if (written.get(key) !== uri) fileStore.put(uri, key);
+      const keys = fileStore.getAllKeys();  // files of forgotten worlds and dropped chunks go
+      keys.onsuccess = () => { for (const key of keys.result) if (!files.has(key)) fileStore.delete(key); };
+      return store.put(record, KEY);
+    });
+    for (const [key, uri] of files) written.set(key, uri);
     state.saved = { rows: record.rows.length, chunks: record.world?.chunkUris.length ?? 0, running: Boolean(record.running) };
   } catch { /* private mode, quota: play on */ }
 }
@@ -80,7 +99,22 @@ export function rememberRunning(r) {
 export function forgetRunning() { running = null; }
 
 async function load() {
-  try { return await transact("readonly", (store) => store.get(KEY)); } catch { return null; }
+  try {
+    const saved = await transact("readonly", (store) => store.get(KEY));
+    const w = saved?.world;
+    if (!w) return saved;
+    const keys = [...(w.state ? [w.state] : []), ...w.chunkUris.map((c) => c.key)];
+    const uris = {};
+    await transact("readonly", (_, fileStore) => {
+      for (const key of keys) { const req = fileStore.get(key); req.onsuccess = () => { uris[key] = req.result; }; }
+      return null;
+    });
+    if (w.state) w.state = uris[w.state] ?? null;
+    w.chunkUris = w.chunkUris.filter((c) => uris[c.key]).map((c) => ({ n: c.n, uri: uris[c.key] }));
+    return saved;
+  } catch {
+    return null;
+  }
 }
 
 /** On load: offer the saved world back; ``resume(saved)`` restores it. Resolves once the offer is shown. */
