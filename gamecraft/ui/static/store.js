@@ -10,6 +10,8 @@ import { $, plural, state } from "./state.js";
 const DB = "gamecraft-controller", STORE = "session", FILES = "files", KEY = "current";
 const SETTINGS = ["prompt", "seed", "preset", "move-speed", "look-speed", ...ADVANCED.map(([id]) => id)];
 
+let loaded = false;   // the saved session was read (nothing is saved before: the page's first renders would
+                      // overwrite it)
 let offered = null;   // the saved session while the page offers it back (nothing is saved over it until answered)
 let running = null;   // {mode, first, total, world} of the running request
 let timer = null;
@@ -64,7 +66,7 @@ function snapshot() {
 
 export async function saveNow() {
   clearTimeout(timer);
-  if (offered || !state.table) return;
+  if (!loaded || offered || !state.table) return;
   const record = snapshot();
   // files by key: w<world>-c<n> (a chunk), w<world>-state; the record keeps the keys
   const files = new Map();
@@ -120,6 +122,7 @@ async function load() {
 /** On load: offer the saved world back; ``resume(saved)`` restores it. Resolves once the offer is shown. */
 export async function offerSaved(resume) {
   const saved = await load();
+  loaded = true;
   if (!saved || (!saved.world?.chunks && !saved.world?.chunkUris?.length && !saved.rows?.length)) return;
   offered = saved;
   const w = saved.world, chunks = w ? Math.max(w.chunks, ...w.chunkUris.map((c) => c.n)) : 0;
