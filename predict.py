@@ -2,9 +2,12 @@
 
 ``setup()`` builds the engine the environment describes (``gamecraft.serving.config`` lists every
 ``GAMECRAFT_*`` variable) with ``gamecraft.serving.build.build_service``, the same builder the CLI, the local
-server and the benchmarks use. ``predict()`` turns the inputs into one ``GenerationRequest`` and streams
-what ``gamecraft.serving.generate.generate`` reports: each file as soon as it exists, progress as coglet
-metrics (``progress``: phase, chunk, step, ETA; ``seed``; ``chunks_done``; ``seconds_per_chunk``).
+server and the benchmarks use. ``predict()`` maps its inputs to ``RequestInputs``, and
+``gamecraft.serving.request.prepare_request`` (the CLI's path too) validates them into one
+``GenerationRequest`` with its time estimate; ``predict()`` then streams what the engine's ``generate``
+reports: each file as soon as it exists, progress as coglet metrics (``progress``: phase, chunk, step, ETA;
+``seed``; ``chunks_done``; ``seconds_per_chunk``; which kernels run: ``go_fast``, ``attention``). A request
+the user can fix fails with one line (``RequestError``), anything else with its traceback in the logs.
 
 Outputs, in order: each chunk's mp4 as soon as it is decoded, the whole video, then (when asked) the
 world state file (``continue_from`` of a later prediction), the last frame (PNG) and the camera-path
@@ -17,8 +20,6 @@ import logging
 import shutil
 import sys
 import tempfile
-import threading
-import traceback
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Optional
@@ -51,14 +52,12 @@ class Predictor(BasePredictor):
 
         self._last_output_dir: Path | None = None
         try:
-            self.config = ServingConfig.from_env()
-            self.served = build_service(self.config)
-        except ConfigError as err:
-            raise RuntimeError(f"{ENV_NAMES.get(err.option, err.option)}={err.value}: {err}") from None
-        except ValueError as err:
-            raise RuntimeError(str(err)) from None
-        self.engine = self.served.engine
-        log.info("setup done in %.1fs (weights: %s)", self.served.setup_seconds, self.config.weights)
+            self.service = build_service(ServingConfig.from_env())
+        except ValueError as err:  # one line for SETUP_FAILED; the cause, with its traceback, in the log
+            log.exception("setup failed")
+            where = f"{ENV_NAMES.get(err.option, err.option)}={err.value}: " if isinstance(err, ConfigError) else ""
+            raise RuntimeError(f"{where}{err}") from None
+        log.info("setup done in %.1fs (weights: %s)", self.service.setup_seconds, self.service.config.weights)
 
     @cog.streaming
     def predict(
@@ -136,86 +135,50 @@ class Predictor(BasePredictor):
         return_last_frame: bool = Input(description="Also return the last frame as PNG.", default=False),
         camera_preview: bool = Input(description="Also return a top-down PNG of the camera path.", default=False),
     ) -> Iterator[Path]:
-        from gamecraft.pipeline.actions import parse_actions
-        from gamecraft.pipeline.presets import resolve_preset
-        from gamecraft.pipeline.trajectory import load_trajectory
-        from gamecraft.serving.budget import check_budget
-        from gamecraft.serving.generate import GenerationRequest, OutputNames
+        from gamecraft.serving.generate import OutputNames
+        from gamecraft.serving.request import RequestInputs, final_error, prepare_request
 
-        self._clean_previous_outputs()
-        out_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
-        self._last_output_dir = out_dir
-        plan = self.served.plan
+        out_dir = self._new_output_dir()
+        inputs = RequestInputs(
+            prompt=prompt,
+            actions=actions,
+            action_speeds=action_speeds,
+            preset=preset,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            go_fast=go_fast,
+            seed=seed,
+            negative_prompt=negative_prompt,
+            fps=fps,
+            image=image,
+            video=video,
+            continue_from=continue_from,
+            trajectory=trajectory,
+            return_state=return_state,
+            return_last_frame=return_last_frame,
+            camera_preview=camera_preview,
+        )
+        error = None
         try:
-            fast = go_fast and plan.go_fast_note is None
-            if go_fast and not fast:
-                log.warning("%s", plan.go_fast_note)
-            elif fast and plan.go_fast_attention_note:
-                log.info("%s", plan.go_fast_attention_note)
-            chosen = resolve_preset(preset, num_inference_steps, guidance_scale, go_fast=fast)
-            plan.check_request(chosen)  # what this GPU's memory cannot run is refused before any GPU work
-            chunks_traj = load_trajectory(trajectory) if trajectory is not None else None
-            segments = () if chunks_traj is not None else parse_actions(actions, action_speeds)
-            request = GenerationRequest(
-                prompt=prompt,
-                preset=chosen,
-                segments=segments,
-                trajectory=chunks_traj,
-                image=image,
-                video=video,
-                continue_from=continue_from,
-                seed=seed,
-                negative_prompt=negative_prompt,
-                size=plan.size,
-                fps=float(fps),
-                return_state=return_state,
-                last_frame=return_last_frame,
-                camera_preview=camera_preview,
-            )
-            n_chunks = len(request.chunks())
-            estimate = check_budget(
-                self.served.costs,
-                chosen,
-                n_chunks,
-                starts_fresh=request.starts_fresh,
-                budget_s=self.config.time_budget_s,
-                device_name=plan.device_name,
-            )
-            log.info(
-                "request: %d chunk(s), preset %s%s, estimated %.0fs",
-                n_chunks,
-                chosen.name,
-                f" (go_fast: fp8 linears, {self.engine.go_fast_attention_backend} attention)" if fast else "",
-                estimate,
-            )
-            # which kernels ran (go_fast falls back where the GPU or the installed kernels cannot run it)
-            self.record_metric("go_fast", fast)
-            engine = self.engine
-            self.record_metric("attention", engine.go_fast_attention_backend if fast else engine.attention_backend)
-            stop = threading.Event()
+            prepared = prepare_request(self.service, inputs)
+            prepared.log(log)
+            self.record_metric("go_fast", prepared.go_fast)  # which kernels run (go_fast falls back where it can't)
+            self.record_metric("attention", prepared.attention)
             # closing(): a cancellation raised here stops generate()'s chunk thread before the cleanup below
-            with closing(self.served.generate(request, out_dir, OutputNames(), stop=stop)) as events:
+            with closing(self.service.generate(prepared.request, out_dir, OutputNames())) as events:
                 for event in events:
                     path = self._report(event)
                     if path is not None:
                         yield Path(path)
         except cog.CancelationException:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            _free_memory()
+            _discard(out_dir)
             raise
-        except Exception as err:
-            traceback.print_exc()
-            shutil.rmtree(out_dir, ignore_errors=True)
-            _free_memory()
-            if _is_out_of_memory(err):
-                raise RuntimeError(
-                    "out of GPU memory during this prediction; memory was released and the model "
-                    "is ready again. Try fewer chunks per request, the distilled preset, or "
-                    "go_fast"
-                ) from None
-            raise
-        finally:
-            _trim_host_memory()
+        except Exception as err:  # noqa: BLE001 - every failure ends in one clean error, raised below
+            error = final_error(err, self.healthcheck())
+        if error is not None:  # out of the except block: the failed work's frames, and their memory, are gone
+            _discard(out_dir)
+            raise error
+        _trim_host_memory()
 
     def _report(self, event) -> str | None:
         """Metrics for ``event`` (coglet sends each as an SSE ``metric`` event and in webhooks); the path of
@@ -239,20 +202,23 @@ class Predictor(BasePredictor):
 
     def healthcheck(self) -> bool:
         """False once a multi-GPU worker has died (coglet then reports UNHEALTHY)."""
-        engine = getattr(self, "engine", None)
-        return engine.healthy if engine is not None else True
+        service = getattr(self, "service", None)
+        return service.engine.healthy if service is not None else True
 
-    def _clean_previous_outputs(self) -> None:
-        """Outputs of the previous prediction were uploaded when it finished; don't let them pile up."""
+    def _new_output_dir(self) -> Path:
+        """A fresh directory for this prediction's files; the previous prediction's were uploaded when it
+        finished, so they go (outputs do not pile up)."""
         if self._last_output_dir is not None:
             shutil.rmtree(self._last_output_dir, ignore_errors=True)
-            self._last_output_dir = None
+        self._last_output_dir = Path(tempfile.mkdtemp(prefix="pred-", dir=_ensure_dir(OUTPUT_ROOT)))
+        return self._last_output_dir
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
-    import torch
-
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+def _discard(out_dir: Path) -> None:
+    """After a failed or cancelled prediction: its files, its GPU memory, the host memory it freed."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    _free_memory()
+    _trim_host_memory()
 
 
 def _free_memory() -> None:

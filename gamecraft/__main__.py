@@ -12,18 +12,18 @@ import argparse
 import logging
 import sys
 from contextlib import closing
+from dataclasses import fields, replace
 from pathlib import Path
 
 from gamecraft.media.preview import save_preview
 from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses, world_poses
-from gamecraft.pipeline.presets import Preset, resolve_preset
 from gamecraft.pipeline.trajectory import load_trajectory
 from gamecraft.serving.build import build_service
 from gamecraft.serving.config import ConfigError, ServingConfig, parse_size
 from gamecraft.serving.events import FileReady, Finished
-from gamecraft.serving.generate import GenerationRequest
 from gamecraft.serving.plan import plan_service
+from gamecraft.serving.request import RequestInputs, prepare_request, warm_up_for
 
 log = logging.getLogger("gamecraft")
 
@@ -53,17 +53,13 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def serving_config(args: argparse.Namespace, preset: Preset) -> ServingConfig:
-    """The CLI's :class:`ServingConfig`: the environment's, with the flags on top; the requested preset is
-    the one loaded and warmed up, and without a GPU or complete weights tiny weights run on the CPU."""
-    flags = dict(
-        preload=(preset.name,),
-        warm_presets=(preset.name,),
-        warm_go_fast=args.go_fast,
-        fallback_to_tiny=True,
-        tiny_dir=Path(args.tiny_dir),
-        gpus=args.gpus,
-    )
+def serving_config(args: argparse.Namespace) -> ServingConfig:
+    """The CLI's :class:`ServingConfig`: the environment's, with the flags given on top (``--gpus`` unset
+    leaves ``GAMECRAFT_GPUS``); the requested preset's transformer is the one loaded, and without a GPU or
+    complete weights tiny weights run on the CPU."""
+    flags = dict(preload=(args.preset,), fallback_to_tiny=True, tiny_dir=Path(args.tiny_dir))
+    if args.gpus is not None:
+        flags["gpus"] = args.gpus
     if args.tiny:
         flags["weights"] = "tiny"
     elif args.weights:
@@ -73,49 +69,40 @@ def serving_config(args: argparse.Namespace, preset: Preset) -> ServingConfig:
     return ServingConfig.from_env(**flags)
 
 
+def request_inputs(args: argparse.Namespace) -> RequestInputs:
+    """The flags as the API's inputs (the flags' destinations are the inputs' names); without a start, the
+    image shipped in assets/."""
+    inputs = RequestInputs(**{f.name: getattr(args, f.name) for f in fields(RequestInputs)})
+    if inputs.image is None and inputs.video is None and inputs.continue_from is None:
+        inputs = replace(inputs, image=DEFAULT_IMAGE)
+    return inputs
+
+
 def _generate(args: argparse.Namespace) -> int:
-    preset = resolve_preset(args.preset, args.steps, args.guidance)
-    trajectory = load_trajectory(args.trajectory) if args.trajectory else None
-    segments = () if trajectory is not None else parse_actions(args.actions, args.speeds)
-    config = serving_config(args, preset)
+    config, inputs = serving_config(args), request_inputs(args)
     try:
         plan = plan_service(config)
     except ConfigError as err:
-        raise SystemExit(f"--{err.option} {err.value}: {err}") from None
+        given = getattr(args, err.option, None) is not None
+        where = f"--{err.option} {err.value}" if given else f"GAMECRAFT_{err.option.upper()}={err.value}"
+        raise SystemExit(f"{where}: {err}") from None
     if plan.source == "tiny":
         reason = plan.smoke_reason or "--tiny given"
         print(SMOKE_BANNER.format(reason=reason, weights=config.weights), file=sys.stderr, flush=True)
-    if args.go_fast and plan.go_fast_note is not None:
-        print(plan.go_fast_note, file=sys.stderr)
-    preset = resolve_preset(args.preset, args.steps, args.guidance, go_fast=args.go_fast and plan.go_fast_note is None)
-    plan.check_request(preset)
-    image = args.image if (args.image or args.video or args.continue_from) else DEFAULT_IMAGE
-    request = GenerationRequest(
-        prompt=args.prompt,
-        preset=preset,
-        segments=segments,
-        trajectory=trajectory,
-        image=image,
-        video=args.video,
-        continue_from=args.continue_from,
-        seed=args.seed,
-        negative_prompt=args.negative_prompt,
-        size=plan.size,
-        fps=args.fps,
-        last_frame=args.last_frame,
-        camera_preview=args.camera_preview,
-    )
-    served = build_service(config, plan=plan)
+    # the request is checked before any model loads, and the warm-up compiles exactly its pass shapes
+    service = build_service(config, plan=replace(plan, warm_shapes=warm_up_for(plan, inputs)))
     finished = None
     try:
-        with closing(served.generate(request, Path(args.out))) as events:  # Ctrl-C stops it
+        prepared = prepare_request(service, inputs)  # the time budget, as the predictor's
+        prepared.log(log)
+        with closing(service.generate(prepared.request, Path(args.out))) as events:  # Ctrl-C stops it
             for event in events:
                 if isinstance(event, FileReady):
                     print(f"{event.kind:<10} {event.path}", flush=True)
                 elif isinstance(event, Finished):
                     finished = event
     finally:
-        served.close()  # stops multi-GPU worker processes
+        service.close()  # stops multi-GPU worker processes
     print(f"seed {finished.seed}; {finished.chunks} chunk(s) in {finished.seconds:.1f}s")
     if plan.source == "tiny":
         print(
@@ -137,18 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prompt", default="A cozy village street in the morning, cinematic, realistic.")
     g.add_argument("--negative-prompt", default="", help="unconditional prompt (reference: always empty)")
     g.add_argument("--actions", default='["w", "left_rot"]', help="JSON list of actions")
-    g.add_argument("--speeds", default="[0.3, 20]", help="JSON list of speeds")
+    g.add_argument("--speeds", dest="action_speeds", default="[0.3, 20]", help="JSON list of speeds")
     g.add_argument("--trajectory", type=Path, help="custom camera path (RealEstate10K text or JSON c2w)")
     g.add_argument("--preset", default="distilled", choices=("distilled", "full"))
-    g.add_argument("--steps", type=int, help="override the preset's number of steps")
-    g.add_argument("--guidance", type=float, help="override the preset's guidance scale")
+    g.add_argument("--steps", dest="num_inference_steps", type=int, help="override the preset's number of steps")
+    g.add_argument("--guidance", dest="guidance_scale", type=float, help="override the preset's guidance scale")
     g.add_argument("--seed", type=int, help="random when omitted (printed)")
     g.add_argument("--size", help="HxW, multiples of 16 (default 704x1216; 128x224 for tiny smoke runs)")
     g.add_argument("--fps", type=float, default=25.0)
     g.add_argument("--weights", help="weights directory (default $GAMECRAFT_WEIGHTS or ./weights)")
     g.add_argument("--tiny", action="store_true", help="force the tiny random-weights smoke run")
     g.add_argument("--tiny-dir", default=".cache/tiny-weights", help="where tiny weights are written")
-    g.add_argument("--last-frame", action="store_true", help="also write the last frame as PNG")
+    g.add_argument(
+        "--last-frame", dest="return_last_frame", action="store_true", help="also write the last frame as PNG"
+    )
     g.add_argument("--camera-preview", action="store_true", help="also write the camera-path preview PNG")
     g.add_argument(
         "--gpus",
@@ -158,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     g.add_argument("--go-fast", action="store_true", help="fp8 transformer (and quantized attention where supported)")
     g.add_argument("--out", type=Path, default=Path("outputs"))
+    g.set_defaults(return_state=True)  # the state file is always written
 
     p = sub.add_parser("preview", help="render the top-down camera path of an action list to a PNG")
     p.add_argument("--actions", default='["w", "left_rot", "w+left_rot"]', help="JSON list of actions")
@@ -169,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _generate(args) if args.command == "generate" else _preview(args)
-    except ValueError as err:
+    except ValueError as err:  # a RequestError, or a flag the configuration refuses: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
 

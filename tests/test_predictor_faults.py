@@ -62,7 +62,7 @@ def _run(pred, **overrides):
 
 def test_out_of_memory_is_a_clear_failure_and_the_model_recovers(predictor, monkeypatch):
     pred, outputs_root = predictor
-    model = pred.engine.transformer("distilled")
+    model = pred.service.engine.transformer("distilled")
     calls = {"n": 0}
     original = type(model).forward
 

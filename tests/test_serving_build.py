@@ -12,7 +12,6 @@ import torch
 
 from gamecraft.__main__ import serving_config
 from gamecraft.engine import EngineConfig, GameCraftEngine
-from gamecraft.pipeline.presets import resolve_preset
 from gamecraft.serving import build
 from gamecraft.serving.config import ConfigError, ServingConfig
 from gamecraft.serving.devices import DeviceInfo
@@ -77,7 +76,7 @@ def test_from_env_errors_name_the_variable(env, message):
 
 
 def _cli_args(**overrides) -> argparse.Namespace:
-    args = dict(tiny=False, weights=None, size=None, gpus=None, go_fast=False, tiny_dir="/tmp/tiny")
+    args = dict(tiny=False, weights=None, size=None, gpus=None, go_fast=False, tiny_dir="/tmp/tiny", preset="distilled")
     return argparse.Namespace(**{**args, **overrides})
 
 
@@ -88,8 +87,8 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
     predictor = plan_service(ServingConfig.from_env(env), device=H100)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    cli = plan_service(serving_config(_cli_args(), resolve_preset("distilled")), device=H100)
-    assert cli.engine_config == predictor.engine_config and (cli.attention, cli.compile, cli.memory) == (
+    cli = plan_service(serving_config(_cli_args()), device=H100)
+    assert cli.engine_config == predictor.engine and (cli.attention, cli.compile, cli.memory) == (
         predictor.attention,
         predictor.compile,
         predictor.memory,
@@ -101,14 +100,12 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
         ("cuda:0", "cuda:1"),
     )
     assert predictor.engine_config.compile and predictor.engine_config.cache_dir == weights / ".safetensors-cache"
-    # the predictor warms both presets; the CLI only the one it runs
-    assert {s.rows for s in predictor.warm_shapes} == {1, 2} and {s.rows for s in cli.warm_shapes} == {1}
+    # the predictor warms both presets (the CLI warms its request's own shapes: tests/test_request_path.py)
+    assert {s.rows for s in predictor.warm_shapes} == {1, 2}
 
 
 def test_the_cli_falls_back_to_tiny_weights_and_says_why(tmp_path):
-    config = serving_config(
-        _cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")), resolve_preset("distilled")
-    )
+    config = serving_config(_cli_args(weights=tmp_path / "missing", tiny_dir=str(tmp_path / "t")))
     plan = plan_service(config, device=None)
     assert plan.source == "tiny" and plan.smoke_reason == "no CUDA GPU" and plan.engine_config.device == "cpu"
     plan = plan_service(config, device=H100)

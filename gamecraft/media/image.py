@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import DEFAULT_SIZE
 
 logger = logging.getLogger(__name__)
@@ -62,14 +63,14 @@ def load_image(source: ImageSource, limits: ImageLimits = ImageLimits()) -> Imag
         try:
             image = Image.open(source)  # reads the header only
         except Image.DecompressionBombError as err:
-            raise ValueError(f"image refused as a decompression bomb: {err}") from err
+            raise RequestError(f"image refused as a decompression bomb: {err}") from err
         except (UnidentifiedImageError, SyntaxError, EOFError) as err:
-            raise ValueError(f"not a readable image: {err}") from err
+            raise RequestError(f"not a readable image: {err}") from err
         _check_size(image.size, limits)  # before decoding any pixel data
         try:
             image.load()
         except (OSError, SyntaxError, EOFError, ValueError) as err:
-            raise ValueError(f"image data is truncated or corrupt: {err}") from err
+            raise RequestError(f"image data is truncated or corrupt: {err}") from err
     image = ImageOps.exif_transpose(image)
     return to_rgb(image)
 
@@ -77,11 +78,11 @@ def load_image(source: ImageSource, limits: ImageLimits = ImageLimits()) -> Imag
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
     width, height = size
     if width * height > limits.max_pixels:
-        raise ValueError(
+        raise RequestError(
             f"image too large: {width}x{height} = {width * height / 1e6:.1f} MP, limit {limits.max_pixels / 1e6:.1f} MP"
         )
     if min(width, height) < limits.min_side:
-        raise ValueError(f"image too small: {width}x{height}, each side must be >= {limits.min_side} px")
+        raise RequestError(f"image too small: {width}x{height}, each side must be >= {limits.min_side} px")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

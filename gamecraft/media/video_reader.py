@@ -20,6 +20,8 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from gamecraft.specs.errors import RequestError
+
 logger = logging.getLogger(__name__)
 
 # Frames a continuation from a video needs (one GameCraft chunk of history).
@@ -71,23 +73,23 @@ def _open_video(
             meta = next(gen)
             width, height = (int(v) for v in meta["size"])
         except (OSError, RuntimeError, IndexError, KeyError, ValueError, StopIteration):
-            raise ValueError(f"could not decode {path.name}: not a readable video file") from None
+            raise RequestError(f"could not decode {path.name}: not a readable video file") from None
         info = VideoInfo(
             width=width, height=height, fps=float(meta.get("fps") or 0.0),
             duration_s=float(meta.get("duration") or 0.0), codec=str(meta.get("codec", "")),
             pix_fmt=str(meta.get("pix_fmt", "")).split("(")[0],
         )  # fmt: skip
         if not (0 < width <= max_side and 0 < height <= max_side):
-            raise ValueError(f"{path.name} is {width}x{height} pixels; each side must be 1..{max_side}")
+            raise RequestError(f"{path.name} is {width}x{height} pixels; each side must be 1..{max_side}")
         if info.duration_s > max_duration_s:
-            raise ValueError(f"{path.name} is {info.duration_s:.1f} s long; the limit is {max_duration_s:g} s")
+            raise RequestError(f"{path.name} is {info.duration_s:.1f} s long; the limit is {max_duration_s:g} s")
 
         def frames() -> Iterator[np.ndarray]:
             try:
                 for raw in gen:
                     yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
             except RuntimeError as err:  # a truncated frame or a decoder failure mid-file
-                raise ValueError(f"could not decode {path.name}: {err}".split("\n")[0]) from None
+                raise RequestError(f"could not decode {path.name}: {err}".split("\n")[0]) from None
 
         yield info, frames()
     finally:
@@ -137,10 +139,10 @@ def read_video_frames(
         for frame in frame_iter:
             decoded += 1
             if decoded > max_total_frames:
-                raise ValueError(f"{path.name} has more than {max_total_frames} frames")
+                raise RequestError(f"{path.name} has more than {max_total_frames} frames")
             kept.append(frame)
             if len(kept) * frame_bytes > max_bytes:
-                raise ValueError(
+                raise RequestError(
                     f"{path.name}: {len(kept)} frames of {info.width}x{info.height} exceed "
                     f"{max_bytes / 2**20:.1f} MiB; read fewer frames (max_frames or last)"
                 )
@@ -149,7 +151,7 @@ def read_video_frames(
         else:
             info = replace(info, frame_count=decoded)
     if not kept:
-        raise ValueError(f"{path.name} contains no video frames")
+        raise RequestError(f"{path.name} contains no video frames")
     return np.stack(kept), info
 
 
@@ -158,5 +160,5 @@ def last_frames_for_start(path: PathLike, count: int = START_FRAMES) -> np.ndarr
     frames, _ = read_video_frames(path, last=count)
     if len(frames) < count:
         have = f"{len(frames)} frame" + ("" if len(frames) == 1 else "s")
-        raise ValueError(f"video has {have}; starting from a video needs at least {count}")
+        raise RequestError(f"video has {have}; starting from a video needs at least {count}")
     return frames

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import FPS, FRAMES_PER_CHUNK
 
 MAX_CHUNKS = 64
@@ -108,7 +109,7 @@ ALIASES: dict[str, str] = {
 }
 
 
-class ActionError(ValueError):
+class ActionError(RequestError):
     """A malformed action or speed list; the message names the index and the problem."""
 
 

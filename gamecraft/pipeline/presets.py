@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from gamecraft.specs.errors import RequestError
+
 STEP_CACHE_STEPS = 50  # the reference uses its step cache only for exactly 50 steps
 
 
@@ -46,17 +48,17 @@ def resolve_preset(
     step_cache: bool | None = None,
     go_fast: bool = False,
 ) -> Preset:
-    """The named preset with explicit overrides applied; ``ValueError`` on unknown names or bad values."""
+    """The named preset with explicit overrides applied; ``RequestError`` on unknown names or bad values."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        raise RequestError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     preset = PRESETS[name]
     if num_inference_steps is not None:
         if not 1 <= num_inference_steps <= MAX_STEPS:
-            raise ValueError(f"num_inference_steps must be between 1 and {MAX_STEPS}, got {num_inference_steps}")
+            raise RequestError(f"num_inference_steps must be between 1 and {MAX_STEPS}, got {num_inference_steps}")
         preset = replace(preset, num_inference_steps=int(num_inference_steps))
     if guidance_scale is not None:
         if not 1.0 <= guidance_scale <= MAX_GUIDANCE:
-            raise ValueError(f"guidance_scale must be between 1 and {MAX_GUIDANCE:g}, got {guidance_scale:g}")
+            raise RequestError(f"guidance_scale must be between 1 and {MAX_GUIDANCE:g}, got {guidance_scale:g}")
         preset = replace(preset, guidance_scale=float(guidance_scale))
     if flow_shift is not None:
         if not 0.0 < flow_shift <= 100.0:

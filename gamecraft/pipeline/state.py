@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import LATENT_CHANNELS, SPATIAL_COMPRESSION
 
 FORMAT = "gamecraft-world-state"
@@ -34,7 +35,7 @@ MODEL_ID = "hunyuan-gamecraft-1.0"
 MAX_STATE_BYTES = 256 * 1024 * 1024
 
 
-class StateError(ValueError):
+class StateError(RequestError):
     """A state file that cannot be used; the message says why."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from gamecraft.pipeline.actions import MAX_CHUNKS
 from gamecraft.pipeline.camera import REFERENCE_INTRINSICS, ChunkPoses
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import FRAMES_PER_CHUNK
 
 MAX_TRAJECTORY_BYTES = 8 * 1024 * 1024
@@ -35,7 +36,7 @@ MAX_TRANSLATION = 1.0e4
 RIGID_TOLERANCE = 1.0e-3
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(RequestError):
     """A malformed trajectory file; the message names the line or matrix and the problem."""
 
 

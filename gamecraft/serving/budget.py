@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from gamecraft.engine import Engine
 from gamecraft.engine.base import PassShape, WarmUp
 from gamecraft.pipeline.presets import PRESETS, Preset, step_cache_flags
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import FIRST_CHUNK_LATENT_FRAMES, LATER_CHUNK_LATENT_FRAMES, PASS_LATENT_FRAMES
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,16 @@ def warm_up_shapes(presets: Iterable[Preset], go_fast: bool, rows_at_once: int =
     return shapes
 
 
+def request_shapes(preset: Preset, chunks: int, starts_fresh: bool, rows_at_once: int = 2) -> list[PassShape]:
+    """The pass shapes one request runs: the preset's rows (2 with guidance; at most ``rows_at_once``) with
+    go_fast or not, at 10 latent frames for a first chunk from an image and 18 for every other chunk."""
+    rows = min(2 if preset.uses_cfg else 1, rows_at_once)
+    frames = [FIRST_CHUNK_LATENT_FRAMES] if starts_fresh else []
+    if chunks > 1 or not starts_fresh:
+        frames.append(LATER_CHUNK_LATENT_FRAMES)
+    return [PassShape(rows, f, preset.go_fast) for f in frames]
+
+
 def estimate_seconds(costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool) -> float:
     """Seconds for ``chunks`` chunks; the first is a 10-frame chunk when the world starts from an image."""
     if chunks <= 0:
@@ -96,7 +107,7 @@ def _minutes(seconds: float) -> str:
 def check_budget(
     costs: PassCosts, preset: Preset, chunks: int, starts_fresh: bool, budget_s: float, device_name: str = "this GPU"
 ) -> float:
-    """Return the estimate, or raise ``ValueError`` saying what fits when it exceeds ``budget_s``."""
+    """Return the estimate, or raise :class:`RequestError` saying what fits when it exceeds ``budget_s``."""
     need = estimate_seconds(costs, preset, chunks, starts_fresh)
     if need <= budget_s:
         return need
@@ -105,7 +116,7 @@ def check_budget(
     faster = PRESETS["distilled"]
     if preset.name != faster.name and estimate_seconds(costs, faster, chunks, starts_fresh) <= budget_s:
         advice.append("or the distilled preset")
-    raise ValueError(
+    raise RequestError(
         f"{chunks} chunk{'s' if chunks != 1 else ''} at the {preset.name} preset "
         f"({preset.num_inference_steps} steps, guidance {preset.guidance_scale:g}) need ~{_minutes(need)} "
         f"on {device_name}; the limit is {_minutes(budget_s)}: {', '.join(advice)}"

@@ -43,13 +43,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Service:
-    """A built, warmed-up engine with its plan and the cost table its warm-up measured."""
+    """A built, warmed-up engine with its plan, the cost table its warm-up measured and the configuration it
+    was built from (the time budget of its requests)."""
 
     engine: Engine
     plan: ServicePlan
     costs: PassCosts
     warm_up: WarmUp | None
     setup_seconds: float
+    config: ServingConfig
 
     def generate(
         self,
@@ -185,4 +187,4 @@ def build_service(
     )
     seconds = time.perf_counter() - start
     log.info("engine ready in %.1fs", seconds)
-    return Service(engine=engine, plan=plan, costs=costs, warm_up=warm_up_result, setup_seconds=seconds)
+    return Service(engine=engine, plan=plan, costs=costs, warm_up=warm_up_result, setup_seconds=seconds, config=config)

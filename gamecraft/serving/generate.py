@@ -37,6 +37,7 @@ from gamecraft.pipeline.camera import ChunkPoses, chunk_poses
 from gamecraft.pipeline.presets import Preset
 from gamecraft.pipeline.session import ChunkResult, WorldSession, encode_start_image, encode_start_video
 from gamecraft.pipeline.state import load_state, save_state
+from gamecraft.specs.errors import RequestError
 from gamecraft.specs.geometry import DEFAULT_SIZE, FPS, MAX_SEED, latent_size
 
 from .budget import PassCosts, denoise_seconds
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Everything one request asks for, checked when made (``ValueError`` with a human message).
+    """Everything one request asks for, checked when made (:class:`RequestError` with a human message).
 
     Exactly one of ``image``/``video``/``continue_from``; exactly one of ``segments`` (parsed actions)
     or ``trajectory`` (custom camera chunks)."""
@@ -75,16 +76,16 @@ class GenerationRequest:
             if value is not None
         ]
         if len(starts) != 1:
-            raise ValueError(
+            raise RequestError(
                 "give exactly one of image, video or continue_from"
                 + (f" (got {', '.join(starts)})" if starts else " (got none)")
             )
         if (self.trajectory is not None) == bool(self.segments):
-            raise ValueError("give either actions or a trajectory (exactly one)")
+            raise RequestError("give either actions or a trajectory (exactly one)")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+            raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if not 1 <= self.fps <= 120:
-            raise ValueError(f"fps must be between 1 and 120, got {self.fps:g}")
+            raise RequestError(f"fps must be between 1 and 120, got {self.fps:g}")
         latent_size(*self.size)
 
     @property
