@@ -21,6 +21,7 @@ from gamecraft.engine import PassShape
 from gamecraft.serving import request as request_module
 from gamecraft.serving.build import build_service
 from gamecraft.serving.config import ServingConfig
+from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, plan_memory
 from gamecraft.serving.request import RequestInputs, prepare_request
 from gamecraft.specs.errors import RequestError
 
@@ -168,6 +169,11 @@ def test_refusals_are_request_errors(service):
     short = replace(service, config=replace(service.config, time_budget_s=0.001))
     with pytest.raises(RequestError, match="the limit is 1 s"):
         prepare_request(short, inputs)
+    # a GPU whose memory holds one row but not the two of guidance (a hypothetical model's byte costs)
+    costs = replace(DEFAULT_COSTS, activations_1x18=30 * GIB, activations_2x18=60 * GIB)
+    small = replace(service, plan=replace(service.plan, memory=plan_memory(58 * GIB, 1, True, costs)))
+    with pytest.raises(RequestError, match="guidance > 1"):
+        prepare_request(small, replace(inputs, guidance_scale=2.0))
     for bad, message in [
         (dict(actions='["jump"]'), "actions[0]: unknown action 'jump'"),
         (dict(video=IMAGE), "give exactly one of image, video or continue_from (got image, video)"),

@@ -88,7 +88,7 @@ def test_the_cli_and_the_predictor_plan_the_same_engine(tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     cli = plan_service(serving_config(_cli_args()), device=H100)
-    assert cli.engine_config == predictor.engine and (cli.attention, cli.compile, cli.memory) == (
+    assert cli.engine_config == predictor.engine_config and (cli.attention, cli.compile, cli.memory) == (
         predictor.attention,
         predictor.compile,
         predictor.memory,

@@ -115,7 +115,10 @@ def _resolve(plan: ServicePlan, inputs: RequestInputs) -> tuple[GenerationReques
     elif go_fast and plan.go_fast_attention_note:
         notes.append((logging.INFO, plan.go_fast_attention_note))
     preset = resolve_preset(inputs.preset, inputs.num_inference_steps, inputs.guidance_scale, go_fast=go_fast)
-    plan.check_request(preset)  # what this GPU's memory cannot run is refused before any GPU work
+    try:  # what this GPU's memory cannot run is refused before any GPU work
+        plan.check_request(preset)
+    except ValueError as err:
+        raise RequestError(str(err)) from None
     trajectory = load_trajectory(inputs.trajectory) if inputs.trajectory is not None else None
     segments = () if trajectory is not None else parse_actions(inputs.actions, inputs.action_speeds)
     request = GenerationRequest(
