@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import inspect
 import re
 import sys
 import weakref
@@ -77,25 +78,8 @@ def _predict(predict_module, service, tmp_path, monkeypatch, **inputs):
     monkeypatch.setattr(predict_module, "OUTPUT_ROOT", CogPath(tmp_path / "outputs"))
     pred = predict_module.Predictor()
     pred.service, pred._last_output_dir = service, None
-    api = dict(
-        image=None,
-        prompt="a village",
-        actions='["w", "s", "d", "a"]',
-        action_speeds="[0.2, 0.2, 0.2, 0.2]",
-        preset="distilled",
-        num_inference_steps=None,
-        guidance_scale=None,
-        go_fast=False,
-        seed=None,
-        negative_prompt="",
-        fps=25,
-        video=None,
-        continue_from=None,
-        trajectory=None,
-        return_state=True,
-        return_last_frame=False,
-        camera_preview=False,
-    )
+    # a direct call passes every input: the API's defaults (Cog's Input() objects hold them), then the test's
+    api = {name: p.default.default for name, p in inspect.signature(pred.predict).parameters.items()}
     return list(pred.predict(**{**api, **inputs}))
 
 
