@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_, rope_tables  # noqa: E402
+from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_, rope_tables  # noqa: E402
 
 logger = logging.getLogger("bench_transformer")
 VAE_SPATIAL = 8
@@ -191,11 +191,13 @@ class Bench:
                         entry.update(
                             self.measure(
                                 lambda: model(
-                                    **inp,
-                                    camera_tokens=cam_tokens,
-                                    rope=rope,
-                                    text_lengths=lengths,
-                                    attention_backend=backend,
+                                    PassInputs(
+                                        **inp,
+                                        camera_tokens=cam_tokens,
+                                        rope=rope,
+                                        text_lengths=lengths,
+                                        attention_backend=backend,
+                                    )
                                 )
                             )
                         )

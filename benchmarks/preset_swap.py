@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_  # noqa: E402
+from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_  # noqa: E402
 from gamecraft.serving.build import random_engine_kwargs  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.serving.plan import plan_service  # noqa: E402
@@ -75,7 +75,17 @@ def main() -> int:
 
         def run():
             with torch.no_grad():
-                model(x, t, text.states, text.mask, text.pooled, camera_tokens=tokens, text_lengths=text.lengths)
+                model(
+                    PassInputs(
+                        x=x,
+                        t=t,
+                        text_states=text.states,
+                        text_mask=text.mask,
+                        text_states_2=text.pooled,
+                        camera_tokens=tokens,
+                        text_lengths=text.lengths,
+                    )
+                )
 
         run()
         eager = [timed(run) for _ in range(2)]

@@ -209,7 +209,7 @@ def test_byte_costs_match_the_architectures():
 @torch.no_grad()
 def test_step_cache_and_camera_token_bytes_are_what_the_model_keeps():
     """The formulas, checked on a tiny model's real StepCache features and camera tokens (same structure)."""
-    from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, init_random_
+    from gamecraft.model import GameCraftTransformer, PassInputs, StepCache, TransformerConfig, init_random_
 
     model = init_random_(GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta"), seed=1)
     config, g = model.config, torch.Generator().manual_seed(0)
@@ -217,13 +217,15 @@ def test_step_cache_and_camera_token_bytes_are_what_the_model_keeps():
     cam = torch.randn(2, 33, 6, 32, 48, generator=g)
     cache = StepCache()
     model(
-        torch.randn(2, config.img_in_channels, 18, 4, 6, generator=g),
-        torch.tensor([900.0, 900.0]),
-        text,
-        torch.ones(2, 10, dtype=torch.int64),
-        torch.randn(2, config.text_states_dim_2, generator=g),
-        cam_latents=cam,
-        cache=cache,
+        PassInputs(
+            x=torch.randn(2, config.img_in_channels, 18, 4, 6, generator=g),
+            t=torch.tensor([900.0, 900.0]),
+            text_states=text,
+            text_mask=torch.ones(2, 10, dtype=torch.int64),
+            text_states_2=torch.randn(2, config.text_states_dim_2, generator=g),
+            cam_latents=cam,
+            cache=cache,
+        )
     )
     tiny = replace(DEFAULT_COSTS, hidden=config.hidden_size, tokens_per_frame=(4 // 2) * (6 // 2), text_tokens=10)
     assert tiny.step_cache(2, 18) == cache.features.numel() * cache.features.element_size()

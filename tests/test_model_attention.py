@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, init_random_, text_lengths_from_mask
+from gamecraft.model import (
+    GameCraftTransformer,
+    PassInputs,
+    StepCache,
+    TransformerConfig,
+    init_random_,
+    text_lengths_from_mask,
+)
 from gamecraft.model.attention import joint_attention, refiner_attention
 
 
@@ -52,12 +59,14 @@ def test_unknown_backend_and_bad_lengths_raise():
     model = GameCraftTransformer(TransformerConfig.tiny(), dtype=torch.float32, device="meta")
     with pytest.raises(ValueError, match="unknown attention backend"):
         model(
-            torch.zeros(1, 33, 10, 4, 6),
-            torch.zeros(1),
-            torch.zeros(1, 4, 64),
-            torch.ones(1, 4),
-            torch.zeros(1, 32),
-            attention_backend="flash-typo",
+            PassInputs(
+                x=torch.zeros(1, 33, 10, 4, 6),
+                t=torch.zeros(1),
+                text_states=torch.zeros(1, 4, 64),
+                text_mask=torch.ones(1, 4),
+                text_states_2=torch.zeros(1, 32),
+                attention_backend="flash-typo",
+            )
         )
 
 
@@ -100,8 +109,8 @@ def test_padded_text_values_do_not_change_image_outputs(tiny_model):
     for row, n in enumerate(lengths):
         changed["text_states"][row, n:] = 100.0 * torch.randn_like(changed["text_states"][row, n:])
     cache_a, cache_b = StepCache(), StepCache()
-    out_a = tiny_model(**inputs, cache=cache_a)
-    out_b = tiny_model(**changed, cache=cache_b)
+    out_a = tiny_model(PassInputs(**inputs, cache=cache_a))
+    out_b = tiny_model(PassInputs(**changed, cache=cache_b))
     torch.testing.assert_close(out_b, out_a, rtol=0, atol=1e-6)
     img_len = 18 * 2 * 3
     for row, n in enumerate(lengths):  # image and valid text features are untouched, padding is not
@@ -116,9 +125,9 @@ def test_padded_text_values_do_not_change_image_outputs(tiny_model):
 def test_rows_with_different_text_lengths_equal_each_row_alone(tiny_model, frames):
     lengths = [3, 12, 7]
     inputs = _inputs(tiny_model.config, lengths, frames=frames)
-    batched = tiny_model(**inputs)
+    batched = tiny_model(PassInputs(**inputs))
     for row in range(len(lengths)):
-        alone = tiny_model(**{k: v[row : row + 1] for k, v in inputs.items()})
+        alone = tiny_model(PassInputs(**{k: v[row : row + 1] for k, v in inputs.items()}))
         torch.testing.assert_close(batched[row : row + 1], alone, rtol=1e-5, atol=1e-5)
 
 
@@ -126,8 +135,8 @@ def test_rows_with_different_text_lengths_equal_each_row_alone(tiny_model, frame
 def test_sdpa_and_math_backends_agree(tiny_model):
     inputs = _inputs(tiny_model.config, [5, 12])
     torch.testing.assert_close(
-        tiny_model(**inputs, attention_backend="sdpa"),
-        tiny_model(**inputs, attention_backend="sdpa-math"),
+        tiny_model(PassInputs(**inputs, attention_backend="sdpa")),
+        tiny_model(PassInputs(**inputs, attention_backend="sdpa-math")),
         rtol=1e-5,
         atol=1e-5,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
+from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_
 from gamecraft.model.fp8 import FP8_MAX, FP8Linear, fp8_copy, is_fp8_layer, quantize_rows
 
 
@@ -48,10 +48,17 @@ def test_selection_rule_and_fp8_copy_shares_everything_else():
     x = torch.randn(2, 33, 10, 4, 6, generator=g)
     mask = torch.zeros(2, 24, dtype=torch.int64)
     mask[0, :5], mask[1, :17] = 1, 1
-    args = (x, torch.full((2,), 900.0), torch.randn(2, 24, 64, generator=g), mask, torch.randn(2, 32, generator=g))
-    kwargs = dict(cam_latents=torch.randn(2, 33, 6, 32, 48, generator=g), text_lengths=[5, 17])
+    inputs = PassInputs(
+        x=x,
+        t=torch.full((2,), 900.0),
+        text_states=torch.randn(2, 24, 64, generator=g),
+        text_mask=mask,
+        text_states_2=torch.randn(2, 32, generator=g),
+        cam_latents=torch.randn(2, 33, 6, 32, 48, generator=g),
+        text_lengths=[5, 17],
+    )
     with torch.no_grad():
-        exact, fast = model(*args, **kwargs), twin(*args, **kwargs)
+        exact, fast = model(inputs), twin(inputs)
     assert torch.isfinite(fast).all()
     assert 0 < _rel_l2(fast, exact) < 0.1
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, init_random_, rope_tables
+from gamecraft.model import GameCraftTransformer, PassInputs, StepCache, TransformerConfig, init_random_, rope_tables
 from gamecraft.model.cameranet import compress_time
 
 
@@ -35,33 +35,35 @@ def _inputs(config, frames=18, batch=2, seed=5):
 def test_step_cache_reuses_features_and_ignores_new_latents(tiny_model):
     inputs = _inputs(tiny_model.config)
     cache = StepCache()
-    tiny_model(**inputs, cache=cache)
+    tiny_model(PassInputs(**inputs, cache=cache))
     assert cache.features is not None and cache.features.shape == (2, 18 * 6 + 10, tiny_model.config.hidden_size)
     stored = cache.features.clone()
     t2 = torch.tensor([946.0, 946.0])
-    cached = tiny_model(**inputs | {"t": t2}, cache=cache, use_cache=True)
-    other_x = tiny_model(**inputs | {"t": t2, "x": torch.randn_like(inputs["x"])}, cache=cache, use_cache=True)
+    cached = tiny_model(PassInputs(**inputs | {"t": t2}, cache=cache, use_cache=True))
+    other_x = tiny_model(
+        PassInputs(**inputs | {"t": t2, "x": torch.randn_like(inputs["x"])}, cache=cache, use_cache=True)
+    )
     torch.testing.assert_close(other_x, cached, rtol=0, atol=0)
     assert torch.equal(cache.features, stored), "a cached pass must not overwrite the cache"
     # The new timestep still acts (through vec) and the result differs from a full pass.
-    assert not torch.allclose(cached, tiny_model(**inputs, cache=cache, use_cache=True))
-    assert not torch.allclose(cached, tiny_model(**inputs | {"t": t2}))
+    assert not torch.allclose(cached, tiny_model(PassInputs(**inputs, cache=cache, use_cache=True)))
+    assert not torch.allclose(cached, tiny_model(PassInputs(**inputs | {"t": t2})))
 
 
 def test_step_cache_errors(tiny_model):
     inputs = _inputs(tiny_model.config)
     with pytest.raises(ValueError, match="StepCache"):
-        tiny_model(**inputs, use_cache=True)
+        tiny_model(PassInputs(**inputs, use_cache=True))
     cache = StepCache(features=torch.zeros(2, 5, tiny_model.config.hidden_size))
     with pytest.raises(ValueError, match="do not fit"):
-        tiny_model(**inputs, cache=cache, use_cache=True)
+        tiny_model(PassInputs(**inputs, cache=cache, use_cache=True))
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("frames", [10, 18])
 def test_precomputed_camera_tokens_and_rope_equal_the_defaults(tiny_model, frames):
     inputs = _inputs(tiny_model.config, frames=frames)
-    reference = tiny_model(**inputs)
+    reference = tiny_model(PassInputs(**inputs))
     cam = inputs.pop("cam_latents")
     tokens = tiny_model.camera_tokens(cam, frames)
     assert tokens.shape == (2, frames * 6, tiny_model.config.hidden_size)
@@ -69,7 +71,7 @@ def test_precomputed_camera_tokens_and_rope_equal_the_defaults(tiny_model, frame
     zero_part = tokens[:, : (frames - 9) * 6]
     torch.testing.assert_close(zero_part[0], zero_part[1], rtol=0, atol=0)
     rope = rope_tables(frames, 4, 6, tiny_model.config)
-    out = tiny_model(**inputs, camera_tokens=tokens, rope=rope, text_lengths=[3, 8])
+    out = tiny_model(PassInputs(**inputs, camera_tokens=tokens, rope=rope, text_lengths=[3, 8]))
     torch.testing.assert_close(out, reference, rtol=0, atol=0)
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from gamecraft.model.transformer import StepCache
+from gamecraft.model import PassInputs, StepCache
 from gamecraft.parallel import (
     ParallelEngine,
     ParallelLayout,
@@ -142,9 +142,11 @@ def compare_passes(parallel, local, rows: int, frames: int, atol: float) -> None
         model = engine.transformer("distilled")
         cache = StepCache()
         with torch.no_grad():
-            plain = model(**inputs, camera_tokens=tokens, text_lengths=lengths)
-            model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache)
-            cached = model(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache, use_cache=True)
+            plain = model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
+            model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache))
+            cached = model(
+                PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths, cache=cache, use_cache=True)
+            )
         results[name] = (plain, cached)
     for got, want in zip(results["parallel"], results["local"], strict=False):
         assert got.shape == want.shape
@@ -190,9 +192,9 @@ def test_sequence_parallel_with_sage_equals_one_process(local):
     parallel = start(2, local)
     try:
         with torch.no_grad():
-            got = parallel.transformer("distilled")(**inputs, **kw, attention_backend="sage")
-            want = local.transformer("distilled")(**inputs, **kw, attention_backend="sage")
-            exact = local.transformer("distilled")(**inputs, **kw, attention_backend="sdpa")
+            got = parallel.transformer("distilled")(PassInputs(**inputs, **kw, attention_backend="sage"))
+            want = local.transformer("distilled")(PassInputs(**inputs, **kw, attention_backend="sage"))
+            exact = local.transformer("distilled")(PassInputs(**inputs, **kw, attention_backend="sdpa"))
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
         assert (want - exact).norm() > 1e-4 * exact.norm()  # the quantized numerics really ran
     finally:
@@ -239,7 +241,7 @@ def test_cancelled_call_keeps_the_ranks_in_step(local):
             signal.setitimer(signal.ITIMER_REAL, 0.01)
             with pytest.raises(Interrupted):
                 for _ in range(200):  # interrupted somewhere inside one of these passes
-                    model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+                    model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
@@ -255,7 +257,7 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
         inputs, cam, lengths = pass_inputs(local, 1, 10)
         model = parallel.transformer("distilled")
         tokens = model.camera_tokens(cam, 10)
-        model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+        model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
         worker = parallel.runtime._processes[0]
         os.kill(worker.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -264,7 +266,7 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
         assert not parallel.healthy
         started = time.monotonic()
         with pytest.raises(WorkerFailure, match=r"GPU worker 1 exited with code -9.*must be restarted"):
-            model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
         assert time.monotonic() - started < 5
     finally:
         parallel.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
+from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_
 from gamecraft.model.compile import compile_blocks, uncompile_blocks
 from gamecraft.parallel.ulysses import SequenceParallel
 
@@ -73,7 +73,7 @@ def test_exchange_buffers_are_packed_inside_the_compiled_blocks(head_chunks):
     model = init_random_(GameCraftTransformer(config, dtype=torch.float32, device="meta"), 3, device="cpu").eval()
     inputs = _inputs()
     with torch.no_grad():
-        want = model(**inputs)  # one device, eager
+        want = model(PassInputs(**inputs))  # one device, eager
     for pack_in_graph in (True, False):
         torch._dynamo.reset()
         graphs = []
@@ -85,7 +85,7 @@ def test_exchange_buffers_are_packed_inside_the_compiled_blocks(head_chunks):
         uncompile_blocks(model)
         compile_blocks(model, backend=record)
         with torch.no_grad():
-            got = model(**inputs, sp=Loopback(head_chunks, pack_in_graph))
+            got = model(PassInputs(**inputs), sp=Loopback(head_chunks, pack_in_graph))
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
         packs = sum(_is_pack_permute(node) for gm in graphs for node in gm.graph.nodes)
         # one pack per head group in each block kind's graph before attention, or none when packed eagerly

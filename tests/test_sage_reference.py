@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
+from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_
 from gamecraft.model.attention import joint_attention, refiner_attention
 from gamecraft.model.sage import sage_unavailable_reason
 from gamecraft.model.sage_reference import (
@@ -227,8 +227,8 @@ def test_padded_text_never_reaches_the_image_with_sage():
     changed = dict(inputs, text_states=inputs["text_states"].clone())
     for row, n in enumerate(lengths):
         changed["text_states"][row, n:] = 100.0 * torch.randn(text_len - n, config.text_states_dim, generator=g)
-    sage = model(**inputs, attention_backend="sage")
-    torch.testing.assert_close(model(**changed, attention_backend="sage"), sage, rtol=0, atol=1e-6)
-    exact = model(**inputs, attention_backend="sdpa")
+    sage = model(PassInputs(**inputs, attention_backend="sage"))
+    torch.testing.assert_close(model(PassInputs(**changed, attention_backend="sage")), sage, rtol=0, atol=1e-6)
+    exact = model(PassInputs(**inputs, attention_backend="sdpa"))
     assert relative_l2(sage, exact) > 1e-4  # the backend ran (quantized), and stayed close
     assert relative_l2(sage, exact) < 0.2

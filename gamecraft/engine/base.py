@@ -12,13 +12,13 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from gamecraft.model import StepCache, TransformerConfig
+from gamecraft.model import PassInputs, TransformerConfig
 from gamecraft.model.vae import GameCraftVae
 from gamecraft.pipeline.sampling import TextConditioning
 from gamecraft.specs.geometry import LATENT_CHANNELS, NEW_LATENT_FRAMES, latent_size
@@ -32,24 +32,13 @@ class Transformer(Protocol):
     config: TransformerConfig
     dtype: torch.dtype
 
-    def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor: ...
+    def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """[B, 33, 6, 8h, 8w] Plücker embedding → [B, T·(h/2)·(w/2), hidden] float32 camera tokens."""
+        ...
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        text_states: torch.Tensor,
-        text_mask: torch.Tensor,
-        text_states_2: torch.Tensor,
-        *,
-        cam_latents: torch.Tensor | None = None,
-        camera_tokens: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        text_lengths: Sequence[int] | None = None,
-        cache: StepCache | None = None,
-        use_cache: bool = False,
-        attention_backend: str = "sdpa",
-    ) -> torch.Tensor: ...
+    def __call__(self, inputs: PassInputs) -> torch.Tensor:
+        """One pass (:class:`gamecraft.model.PassInputs`) → [B, 16, T, h, w] float32 velocity."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -159,17 +148,19 @@ class Engine(abc.ABC):
             t = torch.full((shape.rows,), 1000.0, device=self.device)
             tokens = model.camera_tokens(cam, shape.frames)
 
-            def run(model=model, x=x, t=t, text=text, tokens=tokens, backend=backend) -> None:
-                model(
-                    x,
-                    t,
-                    text.states,
-                    text.mask,
-                    text.pooled,
-                    camera_tokens=tokens,
-                    text_lengths=text.lengths,
-                    attention_backend=backend,
-                )
+            inputs = PassInputs(
+                x=x,
+                t=t,
+                text_states=text.states,
+                text_mask=text.mask,
+                text_states_2=text.pooled,
+                camera_tokens=tokens,
+                text_lengths=text.lengths,
+                attention_backend=backend,
+            )
+
+            def run(model=model, inputs=inputs) -> None:
+                model(inputs)
 
             self._reset_peak()
             seconds[shape] = min(self._timed(run) for _ in range(2))

@@ -4,9 +4,8 @@ wrapper and the text encoders' prompt encoding. Loading them from files is :mod:
 Public API (names are stable)::
 
     TransformerConfig                  architecture dataclass (.production(), .tiny(), .from_golden(dict))
-    GameCraftTransformer(config, dtype, device)   the model; forward(x, t, text_states, text_mask,
-                                       text_states_2, cam_latents=|camera_tokens=, rope=, text_lengths=,
-                                       cache=, use_cache=, attention_backend=)
+    GameCraftTransformer(config, dtype, device)   the model; forward(PassInputs, sp=None)
+    PassInputs                         the inputs of one pass (tensors with shapes and units, kernel, cache)
     StepCache                          explicit holder of the step-cache ("deepcache") features
     rope_tables(T, h, w, config)       RoPE (cos, sin) tables of the image tokens
     text_lengths_from_mask(mask)       per-row valid text lengths (call once per prediction)
@@ -22,14 +21,16 @@ CLIP prompt encoding).
 from .attention import ATTENTION_BACKENDS, AttentionBackend, text_lengths_from_mask
 from .config import TransformerConfig
 from .init import init_random_, random_state_dict
+from .pass_inputs import PassInputs, StepCache
 from .rope import rope_tables
-from .transformer import FLOAT32_PARAMETER_PREFIXES, GameCraftTransformer, StepCache, parameter_dtype
+from .transformer import FLOAT32_PARAMETER_PREFIXES, GameCraftTransformer, parameter_dtype
 
 __all__ = [
     "ATTENTION_BACKENDS",
     "AttentionBackend",
     "FLOAT32_PARAMETER_PREFIXES",
     "GameCraftTransformer",
+    "PassInputs",
     "StepCache",
     "TransformerConfig",
     "init_random_",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -14,6 +13,7 @@ from .blocks import DoubleStreamBlock, SingleStreamBlock
 from .cameranet import CameraNet, camera_tokens
 from .config import TransformerConfig
 from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .pass_inputs import PassInputs
 from .refiner import SingleTokenRefiner
 from .rope import rope_tables, token_grid
 
@@ -40,21 +40,6 @@ class TokenParallel(Protocol):
     """A sequence-parallel group as the transformer uses it (``gamecraft.parallel.ulysses``)."""
 
     def shard(self, total: int) -> TokenShard: ...
-
-
-@dataclass
-class StepCache:
-    """Features for the reference's step cache ("deepcache").
-
-    A full pass given a ``StepCache`` stores the input of the last single-stream block in
-    ``features`` ([B, img_tokens + text_len, hidden], float32). A pass with ``use_cache=True`` runs
-    only the embeddings, that last block on ``features`` with the new timestep, and the final layer.
-    """
-
-    features: torch.Tensor | None = None
-
-    def clear(self) -> None:
-        self.features = None
 
 
 class GameCraftTransformer(nn.Module):
@@ -117,56 +102,31 @@ class GameCraftTransformer(nn.Module):
         """
         return camera_tokens(self.camera_net, cam_latents, latent_frames)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        text_states: torch.Tensor,
-        text_mask: torch.Tensor,
-        text_states_2: torch.Tensor,
-        *,
-        cam_latents: torch.Tensor | None = None,
-        camera_tokens: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        text_lengths: Sequence[int] | None = None,
-        cache: StepCache | None = None,
-        use_cache: bool = False,
-        attention_backend: str = "sdpa",
-        sp: TokenParallel | None = None,
-    ) -> torch.Tensor:
-        """Predict the flow velocity.
+    def forward(self, inputs: PassInputs, sp: TokenParallel | None = None) -> torch.Tensor:
+        """Predict the flow velocity of one pass (:class:`~gamecraft.model.pass_inputs.PassInputs` gives
+        every input's shape and unit).
 
-        Args:
-            x: [B, 33, T, h, w] latent input (16 noisy + 16 condition channels + 1 mask), T = 10 | 18.
-            t: [B] timesteps in [0, 1000] (not divided by 1000).
-            text_states: [B, L, text_states_dim] LLM states; text_mask: [B, L] right-padded 0/1.
-            text_states_2: [B, text_states_dim_2] CLIP pooled vector.
-            cam_latents: [B, 33, 6, 8h, 8w] Plücker embedding; or pass ``camera_tokens`` (from
-                :meth:`camera_tokens`) to skip CameraNet on every step.
-            rope: (cos, sin) [T'*h'*w', head_dim] from :func:`rope_tables`; computed if None.
-            text_lengths: valid tokens per row as Python ints (``text_lengths_from_mask``); derived
-                from ``text_mask`` (one host sync) if None.
-            cache: filled with the last single block's input on a full pass; with ``use_cache``
-                its features are reused instead of running the blocks (new ``t`` still applies).
-            attention_backend: see :data:`gamecraft.model.attention.AttentionBackend`.
-            sp: a sequence-parallel group: this rank runs the blocks on its shard of the image tokens
-                (``sp.shard(img_len).local``) and the result is gathered before the return; ``cache``
-                then holds the shard.
+        ``sp``: a sequence-parallel group: this rank runs the blocks on its shard of the image tokens
+        (``sp.shard(img_len).local``) and the result is gathered before the return; ``inputs.cache`` then
+        holds the shard.
 
         Returns:
             [B, out_channels, T, h, w] velocity, in the final linear's dtype (float32).
         """
-        check_backend(attention_backend)
+        check_backend(inputs.attention_backend)
         cfg = self.config
+        x, cache = inputs.x, inputs.cache
         latent_frames, latent_h, latent_w = x.shape[2:]
         grid = token_grid(latent_frames, latent_h, latent_w, cfg)
         img_len = grid[0] * grid[1] * grid[2]
+        rope = inputs.rope
         if rope is None:
             rope = rope_tables(latent_frames, latent_h, latent_w, cfg, device=x.device)
         if tuple(rope[0].shape) != (img_len, cfg.head_dim):
             raise ValueError(f"rope tables {tuple(rope[0].shape)} do not fit {img_len} image tokens")
+        text_lengths = inputs.text_lengths
         if text_lengths is None:
-            text_lengths = text_lengths_from_mask(text_mask)
+            text_lengths = text_lengths_from_mask(inputs.text_mask)
 
         shard = sp.shard(img_len) if sp is not None else None
         local = shard.local if shard is not None else slice(0, img_len)
@@ -174,31 +134,17 @@ class GameCraftTransformer(nn.Module):
         if shard is not None:
             rope = (rope[0][local], rope[1][local])
 
-        vec = self.time_in(t) + self.vector_in(text_states_2)
-        if use_cache:
+        vec = self.time_in(inputs.t) + self.vector_in(inputs.text_states_2)
+        if inputs.use_cache:
             if cache is None or cache.features is None:
                 raise ValueError("use_cache=True needs a StepCache filled by a previous full pass")
-            if cache.features.shape[:2] != (x.shape[0], local_len + text_states.shape[1]):
+            if cache.features.shape[:2] != (x.shape[0], local_len + inputs.text_states.shape[1]):
                 raise ValueError(f"cached features {tuple(cache.features.shape)} do not fit this input")
             stream = self.single_blocks[-1](
-                cache.features, vec, local_len, rope, text_lengths, attention_backend, shard
+                cache.features, vec, local_len, rope, text_lengths, inputs.attention_backend, shard
             )
         else:
-            stream = self._run_blocks(
-                x,
-                t,
-                text_states,
-                text_mask,
-                vec,
-                cam_latents,
-                camera_tokens,
-                rope,
-                text_lengths,
-                cache,
-                attention_backend,
-                local,
-                shard,
-            )
+            stream = self._run_blocks(inputs, vec, rope, text_lengths, local, shard)
         out = self.final_layer(stream[:, :local_len], vec)
         if shard is not None:
             out = shard.gather_tokens(out)
@@ -206,40 +152,36 @@ class GameCraftTransformer(nn.Module):
 
     def _run_blocks(
         self,
-        x,
-        t,
-        text_states,
-        text_mask,
-        vec,
-        cam_latents,
-        camera_tokens,
-        rope,
-        text_lengths,
-        cache,
-        attention_backend,
+        inputs: PassInputs,
+        vec: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        text_lengths: Sequence[int],
         local: slice,
-        shard,
+        shard: TokenShard | None,
     ) -> torch.Tensor:
-        """Embeddings, double and single blocks on the image tokens ``local``.
+        """Embeddings, double and single blocks on the image tokens ``local``; ``vec`` [B, hidden] the
+        timestep + pooled-text vector, ``rope`` and ``text_lengths`` resolved by :meth:`forward`.
 
         Returns the stream [B, local image tokens + L, hidden] (float32)."""
-        if camera_tokens is None:
-            if cam_latents is None:
+        backend, cache = inputs.attention_backend, inputs.cache
+        tokens = inputs.camera_tokens
+        if tokens is None:
+            if inputs.cam_latents is None:
                 raise ValueError("pass cam_latents or camera_tokens")
-            camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
-        img = self.img_in(x).float() + camera_tokens.float()
+            tokens = self.camera_tokens(inputs.cam_latents, inputs.x.shape[2])
+        img = self.img_in(inputs.x).float() + tokens.float()
         if shard is not None:
             img = img[:, local]
-        txt = self.txt_in(text_states, t, text_mask, text_lengths, attention_backend).float()
+        txt = self.txt_in(inputs.text_states, inputs.t, inputs.text_mask, text_lengths, backend).float()
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, rope, text_lengths, attention_backend, shard)
+            img, txt = block(img, txt, vec, rope, text_lengths, backend, shard)
         img_len = img.shape[1]
         stream = torch.cat((img, txt), dim=1)
         last = len(self.single_blocks) - 1
         for index, block in enumerate(self.single_blocks):
             if index == last and cache is not None:
                 cache.features = stream
-            stream = block(stream, vec, img_len, rope, text_lengths, attention_backend, shard)
+            stream = block(stream, vec, img_len, rope, text_lengths, backend, shard)
         return stream
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

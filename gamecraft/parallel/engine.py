@@ -10,14 +10,14 @@ else (prompt encoding, sessions, outputs) stays on rank 0, so only rank 0 writes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
 from gamecraft.engine import Engine, EngineConfig, GameCraftEngine
+from gamecraft.model import PassInputs, StepCache
 from gamecraft.model.attention import text_lengths_from_mask
 from gamecraft.model.rope import rope_tables
-from gamecraft.model.transformer import StepCache
 from gamecraft.pipeline.sampling import TextConditioning
 from gamecraft.specs.workers import WorkerSpec
 from gamecraft.weights import transformer_config
@@ -49,42 +49,22 @@ class DistributedTransformer:
     def camera_tokens(self, cam_latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
         return self.model.camera_tokens(cam_latents, latent_frames)
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        text_states: torch.Tensor,
-        text_mask: torch.Tensor,
-        text_states_2: torch.Tensor,
-        *,
-        cam_latents: torch.Tensor | None = None,
-        camera_tokens: torch.Tensor | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        text_lengths: Sequence[int] | None = None,
-        cache: StepCache | None = None,
-        use_cache: bool = False,
-        attention_backend: str = "sdpa",
-    ) -> torch.Tensor:
+    def __call__(self, inputs: PassInputs) -> torch.Tensor:
         """As ``GameCraftTransformer.forward``; camera tokens, RoPE tables and text lengths are made
         here on rank 0 when not given (samplers pass them, computed once per chunk)."""
+        camera_tokens, rope, text_lengths = inputs.camera_tokens, inputs.rope, inputs.text_lengths
         if camera_tokens is None:
-            if cam_latents is None:
+            if inputs.cam_latents is None:
                 raise ValueError("pass cam_latents or camera_tokens")
-            camera_tokens = self.camera_tokens(cam_latents, x.shape[2])
+            camera_tokens = self.camera_tokens(inputs.cam_latents, inputs.x.shape[2])
         if rope is None:
-            rope = rope_tables(*x.shape[2:], self.config, device=x.device)
+            rope = rope_tables(*inputs.x.shape[2:], self.config, device=inputs.x.device)
         if text_lengths is None:
-            text_lengths = text_lengths_from_mask(text_mask)
-        return self._engine.forward(
-            self,
-            dict(x=x, t=t.float(), text_states=text_states, text_mask=text_mask, text_states_2=text_states_2),
-            camera_tokens,
-            rope,
-            list(text_lengths),
-            cache,
-            use_cache,
-            attention_backend,
+            text_lengths = text_lengths_from_mask(inputs.text_mask)
+        resolved = replace(
+            inputs, t=inputs.t.float(), camera_tokens=camera_tokens, rope=rope, text_lengths=list(text_lengths)
         )
+        return self._engine.forward(self, resolved)
 
 
 class ParallelEngine(Engine):
@@ -136,17 +116,19 @@ class ParallelEngine(Engine):
     def transformer(self, variant: str, fast: bool = False) -> DistributedTransformer:
         return DistributedTransformer(self, variant, fast)
 
-    def forward(
-        self,
-        model: DistributedTransformer,
-        tensors: dict[str, torch.Tensor],
-        camera_tokens: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
-        text_lengths: list[int],
-        cache: StepCache | None,
-        use_cache: bool,
-        backend: str,
-    ) -> torch.Tensor:
+    def forward(self, model: DistributedTransformer, inputs: PassInputs) -> torch.Tensor:
+        """One pass of ``model`` on every rank: ``inputs`` with camera tokens, RoPE tables and text lengths
+        resolved (:class:`DistributedTransformer` does it). Camera tokens and RoPE tables are sent only when
+        they are other tensors than the last pass's (the workers keep theirs), and the workers' step cache
+        starts afresh when ``inputs.cache`` is another cache."""
+        camera_tokens, rope, cache = inputs.camera_tokens, inputs.rope, inputs.cache
+        tensors = {
+            "x": inputs.x,
+            "t": inputs.t,
+            "text_states": inputs.text_states,
+            "text_mask": inputs.text_mask,
+            "text_states_2": inputs.text_states_2,
+        }
         new_camera = camera_tokens is not self._sent_camera
         new_rope = self._sent_rope is None or any(a is not b for a, b in zip(rope, self._sent_rope, strict=True))
         if cache is None:
@@ -163,9 +145,9 @@ class ParallelEngine(Engine):
         command = Forward(
             variant=model.variant,
             fast=model.fast,
-            backend=backend,
-            text_lengths=tuple(text_lengths),
-            use_cache=use_cache,
+            backend=inputs.attention_backend,
+            text_lengths=tuple(inputs.text_lengths),
+            use_cache=inputs.use_cache,
             cache=cache_op,
             head_chunks=self.head_chunks,
             pack_in_graph=self.pack_in_graph,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from gamecraft.model.transformer import StepCache
+from gamecraft.model import PassInputs, StepCache
 
 from .commands import Command, DecodeTiles, DisableCompile, Forward, TensorMeta, dtype_from_name
 from .layout import ParallelLayout, choose_layout
@@ -110,20 +110,20 @@ class PassRunner:
             text_lengths = text_lengths[row : row + 1]
             camera = camera[row : row + 1] if camera.shape[0] == rows else camera
         with torch.no_grad():
-            out = model(
-                args["x"],
-                args["t"],
-                args["text_states"],
-                args["text_mask"],
-                args["text_states_2"],
+            inputs = PassInputs(
+                x=args["x"],
+                t=args["t"],
+                text_states=args["text_states"],
+                text_mask=args["text_mask"],
+                text_states_2=args["text_states_2"],
                 camera_tokens=camera,
                 rope=self.rope,
                 text_lengths=text_lengths,
                 cache=self.cache,
                 use_cache=command.use_cache,
                 attention_backend=command.backend,
-                sp=sp,
             )
+            out = model(inputs, sp=sp)
         if layout.cfg_degree == 2:
             parts = [torch.empty_like(out) for _ in range(self.world_size)]
             dist.all_gather(parts, out.contiguous())

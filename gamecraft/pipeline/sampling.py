@@ -18,11 +18,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from gamecraft.model import GameCraftTransformer, StepCache
+from gamecraft.model import GameCraftTransformer, PassInputs, StepCache
 from gamecraft.pipeline.scheduler import euler_step
 from gamecraft.specs.geometry import NEW_LATENT_FRAMES
 
@@ -140,25 +140,20 @@ def denoise_chunk(
         start = time.perf_counter()
         latents[:, :, :known] = history
         x = torch.cat([latents, cond_part], dim=1).expand(rows, -1, -1, -1, -1)
-        parts = [(slice(r, r + 1), caches[r]) for r in range(rows)] if split else [(slice(0, rows), caches[0])]
-        prediction = torch.cat(
-            [
-                transformer(
-                    x[part].to(dtype),
-                    t.expand(rows)[part].to(x.device),
-                    text.states[part],
-                    text.mask[part],
-                    text.pooled[part],
-                    camera_tokens=camera_tokens[part] if camera_tokens.shape[0] == rows else camera_tokens,
-                    rope=rope,
-                    text_lengths=text.lengths[part],
-                    cache=cache,
-                    use_cache=bool(cache_flags[i]),
-                    attention_backend=attention_backend,
-                ).float()
-                for part, cache in parts
-            ]
+        inputs = PassInputs(
+            x=x.to(dtype),
+            t=t.expand(rows).to(x.device),
+            text_states=text.states,
+            text_mask=text.mask,
+            text_states_2=text.pooled,
+            camera_tokens=camera_tokens,
+            rope=rope,
+            text_lengths=text.lengths,
+            use_cache=bool(cache_flags[i]),
+            attention_backend=attention_backend,
         )
+        parts = [(slice(r, r + 1), caches[r]) for r in range(rows)] if split else [(slice(0, rows), caches[0])]
+        prediction = torch.cat([transformer(replace(inputs.rows(part), cache=cache)).float() for part, cache in parts])
         velocity = prediction[:1]
         if rows == 2:
             uncond, cond = prediction[0:1], prediction[1:2]

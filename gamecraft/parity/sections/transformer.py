@@ -9,11 +9,19 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from gamecraft.model import GameCraftTransformer, StepCache, TransformerConfig, rope_tables, text_lengths_from_mask
+from gamecraft.model import (
+    GameCraftTransformer,
+    PassInputs,
+    StepCache,
+    TransformerConfig,
+    rope_tables,
+    text_lengths_from_mask,
+)
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.weights import cache_path_for, load_transformer, save_official_checkpoint
 
@@ -27,14 +35,15 @@ _INTER = re.compile(r"^(?P<group>inter\d+)/(?P<module>.+)\.call(?P<call>\d+)(?:\
 _OUTPUT_OF_LAYOUT = {10: "out/first_chunk_10", 18: "out/continuation_18"}
 
 
-def _inputs(g: dict[str, torch.Tensor], latent_frames: int, x_name: str | None = None) -> dict:
-    return dict(
+def _inputs(g: dict[str, torch.Tensor], latent_frames: int, x_name: str | None = None, **options) -> PassInputs:
+    return PassInputs(
         x=g[x_name or f"in/x{latent_frames}"],
         t=g["in/t"],
         text_states=g["in/text_states"],
         text_mask=g["in/text_mask"],
         text_states_2=g["in/text_states_2"],
         cam_latents=g["in/cam"],
+        **options,
     )
 
 
@@ -62,8 +71,8 @@ def _weight_check(name: str, model: GameCraftTransformer, weights: dict[str, tor
     return Comparison(SECTION, name, worst, 0.0, 0.0, worst == 0.0, f"{len(weights)} tensors, exact")
 
 
-def _intermediates(model: GameCraftTransformer, golden_keys: list[str], inputs: dict) -> dict[str, torch.Tensor]:
-    """Run ``model(**inputs)`` with forward hooks on the modules the golden names record."""
+def _intermediates(model: GameCraftTransformer, golden_keys: list[str], inputs: PassInputs) -> dict[str, torch.Tensor]:
+    """Run ``model(inputs)`` with forward hooks on the modules the golden names record."""
     modules = sorted({_INTER.match(k)["module"] for k in golden_keys})
     calls: dict[str, list] = {m: [] for m in modules}
     handles = [
@@ -71,7 +80,7 @@ def _intermediates(model: GameCraftTransformer, golden_keys: list[str], inputs: 
         for m in modules
     ]
     try:
-        model(**inputs)
+        model(inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -110,27 +119,20 @@ def check(golden_dir: Path) -> Iterable[Comparison]:
     for frames, out_name in _OUTPUT_OF_LAYOUT.items():
         if out_name not in g:
             continue
-        inputs = _inputs(g, frames)
         rope = (g[f"in/freqs_cos_{frames}"], g[f"in/freqs_sin_{frames}"])
+        inputs = _inputs(g, frames, rope=rope)
         cache = StepCache()
-        yield compare(
-            SECTION, out_name, model(**inputs, rope=rope, text_lengths=text_lengths, cache=cache), g[out_name]
-        )
+        yield compare(SECTION, out_name, model(replace(inputs, text_lengths=text_lengths, cache=cache)), g[out_name])
         # Each CFG row alone (its own text mask) must give that row of the batched output.
-        for row in range(inputs["x"].shape[0]):
-            alone = {k: v[row : row + 1] for k, v in inputs.items()}
-            yield compare(SECTION, f"{out_name}[row {row} alone]", model(**alone, rope=rope)[0], g[out_name][row])
+        for row in range(inputs.batch):
+            alone = inputs.rows(slice(row, row + 1))
+            yield compare(SECTION, f"{out_name}[row {row} alone]", model(alone)[0], g[out_name][row])
         if frames == 18 and "out/cache_out_after_continuation_18" in g:
             yield compare(
                 SECTION, "out/cache_out_after_continuation_18", cache.features, g["out/cache_out_after_continuation_18"]
             )
-            cached = model(
-                **_inputs(g, 18, "in/x18_next") | {"t": g["in/t2"]},
-                rope=rope,
-                text_lengths=text_lengths,
-                cache=cache,
-                use_cache=True,
-            )
+            following = _inputs(g, 18, "in/x18_next", rope=rope, text_lengths=text_lengths, cache=cache, use_cache=True)
+            cached = model(replace(following, t=g["in/t2"]))
             yield compare(SECTION, "out/continuation_18_is_cache_t2", cached, g["out/continuation_18_is_cache_t2"])
 
     inter_keys = sorted(k for k in g if _INTER.match(k))
@@ -170,6 +172,6 @@ def check(golden_dir: Path) -> Iterable[Comparison]:
             yield compare(
                 SECTION,
                 f"{out_name} (re-written checkpoint, cached load)",
-                cached(**_inputs(g, 10), rope=rope),
+                cached(_inputs(g, 10, rope=rope)),
                 g[out_name],
             )
