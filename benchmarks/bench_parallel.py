@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.model.transformer import StepCache  # noqa: E402
+from benchmarks.parallel_timing import kernel_seconds, rel_l2, sync, timed  # noqa: E402
+from gamecraft.model import PassInputs, StepCache  # noqa: E402
 from gamecraft.parallel import ParallelEngine, ParallelRuntime  # noqa: E402
 from gamecraft.pipeline.actions import single  # noqa: E402
 from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
@@ -37,39 +38,6 @@ from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
 from gamecraft.pipeline.session import WorldSession, chunk_noise  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
 from gamecraft.testing.random_weights import random_worker_spec  # noqa: E402
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            torch.cuda.synchronize(index)
-
-
-def timed(fn):
-    sync()
-    begin = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - begin, out
-
-
-KERNEL_KINDS = (
-    ("nccl", ("nccl",)),
-    ("attention", ("flash", "fmha", "attn", "sdpa", "cudnn")),
-    ("gemm", ("gemm", "nvjet", "cutlass", "xmma", "matmul", "scaled_mm")),
-    ("fused", ("triton",)),  # Inductor's kernels: norms, modulation, RoPE, GELU (names say "to_copy")
-    ("copy", ("memcpy", "memset", "copy", "cat", "elementwise_kernel")),
-)
-
-
-def kernel_kind(name: str) -> str:
-    """The first kind whose marker occurs in the kernel's name; ``other`` else."""
-    lower = name.lower()
-    return next((kind for kind, marks in KERNEL_KINDS if any(m in lower for m in marks)), "other")
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
 
 
 class Suite:
@@ -85,16 +53,16 @@ class Suite:
             self.spec = random_worker_spec(tiny=True, transformer_config=TINY_24_HEADS)
             self.size, self.devices = (160, 224), ["cpu"] * 8
         else:
-            from gamecraft.serving.build import load_engine, random_engine_kwargs
+            from gamecraft.serving.build import build_service, random_engine_kwargs
             from gamecraft.serving.config import ServingConfig
-            from gamecraft.serving.plan import plan_service
 
-            # rank 0 as setup() builds it for random weights (on one GPU); workers are added per GPU count
-            plan = plan_service(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile))
-            self.local = load_engine(plan)
+            # rank 0 as setup() builds it for random weights (on one GPU, not warmed up: the suite compiles
+            # what it times); workers are added per GPU count
+            service = build_service(ServingConfig.from_env(weights="random", gpus=1, compile=args.compile), warm=False)
+            self.local = service.engine
             if args.compile and not args.compile_vae:
                 self.local.vae.uncompile_decoder()
-            self.spec = random_worker_spec(**random_engine_kwargs(plan))
+            self.spec = random_worker_spec(**random_engine_kwargs(service.plan))
             self.size, self.devices = (704, 1216), [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         self.record(
             dict(
@@ -142,8 +110,8 @@ class Suite:
             inp = self.inputs(rows, frames)
             model = self.local.transformer("distilled")
             with torch.no_grad():
-                model(**inp, attention_backend=self.local.attention_backend)  # compile warm-up
-                seconds, out = timed(lambda: model(**inp, attention_backend=self.local.attention_backend))
+                model(PassInputs(**inp, attention_backend=self.local.attention_backend))  # compile warm-up
+                seconds, out = timed(lambda: model(PassInputs(**inp, attention_backend=self.local.attention_backend)))
             self.reference[(rows, frames)] = out.float().cpu()
             self.record(dict(kind="pass", gpus=1, rows=rows, frames=frames, variant="exact", seconds=round(seconds, 3)))
 
@@ -156,11 +124,11 @@ class Suite:
         ref = self.reference.get((1, 18))
         best = None
         with torch.no_grad():
-            model(**inp, attention_backend=backend)  # compile warm-up for this shard size
+            model(PassInputs(**inp, attention_backend=backend))  # compile warm-up for this shard size
             for chunks in self.args.head_chunks:
                 engine.head_chunks = chunks
-                model(**inp, attention_backend=backend)
-                times = [timed(lambda: model(**inp, attention_backend=backend)) for _ in range(2)]
+                model(PassInputs(**inp, attention_backend=backend))
+                times = [timed(lambda: model(PassInputs(**inp, attention_backend=backend))) for _ in range(2)]
                 seconds, out = min(times, key=lambda item: item[0])
                 row = dict(kind="head_chunks", gpus=world, head_chunks=chunks, seconds=round(seconds, 3))
                 if ref is not None:
@@ -181,11 +149,11 @@ class Suite:
         with torch.no_grad():
             for in_graph in (True, False):  # compile each variant's graphs first, untimed
                 engine.pack_in_graph = in_graph
-                model(**inp, attention_backend=backend)
+                model(PassInputs(**inp, attention_backend=backend))
             for _ in range(3):
                 for in_graph in (True, False):
                     engine.pack_in_graph = in_graph
-                    seconds, outputs[in_graph] = timed(lambda: model(**inp, attention_backend=backend))
+                    seconds, outputs[in_graph] = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
                     times[in_graph].append(seconds)
         engine.pack_in_graph = True
         for in_graph in (True, False):
@@ -215,7 +183,7 @@ class Suite:
         model = engine.transformer("distilled")
         backend = self.local.attention_backend
         with torch.no_grad():
-            model(**inp, attention_backend=backend)
+            model(PassInputs(**inp, attention_backend=backend))
             sync()
             activities = [
                 torch.profiler.ProfilerActivity.CUDA
@@ -223,18 +191,8 @@ class Suite:
                 else torch.profiler.ProfilerActivity.CPU
             ]
             with torch.profiler.profile(activities=activities) as prof:
-                seconds, _ = timed(lambda: model(**inp, attention_backend=backend))
-        totals: dict[str, float] = {}
-        top = []
-        for event in prof.key_averages():
-            if torch.cuda.is_available() and event.device_type != torch.autograd.DeviceType.CUDA:
-                continue  # kernels only
-            us = event.self_device_time_total if torch.cuda.is_available() else event.self_cpu_time_total
-            if us:
-                kind = kernel_kind(event.key)
-                totals[kind] = totals.get(kind, 0.0) + us / 1e6
-                top.append((us / 1e6, event.key[:80], kind))
-        top.sort(reverse=True)
+                seconds, _ = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
+        totals, top = kernel_seconds(prof)
         self.record(
             dict(
                 kind="profile",
@@ -264,8 +222,8 @@ class Suite:
             model = engine.transformer("distilled", fast=fast)
             backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
             with torch.no_grad():
-                first, _ = timed(lambda: model(**inp, attention_backend=backend))
-                seconds, out = timed(lambda: model(**inp, attention_backend=backend))
+                first, _ = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
+                seconds, out = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
             row = dict(
                 kind="pass",
                 gpus=world,
@@ -284,9 +242,12 @@ class Suite:
             if rows == 2 and not fast:
                 cache = StepCache()
                 with torch.no_grad():
-                    model(**inp, cache=cache, attention_backend=backend)
+                    model(PassInputs(**inp, cache=cache, attention_backend=backend))
                     row["cached_pass_s"] = round(
-                        timed(lambda: model(**inp, cache=cache, use_cache=True, attention_backend=backend))[0], 3
+                        timed(lambda: model(PassInputs(**inp, cache=cache, use_cache=True, attention_backend=backend)))[
+                            0
+                        ],
+                        3,
                     )
             self.record(row)
 
@@ -333,7 +294,7 @@ class Suite:
                 inp = self.inputs(rows, frames)
                 backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
                 with torch.no_grad():
-                    self.local.transformer("distilled", fast=fast)(**inp, attention_backend=backend)
+                    self.local.transformer("distilled", fast=fast)(PassInputs(**inp, attention_backend=backend))
             self.warm_decode(self.local, 1)
             self.chunks(self.local, 1)
             return

@@ -17,7 +17,6 @@ Full-size random weights (``gamecraft.testing.random_weights``). Measured side b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import sys
@@ -28,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gamecraft.model import PassInputs, StepCache  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.compile import compile_blocks  # noqa: E402
-from gamecraft.model.transformer import StepCache  # noqa: E402
 from gamecraft.pipeline.actions import single  # noqa: E402
 from gamecraft.pipeline.camera import chunk_poses  # noqa: E402
 from gamecraft.pipeline.presets import resolve_preset  # noqa: E402
@@ -97,6 +96,22 @@ def pass_cases(engine, size, args, model) -> list[dict]:
     return cases
 
 
+def pass_inputs(case: dict, backend: str, **options) -> PassInputs:
+    """The pass of a :func:`pass_cases` case with the attention kernel ``backend``."""
+    text = case["text"]
+    return PassInputs(
+        x=case["x"],
+        t=case["t"],
+        text_states=text.states,
+        text_mask=text.mask,
+        text_states_2=text.pooled,
+        camera_tokens=case["tokens"],
+        text_lengths=text.lengths,
+        attention_backend=backend,
+        **options,
+    )
+
+
 def pass_suite(engine, size, args) -> list[dict]:
     """Every variant on every case (batch 2 only for the exact compiled variants), then the errors."""
     device = engine.device
@@ -113,18 +128,7 @@ def pass_suite(engine, size, args) -> list[dict]:
 
             def run(net=net, c=case, backend=backend, cache=None, use_cache=False):
                 with torch.no_grad():
-                    return net(
-                        c["x"],
-                        c["t"],
-                        c["text"].states,
-                        c["text"].mask,
-                        c["text"].pooled,
-                        camera_tokens=c["tokens"],
-                        text_lengths=c["text"].lengths,
-                        attention_backend=backend,
-                        cache=cache,
-                        use_cache=use_cache,
-                    )
+                    return net(pass_inputs(c, backend, cache=cache, use_cache=use_cache))
 
             try:
                 first, _ = timed(run, device)
@@ -198,16 +202,7 @@ def profile_pass(engine, cases, variants) -> dict:
     cuda = engine.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU]
     with torch.no_grad(), torch.profiler.profile(activities=activities) as prof:
-        net(
-            case["x"],
-            case["t"],
-            case["text"].states,
-            case["text"].mask,
-            case["text"].pooled,
-            camera_tokens=case["tokens"],
-            text_lengths=case["text"].lengths,
-            attention_backend=backend,
-        )
+        net(pass_inputs(case, backend))
         sync(engine.device)
     totals = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
     top = []
@@ -253,7 +248,7 @@ def choose_backends(engine, rows, args) -> dict:
     kernel = {name: backend for name, _, backend, _ in VARIANTS}
     exact = min((n for n in ("compiled", "compiled-fa3") if n in seconds), key=seconds.get, default="compiled")
     fast = min((n for n in ("fp8", "fp8-fa3") if n in seconds), key=seconds.get, default="fp8")
-    engine.attention_backend, engine.go_fast_attention_backend = kernel[exact], kernel[fast]
+    engine.use_attention(kernel[exact], go_fast=kernel[fast])
     return dict(kind="chosen_kernels", exact=engine.attention_backend, go_fast=engine.go_fast_attention_backend)
 
 
@@ -341,7 +336,6 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     engine, size = build(args)
-    engine.config = dataclasses.replace(engine.config, compile=True)  # fp8 twins get compiled blocks too
     setup_s = time.perf_counter() - start
     fa3 = fa3_available()
     args.fa3 = args.fa3 and fa3

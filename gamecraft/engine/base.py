@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from gamecraft.model import PassInputs, TransformerConfig
+from gamecraft.model.attention import check_backend
 from gamecraft.model.vae import GameCraftVae
 from gamecraft.pipeline.sampling import TextConditioning
 from gamecraft.specs.geometry import LATENT_CHANNELS, NEW_LATENT_FRAMES, latent_size
@@ -117,6 +118,15 @@ class Engine(abc.ABC):
     def healthy(self) -> bool:
         """False once the engine can no longer run (a multi-GPU worker died)."""
         return True
+
+    def use_attention(self, exact: str, go_fast: str) -> None:
+        """Run exact passes with the attention kernel ``exact`` and go_fast passes with ``go_fast`` from the
+        next pass on (:data:`gamecraft.model.attention.AttentionBackend` names; the plan chose them at setup).
+        For benchmarks that pick the kernels after measuring them: compiled blocks are not recompiled, the
+        attention runs outside the compiled graphs."""
+        for kernel in (exact, go_fast):
+            check_backend(kernel)
+        self.attention_backend, self.go_fast_attention_backend = exact, go_fast
 
     def close(self) -> None:  # noqa: B027 - nothing to release on one device
         """Release what outlives a Python reference (multi-GPU worker processes)."""
