@@ -1,7 +1,8 @@
 """One way to build the service: :func:`build_service` turns a :class:`ServingConfig` into a :class:`Service`
 (the loaded, warmed-up engine with its plan and cost table).
 
-The predictor, the CLI, the local server and the benchmarks all call it, so they all run the same kernels,
+The predictor, the CLI, the local server and the benchmarks that build an engine call it (except
+``bench_setup.py`` and ``preset_swap.py``, which time parts of it), so they all run the same kernels,
 compilation, caches and memory placement for the same weights. It runs in three steps:
 
 1. :func:`gamecraft.serving.plan.plan_service` — pure decisions from the configuration and the GPUs found

@@ -2,7 +2,11 @@
 
 Built once — :meth:`ServingConfig.from_env` (the predictor, the local server) or from command-line flags
 on top of it (the CLI, benchmarks) — and passed to :func:`gamecraft.serving.build.build_service`. This
-module is the only place in the project that reads the environment for configuration:
+module is the only reader of GameCraft's own variables below. The library writes the environment in two
+more places, for libraries underneath that take these settings only from there: ``serving/build.py`` sets
+``TORCHINDUCTOR_CACHE_DIR`` (torch's compiler cache, beside the weights, unless the operator set it) and
+``parallel/runtime.py`` sets the NCCL/NVSHMEM variables that keep NVLink multicast off before the GPU
+workers start. (The controller page, ``python -m gamecraft.ui``, reads ``REPLICATE_API_TOKEN``.)
 
 =============================  ======================================================================
 ``GAMECRAFT_WEIGHTS``          weights directory (default ``./weights``; ``COG_WEIGHTS`` too); ``tiny``: tiny
