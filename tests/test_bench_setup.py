@@ -59,18 +59,16 @@ def test_bench_setup_tiny_uses_the_cache(tmp_path):
 
 
 def test_bench_setup_refuses_a_cache_that_setup_would_ignore(tmp_path):
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import bench_setup
-
+    from benchmarks import setup_weights
     from gamecraft.model import TransformerConfig
 
     config = TransformerConfig.tiny()
-    bench_setup.write_transformer_cache(tmp_path, config)
-    assert bench_setup.assert_cache_valid(tmp_path, config).is_file()
+    setup_weights.write_transformer_cache(tmp_path, config)
+    assert setup_weights.assert_cache_valid(tmp_path, config).is_file()
     pt = tmp_path / "gamecraft_models" / "mp_rank_00_model_states_distill.pt"
     os.utime(pt, ns=(pt.stat().st_atime_ns, pt.stat().st_mtime_ns + 10**9))  # the .pt is now newer
     with pytest.raises(SystemExit, match="older than"):
-        bench_setup.assert_cache_valid(tmp_path, config)
+        setup_weights.assert_cache_valid(tmp_path, config)
 
 
 def test_bench_setup_tiny_with_two_ranks_times_the_workers(tmp_path):
