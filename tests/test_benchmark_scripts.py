@@ -130,3 +130,30 @@ def test_bench_go_fast_tiny(tmp_path):
     assert set(chunks) == {"exact", "fp8", "fp8+sage", "fp8+fa3-fp8"} and chunks["exact"]["steps"] == 8
     assert all(r["frames_psnr_db"] > 20 and r["latents_rel_l2"] > 0 for v, r in chunks.items() if v != "exact")
     assert "| fp8+sage |" in (tmp_path / "bench_go_fast.md").read_text()
+
+
+def test_bench_cold_start_tiny(tmp_path):
+    out = tmp_path / "out"
+    run("bench_cold_start.py", "--tiny", "--dir", str(tmp_path / "weights"), "--out", str(out))
+    rows = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert set(rows) == {"generate", "convert", "probe-default", "probe-host-register", "cold", "prepare"} | {
+        "prepared",
+        "fetch",
+    }
+    assert all(row["returncode"] == 0 for row in rows.values())
+    for phase in ("cold", "prepared"):  # READY, then a first request of two chunks
+        assert rows[phase]["ready_s"] > rows[phase]["import_s"] and len(rows[phase]["first_request_chunk_s"]) == 2
+        assert len(rows[phase]["first_request_encode_s"]) == 1
+    assert rows["prepare"]["files"] > 10 and rows["fetch"]["fetched_bytes"] == rows["prepare"]["bytes"]
+    assert rows["probe-host-register"]["alloc_conf"].startswith("pinned_use_cuda_host_register")
+
+
+def test_bench_cold_start_extrapolates_the_conversion_on_a_small_disk(tmp_path):
+    """With too little disk for the .pt and its safetensors copy, part of the .pt is converted and the
+    time scaled (the GPU machine's 64 GiB disk may not hold 2 × 25.6 GB)."""
+    out = tmp_path / "out"
+    args = ("--tiny", "--dir", str(tmp_path / "weights"), "--out", str(out), "--free-gb", "2.0025")
+    run("bench_cold_start.py", *args, "--phases", "generate,convert")
+    convert = json.loads((out / "convert.json").read_text())
+    assert convert["returncode"] == 0 and convert["convert_s"] is None
+    assert 0 < convert["partial_pt_bytes"] < convert["full_pt_bytes"] and convert["convert_s_extrapolated"] >= 0

@@ -45,3 +45,18 @@ def test_predictor_pointer_names_an_existing_file(config: dict) -> None:
     file_name, sep, class_name = config[keys[0]].partition(":")
     assert sep and class_name.isidentifier(), f"{keys[0]}: expected 'file.py:Class'"
     assert (REPO_ROOT / file_name).is_file(), f"{keys[0]}: {file_name} does not exist"
+
+
+def test_readmes_managed_weights_example_matches_cogs_schema(config: dict) -> None:
+    """README's mapping of the prepared directory onto Cog's experimental ``weights:`` stanza is valid
+    cog.yaml (added to the real one only here; the repository does not use the stanza)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```yaml\n")[1:]]
+    example = next(b for b in blocks if b.startswith("# cog.yaml, experimental managed weights"))
+    weights = yaml.safe_load(example)["weights"]
+    assert "weights" not in config
+    schema = json.loads(CONFIG_SCHEMA.read_text())
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors({**config, "weights": weights})]
+    assert not errors, errors
+    bad = {**config, "weights": [{**weights[0], "mount": "/src/weights"}]}  # the schema does check entries
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))

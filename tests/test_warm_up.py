@@ -82,3 +82,22 @@ def test_without_the_full_preset_in_the_warm_up_its_request_compiles(weights, tm
     compiled = counter.frame_count
     list(generate(engine, _request(resolve_preset("full", 2)), tmp_path / "full"))
     assert counter.frame_count > compiled  # two-row passes were not warmed: what setup() must avoid
+
+
+def test_shapes_run_once_are_compiled_and_their_costs_derived(weights, tmp_path):
+    """setup() times only the preloaded preset's shapes; the others run once (compiled, not timed): a full
+    request still compiles nothing, and its two-row pass costs twice the measured one-row pass."""
+    counter = CompileCounter()
+    engine = _compiled_engine(weights, counter)
+    shapes = warm_up_shapes([PRESETS["distilled"], PRESETS["full"]], go_fast=True)
+    timed = warm_up_shapes([PRESETS["distilled"]], go_fast=True)
+    warm = engine.warm_up(shapes, *SIZE, timed=timed)
+    assert set(warm.pass_seconds) == set(timed) and set(warm.peak_bytes) == set(shapes)
+    compiled = counter.frame_count
+    costs = costs_from_warm_up(warm)
+    for first, frames in ((True, 10), (False, 18)):
+        for fast in (False, True):
+            one_row = warm.pass_seconds[PassShape(1, frames, fast)]
+            assert costs.pass_seconds(2, first, fast) == pytest.approx(2 * one_row)
+    list(generate(engine, _request(resolve_preset("full", 2)), tmp_path / "full"))
+    assert counter.frame_count == compiled

@@ -59,14 +59,16 @@ class PassShape:
 
 @dataclass(frozen=True)
 class WarmUp:
-    """What :meth:`Engine.warm_up` measured: seconds per pass of each shape (the faster of two runs: the
-    first compiles and selects kernels) and of one chunk's VAE decode, and peak GPU memory in bytes
+    """What :meth:`Engine.warm_up` measured: seconds per pass of each timed shape (the second run: the
+    first compiles and selects kernels; shapes compiled but not timed are absent), of one chunk's VAE
+    decode and of one prompt encode after the warm-up (``encode_seconds``), and peak GPU memory in bytes
     per shape (0 on the CPU)."""
 
     pass_seconds: dict[PassShape, float]
     decode_seconds: float
     peak_bytes: dict[PassShape, int]
     seconds: float
+    encode_seconds: float = 0.0
 
 
 class Engine(abc.ABC):
@@ -132,12 +134,22 @@ class Engine(abc.ABC):
         """Release what outlives a Python reference (multi-GPU worker processes)."""
 
     @torch.no_grad()
-    def warm_up(self, shapes: Iterable[PassShape], height: int, width: int, variant: str | None = None) -> WarmUp:
-        """Run and time every pass shape of ``shapes`` and one VAE decode at ``height``×``width``.
+    def warm_up(
+        self,
+        shapes: Iterable[PassShape],
+        height: int,
+        width: int,
+        variant: str | None = None,
+        timed: Iterable[PassShape] | None = None,
+    ) -> WarmUp:
+        """Run every pass shape of ``shapes`` once and time those in ``timed`` (default: all) with a second
+        run; then one VAE decode at ``height``×``width`` and one prompt encode.
 
         With compilation on, this is where every graph is compiled, so no request compiles later. The
         passes run on ``variant``'s transformer (default: the first loaded one); compiled code is shared by
-        the variants, so the other variant's first request does not compile either.
+        the variants, so the other variant's first request does not compile either. The passes take their
+        text conditioning from :meth:`warm_up_text` (it need not wait for the text encoders); the prompt
+        encode at the end does, so the first request's encode is as fast as any later one.
         """
         start = time.perf_counter()
         variant = variant or (self.loaded_variants[0] if self.loaded_variants else "distilled")
@@ -145,9 +157,10 @@ class Engine(abc.ABC):
         texts: dict[int, TextConditioning] = {}
         seconds: dict[PassShape, float] = {}
         peaks: dict[PassShape, int] = {}
+        timed = set(shapes if timed is None else timed)
         for shape in dict.fromkeys(shapes):
             if shape.rows not in texts:
-                texts[shape.rows] = self.encode_text("warm-up", "", guidance=shape.rows == 2)
+                texts[shape.rows] = self.warm_up_text(shape.rows)
             text = texts[shape.rows]
             model = self.transformer(variant, fast=shape.go_fast)
             backend = self.go_fast_attention_backend if shape.go_fast else self.attention_backend
@@ -173,15 +186,35 @@ class Engine(abc.ABC):
                 model(inputs)
 
             self._reset_peak()
-            seconds[shape] = min(self._timed(run) for _ in range(2))
+            first = self._timed(run)  # compiles (or loads the compiled kernels) and selects kernels
+            if shape in timed:
+                seconds[shape] = min(first, self._timed(run))
             peaks[shape] = self._peak()
-            log.info("warm-up: pass of %s in %.3fs", shape, seconds[shape])
+            log.info(
+                "warm-up: pass of %s in %.3fs%s", shape, seconds.get(shape, first), "" if shape in timed else " (once)"
+            )
         latents = torch.zeros(1, LATENT_CHANNELS, NEW_LATENT_FRAMES, h, w, device=self.device)
         decode = min(self._timed(lambda: self.decode(latents)) for _ in range(2))
-        log.info("warm-up: decode %.2fs; %d shape(s) in %.1fs", decode, len(seconds), time.perf_counter() - start)
-        return WarmUp(
-            pass_seconds=seconds, decode_seconds=decode, peak_bytes=peaks, seconds=time.perf_counter() - start
+        encode = self._timed(lambda: self.encode_text("warm-up", "", guidance=False))
+        log.info(
+            "warm-up: decode %.2fs, prompt encode %.2fs; %d shape(s), %d timed, in %.1fs",
+            decode,
+            encode,
+            len(peaks),
+            len(seconds),
+            time.perf_counter() - start,
         )
+        return WarmUp(
+            pass_seconds=seconds,
+            decode_seconds=decode,
+            peak_bytes=peaks,
+            seconds=time.perf_counter() - start,
+            encode_seconds=encode,
+        )
+
+    def warm_up_text(self, rows: int) -> TextConditioning:
+        """Text conditioning of ``rows`` rows for the warm-up's passes (default: an encoded empty prompt)."""
+        return self.encode_text("warm-up", "", guidance=rows == 2)
 
     def _timed(self, fn: Callable[[], object]) -> float:
         if self.device.type == "cuda":

@@ -28,7 +28,9 @@ class PassCosts:
     """Seconds for one transformer pass with one batch row (first chunk: 10 latent frames, later: 18),
     one chunk's VAE decode + mp4 encode, and the per-request overhead (prompt and start encoding).
 
-    ``cfg_factor``: cost of a guidance pass (2 rows) relative to 1 row. ``cached_fraction``: a step-cache
+    ``cfg_factor``: cost of a guidance pass (2 rows) relative to 1 row (measured 2.03–2.07 on H100/H200,
+    exact and go_fast, BENCHMARKS.md: the 2.0 used for shapes setup compiles but does not time is within
+    4 %). ``cached_fraction``: a step-cache
     step runs one of the 60 blocks plus the final layer. ``measured``: seconds per pass of the shapes the
     warm-up ran (:class:`gamecraft.engine.PassShape`); a shape found there is used as measured, the others
     are derived from the one-row times.
@@ -47,7 +49,9 @@ class PassCosts:
         for shape in (PassShape(rows, frames, go_fast), PassShape(rows, frames, False)):
             if shape in self.measured:
                 return self.measured[shape]
-        return (self.first_pass_s if first else self.later_pass_s) * (self.cfg_factor if rows == 2 else 1.0)
+        if rows == 2:  # a guidance pass: cfg_factor one-row passes of the same kind
+            return self.pass_seconds(1, first, go_fast) * self.cfg_factor
+        return self.first_pass_s if first else self.later_pass_s
 
     def chunk_seconds(self, preset: Preset, first: bool) -> float:
         return denoise_seconds(self, preset, first) + self.decode_s

@@ -8,10 +8,12 @@ compilation, caches and memory placement for the same weights. It runs in three 
 1. :func:`gamecraft.serving.plan.plan_service` — pure decisions from the configuration and the GPUs found
    (weights source, video size, GPU count, kernels, memory plan, the :class:`EngineConfig`, the pass
    shapes to warm up);
-2. :func:`prepare_weights` — download missing weights, write tiny ones, point the compiler cache at the
-   weights volume;
+2. :func:`prepare_weights` — fetch a prepared directory (``GAMECRAFT_WEIGHTS_URL``), download missing
+   weights, write tiny ones, point the compiler cache at the weights volume; then the compiled kernels of a
+   prepared directory made on this machine are loaded (:mod:`gamecraft.serving.artifacts`);
 3. :func:`load_engine` and the warm-up (:meth:`gamecraft.engine.Engine.warm_up` on every pass shape of the
-   configured presets; if compilation fails there, the engine falls back to eager and warms up again).
+   configured presets, timing the preloaded presets'; if compilation fails there, the engine falls back to
+   eager and warms up again).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from gamecraft.testing.random_weights import random_engine, random_worker_spec
 from gamecraft.testing.tiny_weights import write_tiny_weights
 from gamecraft.weights import MissingWeightsError, check_layout, download_weights
 
+from .artifacts import fetch_prepared, load_kernels, restore_stand_ins, this_machine
 from .budget import PassCosts, costs_from_warm_up
 from .config import ServingConfig
-from .devices import DeviceInfo
+from .devices import DeviceInfo, driver_problem
 from .events import Event
 from .generate import GenerationRequest, OutputNames, generate
 from .plan import PROBE, ServicePlan, plan_service
@@ -80,6 +83,9 @@ def prepare_weights(config: ServingConfig, plan: ServicePlan) -> None:
         return
     if plan.source != "weights":
         return
+    if config.weights_url:
+        fetch_prepared(config.weights_url, plan.weights_dir)
+    restore_stand_ins(plan.weights_dir)
     try:
         for variant in plan.engine_config.preload:
             check_layout(plan.weights_dir, variant)
@@ -144,13 +150,13 @@ def warm_up(engine: Engine, plan: ServicePlan) -> WarmUp:
     """Compile and time every pass shape of the plan; if compiling fails (a broken compiler toolchain), run
     eagerly from then on and warm up again, so the model still serves."""
     try:
-        return engine.warm_up(plan.warm_shapes, *plan.size)
+        return engine.warm_up(plan.warm_shapes, *plan.size, timed=plan.timed_shapes)
     except Exception as err:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
         if not engine.compiled or isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower():
             raise  # (running eagerly needs more memory, not less)
         log.exception("compiling failed during the warm-up; running eagerly")
         engine.disable_compile()
-        return engine.warm_up(plan.warm_shapes, *plan.size)
+        return engine.warm_up(plan.warm_shapes, *plan.size, timed=plan.timed_shapes)
 
 
 def build_service(
@@ -158,10 +164,16 @@ def build_service(
     warm: bool = True,
     device: DeviceInfo | None | object = PROBE,
     plan: ServicePlan | None = None,
+    kernels: bool = True,
 ) -> Service:
     """Plan (unless ``plan`` is :func:`plan_service`'s for ``config`` already), prepare, load and (``warm``)
-    warm up the engine ``config`` describes."""
+    warm up the engine ``config`` describes; with ``kernels``, first load the compiled kernels a prepared
+    weights directory holds for this machine (:mod:`gamecraft.serving.artifacts`)."""
     start = time.perf_counter()
+    if config.weights != "tiny" and not config.fallback_to_tiny and plan is None and device is PROBE:
+        problem = driver_problem()  # before anything is downloaded: torch would only say "no CUDA GPU"
+        if problem is not None:
+            raise RuntimeError(problem)
     plan = plan or plan_service(config, device)
     log.info(
         "service plan: %s weights%s, %dx%d; %s",
@@ -175,6 +187,8 @@ def build_service(
         raise RuntimeError(
             "no CUDA GPU found: GameCraft needs an 80 GB GPU (H100); set GAMECRAFT_WEIGHTS=tiny for a CPU smoke run"
         )
+    if kernels and (plan.engine_config.compile or plan.engine_config.compile_vae):
+        load_kernels(plan.weights_dir, this_machine(plan.engine_config.device))
     engine = load_engine(plan)
     try:
         warm_up_result = warm_up(engine, plan) if warm else None

@@ -27,6 +27,9 @@ workers start. (The controller page, ``python -m gamecraft.ui``, reads ``REPLICA
 ``GAMECRAFT_TINY_SIZE``        ``HxW`` of tiny smoke runs (default ``128x224``)
 ``GAMECRAFT_GPU``              test hook: pretend the GPU is ``NAME:CAPABILITY:GIB`` (e.g. ``L40S:8.9:44.4``)
                                for the kernel and memory choices (the kernels still run on the real GPU)
+``GAMECRAFT_WEIGHTS_URL``      HTTPS base URL of a prepared weights directory (``python -m gamecraft.weights
+                               prepare``): fetched into the weights directory in parallel ranged requests,
+                               verified against its manifest; the Hugging Face download stays the fallback
 ``HF_TOKEN``                   token for the gated Hugging Face repository
 =============================  ======================================================================
 """
@@ -70,7 +73,7 @@ class ServingConfig:
     ``compile_cache``: keep compiled kernels beside them. ``warm_presets``: presets whose pass shapes the
     warm-up compiles and times (default: every preset, so no request compiles). ``gpu_override``: see
     ``GAMECRAFT_GPU``. ``vae_compile``: ``full`` or
-    ``all`` (the tile shapes the compiled VAE decoder covers).
+    ``all`` (the tile shapes the compiled VAE decoder covers). ``weights_url``: see ``GAMECRAFT_WEIGHTS_URL``.
     """
 
     weights: str = "weights"
@@ -92,6 +95,7 @@ class ServingConfig:
     warm_go_fast: bool = True
     gpu_override: str | None = None
     vae_compile: str = "full"
+    weights_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.vae_compile not in VAE_COMPILE_SCOPES:
@@ -151,6 +155,8 @@ class ServingConfig:
             values["tiny_size"] = parse_size(env["GAMECRAFT_TINY_SIZE"], "GAMECRAFT_TINY_SIZE")
         if env.get("GAMECRAFT_GPU"):
             values["gpu_override"] = env["GAMECRAFT_GPU"]
+        if env.get("GAMECRAFT_WEIGHTS_URL"):
+            values["weights_url"] = env["GAMECRAFT_WEIGHTS_URL"]
         if env.get("HF_TOKEN"):
             values["hf_token"] = env["HF_TOKEN"]
         values.update(overrides)

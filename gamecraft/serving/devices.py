@@ -5,11 +5,17 @@ This is the only module of :mod:`gamecraft.serving` that asks the machine; what 
 decided by pure functions of the :class:`DeviceInfo` it returns (:mod:`gamecraft.serving.kernels`,
 :mod:`gamecraft.serving.memory_plan`, :mod:`gamecraft.serving.estimates`). ``None`` stands for "no CUDA
 GPU" (CPU smoke runs with tiny weights).
+
+:func:`driver_problem` reads the NVIDIA driver's version without CUDA (``/proc/driver/nvidia/version``, else
+``nvidia-smi``): a driver too old for the CUDA torch was built with makes ``torch.cuda.is_available()``
+False with a warning few read, and setup used to end in "no CUDA GPU found" after downloading 44 GB.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +137,48 @@ def _any_link_active(pynvml, handle) -> bool:
         except pynvml.NVMLError:  # link not present
             continue
     return False
+
+
+# -- the host driver against the image's CUDA, checked before any byte is downloaded (issue 27) -----------
+# CUDA major version -> the oldest driver (major) that runs it (NVIDIA's CUDA toolkit release notes, table 3)
+MIN_DRIVER = {13: 580, 12: 525, 11: 450}
+PROC_VERSION = Path("/proc/driver/nvidia/version")
+
+
+def read_driver_version() -> str | None:
+    """The loaded NVIDIA kernel module's version (``"570.86.15"``), or None without one."""
+    try:
+        match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", PROC_VERSION.read_text())
+        if match:
+            return match.group(1)
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def driver_problem(found: str | None = None, cuda: str | None = None) -> str | None:
+    """One line when the driver ``found`` (default: this host's) cannot run CUDA ``cuda`` (default:
+    torch's), else None (also without a driver or without CUDA: the GPU probe reports those)."""
+    found = read_driver_version() if found is None else found
+    if cuda is None:
+        import torch
+
+        cuda = torch.version.cuda
+    if not found or not cuda:
+        return None
+    need = MIN_DRIVER.get(int(cuda.split(".")[0]))
+    if need is None or int(found.split(".")[0]) >= need:
+        return None
+    return (
+        f"the host's NVIDIA driver {found} is too old for this image's CUDA {cuda}, which needs driver {need} "
+        f"or newer: run on a host with a newer driver"
+    )

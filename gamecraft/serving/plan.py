@@ -51,7 +51,9 @@ class ServicePlan:
     for or not used); ``size``: (height, width) of the videos in pixels; ``devices``: one torch device
     name per rank; ``gpu``: the GPU(s) planned for (None: the CPU); ``memory``: their memory plan;
     ``engine_config``: the engine's configuration (``weights_dir`` is the tiny directory for tiny weights;
-    for random weights it is unused); ``warm_shapes``: the pass shapes the warm-up compiles and times;
+    for random weights it is unused); ``warm_shapes``: the pass shapes the warm-up compiles;
+    ``timed_shapes``: those it also times (the preloaded presets'; the others' costs are derived,
+    :class:`gamecraft.serving.budget.PassCosts`; None: all);
     ``go_fast_note``: why go_fast requests run exact here (None: they do not); ``go_fast_attention_note``:
     why go_fast runs fp8 linears with exact attention here (None: it does not); ``summary``: the setup
     log's line."""
@@ -71,6 +73,7 @@ class ServicePlan:
     go_fast_note: str | None
     summary: str
     go_fast_attention_note: str | None = None
+    timed_shapes: tuple[PassShape, ...] | None = None
 
     @property
     def device_name(self) -> str:
@@ -108,6 +111,7 @@ def plan_service(config: ServingConfig, device: DeviceInfo | None | object = PRO
         memory=memory,
         engine_config=engine_config,
         warm_shapes=warm_shapes(config, gpu, memory, engine_config.rows_at_once),
+        timed_shapes=warm_shapes(config, gpu, memory, engine_config.rows_at_once, config.preload),
         go_fast_note=go_fast_message(gpu),
         summary=_summary(gpu, attention, memory, compile_),
         go_fast_attention_note=go_fast_attention_note(gpu, attention),
@@ -209,11 +213,16 @@ def engine_config_for(
 
 
 def warm_shapes(
-    config: ServingConfig, gpu: DeviceInfo | None, memory: MemoryPlan | None, rows_at_once: int
+    config: ServingConfig,
+    gpu: DeviceInfo | None,
+    memory: MemoryPlan | None,
+    rows_at_once: int,
+    names: tuple[str, ...] | None = None,
 ) -> tuple[PassShape, ...]:
-    """The pass shapes of the presets to warm (``config.warm_presets``, default all), and go_fast's where
-    its fp8 twin is built on this GPU (the CPU's twin is for tests only: smoke runs do not build it)."""
-    presets = [PRESETS[name] for name in (config.warm_presets or tuple(PRESETS))]
+    """The pass shapes of the presets ``names`` (default: those to warm, ``config.warm_presets``, default
+    all), and go_fast's where its fp8 twin is built on this GPU (the CPU's twin is for tests only: smoke
+    runs do not build it)."""
+    presets = [PRESETS[name] for name in (names or config.warm_presets or tuple(PRESETS))]
     go_fast = (
         config.warm_go_fast
         and gpu is not None

@@ -1,4 +1,5 @@
-"""The official weights: where they live (``layout``), downloading them (``download``), reading them into the
+"""The official weights: where they live (``layout``), downloading them (``download``), a prepared
+directory's manifest (``manifest``) and its fetch from the owner's storage (``fetch``), reading them into the
 networks of :mod:`gamecraft.model` (``transformer`` with its safetensors cache, ``vae``, ``text``) and keeping
 modules in pinned host memory while they are not on the GPU (``offload``).
 
