@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from parallel_faults import FaultyEngine
 
 from gamecraft.model import PassInputs, StepCache
 from gamecraft.parallel import (
@@ -105,9 +106,9 @@ def test_head_groups_split_a_ranks_heads():
 
 
 # -- runtimes ---------------------------------------------------------------------------------------
-def start(world: int, local=None):
+def start(world: int, local=None, spec: WorkerSpec = SPEC, timeout_s: float = 120):
     local = local or tiny_random_engine(transformer_config=CONFIG)
-    runtime = ParallelRuntime.start(world, SPEC, CONFIG.num_heads, devices=["cpu"] * world, timeout_s=120)
+    runtime = ParallelRuntime.start(world, spec, CONFIG.num_heads, devices=["cpu"] * world, timeout_s=timeout_s)
     engine = ParallelEngine(local, runtime)
     runtime.wait_ready(timeout_s=300)
     return engine
@@ -270,6 +271,52 @@ def test_dead_worker_fails_the_call_and_marks_unhealthy(local):
         assert time.monotonic() - started < 5
     finally:
         parallel.close()
+
+
+FAULT_T = 321.0  # the timestep of the pass that faults (parallel_faults)
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    """Poll ``condition`` until it holds or ``timeout_s`` passed (a bound, not a synchronisation)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("where", ["rank 0", "worker"])
+def test_a_fault_in_one_ranks_share_fails_the_runtime_and_the_next_call_at_once(local, where):
+    """A pass that raises on rank 0 (out of memory on GPU 0) or on a worker leaves the other ranks inside the
+    pass's collectives: the runtime is marked failed, the workers are stopped, and the next call fails within
+    seconds saying the model must be restarted (before: rank 0's fault left ``healthy`` true and the next
+    call blocked in a collective until the timeout)."""
+    if where == "rank 0":
+        engine = start(2, FaultyEngine(local, FAULT_T, error="oom"), timeout_s=60)
+        cause = r"rank 0 failed in Forward: OutOfMemoryError: injected fault"
+    else:
+        spec = WorkerSpec("parallel_faults:faulty_tiny_engine", dict(SPEC.kwargs, fault_t=FAULT_T))
+        engine = start(2, local, spec=spec, timeout_s=60)
+        cause = r"GPU worker 1 (failed|exited).*InjectedFault: injected fault"
+    try:
+        inputs, cam, lengths = pass_inputs(local, 1, 10)
+        model = engine.transformer("distilled")
+        tokens = model.camera_tokens(cam, 10)
+        with torch.no_grad():
+            model(**inputs, camera_tokens=tokens, text_lengths=lengths)  # a pass that works
+            faulty = dict(inputs, t=torch.full((1,), FAULT_T))
+            with pytest.raises(WorkerFailure, match=cause + r".*the model must be restarted"):
+                model(**faulty, camera_tokens=tokens, text_lengths=lengths)
+            assert not engine.healthy
+            worker = engine.runtime._processes[0]
+            assert wait_for(lambda: not worker.is_alive(), timeout_s=30), "the worker was left running"
+            started = time.monotonic()
+            with pytest.raises(WorkerFailure, match=cause + r".*the model must be restarted"):
+                model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            assert time.monotonic() - started < 5  # failed at once, not after the collective timeout
+    finally:
+        engine.close()
 
 
 def test_worker_that_fails_to_load_fails_setup(local):

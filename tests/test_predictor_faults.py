@@ -88,3 +88,22 @@ def test_outputs_do_not_accumulate_across_predictions(predictor):
     assert not any(p.exists() for p in first)  # removed when the next prediction started
     assert all(p.exists() for p in second)
     assert len([p for p in outputs_root.rglob("*") if p.is_file()]) == len(second)
+
+
+def test_out_of_memory_that_failed_the_engine_says_the_model_must_be_restarted(predictor, monkeypatch):
+    """An out-of-memory on GPU 0 in a multi-GPU pass fails the runtime (the workers are out of step): the
+    error must not claim that memory was released and the model is ready again."""
+    from gamecraft.parallel import WorkerFailure
+
+    pred, outputs_root = predictor
+
+    def failed(*args, **kwargs):
+        pred.engine.mark_failed("rank 0 failed in Forward: OutOfMemoryError: CUDA out of memory")
+        raise WorkerFailure(f"{pred.engine.failure}; the model must be restarted")
+
+    monkeypatch.setattr(pred.engine, "_failure", None)  # restored when the test ends: the engine works again
+    monkeypatch.setattr(pred.served, "generate", failed)
+    with pytest.raises(WorkerFailure, match=r"CUDA out of memory; the model must be restarted$"):
+        _run(pred)
+    assert not pred.healthcheck()
+    assert [p for p in outputs_root.rglob("*") if p.is_file()] == []

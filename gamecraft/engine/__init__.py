@@ -4,7 +4,17 @@ directory, ``gamecraft.parallel.ParallelEngine`` over several GPUs. :meth:`Engin
 every :class:`PassShape` the configured presets run. A transformer (:class:`Transformer`) takes one
 :class:`PassInputs` per pass (defined beside the model, :mod:`gamecraft.model.pass_inputs`)."""
 
-from .base import Engine, PassInputs, PassShape, Transformer, WarmUp
+from .base import Engine, EngineBusy, EngineFailed, PassInputs, PassShape, Transformer, WarmUp
 from .local import EngineConfig, GameCraftEngine
 
-__all__ = ["Engine", "EngineConfig", "GameCraftEngine", "PassInputs", "PassShape", "Transformer", "WarmUp"]
+__all__ = [
+    "Engine",
+    "EngineBusy",
+    "EngineConfig",
+    "EngineFailed",
+    "GameCraftEngine",
+    "PassInputs",
+    "PassShape",
+    "Transformer",
+    "WarmUp",
+]

@@ -10,7 +10,9 @@ every shape exist before the first request and their times feed the time budget.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,8 +73,26 @@ class WarmUp:
     encode_seconds: float = 0.0
 
 
+class EngineFailed(RuntimeError):
+    """The engine cannot run any more (a multi-GPU worker failed, a chunk thread did not stop); the model
+    must be restarted. The message says why."""
+
+
+class EngineBusy(RuntimeError):
+    """A second generation on an engine that is running one (an engine runs one at a time)."""
+
+
+_USE_LOCK = threading.Lock()  # guards every engine's ``_in_use`` (taken for microseconds)
+
+
 class Engine(abc.ABC):
-    """The loaded models on their device(s) (see the module docstring)."""
+    """The loaded models on their device(s) (see the module docstring).
+
+    Health and use: :meth:`mark_failed` records why the engine can no longer run (``healthy`` is False from
+    then on, for good); :meth:`exclusive` holds the engine for one generation and refuses a second one."""
+
+    _failure: str | None = None  # why the engine cannot run any more (set once, never cleared)
+    _in_use: str | None = None  # what holds the engine now (exclusive)
 
     device: torch.device
     transformer_config: TransformerConfig
@@ -118,8 +138,36 @@ class Engine(abc.ABC):
 
     @property
     def healthy(self) -> bool:
-        """False once the engine can no longer run (a multi-GPU worker died)."""
-        return True
+        """False once the engine can no longer run (:meth:`mark_failed`; a multi-GPU worker died)."""
+        return self._failure is None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine cannot run any more (None while it can)."""
+        return self._failure
+
+    def mark_failed(self, reason: str) -> None:
+        """Record that the engine cannot run any more (the first reason is kept); logged once."""
+        if self._failure is None:
+            self._failure = reason
+            log.error("the engine cannot run any more: %s; the model must be restarted", reason)
+
+    @contextlib.contextmanager
+    def exclusive(self, what: str):
+        """Hold the engine for ``what`` (one generation): :class:`EngineBusy` while another holds it,
+        :class:`EngineFailed` once it failed. Two generations at once would interleave their passes
+        and step caches on the same models (and the multi-GPU workers' per-chunk state)."""
+        with _USE_LOCK:
+            if not self.healthy:
+                raise EngineFailed(f"{self.failure}; the model must be restarted")
+            if self._in_use is not None:
+                raise EngineBusy(f"this engine is already running {self._in_use}; it runs one request at a time")
+            self._in_use = what
+        try:
+            yield self
+        finally:
+            with _USE_LOCK:
+                self._in_use = None
 
     def use_attention(self, exact: str, go_fast: str) -> None:
         """Run exact passes with the attention kernel ``exact`` and go_fast passes with ``go_fast`` from the

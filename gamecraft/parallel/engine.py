@@ -101,7 +101,11 @@ class ParallelEngine(Engine):
 
     @property
     def healthy(self) -> bool:
-        return self.runtime.healthy
+        return self._failure is None and self.runtime.healthy
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure or self.runtime.failure
 
     @property
     def compiled(self) -> bool:

@@ -19,6 +19,11 @@ Failure handling — never a hang:
   process groups are aborted (so a blocked collective returns) and every later call raises
   :class:`WorkerFailure` with the worker's exit code (``healthy`` is False from then on);
 * a worker whose command raises reports the error and exits, which is the case above;
+* a command that raises on rank 0 (an out-of-memory on GPU 0 in its share of a pass) leaves the workers
+  inside the pass's collectives, out of step for good: the runtime is marked failed the same way (the
+  cause is a worker's report when one failed first, else rank 0's error), the workers are stopped, and
+  this call and every later one raise :class:`WorkerFailure` at once. No rank tries to recover: a rank
+  cannot tell how far the others got through a pass's collectives, so only a restart is known safe;
 * collectives also carry a timeout (``timeout_s``).
 
 No signal handlers are installed (coglet uses SIGUSR1 for cancellation). NCCL's NVLink multicast is
@@ -44,6 +49,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gamecraft.engine.base import EngineFailed
 from gamecraft.specs.workers import WorkerSpec
 
 from .commands import Command, Stop
@@ -56,9 +62,10 @@ log = logging.getLogger(__name__)
 # than its fresh workers' (torch numbers default groups per process), so a new start is refused.
 _JOINING: set[threading.Thread] = set()
 _JOINING_LOCK = threading.Lock()
+FAULT_REPORT_S = 2.0  # how long a fault on rank 0 waits for a worker's report of its own cause
 
 
-class WorkerFailure(RuntimeError):
+class WorkerFailure(EngineFailed):
     """A worker rank died or failed; the multi-GPU runtime cannot be used any more."""
 
 
@@ -144,6 +151,7 @@ class ParallelRuntime:
         self._ready: set[int] = set()
         self._errors: dict[int, str] = {}
         self._failure: str | None = None
+        self._fail_lock = threading.Lock()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gamecraft-rank0")
         self._pending: concurrent.futures.Future | None = None
         self._joined: concurrent.futures.Future = concurrent.futures.Future()  # rank 0 in the process group
@@ -269,6 +277,13 @@ class ParallelRuntime:
     def healthy(self) -> bool:
         return self._failure is None and not self._closed
 
+    @property
+    def failure(self) -> str | None:
+        """Why the runtime cannot run any more (None while it can)."""
+        if self._failure is None and self._closed:
+            return "the multi-GPU runtime is closed"
+        return self._failure
+
     def _watch(self) -> None:
         sentinels = {p.sentinel: p for p in self._processes}
         while sentinels and not self._closed:
@@ -286,12 +301,45 @@ class ParallelRuntime:
                     )
 
     def _fail(self, message: str) -> None:
-        if self._failure is None:
+        with self._fail_lock:
+            if self._failure is not None:
+                return
             self._failure = message
-            log.error("multi-GPU runtime failed: %s", message)
-            # unblock a collective waiting for the dead rank (gloo raises on its own when a peer is gone)
+        log.error("multi-GPU runtime failed: %s; the model must be restarted", message)
+        # unblock a collective waiting for the dead rank (gloo raises on its own when a peer is gone)
+        with contextlib.suppress(Exception):
+            dist.distributed_c10d._abort_process_group()
+        # The ranks are out of step for good: stop every worker, so that none is left inside a
+        # collective holding its GPU's memory.
+        for process in self._processes:
             with contextlib.suppress(Exception):
-                dist.distributed_c10d._abort_process_group()
+                if process.is_alive():
+                    process.kill()
+
+    def _fault(self, what: str, err: BaseException) -> None:
+        """Rank 0's share of ``what`` raised: mark the runtime failed, naming a worker's error when one
+        failed first (rank 0's collective then fails because that worker left)."""
+        if self._failure is not None:
+            return
+        deadline = time.monotonic() + FAULT_REPORT_S
+        self._drain_reports(wait_s=0.1)
+        # a worker that failed reported before exiting; while every worker lives, the fault is rank 0's own
+        while not self._errors and time.monotonic() < deadline and not all(p.is_alive() for p in self._processes):
+            self._drain_reports(wait_s=0.1)
+        failed = sorted(self._errors)
+        if failed:
+            self._fail(f"GPU worker {failed[0]} failed in {what}: {self._errors[failed[0]]}")
+        else:
+            self._fail(f"rank 0 failed in {what}: {type(err).__name__}: {err}")
+
+    def _run(self, fn: Callable[[], Any], what: str) -> Any:
+        """``fn`` on the rank-0 thread; an error in it fails the runtime (see the module docstring),
+        also when the caller stopped waiting (a cancellation) before it came."""
+        try:
+            return fn()
+        except BaseException as err:
+            self._fault(what, err)
+            raise
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -309,16 +357,15 @@ class ParallelRuntime:
         while self._pending is not None and not self._pending.done():
             self._raise_if_failed()
             concurrent.futures.wait([self._pending], timeout=1.0)
-        self._pending = future = self._executor.submit(fn)
+        self._pending = future = self._executor.submit(self._run, fn, what)
         while True:
             try:
                 return future.result(timeout=1.0)
             except concurrent.futures.TimeoutError:
                 self._raise_if_failed()
             except Exception as err:
-                if self._failure is not None:
-                    raise WorkerFailure(f"{self._failure}; the model must be restarted") from err
-                raise RuntimeError(f"multi-GPU {what} failed: {type(err).__name__}: {err}") from err
+                self._fault(what, err)  # already done on the rank-0 thread; the failure is set either way
+                raise WorkerFailure(f"{self._failure}; the model must be restarted") from err
 
     def command(self, command: Command, payload: Any = None) -> Any:
         """Announce ``command`` to the workers and run rank 0's share (``PassRunner.run(command, payload)``;

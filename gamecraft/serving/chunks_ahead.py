@@ -10,8 +10,12 @@ come out too, in the consumer's thread, as they happen.
 Stopping: when the consumer stops iterating (a cancellation raised in its thread, an error while writing,
 ``close()``), the ``stop`` signal is set; the chunk in progress ends before its next denoising step
 (``gamecraft.pipeline.sampling.GenerationStopped``) and the thread is joined before the iterator finishes,
-so no GPU work outlives the request. An error in the thread (out of memory, a dead GPU worker) is raised
-in the consumer as the same exception object.
+so no GPU work outlives the request. A ``stop`` set from outside ends the iteration the same way, with
+``GenerationStopped`` raised in the consumer. The join is bounded (:data:`JOIN_TIMEOUT_S`): a thread still
+running then (a step or a decode that never returns) marks the engine failed
+(:meth:`gamecraft.engine.Engine.mark_failed`), since its GPU work would overlap the next request's. An
+error in the thread (out of memory, a dead GPU worker) is raised in the consumer as the same exception
+object.
 
 A chunk's VAE decode stays on the chunk thread, in line with its steps: decoding it on a second stream
 beside the next chunk's steps was measured on an H200 and saved nothing (the transformer's kernels keep
@@ -33,6 +37,9 @@ from gamecraft.pipeline.sampling import GenerationStopped, StepInfo
 from gamecraft.pipeline.session import ChunkResult, WorldSession
 
 POLL_S = 0.2  # how often a blocked hand-over or wait looks at the stop flag / the thread
+# How long a stopped chunk thread may take to finish the step or decode it is in: the longest measured are a
+# two-row full-preset step (10.9 s, L40S-class) and the decode graph's cold compile (23.6 s; BENCHMARKS.md).
+JOIN_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,16 @@ def chunks_ahead(
     ahead: int = 1,
     stop: threading.Event | None = None,
     steps: bool = False,
+    join_timeout_s: float | None = None,
 ) -> Iterator[Step | ChunkResult]:
     """``session.generate_chunk(poses, label)`` for each of ``chunks`` on a background thread, at most
     ``ahead`` finished chunks ahead of the consumer (plus the one in progress). Yields each
     :class:`ChunkResult` and, with ``steps``, every :class:`Step` too, in the order they happened. ``stop``
-    (made here when not given) is set when the iterator ends; close the iterator (``contextlib.closing``)
-    when not exhausting it."""
+    (made here when not given) is set when the iterator ends; set from outside, the iteration ends with
+    :class:`GenerationStopped`. Close the iterator (``contextlib.closing``) when not exhausting it.
+    ``join_timeout_s``: how long the end waits for the thread before marking the engine failed (default
+    :data:`JOIN_TIMEOUT_S`)."""
+    join_timeout_s = JOIN_TIMEOUT_S if join_timeout_s is None else join_timeout_s
     events: queue.Queue = queue.Queue()
     slots = threading.Semaphore(ahead)  # finished chunks not yet taken by the consumer
     stop = stop or threading.Event()
@@ -112,12 +123,10 @@ def chunks_ahead(
                 on_step = step_recorder(position, device, events.put) if steps else None
                 result = session.generate_chunk(poses, label, stop=stop, on_step=on_step)
                 if not take_slot():
-                    return
+                    raise GenerationStopped(f"stopped after chunk {position + 1} of {len(chunks)}")
                 events.put(_Result(result))
             events.put(_DONE)
-        except GenerationStopped:
-            return
-        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread (a stop too)
             events.put(err)
 
     thread = threading.Thread(target=produce, name="gamecraft-chunks", daemon=True)
@@ -140,4 +149,8 @@ def chunks_ahead(
             yield item
     finally:
         stop.set()
-        thread.join()
+        thread.join(join_timeout_s)
+        if thread.is_alive():
+            session.engine.mark_failed(
+                f"the chunk thread did not stop within {join_timeout_s:g}s of the end of its request"
+            )

@@ -12,7 +12,8 @@ A request starts from exactly one of: an image, a video (its last 33 frames), or
 checked once, when the :class:`GenerationRequest` is made. The chunks are generated on a background thread
 one ahead of the writes (:mod:`gamecraft.serving.chunks_ahead`), so the GPUs work on chunk k+1 while chunk
 k is encoded. A caller stops the work by closing the iterator (``contextlib.closing``) or by setting
-``stop``: the chunk in progress ends before its next denoising step.
+``stop``: the chunk in progress ends before its next denoising step, and a set ``stop`` ends the iterator
+with :class:`GenerationStopped` (the same with or without the thread).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gamecraft.media.video import VideoWriter, last_frames_for_start, save_png, 
 from gamecraft.pipeline.actions import Segment
 from gamecraft.pipeline.camera import ChunkPoses, chunk_poses
 from gamecraft.pipeline.presets import Preset
+from gamecraft.pipeline.sampling import GenerationStopped
 from gamecraft.pipeline.session import ChunkResult, WorldSession, encode_start_image, encode_start_video
 from gamecraft.pipeline.state import load_state, save_state
 from gamecraft.specs.errors import RequestError
@@ -43,6 +45,8 @@ from gamecraft.specs.geometry import DEFAULT_SIZE, FPS, MAX_SEED, latent_size
 from .budget import PassCosts, denoise_seconds
 from .chunks_ahead import Step, chunks_ahead, step_recorder
 from .events import ChunkDenoised, ChunkDone, Event, FileReady, Finished, Started, StepDone
+
+__all__ = ["GenerationRequest", "GenerationStopped", "OutputNames", "generate", "start_session"]
 
 log = logging.getLogger(__name__)
 
@@ -189,127 +193,169 @@ def generate(
 
     ``costs``: the warm-up's cost table, for the ETA before the first step is timed. ``overlap_writes``:
     generate the next chunk on a background thread while this one's mp4s are written (same outputs).
-    ``stop``: once set, the chunk in progress ends before its next step. Close the iterator
-    (``contextlib.closing``) when not exhausting it, so that the thread is stopped at once.
+
+    Stopping, one path for both settings of ``overlap_writes``: once ``stop`` is set (from any thread) while
+    chunks remain, no further event comes; the chunk in progress ends before its next denoising step and
+    the iterator raises :class:`GenerationStopped` (files already announced stay; the whole video is not
+    written). A stop after the last chunk's file changes nothing.
+    Closing the iterator (``contextlib.closing``; a cancellation) stops the same way. An engine runs one
+    generation at a time: a second one while this runs raises :class:`~gamecraft.engine.EngineBusy`, and
+    one on a failed engine :class:`~gamecraft.engine.EngineFailed`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = names or OutputNames()
     stop = stop or threading.Event()
-    chunks = request.chunks()
-    preset = request.preset
-    session = start_session(engine, request)
-    seed, first_world = session.state.seed, session.state.chunks_done + 1
-    stem = names.stem(seed)
-    clock = _Clock(len(chunks), preset.num_inference_steps, costs, preset)
-    estimate = clock.eta(0, 0) if costs is not None else None
-    log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", len(chunks), preset.name, seed, *request.size)
-    yield Started(seed, len(chunks), first_world, preset.name, preset.num_inference_steps, *request.size, estimate)
-    timings: dict[str, list[float]] = {"chunk": [], "denoise": [], "decode": []}
-    last_frame, last_file = None, time.perf_counter()
-    steps_done = 0
-    if overlap_writes:
-        results = chunks_ahead(session, chunks, stop=stop, steps=True)
-    else:
-        results = _in_line(session, chunks, stop)
-    with VideoWriter(out_dir / f"{stem}-video.mp4", fps=request.fps) as full, closing(results):
-        for item in results:
-            if isinstance(item, Step):
-                position = item.position
-                steps_done += 1
-                clock.step_s.append(item.seconds)
-                event = StepDone(
-                    position + 1,
-                    len(chunks),
-                    first_world + position,
-                    item.index + 1,
-                    item.total,
-                    item.cached,
-                    item.seconds,
-                    clock.elapsed(),
-                    clock.eta(steps_done, position),
-                )
-                log.info(
-                    "chunk %d step %d/%d%s: %.2fs; ETA %.0fs",
-                    event.world_chunk,
-                    event.step,
-                    event.steps,
-                    " (cached)" if item.cached else "",
-                    item.seconds,
-                    event.eta_s,
-                )
-                yield event
-                if item.index + 1 == item.total:
-                    yield ChunkDenoised(
-                        position + 1,
-                        len(chunks),
-                        first_world + position,
-                        sum(clock.step_s[-item.total :]),
-                        clock.elapsed(),
-                        clock.eta(steps_done, position),
-                    )
-                continue
-            result: ChunkResult = item
-            n = result.index - first_world + 1  # 0-based position within this request
-            # The chunk's own file first: the whole video's copy is appended once the chunk is out
-            # (below), so the time to each chunk's file does not include a second H.264 encode.
-            path = write_mp4(result.frames, out_dir / f"{stem}-chunk{result.index + 1:03d}.mp4", fps=request.fps)
-            last_frame = result.frames[-1]
-            now = time.perf_counter()
-            seconds, last_file = now - last_file, now  # since the previous chunk's file
-            clock.decode_s.append(result.seconds_decode)
-            for key, value in (
-                ("chunk", seconds),
-                ("denoise", result.seconds_denoise),
-                ("decode", result.seconds_decode),
-            ):
-                timings[key].append(value)
-            done = ChunkDone(
-                n + 1,
-                len(chunks),
-                result.index + 1,
-                result.label,
-                seconds,
-                result.seconds_denoise,
-                result.seconds_decode,
-                clock.elapsed(),
-                clock.eta(max(steps_done, (n + 1) * preset.num_inference_steps), n + 1),
-            )
-            log.info(
-                "chunk %d/%d done in %.1fs (%s); ETA %.0fs", done.chunk, done.chunks, seconds, result.label, done.eta_s
-            )
-            yield done
-            yield FileReady("chunk", path, result.index + 1)
-            full.append(result.frames)
-    yield FileReady("video", full.path)
-    if request.return_state:
-        yield FileReady("state", save_state(session.state, out_dir / f"{stem}-state.safetensors"))
-    if request.last_frame and last_frame is not None:
-        yield FileReady("last_frame", save_png(last_frame, out_dir / f"{stem}-last-frame.png"))
-    if request.camera_preview:
-        save_preview(out_dir / f"{stem}-camera.png", [p for p, _ in chunks], [label for _, label in chunks])
-        yield FileReady("preview", out_dir / f"{stem}-camera.png")
-    peak = None
-    if engine.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(engine.device) / 2**30
-    log.info(
-        "generated %d chunk(s) (world chunks %d-%d) in %.1fs%s",
-        len(chunks),
-        first_world,
-        session.state.chunks_done,
-        clock.elapsed(),
-        f"; peak GPU memory {peak:.1f} GiB" if peak else "",
-    )
-    yield Finished(
-        seed,
-        len(chunks),
-        session.state.chunks_done,
-        clock.elapsed(),
-        tuple(timings["chunk"]),
-        tuple(timings["denoise"]),
-        tuple(timings["decode"]),
-        peak,
-    )
+    with engine.exclusive("a generation"):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        chunks = request.chunks()
+        session = start_session(engine, request)
+        files = _Files(request, out_dir, (names or OutputNames()).stem(session.state.seed))
+        progress = _Progress(len(chunks), session.state.chunks_done + 1, request.preset, costs)
+        yield progress.started(session.state.seed, request.size)
+        if overlap_writes:
+            items = chunks_ahead(session, chunks, stop=stop, steps=True)
+        else:
+            items = _in_line(session, chunks, stop)
+        with files.video() as video, closing(items):
+            for item in items:
+                if stop.is_set():
+                    raise GenerationStopped(f"stopped after {progress.chunks_done} of {len(chunks)} chunk(s)")
+                if isinstance(item, Step):
+                    yield from progress.step(item)
+                    continue
+                path = files.chunk(item)
+                yield progress.chunk_done(item)
+                yield FileReady("chunk", path, item.index + 1)
+                video.append(item.frames)
+        yield FileReady("video", video.path)
+        yield from files.rest(session.state, chunks, progress.last_frame)
+        yield progress.finished(session.state.chunks_done, _peak_gib(engine))
+
+
+class _Files:
+    """The files of one request (names from ``stem``), each written when its data exists."""
+
+    def __init__(self, request: GenerationRequest, out_dir: Path, stem: str):
+        self.request, self.out_dir, self.stem = request, out_dir, stem
+
+    def video(self) -> VideoWriter:
+        """The whole video: every chunk appended as it comes; removed if the request does not finish."""
+        return VideoWriter(self.out_dir / f"{self.stem}-video.mp4", fps=self.request.fps)
+
+    def chunk(self, result: ChunkResult) -> Path:
+        """The chunk's own mp4 (world chunk numbers). Written before its copy in the whole video, so the
+        time to each chunk's file does not include a second H.264 encode."""
+        name = f"{self.stem}-chunk{result.index + 1:03d}.mp4"
+        return write_mp4(result.frames, self.out_dir / name, fps=self.request.fps)
+
+    def rest(self, state, chunks: Sequence[tuple[ChunkPoses, str]], last_frame) -> Iterator[FileReady]:
+        """The files a request asks for after its chunks: world state, last frame, camera preview."""
+        request, out = self.request, self.out_dir
+        if request.return_state:
+            yield FileReady("state", save_state(state, out / f"{self.stem}-state.safetensors"))
+        if request.last_frame and last_frame is not None:
+            yield FileReady("last_frame", save_png(last_frame, out / f"{self.stem}-last-frame.png"))
+        if request.camera_preview:
+            save_preview(out / f"{self.stem}-camera.png", [p for p, _ in chunks], [label for _, label in chunks])
+            yield FileReady("preview", out / f"{self.stem}-camera.png")
+
+
+class _Progress:
+    """The events, log lines and timings of one request's progress (:class:`_Clock` for the ETA)."""
+
+    def __init__(self, chunks: int, first_world: int, preset: Preset, costs: PassCosts | None):
+        self.chunks, self.first_world, self.preset = chunks, first_world, preset
+        self.clock = _Clock(chunks, preset.num_inference_steps, costs, preset)
+        self.estimate = self.clock.eta(0, 0) if costs is not None else None
+        self.steps_done = self.chunks_done = 0
+        self.timings: dict[str, list[float]] = {"chunk": [], "denoise": [], "decode": []}
+        self.last_file = time.perf_counter()
+        self.last_frame = None
+        self.seed = 0
+
+    def started(self, seed: int, size: tuple[int, int]) -> Started:
+        self.seed, preset = seed, self.preset
+        log.info("generating %d chunk(s) with preset %s, seed %d, %dx%d", self.chunks, preset.name, seed, *size)
+        steps = preset.num_inference_steps
+        return Started(seed, self.chunks, self.first_world, preset.name, steps, *size, self.estimate)
+
+    def step(self, item: Step) -> Iterator[Event]:
+        """:class:`StepDone` for ``item``, and :class:`ChunkDenoised` after a chunk's last step."""
+        position, clock = item.position, self.clock
+        self.steps_done += 1
+        clock.step_s.append(item.seconds)
+        eta = clock.eta(self.steps_done, position)
+        world = self.first_world + position
+        event = StepDone(
+            position + 1,
+            self.chunks,
+            world,
+            item.index + 1,
+            item.total,
+            item.cached,
+            item.seconds,
+            clock.elapsed(),
+            eta,
+        )
+        cached = " (cached)" if item.cached else ""
+        log.info("chunk %d step %d/%d%s: %.2fs; ETA %.0fs", world, event.step, event.steps, cached, item.seconds, eta)
+        yield event
+        if item.index + 1 == item.total:
+            denoise = sum(clock.step_s[-item.total :])
+            yield ChunkDenoised(position + 1, self.chunks, world, denoise, clock.elapsed(), eta)
+
+    def chunk_done(self, result: ChunkResult) -> ChunkDone:
+        """The chunk's file is written: its timings (``seconds`` since the previous chunk's file)."""
+        self.chunks_done += 1
+        n, clock = self.chunks_done, self.clock
+        self.last_frame = result.frames[-1]
+        now = time.perf_counter()
+        seconds, self.last_file = now - self.last_file, now
+        clock.decode_s.append(result.seconds_decode)
+        for key, value in (("chunk", seconds), ("denoise", result.seconds_denoise), ("decode", result.seconds_decode)):
+            self.timings[key].append(value)
+        eta = clock.eta(max(self.steps_done, n * self.preset.num_inference_steps), n)
+        done = ChunkDone(
+            n,
+            self.chunks,
+            result.index + 1,
+            result.label,
+            seconds,
+            result.seconds_denoise,
+            result.seconds_decode,
+            clock.elapsed(),
+            eta,
+        )
+        log.info("chunk %d/%d done in %.1fs (%s); ETA %.0fs", n, self.chunks, seconds, result.label, eta)
+        return done
+
+    def finished(self, world_chunks: int, peak_gib: float | None) -> Finished:
+        elapsed = self.clock.elapsed()
+        log.info(
+            "generated %d chunk(s) (world chunks %d-%d) in %.1fs%s",
+            self.chunks,
+            self.first_world,
+            world_chunks,
+            elapsed,
+            f"; peak GPU memory {peak_gib:.1f} GiB" if peak_gib else "",
+        )
+        timings = self.timings
+        return Finished(
+            self.seed,
+            self.chunks,
+            world_chunks,
+            elapsed,
+            tuple(timings["chunk"]),
+            tuple(timings["denoise"]),
+            tuple(timings["decode"]),
+            peak_gib,
+        )
+
+
+def _peak_gib(engine: Engine) -> float | None:
+    """Peak GPU memory of the request's device in GiB (None off CUDA)."""
+    if engine.device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(engine.device) / 2**30
 
 
 def _in_line(
@@ -323,8 +369,3 @@ def _in_line(
         )
         yield from steps
         yield result
-
-
-def files(events: Iterator[Event]) -> Iterator[FileReady]:
-    """Only the :class:`FileReady` events of ``events`` (for callers that just want the files)."""
-    return (event for event in events if isinstance(event, FileReady))
