@@ -124,7 +124,8 @@ class MemoryPlan:
     (its fp8 linears take the place of the bf16 block linears, which wait in pinned host memory; only one
     of the two on the GPU at a time), ``"refused"`` (no room to build it: go_fast requests are refused) or
     ``"unsupported"`` (no fp8 on this GPU: go_fast runs the exact model). ``peaks``: modeled peak bytes per
-    phase. ``host_pinned``: pinned host memory of all ranks at most (both presets used); ``park_on_host``:
+    phase. ``host_pinned``: pinned host memory of all ranks at most (both presets and both modes used:
+    :func:`twin_host_bytes`); ``park_on_host``:
     the transformer not in use waits in pinned host memory (else, with too little host memory, switching
     presets reloads it from its safetensors cache)."""
 
@@ -138,6 +139,7 @@ class MemoryPlan:
     peaks: tuple[tuple[str, int], ...]
     host_pinned: int
     park_on_host: bool = True
+    fp8_refusal: str | None = None  # why go_fast requests are refused (fp8_twin "refused")
 
     @property
     def peak(self) -> int:
@@ -184,6 +186,16 @@ def _candidates(fp8: bool):
             for one_at_a_time in (False, True):
                 for text_on_gpu in (True, False) if keep_both and twin in ("beside", "unsupported") else (False,):
                     yield twin, keep_both, one_at_a_time, text_on_gpu
+
+
+def twin_host_bytes(costs: ByteCosts, twin: str, keep_both: bool) -> int:
+    """Pinned host memory per GPU of the fp8 twins once exact and go_fast requests have both run. With
+    ``"replace"``, :class:`gamecraft.engine.twins.Fp8Twin` keeps two pinned copies per transformer on the
+    GPU: the bf16 block linears (parked while go_fast runs) and the twin's fp8 weights (parked while exact
+    requests run); each stays allocated once made, so that a switch is one copy each way."""
+    if twin != "replace":
+        return 0
+    return (2 if keep_both else 1) * (costs.fp8_replaced + costs.fp8_twin)
 
 
 HOST_FRACTION = 0.8  # pinned copies may take this much of the host memory (the rest: process, page cache)
@@ -235,8 +247,18 @@ def _plan(
             "or a larger GPU"
         )
     text = 0 if text_on_gpu else costs.text_encoders  # GPU 0 only
-    twin_parked = costs.fp8_twin if twin == "replace" else 0  # the twin waits while exact requests run
     both = 0 if keep_both else 2 * costs.transformer  # every rank's pinned copies once both presets ran
+    fp8_refusal = None
+    if twin == "refused":
+        fp8_refusal = "go_fast needs room for its fp8 weights, which this GPU does not have; use go_fast=false"
+    twin_parked = twin_host_bytes(costs, twin, keep_both)
+    if host_memory is not None and text + world * twin_parked > HOST_FRACTION * host_memory:
+        # the fp8 swap's pinned copies do not fit this host: go_fast is refused rather than the host swapping
+        fp8_refusal = (
+            f"go_fast swaps fp8 and bf16 weights through {world * twin_parked / GIB:.0f} GiB of pinned host "
+            f"memory on {world} GPU(s); this machine has {host_memory / GIB:.0f} GiB: use go_fast=false"
+        )
+        twin, twin_parked = "refused", 0
     host = text + world * (both + twin_parked)
     park = host_memory is None or host <= HOST_FRACTION * host_memory
     if not park:
@@ -245,6 +267,7 @@ def _plan(
         budget=budget,
         keep_both=keep_both,
         fp8_twin=twin,
+        fp8_refusal=fp8_refusal,
         rows_one_at_a_time=guidance and one_at_a_time,
         guidance_refusal=refusal,
         text_offload=not text_on_gpu,

@@ -268,7 +268,7 @@ def check_request(plan: MemoryPlan, guidance_rows: int, go_fast: bool) -> None:
     if guidance_rows == 2 and plan.guidance_refusal:
         raise ValueError(plan.guidance_refusal)
     if go_fast and plan.fp8_twin == "refused":
-        raise ValueError("go_fast needs room for its fp8 weights, which this GPU does not have; use go_fast=false")
+        raise ValueError(plan.fp8_refusal)
 
 
 def summary_line(
