@@ -13,6 +13,8 @@ No mask tensor exists anywhere, so the fast dense kernels (cuDNN, flash) stay us
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Sequence
 from typing import Literal, Protocol, get_args
 
@@ -22,6 +24,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .sage import sage_attention
 from .sage_reference import FP8_MAX, per_head_fp8_attention_reference
+
+log = logging.getLogger(__name__)
 
 AttentionBackend = Literal["sdpa", "sdpa-math", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "fa3", "sage", "fa3-fp8"]
 """How attention is computed.
@@ -65,12 +69,23 @@ def check_backend(backend: str) -> None:
 
 
 def fa3_available() -> bool:
-    """Whether the optional FlashAttention-3 forward kernel (``pip install fa3-fwd``) imports."""
+    """Whether the optional FlashAttention-3 forward kernel (``pip install fa3-fwd``) imports; when it does
+    not, :func:`fa3_unavailable_reason` says why (logged once per process)."""
+    return fa3_unavailable_reason() is None
+
+
+@functools.cache
+def fa3_unavailable_reason() -> str | None:
+    """Why the FlashAttention-3 kernel cannot be used, or ``None`` when it imports (checked once per process;
+    the reason is logged the first time, so a broken ``fa3-fwd`` shows in the setup log instead of every
+    pass silently running a slower kernel)."""
     try:
         import fa3_fwd_interface  # noqa: F401
-    except Exception:  # ImportError, or a binary that does not load with this torch/CUDA
-        return False
-    return True
+    except Exception as err:  # ImportError, or a binary that does not load with this torch/CUDA
+        reason = f"the fa3-fwd package does not import ({type(err).__name__}: {err})"
+        log.warning("FlashAttention-3 unavailable: %s", reason)
+        return reason
+    return None
 
 
 def _fa3_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

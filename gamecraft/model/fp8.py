@@ -20,6 +20,7 @@ only the fp8 weights (≈ 9.3 GB) on top of the exact model.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 
 import torch
@@ -87,3 +88,30 @@ def fp8_copy(model: nn.Module) -> nn.Module:
     count = quantize_linears_(twin)
     log.info("fp8 copy: %d linears quantized", count)
     return twin
+
+
+def fp8_unavailable_reason(device: torch.device | str) -> str | None:
+    """Why go_fast's fp8 linears cannot run on ``device`` with this torch, or ``None`` when they can.
+
+    The compute capability alone does not say: cuBLAS reports row-wise ``torch._scaled_mm`` unsupported on
+    some cards that have e4m3 tensor cores (sm120, with current torch). So a tiny :class:`FP8Linear`
+    (the very call every fp8 block linear makes: 16 tokens × 32 → 16, bf16) runs once per device and
+    process; a failure is the reason (``"torch._scaled_mm fails on …: RuntimeError: …"``). Microseconds of
+    GPU work; run at plan time, before anything is loaded."""
+    return _probe(str(torch.device(device)))
+
+
+@functools.cache
+def _probe(device: str) -> str | None:
+    try:
+        with torch.no_grad():
+            linear = nn.Linear(32, 16, device=device, dtype=torch.bfloat16)
+            out = FP8Linear(linear)(torch.ones(16, 32, device=device, dtype=torch.bfloat16))
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+        if not torch.isfinite(out.float()).all():
+            return f"fp8 linears give non-finite values on {device}"
+    except Exception as err:  # noqa: BLE001 - any failure means: no fp8 linears here
+        name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device
+        return f"torch._scaled_mm fails on {name} with torch {torch.__version__}: {type(err).__name__}: {err}"
+    return None

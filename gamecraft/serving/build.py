@@ -146,14 +146,31 @@ def random_engine_kwargs(plan: ServicePlan) -> dict:
     )
 
 
+def is_compiler_error(err: BaseException) -> bool:
+    """Whether ``err`` comes from torch.compile (Dynamo, a compiler backend, Inductor's code generation or
+    its C++/CUDA compile) and not from running a kernel: only those take the warm-up's eager fallback. An
+    out-of-memory anywhere in the chain is not (running eagerly needs more memory, not less)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, CUDACompileError
+
+    chain = []
+    while err is not None and all(err is not seen for seen in chain):
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    compiler = (TorchDynamoException, CppCompileError, CUDACompileError)
+    if any(isinstance(e, torch.OutOfMemoryError) for e in chain):
+        return False
+    return any(isinstance(e, compiler) for e in chain)
+
+
 def warm_up(engine: Engine, plan: ServicePlan) -> WarmUp:
     """Compile and time every pass shape of the plan; if compiling fails (a broken compiler toolchain), run
     eagerly from then on and warm up again, so the model still serves."""
     try:
         return engine.warm_up(plan.warm_shapes, *plan.size, timed=plan.timed_shapes)
-    except Exception as err:  # noqa: BLE001 - a broken compiler toolchain must not take the model down
-        if not engine.compiled or isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower():
-            raise  # (running eagerly needs more memory, not less)
+    except Exception as err:
+        if not engine.compiled or not is_compiler_error(err):
+            raise  # a kernel, memory or model error: running eagerly would fail the same way (or need more memory)
         log.exception("compiling failed during the warm-up; running eagerly")
         engine.disable_compile()
         return engine.warm_up(plan.warm_shapes, *plan.size, timed=plan.timed_shapes)
