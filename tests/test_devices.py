@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from types import SimpleNamespace
 
 import torch
-from gpu_cards import CARD_MEMORY
+from gpu_cards import CARD_MEMORY, MIB
 
+from gamecraft.model import fp8 as fp8_module
+from gamecraft.serving.config import ServingConfig
 from gamecraft.serving.devices import DeviceInfo, probe_devices
 from gamecraft.serving.memory_plan import GIB
+from gamecraft.serving.plan import plan_service
 
 
-def mock_cuda(monkeypatch, names, memory, capability, peers=True):
+def mock_cuda(monkeypatch, names, memory, capability, peers=True, fp8_failure=None):
+    monkeypatch.setattr(fp8_module, "fp8_unavailable_reason", lambda device: fp8_failure)  # the probe's answer
     props = [
         SimpleNamespace(name=n, major=capability[0], minor=capability[1], total_memory=m)
         for n, m in zip(names, memory, strict=True)
@@ -36,3 +42,24 @@ def test_probe_devices(monkeypatch):
     assert probed.nvlink is None and probed.total_memory_bytes == CARD_MEMORY[80] - GIB  # smallest GPU counts
     mock_cuda(monkeypatch, ["NVIDIA H200"], [CARD_MEMORY[141]], (9, 0))
     assert probe_devices() == DeviceInfo("NVIDIA H200", (9, 0), CARD_MEMORY[141], 1, None)
+
+
+def test_a_failed_fp8_probe_turns_go_fast_off_with_one_log_line_and_never_fails_setup(monkeypatch, caplog):
+    """sm120 has e4m3 tensor cores, but cuBLAS reports row-wise ``_scaled_mm`` unsupported there: the plan
+    follows the probe, not the capability (before: fp8 planned from sm ≥ 8.9, the go_fast warm-up failed
+    and setup ended SETUP_FAILED)."""
+    name, memory = "NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887 * MIB
+    failure = "torch._scaled_mm fails on cuda:0: RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED"
+    mock_cuda(monkeypatch, [name], [memory], (12, 0), fp8_failure=failure)
+    with caplog.at_level(logging.WARNING, logger="gamecraft.serving.devices"):
+        probed = probe_devices()
+    assert probed == DeviceInfo(name, (12, 0), memory, 1, None, failure)
+    assert [r.getMessage() for r in caplog.records] == [f"go_fast runs the exact model on this GPU: {failure}"]
+    plan = plan_service(ServingConfig(weights="random"), device=probed)
+    assert plan.memory.fp8_twin == "unsupported" and not any(shape.go_fast for shape in plan.warm_shapes)
+    assert plan.go_fast_note == (
+        f"go_fast: fp8 linears do not run on {name} (sm120) with this torch ({failure}); running the exact "
+        "bf16 model instead (same video as go_fast=false, no speed-up)"
+    )
+    working = plan_service(ServingConfig(weights="random"), device=replace(probed, fp8_failure=None))
+    assert working.go_fast_note is None and any(shape.go_fast for shape in working.warm_shapes)  # the probe decided

@@ -152,6 +152,10 @@ class Engine(abc.ABC):
             self._failure = reason
             log.error("the engine cannot run any more: %s; the model must be restarted", reason)
 
+    def failed_error(self) -> EngineFailed:
+        """The error a call on this failed engine raises."""
+        return EngineFailed(f"{self.failure}; the model must be restarted")
+
     @contextlib.contextmanager
     def exclusive(self, what: str):
         """Hold the engine for ``what`` (one generation): :class:`EngineBusy` while another holds it,
@@ -159,7 +163,7 @@ class Engine(abc.ABC):
         and step caches on the same models (and the multi-GPU workers' per-chunk state)."""
         with _USE_LOCK:
             if not self.healthy:
-                raise EngineFailed(f"{self.failure}; the model must be restarted")
+                raise self.failed_error()
             if self._in_use is not None:
                 raise EngineBusy(f"this engine is already running {self._in_use}; it runs one request at a time")
             self._in_use = what

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from gamecraft.engine import Engine, EngineConfig, GameCraftEngine
+from gamecraft.engine import Engine, EngineConfig, EngineFailed, GameCraftEngine
 from gamecraft.model import PassInputs, StepCache
 from gamecraft.model.attention import text_lengths_from_mask
 from gamecraft.model.rope import rope_tables
@@ -24,7 +24,7 @@ from gamecraft.weights import transformer_config
 
 from .commands import DecodeTiles, DisableCompile, Forward, TensorMeta, dtype_name
 from .layout import check_world_size
-from .runtime import ParallelRuntime
+from .runtime import ParallelRuntime, WorkerFailure
 
 DEFAULT_HEAD_CHUNKS = 1  # overlap groups: none by default (2 GPUs: 1 and 2 tie, 3–4 slower; BENCHMARKS.md)
 
@@ -106,6 +106,11 @@ class ParallelEngine(Engine):
     @property
     def failure(self) -> str | None:
         return self._failure or self.runtime.failure
+
+    def failed_error(self) -> EngineFailed:
+        if self._failure is None:  # the workers' runtime failed: the error its calls raise
+            return WorkerFailure(f"{self.runtime.failure}; the model must be restarted")
+        return super().failed_error()
 
     @property
     def compiled(self) -> bool:

@@ -38,6 +38,9 @@ class DeviceInfo:
     total_memory_bytes: int
     count: int = 1
     nvlink: bool | None = None
+    # why this torch cannot run go_fast's fp8 linears here although the capability has them (the probe:
+    # gamecraft.model.fp8.fp8_unavailable_reason); None: they run, or the capability has none
+    fp8_failure: str | None = None
 
     @property
     def sm(self) -> str:
@@ -55,6 +58,10 @@ def probe_devices() -> DeviceInfo | None:
     (a heuristic from the name), else ``None`` (unknown)."""
     import torch
 
+    from gamecraft.model.fp8 import fp8_unavailable_reason
+
+    from .kernels import kernel_allowed
+
     if not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
@@ -70,12 +77,17 @@ def probe_devices() -> DeviceInfo | None:
             nvlink = False if not peers or _name_has(first.name, NO_NVLINK_CARDS) else None
             if nvlink is None and _name_has(first.name, SXM_CARDS) and "NVL" not in first.name.split():
                 nvlink = True
+    capability = (first.major, first.minor)
+    fp8_failure = fp8_unavailable_reason("cuda:0") if kernel_allowed("fp8", capability) else None
+    if fp8_failure is not None:
+        log.warning("go_fast runs the exact model on this GPU: %s", fp8_failure)
     return DeviceInfo(
         name=first.name,
-        capability=(first.major, first.minor),
+        capability=capability,
         total_memory_bytes=min(p.total_memory for p in props),
         count=count,
         nvlink=nvlink,
+        fp8_failure=fp8_failure,
     )
 
 
@@ -90,7 +102,12 @@ def override_device(device: DeviceInfo, text: str) -> DeviceInfo:
     except ValueError:
         raise ValueError(f"GAMECRAFT_GPU must look like 'NVIDIA L40S:8.9:44.4', got {text!r}") from None
     return DeviceInfo(
-        name=name, capability=(major, minor), total_memory_bytes=memory, count=device.count, nvlink=device.nvlink
+        name=name,
+        capability=(major, minor),
+        total_memory_bytes=memory,
+        count=device.count,
+        nvlink=device.nvlink,
+        fp8_failure=device.fp8_failure,  # the kernels still run on the real GPU
     )
 
 

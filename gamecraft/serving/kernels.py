@@ -81,8 +81,9 @@ def choose_attention(
 
 
 def fp8_linears_supported(device: DeviceInfo | None) -> bool:
-    """Whether go_fast's fp8 linears can run (sm89+; on the CPU, torch's reference kernel for tests)."""
-    return device is None or kernel_allowed("fp8", device.capability)
+    """Whether go_fast's fp8 linears can run: sm89+ and this torch's fp8 GEMM ran there (the probe); on the
+    CPU, torch's reference kernel for tests."""
+    return device is None or (kernel_allowed("fp8", device.capability) and device.fp8_failure is None)
 
 
 def go_fast_message(device: DeviceInfo | None) -> str | None:
@@ -90,6 +91,12 @@ def go_fast_message(device: DeviceInfo | None) -> str | None:
     gives the same video as go_fast=false); ``None`` where go_fast runs fp8."""
     if fp8_linears_supported(device):
         return None
+    if device.fp8_failure is not None:
+        return (
+            f"go_fast: fp8 linears do not run on {device.name} ({device.sm}) with this torch "
+            f"({device.fp8_failure}); running the exact bf16 model instead (same video as go_fast=false, "
+            "no speed-up)"
+        )
     return (
         f"go_fast: {device.name} ({device.sm}) has no fp8 tensor cores (sm89 or newer needed); running the "
         "exact bf16 model instead (same video as go_fast=false, no speed-up)"
