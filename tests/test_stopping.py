@@ -67,6 +67,27 @@ def test_a_stop_between_steps_ends_generate_the_same_way_on_both_paths(engine, t
     assert engine.healthy
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap_writes", "in_line"])
+def test_a_stop_set_during_a_step_ends_generate_the_same_way_on_both_paths(tmp_path, monkeypatch, overlap):
+    """The stop comes from another thread while the first pass runs: the sampler notices it before step 2,
+    and generate() ends exactly as when it noticed it itself (same exception, same message)."""
+    engine = tiny_random_engine()
+    model = engine.transformer("distilled")
+    stop, forward = threading.Event(), type(model).forward
+
+    def stopping_forward(self, *args, **kwargs):
+        stop.set()  # as a caller's thread would, mid-step
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", stopping_forward)
+    seen = []
+    with pytest.raises(GenerationStopped, match=r"^stopped after 0 of 3 chunk\(s\)$"):
+        for event in generate(engine, request(), tmp_path, overlap_writes=overlap, stop=stop):
+            seen.append(event)
+    assert [type(e) for e in seen] == [Started]
+    assert no_chunk_thread() and list(tmp_path.iterdir()) == [] and engine.healthy
+
+
 def test_stopping_twice_leaves_the_engine_usable_and_its_results_unchanged(engine, tmp_path):
     stop = threading.Event()
     stop_at_first_step(engine, tmp_path / "one", True, stop)

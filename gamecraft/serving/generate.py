@@ -22,7 +22,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,9 +216,7 @@ def generate(
         else:
             items = _in_line(session, chunks, stop)
         with files.video() as video, closing(items):
-            for item in items:
-                if stop.is_set():
-                    raise GenerationStopped(f"stopped after {progress.chunks_done} of {len(chunks)} chunk(s)")
+            for item in _until_stopped(items, stop, lambda: f"{progress.chunks_done} of {len(chunks)} chunk(s)"):
                 if isinstance(item, Step):
                     yield from progress.step(item)
                     continue
@@ -356,6 +354,21 @@ def _peak_gib(engine: Engine) -> float | None:
     if engine.device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(engine.device) / 2**30
+
+
+def _until_stopped(items: Iterator, stop: threading.Event, done: Callable[[], str]) -> Iterator:
+    """``items`` until ``stop`` is set; then :class:`GenerationStopped` ("stopped after ``done()``"), also
+    when the chunks' own check between steps noticed the stop first (on either path)."""
+    try:
+        for item in items:
+            if stop.is_set():
+                break
+            yield item
+        else:
+            return
+    except GenerationStopped:
+        pass
+    raise GenerationStopped(f"stopped after {done()}")
 
 
 def _in_line(
