@@ -96,8 +96,10 @@ def fp8_unavailable_reason(device: torch.device | str) -> str | None:
     The compute capability alone does not say: cuBLAS reports row-wise ``torch._scaled_mm`` unsupported on
     some cards that have e4m3 tensor cores (sm120, with current torch). So a tiny :class:`FP8Linear`
     (the very call every fp8 block linear makes: 16 tokens × 32 → 16, bf16) runs once per device and
-    process; a failure is the reason (``"torch._scaled_mm fails on …: RuntimeError: …"``). Microseconds of
-    GPU work; run at plan time, before anything is loaded."""
+    process; a failure is the reason (``"torch._scaled_mm fails on …: RuntimeError: …"``). One tiny GEMM of
+    GPU work; run at plan time, before anything is loaded. cuBLAS refuses an unsupported GEMM with a status
+    error, which leaves the CUDA context usable (a sticky fault such as an illegal instruction would not,
+    and then fails setup with its own error)."""
     return _probe(str(torch.device(device)))
 
 
