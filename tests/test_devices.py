@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from types import SimpleNamespace
 
 import torch
@@ -52,14 +51,18 @@ def test_a_failed_fp8_probe_turns_go_fast_off_with_one_log_line_and_never_fails_
     failure = "torch._scaled_mm fails on cuda:0: RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED"
     mock_cuda(monkeypatch, [name], [memory], (12, 0), fp8_failure=failure)
     with caplog.at_level(logging.WARNING, logger="gamecraft.serving.devices"):
-        probed = probe_devices()
-    assert probed == DeviceInfo(name, (12, 0), memory, 1, None, failure)
-    assert [r.getMessage() for r in caplog.records] == [f"go_fast runs the exact model on this GPU: {failure}"]
-    plan = plan_service(ServingConfig(weights="random"), device=probed)
+        plan = plan_service(ServingConfig(weights="random"))  # probes this (mocked) machine
+    assert plan.gpu.fp8_failure == failure
+    probe_lines = [r.getMessage() for r in caplog.records if r.name == "gamecraft.serving.devices"]
+    assert probe_lines == [f"go_fast runs the exact model on this GPU: {failure}"]
     assert plan.memory.fp8_twin == "unsupported" and not any(shape.go_fast for shape in plan.warm_shapes)
     assert plan.go_fast_note == (
         f"go_fast: fp8 linears do not run on {name} (sm120) with this torch ({failure}); running the exact "
         "bf16 model instead (same video as go_fast=false, no speed-up)"
     )
-    working = plan_service(ServingConfig(weights="random"), device=replace(probed, fp8_failure=None))
-    assert working.go_fast_note is None and any(shape.go_fast for shape in working.warm_shapes)  # the probe decided
+    mock_cuda(monkeypatch, [name], [memory], (12, 0), fp8_failure=None)
+    working = plan_service(ServingConfig(weights="random"))
+    assert working.gpu.fp8_failure is None and working.go_fast_note is None
+    assert any(shape.go_fast for shape in working.warm_shapes)  # the probe decided, not the capability
+    mock_cuda(monkeypatch, ["NVIDIA A100-SXM4-80GB"], [memory], (8, 0), fp8_failure="never asked")
+    assert plan_service(ServingConfig(weights="random")).gpu.fp8_failure is None  # no fp8 there: no probe

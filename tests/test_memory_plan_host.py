@@ -12,8 +12,8 @@ import torch
 from gamecraft.engine.twins import Fp8Twin
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
 from gamecraft.model.fp8 import FP8Linear, is_fp8_layer
-from gamecraft.serving.plan import check_request
 from gamecraft.serving.memory_plan import DEFAULT_COSTS, GIB, HOST_FRACTION, plan_memory, twin_host_bytes
+from gamecraft.serving.plan import check_request
 
 L40S = 46068 << 20  # as the driver reports it (nvidia-smi MiB)
 

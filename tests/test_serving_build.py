@@ -13,6 +13,7 @@ import torch
 from gamecraft.__main__ import serving_config
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.serving import build
+from gamecraft.serving import plan as plan_module
 from gamecraft.serving.config import ConfigError, ServingConfig
 from gamecraft.serving.devices import DeviceInfo
 from gamecraft.serving.plan import plan_service
@@ -153,7 +154,7 @@ def test_an_out_of_memory_warm_up_is_not_taken_for_a_compiler_failure(tmp_path):
 
 def test_a_card_that_runs_guidance_rows_one_at_a_time_warms_only_one_row_passes(monkeypatch):
     l40s = DeviceInfo("NVIDIA L40S", (8, 9), 46068 * 2**20)
-    monkeypatch.setattr(build, "probe_host_memory", lambda: 65 * 10**9)  # Replicate's L40S host, not this one
+    monkeypatch.setattr(plan_module, "probe_host_memory", lambda: 65 * 10**9)  # Replicate's L40S host, not this one
     plan = plan_service(ServingConfig(weights="random"), device=l40s)
     assert plan.engine_config.rows_at_once == 1 and plan.engine_config.fp8_twin == "replace"
     assert {shape.rows for shape in plan.warm_shapes} == {1} and any(shape.go_fast for shape in plan.warm_shapes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .memory_plan import GIB
@@ -58,10 +58,6 @@ def probe_devices() -> DeviceInfo | None:
     (a heuristic from the name), else ``None`` (unknown)."""
     import torch
 
-    from gamecraft.model.fp8 import fp8_unavailable_reason
-
-    from .kernels import kernel_allowed
-
     if not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
@@ -77,18 +73,25 @@ def probe_devices() -> DeviceInfo | None:
             nvlink = False if not peers or _name_has(first.name, NO_NVLINK_CARDS) else None
             if nvlink is None and _name_has(first.name, SXM_CARDS) and "NVL" not in first.name.split():
                 nvlink = True
-    capability = (first.major, first.minor)
-    fp8_failure = fp8_unavailable_reason("cuda:0") if kernel_allowed("fp8", capability) else None
-    if fp8_failure is not None:
-        log.warning("go_fast runs the exact model on this GPU: %s", fp8_failure)
     return DeviceInfo(
         name=first.name,
-        capability=capability,
+        capability=(first.major, first.minor),
         total_memory_bytes=min(p.total_memory for p in props),
         count=count,
         nvlink=nvlink,
-        fp8_failure=fp8_failure,
     )
+
+
+def probe_fp8(device: DeviceInfo) -> DeviceInfo:
+    """``device`` with ``fp8_failure`` from running go_fast's fp8 GEMM on GPU 0 once
+    (:func:`gamecraft.model.fp8.fp8_unavailable_reason`): for GPUs whose capability has fp8, since the
+    capability alone does not say whether this torch runs it there. A failure is logged (one line)."""
+    from gamecraft.model.fp8 import fp8_unavailable_reason
+
+    failure = fp8_unavailable_reason("cuda:0")
+    if failure is not None:
+        log.warning("go_fast runs the exact model on this GPU: %s", failure)
+    return replace(device, fp8_failure=failure)
 
 
 def override_device(device: DeviceInfo, text: str) -> DeviceInfo:

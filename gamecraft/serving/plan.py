@@ -24,7 +24,7 @@ from gamecraft.weights import smoke_run_reason, transformer_config
 
 from .budget import warm_up_shapes
 from .config import ConfigError, ServingConfig
-from .devices import DeviceInfo, override_device, probe_devices, probe_host_memory
+from .devices import DeviceInfo, override_device, probe_devices, probe_fp8, probe_host_memory
 from .estimates import multi_gpu_estimate
 from .kernels import (
     MIN_CAPABILITY,
@@ -36,6 +36,7 @@ from .kernels import (
     fp8_linears_supported,
     go_fast_attention_note,
     go_fast_message,
+    kernel_allowed,
     sage_installed,
 )
 from .memory_plan import DEFAULT_COSTS, GIB, ByteCosts, MemoryPlan, min_memory_bytes, plan_memory
@@ -121,6 +122,8 @@ def plan_service(config: ServingConfig, device: DeviceInfo | None | object = PRO
 def _devices_found(config: ServingConfig) -> DeviceInfo | None:
     """This machine's GPUs, as ``GAMECRAFT_GPU`` describes them when it is set."""
     device = probe_devices()
+    if device is not None and kernel_allowed("fp8", device.capability):
+        device = probe_fp8(device)  # on the real GPU: the kernels run there, whatever GAMECRAFT_GPU says
     if device is not None and config.gpu_override:
         device = override_device(device, config.gpu_override)
     return device
