@@ -319,6 +319,38 @@ def test_a_fault_in_one_ranks_share_fails_the_runtime_and_the_next_call_at_once(
         engine.close()
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+@pytest.mark.parametrize("where", ["rank 0", "worker"])
+def test_a_fault_in_one_ranks_share_fails_an_nccl_runtime_at_once(where):
+    """The same on GPUs: NCCL collectives do not raise when a peer leaves, so this is where the abort and the
+    stopped workers matter (run on 2 GPUs: ``pytest -q tests/test_parallel.py -k nccl``)."""
+    local = tiny_random_engine(device="cuda:0", transformer_config=CONFIG)
+    spec = WorkerSpec("parallel_faults:faulty_tiny_engine", dict(SPEC.kwargs, fault_t=FAULT_T))
+    if where == "rank 0":
+        local, spec = FaultyEngine(local, FAULT_T, error="oom"), SPEC
+    runtime = ParallelRuntime.start(2, spec, CONFIG.num_heads, devices=["cuda:0", "cuda:1"], timeout_s=60)
+    engine = ParallelEngine(local, runtime)
+    try:
+        runtime.wait_ready(timeout_s=300)
+        inputs, cam, lengths = pass_inputs(local, 1, 10)
+        inputs = {name: value.to("cuda:0") for name, value in inputs.items()}
+        model = engine.transformer("distilled")
+        tokens = model.camera_tokens(cam.to("cuda:0"), 10)
+        with torch.no_grad():
+            model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            faulty = dict(inputs, t=torch.full((1,), FAULT_T, device="cuda:0"))
+            with pytest.raises(WorkerFailure, match=r"the model must be restarted"):
+                model(**faulty, camera_tokens=tokens, text_lengths=lengths)
+            assert not engine.healthy
+            assert wait_for(lambda: not runtime._processes[0].is_alive(), timeout_s=30)
+            started = time.monotonic()
+            with pytest.raises(WorkerFailure, match=r"the model must be restarted"):
+                model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            assert time.monotonic() - started < 5
+    finally:
+        engine.close()
+
+
 def test_worker_that_fails_to_load_fails_setup(local):
     bad = WorkerSpec(
         "gamecraft.testing.random_weights:tiny_random_engine",
