@@ -19,11 +19,10 @@ Failure handling — never a hang:
   process groups are aborted (so a blocked collective returns) and every later call raises
   :class:`WorkerFailure` with the worker's exit code (``healthy`` is False from then on);
 * a worker whose command raises reports the error and exits, which is the case above;
-* a command that raises on rank 0 (an out-of-memory on GPU 0 in its share of a pass) leaves the workers
-  inside the pass's collectives, out of step for good: the runtime is marked failed the same way (the
-  cause is a worker's report when one failed first, else rank 0's error), the workers are stopped, and
-  this call and every later one raise :class:`WorkerFailure` at once. No rank tries to recover: a rank
-  cannot tell how far the others got through a pass's collectives, so only a restart is known safe;
+* a command that raises on rank 0 (out of memory on GPU 0) leaves the workers inside the pass's
+  collectives: the runtime fails the same way (cause: a worker's report if one failed first, else rank
+  0's error), the workers are stopped, and every call raises :class:`WorkerFailure` at once. No rank
+  tries to recover: none can tell how far the others got through the collectives;
 * collectives also carry a timeout (``timeout_s``).
 
 No signal handlers are installed (coglet uses SIGUSR1 for cancellation). NCCL's NVLink multicast is
@@ -309,16 +308,14 @@ class ParallelRuntime:
         # unblock a collective waiting for the dead rank (gloo raises on its own when a peer is gone)
         with contextlib.suppress(Exception):
             dist.distributed_c10d._abort_process_group()
-        # The ranks are out of step for good: stop every worker, so that none is left inside a
-        # collective holding its GPU's memory.
+        # out of step for good: stop every worker, so none is left in a collective holding its GPU's memory
         for process in self._processes:
             with contextlib.suppress(Exception):
                 if process.is_alive():
                     process.kill()
 
     def _fault(self, what: str, err: BaseException) -> None:
-        """Rank 0's share of ``what`` raised: mark the runtime failed, naming a worker's error when one
-        failed first (rank 0's collective then fails because that worker left)."""
+        """Rank 0's share of ``what`` raised: fail the runtime, naming a worker's error if one failed first."""
         if self._failure is not None:
             return
         deadline = time.monotonic() + FAULT_REPORT_S
@@ -333,8 +330,7 @@ class ParallelRuntime:
             self._fail(f"rank 0 failed in {what}: {type(err).__name__}: {err}")
 
     def _run(self, fn: Callable[[], Any], what: str) -> Any:
-        """``fn`` on the rank-0 thread; an error in it fails the runtime (see the module docstring),
-        also when the caller stopped waiting (a cancellation) before it came."""
+        """``fn`` on the rank-0 thread; an error in it fails the runtime, even with no caller waiting."""
         try:
             return fn()
         except BaseException as err:
@@ -368,8 +364,7 @@ class ParallelRuntime:
                 raise WorkerFailure(f"{self._failure}; the model must be restarted") from err
 
     def command(self, command: Command, payload: Any = None) -> Any:
-        """Announce ``command`` to the workers and run rank 0's share (``PassRunner.run(command, payload)``;
-        ``payload``: rank 0's tensors of the command)."""
+        """Announce ``command`` to the workers and run rank 0's share (``payload``: its tensors)."""
         if self.runner is None:
             raise RuntimeError("the multi-GPU runtime is not ready: call wait_ready() first")
 
