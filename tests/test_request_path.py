@@ -243,8 +243,10 @@ def test_out_of_memory_is_recognised_by_type(predict_module, service, tmp_path, 
 def test_out_of_memory_on_an_unhealthy_engine_says_restart(predict_module, service, tmp_path, monkeypatch):
     """Several GPUs: when the pass's failure left the engine unhealthy, the message does not promise a ready
     model."""
-    _failing_forward(monkeypatch, service, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    monkeypatch.setattr(type(service.engine), "healthy", property(lambda self: False))
+    failed: list = []  # the failing pass adds to it: the engine is unhealthy from then on (not before the request)
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+    _failing_forward(monkeypatch, service, oom, failed)
+    monkeypatch.setattr(type(service.engine), "healthy", property(lambda self: not failed))
     with pytest.raises(RuntimeError, match=r"^out of GPU memory during this prediction; the model must be restarted$"):
         _predict(predict_module, service, tmp_path, monkeypatch, image=CogPath(IMAGE), num_inference_steps=2)
 

@@ -154,7 +154,7 @@ class Engine(abc.ABC):
 
     def failed_error(self) -> EngineFailed:
         """The error a call on this failed engine raises."""
-        return EngineFailed(f"{self.failure}; the model must be restarted")
+        return EngineFailed(f"{self.failure or 'the engine cannot run any more'}; the model must be restarted")
 
     @contextlib.contextmanager
     def exclusive(self, what: str):
