@@ -26,10 +26,10 @@ class _FaultyTransformer:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def __call__(self, x, t, *args, **kwargs):
-        if float(t.reshape(-1)[0]) == self._fault_t:
+    def __call__(self, inputs, **kwargs):
+        if float(inputs.t.reshape(-1)[0]) == self._fault_t:
             raise self._error(f"injected fault in the pass at t={self._fault_t:g}")
-        return self._model(x, t, *args, **kwargs)
+        return self._model(inputs, **kwargs)
 
 
 class FaultyEngine:

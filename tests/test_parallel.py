@@ -304,16 +304,16 @@ def test_a_fault_in_one_ranks_share_fails_the_runtime_and_the_next_call_at_once(
         model = engine.transformer("distilled")
         tokens = model.camera_tokens(cam, 10)
         with torch.no_grad():
-            model(**inputs, camera_tokens=tokens, text_lengths=lengths)  # a pass that works
+            model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))  # a pass that works
             faulty = dict(inputs, t=torch.full((1,), FAULT_T))
             with pytest.raises(WorkerFailure, match=cause + r".*the model must be restarted"):
-                model(**faulty, camera_tokens=tokens, text_lengths=lengths)
+                model(PassInputs(**faulty, camera_tokens=tokens, text_lengths=lengths))
             assert not engine.healthy
             worker = engine.runtime._processes[0]
             assert wait_for(lambda: not worker.is_alive(), timeout_s=30), "the worker was left running"
             started = time.monotonic()
             with pytest.raises(WorkerFailure, match=cause + r".*the model must be restarted"):
-                model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+                model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
             assert time.monotonic() - started < 5  # failed at once, not after the collective timeout
     finally:
         engine.close()
@@ -337,15 +337,15 @@ def test_a_fault_in_one_ranks_share_fails_an_nccl_runtime_at_once(where):
         model = engine.transformer("distilled")
         tokens = model.camera_tokens(cam.to("cuda:0"), 10)
         with torch.no_grad():
-            model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+            model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
             faulty = dict(inputs, t=torch.full((1,), FAULT_T, device="cuda:0"))
             with pytest.raises(WorkerFailure, match=r"the model must be restarted"):
-                model(**faulty, camera_tokens=tokens, text_lengths=lengths)
+                model(PassInputs(**faulty, camera_tokens=tokens, text_lengths=lengths))
             assert not engine.healthy
             assert wait_for(lambda: not runtime._processes[0].is_alive(), timeout_s=30)
             started = time.monotonic()
             with pytest.raises(WorkerFailure, match=r"the model must be restarted"):
-                model(**inputs, camera_tokens=tokens, text_lengths=lengths)
+                model(PassInputs(**inputs, camera_tokens=tokens, text_lengths=lengths))
             assert time.monotonic() - started < 5
     finally:
         engine.close()
