@@ -185,20 +185,49 @@ def setup_and_first_request(weights_dir: Path, tiny: bool, out: Path) -> dict:
     """``setup()``'s work (``build_service``), then a first request of 2 chunks."""
     import torch
 
-    from gamecraft.pipeline.actions import parse_actions
-    from gamecraft.pipeline.presets import resolve_preset
     from gamecraft.serving.build import build_service
-    from gamecraft.serving.events import ChunkDone, Finished
-    from gamecraft.serving.generate import GenerationRequest
 
     imported = time.perf_counter() - PROCESS_START
     served = build_service(serving_config(weights_dir, tiny))
     ready = time.perf_counter() - PROCESS_START
     encodes = EncodeTimes()  # the request's prompt encodes, as the engine logs them
     logging.getLogger("gamecraft.engine.local").addHandler(encodes)
+    compiled_before = _compiled_frames()
+    exact = _request(served, out / "request", go_fast=False)
+    first_encodes = list(encodes.seconds)
+    # the same request with go_fast, as this machine runs it (fp8 linears; 8-bit attention only where installed)
+    fast = _request(served, out / "request-go-fast", go_fast=served.plan.go_fast_note is None)
+    warm = served.warm_up
+    row = {
+        "import_s": round(imported, 1),
+        "ready_s": round(ready, 1),
+        "first_request_chunks_at_s": exact["chunks_at_s"],
+        "first_request_chunk_s": exact["chunk_s"],
+        "go_fast_request": fast,
+        "go_fast_attention": served.engine.go_fast_attention_backend,
+        "frames_compiled_by_requests": _compiled_frames() - compiled_before,
+        "warm_up_s": round(warm.seconds, 1) if warm else None,
+        "warm_up_pass_s": {str(k): round(v, 3) for k, v in warm.pass_seconds.items()} if warm else None,
+        "warm_up_decode_s": round(warm.decode_seconds, 2) if warm else None,
+        "warm_up_encode_s": round(warm.encode_seconds, 2) if warm else None,
+        "first_request_encode_s": first_encodes,
+        "gpu_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None,
+    }
+    served.close()
+    return row
+
+
+def _request(served, out: Path, go_fast: bool) -> dict:
+    """One request of 2 chunks (``["w", "d"]`` from the start image): when each chunk's event came, and the
+    chunk times the generation reports."""
+    from gamecraft.pipeline.actions import parse_actions
+    from gamecraft.pipeline.presets import resolve_preset
+    from gamecraft.serving.events import ChunkDone, Finished
+    from gamecraft.serving.generate import GenerationRequest
+
     request = GenerationRequest(
         prompt="a medieval village street",
-        preset=resolve_preset("distilled", None),
+        preset=resolve_preset("distilled", None, go_fast=go_fast),
         segments=parse_actions('["w", "d"]', "[0.3, 0.3]"),
         image=IMAGE,
         seed=1,
@@ -207,26 +236,23 @@ def setup_and_first_request(weights_dir: Path, tiny: bool, out: Path) -> dict:
     )
     begin = time.perf_counter()
     chunk_at, finished = [], None
-    for event in served.generate(request, out / "request"):
+    for event in served.generate(request, out):
         if isinstance(event, ChunkDone):
             chunk_at.append(round(time.perf_counter() - begin, 2))
         elif isinstance(event, Finished):
             finished = event
-    warm = served.warm_up
-    row = {
-        "import_s": round(imported, 1),
-        "ready_s": round(ready, 1),
-        "first_request_chunks_at_s": chunk_at,
-        "first_request_chunk_s": [round(s, 2) for s in finished.chunk_seconds] if finished else None,
-        "warm_up_s": round(warm.seconds, 1) if warm else None,
-        "warm_up_pass_s": {str(k): round(v, 3) for k, v in warm.pass_seconds.items()} if warm else None,
-        "warm_up_decode_s": round(warm.decode_seconds, 2) if warm else None,
-        "warm_up_encode_s": round(warm.encode_seconds, 2) if warm else None,
-        "first_request_encode_s": encodes.seconds,
-        "gpu_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None,
+    return {
+        "go_fast": go_fast,
+        "chunks_at_s": chunk_at,
+        "chunk_s": [round(s, 2) for s in finished.chunk_seconds] if finished else None,
     }
-    served.close()
-    return row
+
+
+def _compiled_frames() -> int:
+    """Frames dynamo has compiled in this process (a request that compiles raises it)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 class EncodeTimes(logging.Handler):
