@@ -57,7 +57,7 @@ class FakeEngine:
     def __init__(self, error: BaseException):
         self.error, self.disabled = error, False
 
-    def warm_up(self, shapes, height, width):
+    def warm_up(self, shapes, height, width, timed=None):
         if not self.disabled:
             raise self.error
         return "eager warm-up"
@@ -90,7 +90,7 @@ def compiler_wrapped(cause: BaseException) -> BaseException:
     ids=["backend", "cpp_compile", "kernel", "model", "oom_in_compile"],
 )
 def test_only_compiler_errors_take_the_eager_fallback(error, eager):
-    plan = type("Plan", (), dict(warm_shapes=(), size=(32, 48)))()
+    plan = type("Plan", (), dict(warm_shapes=(), timed_shapes=(), size=(32, 48)))()
     engine = FakeEngine(error)
     if eager:
         assert build.warm_up(engine, plan) == "eager warm-up" and engine.disabled
