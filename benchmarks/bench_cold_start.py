@@ -197,14 +197,16 @@ def setup_and_first_request(weights_dir: Path, tiny: bool, out: Path, go_fast_to
     exact = _request(served, out / "request", go_fast=False)
     first_encodes = list(encodes.seconds)
     # the same request with go_fast, as this machine runs it (fp8 linears; 8-bit attention only where installed)
-    fast = _request(served, out / "request-go-fast", go_fast=served.plan.go_fast_note is None) if go_fast_too else None
+    go_fast_request = None
+    if go_fast_too:
+        go_fast_request = _request(served, out / "request-go-fast", go_fast=served.plan.go_fast_note is None)
     warm = served.warm_up
     row = {
         "import_s": round(imported, 1),
         "ready_s": round(ready, 1),
         "first_request_chunks_at_s": exact["chunks_at_s"],
         "first_request_chunk_s": exact["chunk_s"],
-        "go_fast_request": fast,
+        "go_fast_request": go_fast_request,
         "go_fast_attention": served.engine.go_fast_attention_backend,
         "frames_compiled_by_requests": _compiled_frames() - compiled_before,
         "warm_up_s": round(warm.seconds, 1) if warm else None,

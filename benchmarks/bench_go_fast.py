@@ -104,8 +104,8 @@ def pass_suite(report: Report, args, engine, size, variants: dict, shapes: list,
     for frames, rows in shapes:
         case = pass_input(engine, size, frames, rows, engine.transformer("distilled"))
         reference = None
-        for name, (fast, backend) in variants.items():
-            net = engine.transformer("distilled", fast=fast)
+        for name, (go_fast, backend) in variants.items():
+            net = engine.transformer("distilled", go_fast=go_fast)
 
             def one_pass(net=net, case=case, backend=backend):
                 return run_pass(net, case, backend)
@@ -127,7 +127,7 @@ def pass_suite(report: Report, args, engine, size, variants: dict, shapes: list,
                 rows=rows,
                 variant=name,
                 attention=backend,
-                fp8_linears=fast,
+                fp8_linears=go_fast,
                 first_call_s=round(first, 2),
                 seconds=round(seconds, 3),
             )
@@ -153,8 +153,8 @@ def chunk_suite(report: Report, args, engine, size, variants: dict) -> None:
     history = chunk_noise(99, 0, (1, LATENT_CHANNELS, history_frames, h, w))
     noise = chunk_noise(7, 1, (1, LATENT_CHANNELS, history_frames + 9, h, w))
     reference = None
-    for name, (fast, backend) in variants.items():
-        preset = resolve_preset("distilled", args.steps or None, go_fast=fast)
+    for name, (go_fast, backend) in variants.items():
+        preset = resolve_preset("distilled", args.steps or None, go_fast=go_fast)
         engine.use_attention(variants["exact"][1], go_fast=backend)  # the session's kernel for go_fast presets
         session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
         session.frames_dtype = torch.float32

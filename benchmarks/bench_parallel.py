@@ -217,10 +217,10 @@ class Suite:
 
     def passes(self, engine, world: int) -> None:
         cases = [(1, 10, False), (1, 18, False), (2, 18, False), (1, 18, True)]
-        for rows, frames, fast in cases:
+        for rows, frames, go_fast in cases:
             inp = self.inputs(rows, frames)
-            model = engine.transformer("distilled", fast=fast)
-            backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
+            model = engine.transformer("distilled", go_fast=go_fast)
+            backend = self.local.go_fast_attention_backend if go_fast else self.local.attention_backend
             with torch.no_grad():
                 first, _ = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
                 seconds, out = timed(lambda: model(PassInputs(**inp, attention_backend=backend)))
@@ -229,7 +229,7 @@ class Suite:
                 gpus=world,
                 rows=rows,
                 frames=frames,
-                variant="go_fast" if fast else "exact",
+                variant="go_fast" if go_fast else "exact",
                 first_call_s=round(first, 2),
                 seconds=round(seconds, 3),
             )
@@ -239,7 +239,7 @@ class Suite:
                     rel_l2_vs_1gpu=round(rel_l2(out.cpu(), ref), 6),
                     max_abs_vs_1gpu=round(float((out.float().cpu() - ref).abs().max()), 5),
                 )
-            if rows == 2 and not fast:
+            if rows == 2 and not go_fast:
                 cache = StepCache()
                 with torch.no_grad():
                     model(PassInputs(**inp, cache=cache, attention_backend=backend))
@@ -263,19 +263,19 @@ class Suite:
             history_frames = 1 if which == "first" else 9
             history = chunk_noise(99, 0, (1, LATENT_CHANNELS, history_frames, h, w))
             noise = chunk_noise(7, 1, (1, LATENT_CHANNELS, history_frames + 9, h, w))
-            for fast in (False, True) if preset_name == "distilled" and which == "later" else (False,):
+            for go_fast in (False, True) if preset_name == "distilled" and which == "later" else (False,):
                 if self.over_budget():
                     self.record(dict(kind="chunk", gpus=world, chunk=spec, skipped="time budget"))
                     continue
                 steps = self.args.full_steps if preset_name == "full" else None
-                preset = resolve_preset(preset_name, steps, go_fast=fast)
+                preset = resolve_preset(preset_name, steps, go_fast=go_fast)
                 session = WorldSession.start(engine, preset, "a village street", 1, height, width, history=history)
                 seconds, result = timed(lambda: session.generate_chunk(chunk_poses(single("w", 0.3)), "w", noise=noise))
                 row = dict(
                     kind="chunk",
                     gpus=world,
                     chunk=spec,
-                    go_fast=fast,
+                    go_fast=go_fast,
                     steps=preset.num_inference_steps,
                     seconds=round(seconds, 2),
                     denoise_s=round(result.seconds_denoise, 2),
@@ -290,11 +290,11 @@ class Suite:
 
     def world(self, world: int) -> None:
         if world == 1:  # GPU 0 alone, same engine and code path as predict() on one GPU
-            for rows, frames, fast in ((1, 10, False), (1, 18, True)):  # compile what the chunks use, untimed
+            for rows, frames, go_fast in ((1, 10, False), (1, 18, True)):  # compile what the chunks use, untimed
                 inp = self.inputs(rows, frames)
-                backend = self.local.go_fast_attention_backend if fast else self.local.attention_backend
+                backend = self.local.go_fast_attention_backend if go_fast else self.local.attention_backend
                 with torch.no_grad():
-                    self.local.transformer("distilled", fast=fast)(PassInputs(**inp, attention_backend=backend))
+                    self.local.transformer("distilled", go_fast=go_fast)(PassInputs(**inp, attention_backend=backend))
             self.warm_decode(self.local, 1)
             self.chunks(self.local, 1)
             return

@@ -6,7 +6,7 @@ compilation, warmed up on every pass shape of the cases' presets and the go_fast
 presets, as ``setup()`` does). Then each case runs the same kind of request (start image, ``--chunks`` actions,
 seed 1), one after another:
 
-* ``--cases``: ``PRESET[:fast][:STEPS]`` (e.g. ``distilled``, ``distilled:fast``, ``full:fast:4``): preset,
+* ``--cases``: ``PRESET[:go_fast][:STEPS]`` (e.g. ``distilled``, ``distilled:go_fast``, ``full:go_fast:4``): preset,
   go_fast, optional step override (the full preset's step cache only runs at its 50 steps);
 * ``--variants``, run in this order: ``inline`` (each chunk's writes before the next chunk starts),
   ``ahead`` (the next chunk is generated while the mp4s are written: what the predictor runs), and
@@ -22,7 +22,7 @@ compiled would show), the mean later chunk, peak GPU memory, and whether the ste
 pass times (no compilation during requests). ``--memory-gib`` caps the usable GPU memory
 (``torch.cuda.set_per_process_memory_fraction``) to stand in for a smaller card.
 
-    python benchmarks/bench_prediction.py --out $OUT --cases distilled distilled:fast full:fast:2
+    python benchmarks/bench_prediction.py --out $OUT --cases distilled distilled:go_fast full:go_fast:2
     python benchmarks/bench_prediction.py --tiny --gpus 2 --out /tmp/bp     # CPU (gloo) smoke test
 """
 
@@ -57,15 +57,16 @@ VARIANTS = ("inline", "ahead", "all_tiles")
 
 
 def parse_case(text: str) -> tuple[str, bool, int | None]:
-    """``PRESET[:fast][:STEPS]`` → (preset, go_fast, steps)."""
+    """``PRESET[:go_fast][:STEPS]`` → (preset, go_fast, steps); ``fast`` is read as ``go_fast`` (the
+    commands recorded in BENCHMARKS.md before the rename)."""
     parts = text.split(":")
-    preset, fast, steps = parts[0], False, None
+    preset, go_fast, steps = parts[0], False, None
     for part in parts[1:]:
-        if part == "fast":
-            fast = True
+        if part in ("go_fast", "fast"):
+            go_fast = True
         else:
             steps = int(part)
-    return preset, fast, steps
+    return preset, go_fast, steps
 
 
 def config_for(args) -> ServingConfig:
@@ -86,11 +87,11 @@ def config_for(args) -> ServingConfig:
 
 
 def request_for(args, case: str, size) -> GenerationRequest:
-    preset, fast, steps = parse_case(case)
+    preset, go_fast, steps = parse_case(case)
     actions, speeds = ACTIONS[: args.chunks], SPEEDS[: args.chunks]
     return GenerationRequest(
         prompt="a medieval village street",
-        preset=resolve_preset(preset, steps, go_fast=fast),
+        preset=resolve_preset(preset, steps, go_fast=go_fast),
         segments=parse_actions(json.dumps(actions), json.dumps(speeds)),
         image=IMAGE,
         seed=1,
@@ -127,7 +128,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny CPU models (tests the script)")
     parser.add_argument("--gpus", type=int, default=1, help="split every pass over this many GPUs (gloo ranks)")
     parser.add_argument("--chunks", type=int, default=3, choices=range(1, len(ACTIONS) + 1))
-    parser.add_argument("--cases", nargs="+", default=["distilled"], help="PRESET[:fast][:STEPS] per prediction")
+    parser.add_argument("--cases", nargs="+", default=["distilled"], help="PRESET[:go_fast][:STEPS] per prediction")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ahead", "all_tiles"])
     parser.add_argument("--attention", help="force an attention backend (e.g. sdpa-cudnn)")
     parser.add_argument("--gpu-override", help="plan as if on NAME:CAPABILITY:GIB (e.g. L40S:8.9:44.4)")

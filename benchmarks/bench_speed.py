@@ -118,12 +118,12 @@ def pass_suite(engine, size, args) -> list[dict]:
     cases = pass_cases(engine, size, args, engine.transformer("distilled"))
     rows: list[dict] = []
     variants = [v for v in VARIANTS if "fa3" not in v[2] or args.fa3]
-    for name, fast, backend, compiled in variants:
-        net = engine.transformer("distilled", fast=fast)
+    for name, go_fast, backend, compiled in variants:
+        net = engine.transformer("distilled", go_fast=go_fast)
         if compiled:
             compile_blocks(net)
         for case in cases:
-            if case["batch"] == 2 and (fast or not compiled):
+            if case["batch"] == 2 and (go_fast or not compiled):
                 continue
 
             def run(net=net, c=case, backend=backend, cache=None, use_cache=False):
@@ -195,10 +195,10 @@ GEMM_KERNELS = ("gemm", "nvjet", "cutlass", "xmma", "matmul", "scaled_mm", "sm90
 def profile_pass(engine, cases, variants) -> dict:
     """GPU kernel time of one 18-frame batch-1 pass by category, for the best exact variant."""
     case = next(c for c in cases if c["frames"] == 18 and c["batch"] == 1)
-    exact = [n for n, fast, _, _ in variants if not fast and n in case["outputs"]]
+    exact = [n for n, go_fast, _, _ in variants if not go_fast and n in case["outputs"]]
     name = "compiled-fa3" if "compiled-fa3" in exact else "compiled"
-    _, fast, backend, _ = next(v for v in variants if v[0] == name)
-    net = engine.transformer("distilled", fast=fast)
+    _, go_fast, backend, _ = next(v for v in variants if v[0] == name)
+    net = engine.transformer("distilled", go_fast=go_fast)
     cuda = engine.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU]
     with torch.no_grad(), torch.profiler.profile(activities=activities) as prof:
@@ -247,8 +247,8 @@ def choose_backends(engine, rows, args) -> dict:
     }
     kernel = {name: backend for name, _, backend, _ in VARIANTS}
     exact = min((n for n in ("compiled", "compiled-fa3") if n in seconds), key=seconds.get, default="compiled")
-    fast = min((n for n in ("fp8", "fp8-fa3") if n in seconds), key=seconds.get, default="fp8")
-    engine.use_attention(kernel[exact], go_fast=kernel[fast])
+    go_fast = min((n for n in ("fp8", "fp8-fa3") if n in seconds), key=seconds.get, default="fp8")
+    engine.use_attention(kernel[exact], go_fast=kernel[go_fast])
     return dict(kind="chosen_kernels", exact=engine.attention_backend, go_fast=engine.go_fast_attention_backend)
 
 

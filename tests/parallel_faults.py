@@ -41,8 +41,8 @@ class FaultyEngine:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def transformer(self, variant: str, fast: bool = False):
-        return _FaultyTransformer(self._engine.transformer(variant, fast=fast), self._fault_t, self._error)
+    def transformer(self, variant: str, go_fast: bool = False):
+        return _FaultyTransformer(self._engine.transformer(variant, go_fast=go_fast), self._fault_t, self._error)
 
 
 def faulty_tiny_engine(device: str, fault_t: float, error: str = "fault", **kwargs) -> FaultyEngine:

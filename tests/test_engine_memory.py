@@ -77,14 +77,14 @@ def test_the_fp8_twin_replacing_the_bf16_linears_keeps_one_copy_in_use(model):
     twin = Fp8Twin(model, torch.device("cpu"), "replace")
     want_fast = twin.twin(PassInputs(**x))
     for _ in range(2):
-        fast = twin.use(True)
-        assert fast is twin.twin and not twin._exact.resident  # the bf16 block linears are parked
+        go_fast = twin.use(True)
+        assert go_fast is twin.twin and not twin._exact.resident  # the bf16 block linears are parked
         assert twin._exact.nbytes == sum(w.numel() * w.element_size() for w in exact_weights)
-        torch.testing.assert_close(fast(PassInputs(**x)), want_fast, rtol=0, atol=0)
+        torch.testing.assert_close(go_fast(PassInputs(**x)), want_fast, rtol=0, atol=0)
         exact = twin.use(False)
-        assert exact is model and twin._exact.resident and not twin._fast.resident  # the fp8 weights parked
+        assert exact is model and twin._exact.resident and not twin._go_fast.resident  # the fp8 weights parked
         fp8 = [m for m in twin.twin.modules() if isinstance(m, FP8Linear)]
-        assert twin._fast.nbytes == sum(m.weight_fp8.numel() + m.weight_scale.numel() * 4 for m in fp8)
+        assert twin._go_fast.nbytes == sum(m.weight_fp8.numel() + m.weight_scale.numel() * 4 for m in fp8)
         torch.testing.assert_close(exact(PassInputs(**x)), want_exact, rtol=0, atol=0)
     beside = Fp8Twin(model, torch.device("cpu"), "beside")
     assert beside.use(True) is beside.twin and beside.use(False) is model and beside._exact is None

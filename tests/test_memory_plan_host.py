@@ -72,5 +72,5 @@ def test_the_plan_counts_what_the_twin_keeps_pinned_after_both_modes():
         fp8_replaced=sum(w.numel() * w.element_size() for w in linears),
         fp8_twin=sum(m.weight_fp8.numel() * m.weight_fp8.element_size() + m.weight_scale.numel() * 4 for m in fp8),
     )
-    assert twin._exact.nbytes + twin._fast.nbytes == twin_host_bytes(costs, "replace", keep_both=False)
+    assert twin._exact.nbytes + twin._go_fast.nbytes == twin_host_bytes(costs, "replace", keep_both=False)
     assert twin_host_bytes(costs, "beside", keep_both=False) == 0

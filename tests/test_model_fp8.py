@@ -58,9 +58,9 @@ def test_selection_rule_and_fp8_copy_shares_everything_else():
         text_lengths=[5, 17],
     )
     with torch.no_grad():
-        exact, fast = model(inputs), twin(inputs)
-    assert torch.isfinite(fast).all()
-    assert 0 < _rel_l2(fast, exact) < 0.1
+        exact, go_fast = model(inputs), twin(inputs)
+    assert torch.isfinite(go_fast).all()
+    assert 0 < _rel_l2(go_fast, exact) < 0.1
 
 
 def test_fp8_copy_of_a_compiled_model_starts_uncompiled():

@@ -256,7 +256,7 @@ def test_go_fast_uses_the_fp8_twin_and_stays_close(engine, tmp_path):
     from gamecraft.model.fp8 import FP8Linear
 
     exact = _final_state(_run(engine, tmp_path / "a", '["w"]', "[0.3]", image=IMAGE, seed=4)[0])
-    fast = _final_state(
+    go_fast = _final_state(
         _run(
             engine,
             tmp_path / "b",
@@ -267,8 +267,8 @@ def test_go_fast_uses_the_fp8_twin_and_stays_close(engine, tmp_path):
             preset=resolve_preset("distilled", 2, go_fast=True),
         )[0]
     )
-    twin = engine.transformer("distilled", fast=True)
+    twin = engine.transformer("distilled", go_fast=True)
     assert isinstance(twin.single_blocks[0].linear1, FP8Linear)
     assert isinstance(engine.transformer("distilled").single_blocks[0].linear1, torch.nn.Linear)
-    rel = float((fast.last_latents - exact.last_latents).norm() / exact.last_latents.norm())
+    rel = float((go_fast.last_latents - exact.last_latents).norm() / exact.last_latents.norm())
     assert 0 < rel < 0.1

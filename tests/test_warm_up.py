@@ -47,7 +47,7 @@ def _request(preset) -> GenerationRequest:
 def test_shapes_of_both_presets_and_go_fast():
     shapes = warm_up_shapes([PRESETS["distilled"], PRESETS["full"]], go_fast=True)
     assert set(shapes) == {
-        PassShape(rows, frames, fast) for rows in (1, 2) for frames in (10, 18) for fast in (False, True)
+        PassShape(rows, frames, go_fast) for rows in (1, 2) for frames in (10, 18) for go_fast in (False, True)
     }
     assert warm_up_shapes([PRESETS["distilled"]], go_fast=False) == [PassShape(1, 10), PassShape(1, 18)]
     # a GPU that runs the guidance rows one at a time never runs a two-row pass: nothing to warm for it
@@ -96,8 +96,8 @@ def test_shapes_run_once_are_compiled_and_their_costs_derived(weights, tmp_path)
     compiled = counter.frame_count
     costs = costs_from_warm_up(warm)
     for first, frames in ((True, 10), (False, 18)):
-        for fast in (False, True):
-            one_row = warm.pass_seconds[PassShape(1, frames, fast)]
-            assert costs.pass_seconds(2, first, fast) == pytest.approx(2 * one_row)
+        for go_fast in (False, True):
+            one_row = warm.pass_seconds[PassShape(1, frames, go_fast)]
+            assert costs.pass_seconds(2, first, go_fast) == pytest.approx(2 * one_row)
     list(generate(engine, _request(resolve_preset("full", 2)), tmp_path / "full"))
     assert counter.frame_count == compiled

@@ -106,8 +106,8 @@ class Engine(abc.ABC):
         """Variants (``distilled``/``full``) whose transformer is loaded, in load order."""
 
     @abc.abstractmethod
-    def transformer(self, variant: str, fast: bool = False) -> Transformer:
-        """The transformer of ``variant`` (loaded on first use); ``fast``: its fp8 twin (go_fast)."""
+    def transformer(self, variant: str, go_fast: bool = False) -> Transformer:
+        """The transformer of ``variant`` (loaded on first use); ``go_fast``: its fp8 twin."""
 
     @abc.abstractmethod
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
@@ -214,7 +214,7 @@ class Engine(abc.ABC):
             if shape.rows not in texts:
                 texts[shape.rows] = self.warm_up_text(shape.rows)
             text = texts[shape.rows]
-            model = self.transformer(variant, fast=shape.go_fast)
+            model = self.transformer(variant, go_fast=shape.go_fast)
             backend = self.go_fast_attention_backend if shape.go_fast else self.attention_backend
             x = torch.zeros(
                 shape.rows, 2 * LATENT_CHANNELS + 1, shape.frames, h, w, device=self.device, dtype=model.dtype

@@ -188,9 +188,9 @@ class GameCraftEngine(Engine):
     def _swapping(self) -> bool:
         return self.config.one_transformer_on_gpu
 
-    def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer:
-        """The transformer of ``variant`` on the device, loaded on first use; ``fast``: its fp8 twin
-        (``go_fast``; made on first use from the loaded weights, placed as ``config.fp8_twin`` says).
+    def transformer(self, variant: str, go_fast: bool = False) -> GameCraftTransformer:
+        """The transformer of ``variant`` on the device, loaded on first use; ``go_fast``: its fp8
+        twin (made on first use from the loaded weights, placed as ``config.fp8_twin`` says).
 
         With ``one_transformer_on_gpu`` only one variant is on the GPU (23.9 GiB each in bf16): the other
         goes back to its pinned host copy first (``park_on_host``) or is dropped and later reloaded from
@@ -218,7 +218,7 @@ class GameCraftEngine(Engine):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             log.info("swapped the %s transformer onto the GPU in %.1fs", variant, time.perf_counter() - start)
-        if fast:
+        if go_fast:
             if variant not in self._twins:
                 prepare = (
                     (lambda twin: compile_blocks(twin, backend=self.config.compile_backend)) if self._compile else None

@@ -41,31 +41,31 @@ class Fp8Twin:
         self.placement = placement
         self.device = torch.device(device)
         self._exact: PinnedTensors | None = None  # the bf16 weights the twin stands for ("replace")
-        self._fast: PinnedTensors | None = None  # the twin's fp8 weights ("replace")
+        self._go_fast: PinnedTensors | None = None  # the twin's fp8 weights ("replace")
 
     def _exact_weights(self) -> list[torch.Tensor]:
         # biases are shared with the twin's FP8Linear: they stay where they are
         return [m.weight for name, m in self.model.named_modules() if is_fp8_layer(name, m)]
 
-    def _fast_weights(self) -> list[torch.Tensor]:
+    def _go_fast_weights(self) -> list[torch.Tensor]:
         return [t for m in self.twin.modules() if isinstance(m, FP8Linear) for t in (m.weight_fp8, m.weight_scale)]
 
-    def use(self, fast: bool) -> nn.Module:
-        """The module to run (the twin when ``fast``), with its weights on the device."""
+    def use(self, go_fast: bool) -> nn.Module:
+        """The module to run (the twin when ``go_fast``), with its weights on the device."""
         if self.placement == "beside":
-            return self.twin if fast else self.model
-        if fast:
-            if self._fast is not None:
-                self._fast.to_device()
+            return self.twin if go_fast else self.model
+        if go_fast:
+            if self._go_fast is not None:
+                self._go_fast.to_device()
             if self._exact is None:
                 self._exact = PinnedTensors(self._exact_weights(), self.device)  # parks them (first time)
             else:
                 self._exact.to_host()
             return self.twin
-        if self._fast is None:
-            self._fast = PinnedTensors(self._fast_weights(), self.device)
+        if self._go_fast is None:
+            self._go_fast = PinnedTensors(self._go_fast_weights(), self.device)
         else:
-            self._fast.to_host()
+            self._go_fast.to_host()
         if self._exact is not None:
             self._exact.to_device()
         return self.model

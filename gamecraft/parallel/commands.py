@@ -43,7 +43,7 @@ class Forward:
     a new one, or not used."""
 
     variant: str
-    fast: bool
+    go_fast: bool
     backend: str
     text_lengths: tuple[int, ...]
     use_cache: bool

@@ -1,7 +1,7 @@
 """Rank 0's multi-GPU engine: the single-GPU engine's interface, with passes and VAE tiles split.
 
 :class:`ParallelEngine` wraps a :class:`gamecraft.engine.GameCraftEngine` (text encoders, VAE and
-transformers on GPU 0) and a :class:`ParallelRuntime`. ``transformer(variant, fast)`` returns a
+transformers on GPU 0) and a :class:`ParallelRuntime`. ``transformer(variant, go_fast)`` returns a
 :class:`DistributedTransformer`, which the sampler calls exactly like the model: each call becomes one
 ``forward`` command (inputs broadcast from rank 0, the pass split by guidance row and image tokens,
 every row gathered back). The VAE's tiled decode is spread over the ranks the same way. Everything
@@ -32,11 +32,11 @@ DEFAULT_HEAD_CHUNKS = 1  # overlap groups: none by default (2 GPUs: 1 and 2 tie,
 class DistributedTransformer:
     """Callable like ``GameCraftTransformer``; the pass runs on every rank of the runtime."""
 
-    def __init__(self, engine: ParallelEngine, variant: str, fast: bool):
+    def __init__(self, engine: ParallelEngine, variant: str, go_fast: bool):
         self._engine = engine
         self.variant = variant
-        self.fast = fast
-        self.model = engine.local.transformer(variant, fast=fast)  # rank 0's copy
+        self.go_fast = go_fast
+        self.model = engine.local.transformer(variant, go_fast=go_fast)  # rank 0's copy
 
     @property
     def dtype(self) -> torch.dtype:
@@ -122,8 +122,8 @@ class ParallelEngine(Engine):
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
         return self.local.encode_text(prompt, negative_prompt, guidance)
 
-    def transformer(self, variant: str, fast: bool = False) -> DistributedTransformer:
-        return DistributedTransformer(self, variant, fast)
+    def transformer(self, variant: str, go_fast: bool = False) -> DistributedTransformer:
+        return DistributedTransformer(self, variant, go_fast)
 
     def forward(self, model: DistributedTransformer, inputs: PassInputs) -> torch.Tensor:
         """One pass of ``model`` on every rank: ``inputs`` with camera tokens, RoPE tables and text lengths
@@ -153,7 +153,7 @@ class ParallelEngine(Engine):
         tensors = {name: value.contiguous() for name, value in tensors.items()}
         command = Forward(
             variant=model.variant,
-            fast=model.fast,
+            go_fast=model.go_fast,
             backend=inputs.attention_backend,
             text_lengths=tuple(inputs.text_lengths),
             use_cache=inputs.use_cache,

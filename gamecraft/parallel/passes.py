@@ -97,7 +97,7 @@ class PassRunner:
             self.cache = StepCache()
         elif command.cache == "none":
             self.cache = None
-        model = self.engine.transformer(command.variant, fast=command.fast)
+        model = self.engine.transformer(command.variant, go_fast=command.go_fast)
         rows = args["x"].shape[0]
         layout = choose_layout(self.world_size, rows, model.config.num_heads)
         group = self.groups.sp[layout]

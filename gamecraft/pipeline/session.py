@@ -45,7 +45,7 @@ class SessionEngine(Protocol):
     go_fast_attention_backend: str  # the kernel go_fast (``preset.go_fast``) uses
     rows_at_once: int  # guidance rows per transformer call (1 on GPUs short of memory)
 
-    def transformer(self, variant: str, fast: bool = False) -> GameCraftTransformer: ...
+    def transformer(self, variant: str, go_fast: bool = False) -> GameCraftTransformer: ...
 
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning: ...
 
@@ -166,7 +166,7 @@ class WorldSession:
         each); ``stop``, once set, ends the chunk between two steps with :class:`GenerationStopped`."""
         state, preset, device = self.state, self.preset, self.engine.device
         index = state.chunks_done
-        transformer = self.engine.transformer(preset.variant, fast=preset.go_fast)
+        transformer = self.engine.transformer(preset.variant, go_fast=preset.go_fast)
         history = state.last_latents.to(device)
         frames = chunk_frames(history)
         h, w = latent_size(state.height, state.width)

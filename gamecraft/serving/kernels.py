@@ -76,8 +76,8 @@ def choose_attention(
     exact = "fa3" if hopper and fa3_installed else "sdpa"
     if requested not in ("auto", "sage"):
         exact = requested
-    fast = "sage" if hopper and sage_installed and requested in ("auto", "sage") else exact
-    return AttentionChoice(exact=exact, go_fast=fast)
+    go_fast = "sage" if hopper and sage_installed and requested in ("auto", "sage") else exact
+    return AttentionChoice(exact=exact, go_fast=go_fast)
 
 
 def fp8_linears_supported(device: DeviceInfo | None) -> bool:

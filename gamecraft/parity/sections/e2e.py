@@ -42,7 +42,7 @@ class _GoldenEngine:
     go_fast_attention_backend: str = "sdpa-math"
     rows_at_once: int = 2
 
-    def transformer(self, variant: str, fast: bool = False):
+    def transformer(self, variant: str, go_fast: bool = False):
         return self.transformer_model
 
     def encode_text(self, prompt: str, negative_prompt: str, guidance: bool) -> TextConditioning:
