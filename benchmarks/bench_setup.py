@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 import resource
@@ -69,52 +70,53 @@ def drop_page_cache(weights_dir: Path) -> str:
 
 
 # -- measure (in a fresh subprocess) -----------------------------------------------------------
-def instrument(row: dict, sync) -> None:
-    """Time the engine's three loaders into ``row["components_s"]``; record whether the transformer
-    came from the safetensors cache, and refuse (loudly) to read the placeholder ``.pt``."""
-    import gamecraft.engine.local as engine_module
-    import gamecraft.weights.transformer as loading
+class LoadLog(logging.Handler):
+    """The engine's load timed from the log lines its loaders write as each one finishes (``loaded VAE``,
+    ``loaded text encoders``, ``loaded <variant> transformer``; ``GameCraftEngine.load`` runs them in that
+    order), and whether the transformer came from the safetensors cache (``loaded transformer weights from
+    cache``): the benchmark reads what setup() logs and patches nothing."""
 
-    def timed(name, fn):
-        def wrapper(*a, **kw):
-            begin = time.perf_counter()
-            result = fn(*a, **kw)
-            sync()
-            row["components_s"][name] = time.perf_counter() - begin
-            return result
+    FINISHED = (
+        ("gamecraft.weights.vae", "loaded VAE", "vae"),
+        ("gamecraft.weights.text", "loaded text encoders", "text_encoders"),
+        ("gamecraft.engine.local", "loaded distilled transformer", "transformer"),
+    )
 
-        return wrapper
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.finished: dict[str, float] = {}
+        self.cache_used = False
 
-    for name in ("load_vae", "load_text_encoders", "load_transformer"):
-        setattr(engine_module, name, timed(name.removeprefix("load_"), getattr(engine_module, name)))
-    read_cache = loading._read_cache
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for logger, start, component in self.FINISHED:
+            if record.name == logger and message.startswith(start):
+                self.finished.setdefault(component, record.created)
+        from_cache = message.startswith("loaded transformer weights from cache")
+        if record.name == "gamecraft.weights.transformer" and from_cache:
+            self.cache_used = True
 
-    def recording_read_cache(*a, **kw):
-        state_dict = read_cache(*a, **kw)
-        row["cache_used"] = row["cache_used"] or state_dict is not None
-        return state_dict
-
-    def refuse(path, *a, **kw):
-        raise RuntimeError(f"bench_setup: the safetensors cache was not used; refusing to read {path} (a placeholder)")
-
-    loading._read_cache, loading.read_official_checkpoint = recording_read_cache, refuse
+    def components_s(self, began: float) -> dict[str, float]:
+        """Seconds of each component, from ``began`` (``time.time()`` at the start of the load)."""
+        seconds, previous = {}, began
+        for _, _, component in self.FINISHED:
+            seconds[component] = self.finished[component] - previous
+            previous = self.finished[component]
+        return seconds
 
 
 def measure(args) -> dict:
     """What setup() does, timed: import, engine load (per component), warm-up, peak memory."""
-    import logging
-
     from gamecraft.engine import EngineConfig, GameCraftEngine
     from gamecraft.serving.budget import measure_costs
     from gamecraft.serving.config import ServingConfig
     from gamecraft.serving.plan import plan_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    row = {"import_s": time.perf_counter() - PROCESS_START, "components_s": {}, "cache_used": False}
+    row = {"import_s": time.perf_counter() - PROCESS_START}
     device, weights_dir, cache_dir = torch.device(args.device), Path(args.dir), Path(args.dir) / CACHE_SUBDIR
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    instrument(row, sync)
     shapes = None
     if cuda:  # the configuration setup() plans for a weights directory
         plan = plan_service(
@@ -130,6 +132,8 @@ def measure(args) -> dict:
         config, shapes = plan.engine_config, plan.warm_shapes
     else:  # the CPU smoke mode of this script: the CPU configuration of tiny weights
         config = EngineConfig.for_cpu(weights_dir, preload=("distilled",), cache_dir=cache_dir)
+    if not GameCraftEngine.loads_without_writing(config):  # it would read the sparse placeholder .pt
+        raise RuntimeError("bench_setup: the safetensors cache would not be used; refusing to read the placeholder")
     devices = [f"cuda:{i}" for i in range(args.gpus)] if cuda else ["cpu"] * args.gpus
     workers = None
     if args.gpus > 1 and not args.late_workers:  # predict: the workers load while rank 0 does
@@ -137,11 +141,16 @@ def measure(args) -> dict:
 
         workers = start_workers_early(config, args.gpus, devices)
     row["early_workers"] = workers is not None
-    begin = time.perf_counter()
+    load_log = LoadLog()
+    logging.getLogger("gamecraft").addHandler(load_log)
+    began, begin = time.time(), time.perf_counter()
     engine = GameCraftEngine.load(config)
     sync()
     row["load_s"] = time.perf_counter() - begin
+    logging.getLogger("gamecraft").removeHandler(load_log)
+    row["components_s"] = load_log.components_s(began)
     row["components_s"]["other"] = row["load_s"] - sum(row["components_s"].values())  # e.g. pinning
+    row["cache_used"] = load_log.cache_used
     if cuda:
         row["gpu_after_load_gib"] = torch.cuda.max_memory_allocated(device) / GIB
     row["workers_s"] = 0.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import time
 from pathlib import Path
 
@@ -58,12 +57,12 @@ def write_llm(folder: Path, sizes: dict, shards: int) -> int:
     (the real download's container; fp16, ``language_model.model.*``) at ``sizes``."""
     from transformers import LlamaConfig, LlamaModel
 
-    from gamecraft.testing.tiny_weights import _meta_shapes
+    from gamecraft.testing.tiny_weights import meta_shapes
     from gamecraft.weights.transformer import write_safetensors
 
     text_config = resize_text_config(folder, sizes, torch_dtype="float16")
     shapes = {
-        f"language_model.model.{k}": v for k, v in _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config))).items()
+        f"language_model.model.{k}": v for k, v in meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config))).items()
     }
     tensors = random_views(shapes, dict.fromkeys(shapes, torch.float16), seed=20)
     total, done, weight_map = nbytes(tensors), 0, {}
@@ -85,13 +84,13 @@ def write_clip_text(folder: Path, sizes: dict) -> int:
     """CLIP's ``model.safetensors`` (fp32 like the real one) holding the text model at ``sizes``."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from gamecraft.testing.tiny_weights import _meta_shapes, _prefixed
+    from gamecraft.testing.tiny_weights import meta_shapes, prefixed
     from gamecraft.weights.transformer import write_safetensors
 
     text_config = resize_text_config(folder, sizes, **({"projection_dim": sizes["projection_dim"]} if sizes else {}))
-    text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
+    text = meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
     hidden = text_config["hidden_size"]
-    shapes = {**_prefixed(text, "text_model.", "text_model."), "text_projection.weight": (hidden, hidden)}
+    shapes = {**prefixed(text, "text_model.", "text_model."), "text_projection.weight": (hidden, hidden)}
     tensors = random_views(shapes, dict.fromkeys(shapes, torch.float32), seed=30)
     write_safetensors(folder / "model.safetensors", tensors, {"format": "pt"})
     return nbytes(tensors)
@@ -112,11 +111,10 @@ def write_transformer_cache(weights_dir: Path, config) -> int:
 
     We measure the *cached* path (every setup() after the first): the 25 GB ``.pt`` is never read, so
     it is a sparse file (``os.truncate``: its size, no disk blocks). It is created BEFORE the cache:
-    ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and whose
-    metadata (``_source_fingerprint``: name, size, key) matches it."""
+    ``load_checkpoint_state_dict`` only trusts a cache that is not older than the ``.pt`` and was made
+    from it (``gamecraft.weights.write_cache`` tags it with the ``.pt``'s name, size and key)."""
     from gamecraft.model import GameCraftTransformer
-    from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE
-    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, write_safetensors
+    from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, write_cache
 
     (weights_dir / TRANSFORMER_CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
     (weights_dir / TRANSFORMER_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
@@ -127,32 +125,22 @@ def write_transformer_cache(weights_dir: Path, config) -> int:
     pt.unlink(missing_ok=True)
     pt.touch()
     os.truncate(pt, nbytes(tensors) + 2**20)  # ~ torch.save's size; sparse: no blocks on disk
-    cache = cache_path_for(pt, weights_dir / CACHE_SUBDIR)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(cache, tensors, _source_fingerprint(pt, None))
+    write_cache(pt, tensors, cache_dir=weights_dir / CACHE_SUBDIR)
     return nbytes(tensors)
 
 
-def safetensors_header(path: Path) -> dict:
-    """A .safetensors file's JSON header (read directly: ``safe_open`` would mmap all 25 GB)."""
-    with open(path, "rb") as f:
-        return json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-
-
 def assert_cache_valid(weights_dir: Path, config) -> Path:
-    """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (the checks of
-    ``loading._read_cache`` and ``check_state_dict``): else it would read the sparse placeholder."""
-    from gamecraft.weights import DEFAULT_LAYOUT
-    from gamecraft.weights.transformer import _source_fingerprint, cache_path_for, expected_shapes
+    """Fail loudly unless ``load_checkpoint_state_dict`` will take the cache (``gamecraft.weights.cache_is_current``,
+    the check it makes): else setup() would read the sparse placeholder."""
+    from gamecraft.weights import DEFAULT_LAYOUT, cache_is_current, cache_path_for
 
     pt = weights_dir / DEFAULT_LAYOUT.transformer_distilled
     cache = cache_path_for(pt, weights_dir / CACHE_SUBDIR)
-    if not cache.is_file() or cache.stat().st_mtime_ns < pt.stat().st_mtime_ns:
-        raise SystemExit(f"cache {cache} missing or older than {pt}: setup() would read the placeholder .pt")
-    header = safetensors_header(cache)
-    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    if header.get("__metadata__") != _source_fingerprint(pt, None) or shapes != expected_shapes(config):
-        raise SystemExit(f"cache {cache} does not match {pt} / the transformer config: it would be ignored")
+    if not cache_is_current(pt, config, cache_dir=weights_dir / CACHE_SUBDIR):
+        raise SystemExit(
+            f"cache {cache} is missing, older than {pt}, not made from it or not of this transformer config: "
+            "setup() would read the placeholder .pt"
+        )
     return cache
 
 

@@ -84,7 +84,9 @@ def random_tensors(shapes: dict[str, tuple[int, ...]], generator: torch.Generato
     return out
 
 
-def _meta_shapes(module_factory) -> dict[str, tuple[int, ...]]:
+def meta_shapes(module_factory) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of the floating-point tensors in the state dict of ``module_factory()`` (a
+    transformers/torch module), built on the meta device: no weights are allocated."""
     from accelerate import init_empty_weights
 
     # Parameter shapes only: meta parameters take no memory; fork_rng undoes the global-RNG draws some
@@ -94,7 +96,8 @@ def _meta_shapes(module_factory) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items() if v.is_floating_point()}
 
 
-def _prefixed(shapes: dict[str, tuple[int, ...]], drop: str, add: str) -> dict[str, tuple[int, ...]]:
+def prefixed(shapes: dict[str, tuple[int, ...]], drop: str, add: str) -> dict[str, tuple[int, ...]]:
+    """``shapes`` with the prefix ``drop`` removed from each name (where present) and ``add`` put in front."""
     # transformers 5 dropped some inner module names (e.g. CLIPTextModel.text_model); normalize to the
     # on-disk names of the official checkpoints, whatever the installed version calls them.
     return {add + (k[len(drop) :] if k.startswith(drop) else k): v for k, v in shapes.items()}
@@ -231,12 +234,12 @@ def write_llava(folder: Path, hidden_size: int, generator: torch.Generator) -> N
             vision_config=vision_config,
         ),
     )
-    llama = _meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config)))
-    vision = _meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
+    llama = meta_shapes(lambda: LlamaModel(LlamaConfig(**text_config)))
+    vision = meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
     shapes = {
-        **_prefixed(llama, "", "language_model.model."),
+        **prefixed(llama, "", "language_model.model."),
         "language_model.lm_head.weight": (text_config["vocab_size"], hidden_size),
-        **_prefixed(vision, "vision_model.", "vision_tower.vision_model."),
+        **prefixed(vision, "vision_model.", "vision_tower.vision_model."),
         "multi_modal_projector.linear_1.weight": (hidden_size, vision_config["hidden_size"]),
         "multi_modal_projector.linear_1.bias": (hidden_size,),
         "multi_modal_projector.linear_2.weight": (hidden_size, hidden_size),
@@ -316,11 +319,11 @@ def write_clip(folder: Path, hidden_size: int, generator: torch.Generator) -> No
             vision_config=vision_config,
         ),
     )
-    text = _meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
-    vision = _meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
+    text = meta_shapes(lambda: CLIPTextModel(CLIPTextConfig(**text_config)))
+    vision = meta_shapes(lambda: CLIPVisionModel(CLIPVisionConfig(**vision_config)))
     shapes = {
-        **_prefixed(text, "text_model.", "text_model."),
-        **_prefixed(vision, "vision_model.", "vision_model."),
+        **prefixed(text, "text_model.", "text_model."),
+        **prefixed(vision, "vision_model.", "vision_model."),
         "text_projection.weight": (hidden_size, hidden_size),
         "visual_projection.weight": (hidden_size, vision_config["hidden_size"]),
         "logit_scale": (),
@@ -345,7 +348,7 @@ def write_clip(folder: Path, hidden_size: int, generator: torch.Generator) -> No
 
 def write_vae(weights_path: Path, config_path: Path, config: VaeConfig, generator: torch.Generator) -> None:
     """Official-format VAE: ``torch.save({"vae.<key>": tensor})`` and the official ``config.json``."""
-    shapes = _meta_shapes(lambda: build_model(config))
+    shapes = meta_shapes(lambda: build_model(config))
     tensors = {f"vae.{k}": v for k, v in random_tensors(shapes, generator).items()}
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(tensors, weights_path)

@@ -31,6 +31,7 @@ from .transformer import (
     load_transformer,
     read_official_checkpoint,
     save_official_checkpoint,
+    write_cache,
 )
 from .vae import load_vae
 
@@ -58,4 +59,5 @@ __all__ = [
     "save_official_checkpoint",
     "smoke_run_reason",
     "transformer_config",
+    "write_cache",
 ]

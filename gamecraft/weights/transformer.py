@@ -213,6 +213,23 @@ def _source_fingerprint(checkpoint: Path, key: str | None) -> dict[str, str]:
     }
 
 
+def write_cache(
+    checkpoint: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    key: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``state_dict`` as ``checkpoint``'s safetensors cache (:func:`cache_path_for`), tagged with the
+    ``.pt``'s name, size and ``key`` so :func:`load_checkpoint_state_dict` takes it while the ``.pt`` is not
+    newer; returns its path. ``checkpoint`` must exist (its size is part of the tag)."""
+    checkpoint = Path(checkpoint)
+    cache = cache_path_for(checkpoint, cache_dir)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(cache, state_dict, _source_fingerprint(checkpoint, key))
+    return cache
+
+
 def _cache_matches(f, checkpoint: Path, key: str | None, expected_keys: set[str]) -> bool:
     """An open safetensors cache was made from ``checkpoint`` (same name/size/key) with exactly these keys."""
     return (f.metadata() or {}) == _source_fingerprint(checkpoint, key) and set(f.keys()) == expected_keys
@@ -298,8 +315,7 @@ def load_checkpoint_state_dict(
     check_state_dict(state_dict, expected, source=str(checkpoint))
     if use_cache:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_safetensors(cache, state_dict, _source_fingerprint(checkpoint, key))
+            write_cache(checkpoint, state_dict, key=key, cache_dir=cache_dir)
             logger.info("wrote safetensors cache %s", cache)
         except OSError as err:
             logger.warning("could not write safetensors cache %s: %s", cache, err)
