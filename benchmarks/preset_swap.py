@@ -1,8 +1,10 @@
 """Cost of serving both presets from one 80 GB GPU, and a first look at regional torch.compile.
 
-1. Two full-size random transformers registered in one engine as the two presets' variants; asking
-   for the other preset parks the current transformer in pinned host RAM and brings the other in
-   (``GameCraftEngine.transformer``). Times the first swap (which pins the host copy) and later swaps.
+1. The service of full-size random weights with both presets preloaded (``GAMECRAFT_WEIGHTS=random
+   GAMECRAFT_PRELOAD=distilled,full``, built by ``build_service`` without the warm-up): where the plan keeps one
+   transformer on the GPU, each preset has its own and asking for the other parks the current one in pinned
+   host RAM and brings the other in (``GameCraftEngine.transformer``). Times the first swap (which pins the
+   host copy) and later swaps.
 2. (``--compile``) one 18-latent-frame pass, eager vs every double/single block wrapped in
    ``torch.compile`` (default mode, static shapes), with the compile time.
 
@@ -21,12 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.model import GameCraftTransformer, PassInputs, TransformerConfig, init_random_  # noqa: E402
-from gamecraft.serving.build import random_engine_kwargs  # noqa: E402
+from gamecraft.model import PassInputs  # noqa: E402
+from gamecraft.serving.build import build_service  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
-from gamecraft.serving.plan import plan_service  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
-from gamecraft.testing.random_weights import random_engine  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -45,12 +45,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"card": torch.cuda.get_device_name(), "torch": torch.__version__}
 
-    # the planner's kernels for random weights, with the swapping of the real two-checkpoint setup
-    plan = plan_service(ServingConfig.from_env(weights="random", compile=False, gpus=1))
-    engine = random_engine(variants=("distilled",), **{**random_engine_kwargs(plan), "one_transformer_on_gpu": True})
-    second = GameCraftTransformer(TransformerConfig.production(), dtype=torch.bfloat16, device="meta")
-    init_random_(second, 1, device=torch.device("cuda"))
-    engine.register_transformer("full", second.eval().requires_grad_(False))
+    config = ServingConfig.from_env(weights="random", preload=("distilled", "full"), compile=False, gpus=1)
+    service = build_service(config, warm=False)
+    engine = service.engine
+    swapping = service.plan.engine_config.one_transformer_on_gpu
+    results["one_transformer_on_gpu"] = swapping
+    if not swapping:
+        raise SystemExit("the plan keeps both transformers on this GPU: nothing is swapped (GAMECRAFT_KEEP_BOTH?)")
     results["gpu_memory_two_transformers_gib"] = round(torch.cuda.memory_allocated() / 2**30, 1)
     swaps = []
     for variant in ("full", "distilled", "full", "distilled"):
@@ -101,6 +102,7 @@ def main() -> int:
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
         }
         print(results["pass_18_frames"], flush=True)
+    service.close()
     (args.out / "preset_swap.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0

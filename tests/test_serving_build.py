@@ -166,3 +166,29 @@ def test_the_vae_compile_scope_reaches_the_engine(tmp_path):
         plan = plan_service(ServingConfig(weights="random", vae_compile=scope), device=h200)
         assert plan.engine_config.compile_vae and plan.engine_config.vae_compile_scope == scope
         assert build.random_engine_kwargs(plan)["vae_compile_scope"] == scope
+
+
+def test_random_weights_with_both_presets_swap_two_transformers_where_the_plan_keeps_one(monkeypatch):
+    """GAMECRAFT_WEIGHTS=random with both presets preloaded on an 80 GB card: each preset gets its own random
+    transformer and the engine swaps them (preset_swap.py measures this); one preset, or a card that keeps
+    both, shares one transformer."""
+    from gamecraft.testing.random_weights import tiny_random_engine
+
+    h100, h200 = (
+        DeviceInfo("NVIDIA H100 80GB HBM3", (9, 0), 81559 * 2**20),
+        DeviceInfo("NVIDIA H200", (9, 0), 143771 * 2**20),
+    )
+    monkeypatch.setattr(plan_module, "probe_host_memory", lambda: 256 * 10**9)
+    both = ServingConfig(weights="random", preload=("distilled", "full"))
+    swapping = build.random_engine_kwargs(plan_service(both, device=h100))
+    assert swapping["one_transformer_on_gpu"] and swapping["distinct_variants"]
+    for config, device in ((ServingConfig(weights="random"), h100), (both, h200)):
+        kwargs = build.random_engine_kwargs(plan_service(config, device=device))
+        assert not kwargs["one_transformer_on_gpu"] and not kwargs["distinct_variants"]
+
+    shared = tiny_random_engine()
+    assert shared.transformer("full") is shared.transformer("distilled")
+    distinct = tiny_random_engine(distinct_variants=True)
+    full, distilled = distinct.transformer("full"), distinct.transformer("distilled")
+    assert full is not distilled
+    assert not torch.equal(full.final_layer.linear.weight, distilled.final_layer.linear.weight)

@@ -2,7 +2,7 @@
 (the loaded, warmed-up engine with its plan and cost table).
 
 The predictor, the CLI, the local server and the benchmarks that build an engine call it (except
-``bench_setup.py`` and ``preset_swap.py``, which time parts of it), so they all run the same kernels,
+``bench_setup.py``, which times setup's parts one by one), so they all run the same kernels,
 compilation, caches and memory placement for the same weights. It runs in three steps:
 
 1. :func:`gamecraft.serving.plan.plan_service` — pure decisions from the configuration and the GPUs found
@@ -130,16 +130,19 @@ def load_engine(plan: ServicePlan) -> Engine:
 
 
 def random_engine_kwargs(plan: ServicePlan) -> dict:
-    """The plan's kernels and compilation as ``gamecraft.testing.random_weights.random_engine`` arguments (one
-    random transformer serves both variants, so nothing is swapped)."""
+    """The plan's kernels and compilation as ``gamecraft.testing.random_weights.random_engine`` arguments. One
+    random transformer serves both variants, unless both are preloaded and the plan keeps one transformer on
+    the GPU: then each has its own and they swap as the real checkpoints do."""
     config = plan.engine_config
+    swap = config.one_transformer_on_gpu and len(set(config.preload)) > 1
     return dict(
         attention_backend=config.attention_backend,
         go_fast_attention_backend=config.go_fast_attention_backend,
         compile=config.compile,
         compile_vae=config.compile_vae,
         vae_compile_scope=config.vae_compile_scope,
-        one_transformer_on_gpu=False,
+        one_transformer_on_gpu=swap,
+        distinct_variants=swap,
         text_offload=config.text_offload,
         fp8_twin=config.fp8_twin,
         rows_at_once=config.rows_at_once,

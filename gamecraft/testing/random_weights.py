@@ -141,8 +141,11 @@ def random_engine(
     one_transformer_on_gpu: bool = False,
     fp8_twin: str = "beside",
     rows_at_once: int = 2,
+    distinct_variants: bool = False,
 ) -> GameCraftEngine:
-    """A :class:`GameCraftEngine` with random models (one random transformer serves every variant).
+    """A :class:`GameCraftEngine` with random models (one random transformer serves every variant; with
+    ``distinct_variants`` each variant has its own, seeded ``seed + 100 * i``, so ``one_transformer_on_gpu``
+    swaps them as it swaps the real checkpoints).
 
     Defaults are the production sizes; the size arguments exist so the same code runs small on a CPU.
     ``text=False`` skips the text encoders (multi-GPU worker ranks; the same ``seed`` gives every
@@ -170,9 +173,11 @@ def random_engine(
         fp8_twin=fp8_twin,
         rows_at_once=rows_at_once,
     )
-    transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
-    init_random_(transformer, seed, device=dev)
-    transformer = transformer.eval().requires_grad_(False)
+    transformers = []
+    for i in range(len(variants) if distinct_variants else 1):
+        transformer = GameCraftTransformer(transformer_config, dtype=dtype, device="meta")
+        init_random_(transformer, seed + 100 * i, device=dev)
+        transformers.append(transformer.eval().requires_grad_(False))
     vae_model = build_model(vae_config).to_empty(device=dev).to(config.vae_dtype)  # meta -> device, no CPU copy
     _randomize_(vae_model, torch.Generator(dev).manual_seed(seed + 2))
     vae_model = vae_model.eval().requires_grad_(False)
@@ -180,8 +185,8 @@ def random_engine(
         random_text_encoders(dev, config.text_dtype, seed + 1, tokenizer_dir, llm_config, clip_config) if text else None
     )
     engine = GameCraftEngine(config, GameCraftVae(vae_model, vae_config), encoders, transformer_config)
-    for variant in variants:
-        engine.register_transformer(variant, transformer)
+    for i, variant in enumerate(variants):
+        engine.register_transformer(variant, transformers[i if distinct_variants else 0])
     log.info("random full-size engine on %s in %.1fs", device, time.perf_counter() - start)
     return engine
 
