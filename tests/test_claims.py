@@ -22,6 +22,8 @@ NOT_MEASURED = {
     "1.32 s": "one chunk's length: 33 frames at 25 fps (arithmetic)",
     "60 s": "Replicate holds a synchronous request for 60 s (the platform's limit, not ours)",
     "142 s": "L40S later chunk: an estimate from the H200's measured components (docs/hardware.md), labelled so",
+    "120 s": "the bound on joining a chunk thread after a stop (JOIN_TIMEOUT_S in serving/chunks_ahead.py): a chosen "
+    "limit, several times the longest step or decode compile measured, not a measurement",
     "165 s": "A100 later chunk: an estimate from the H200's measured components (docs/hardware.md), labelled so",
 }
 
