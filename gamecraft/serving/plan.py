@@ -86,10 +86,14 @@ class ServicePlan:
             check_request(self.memory, 2 if preset.uses_cfg else 1, preset.go_fast)
 
 
-def plan_service(config: ServingConfig, device: DeviceInfo | None | object = PROBE) -> ServicePlan:
+def plan_service(
+    config: ServingConfig, device: DeviceInfo | None | object = PROBE, host_memory_bytes: int | None | object = PROBE
+) -> ServicePlan:
     """Decide everything :func:`gamecraft.serving.build.build_service` does, without loading or writing
     anything. ``device``: the GPU(s) (default: :func:`probe_devices`, with ``GAMECRAFT_GPU``'s override;
-    None = no GPU). ``ConfigError`` / ``RuntimeError`` with one line for what cannot run here."""
+    None = no GPU); ``host_memory_bytes``: the host's memory (default: :func:`probe_host_memory`; a plan for
+    another machine passes that machine's). ``ConfigError`` / ``RuntimeError`` with one line for what cannot
+    run here."""
     found = _devices_found(config) if device is PROBE else device
     source, weights_dir, smoke_reason = weights_source(config, cuda=found is not None)
     on_gpu = found is not None and (source != "tiny" or smoke_reason is None)  # a tiny fallback runs on the CPU
@@ -97,7 +101,8 @@ def plan_service(config: ServingConfig, device: DeviceInfo | None | object = PRO
     gpu = replace(found, count=world) if on_gpu else None
     attention = _attention(gpu, config.attention)
     compile_ = compile_settings(gpu, config.compile)
-    memory = plan_for(gpu, host_memory_bytes=probe_host_memory()) if gpu is not None else None
+    host = probe_host_memory() if host_memory_bytes is PROBE else host_memory_bytes
+    memory = plan_for(gpu, host_memory_bytes=host) if gpu is not None else None
     engine_config = engine_config_for(config, source, weights_dir, gpu, attention, compile_, memory)
     return ServicePlan(
         source=source,
