@@ -338,6 +338,9 @@ def test_a_dead_worker_is_reported_at_once_and_the_world_is_kept(browser, tmp_pa
             page.keyboard.press("KeyD")
             page.click("#generate")  # a new world, refused by a worker that dies: world 1 stays
             page.click("#confirm-replace")
+            # the new request has begun once the first one's "done" line is gone (it may fail at once), so
+            # wait_done cannot read the first request's line on a loaded machine
+            page.wait_for_function("!document.querySelector('#progress-text').textContent.startsWith('done')")
             assert wait_done(page).startswith("failed")
             # the message and the badge are there when the request ends (no poll needed)
             text = page.text_content(".field-error[data-for=generate]")
