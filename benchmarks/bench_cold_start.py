@@ -338,9 +338,29 @@ def fetch_phase(weights_dir: Path, target: Path, limit_gb: float) -> dict:
         begin = time.perf_counter()
         fetch_directory(url, target, only=chosen)
         seconds = time.perf_counter() - begin
+        hub = _hub_single_stream(url, chosen[0], target) if chosen else None
     shutil.rmtree(target)  # verified against the manifest while fetched; the disk is needed
     rate = round(total / GB / seconds, 2)
-    return {"fetched_bytes": total, "files": len(chosen), "seconds": round(seconds, 1), "gb_per_s": rate}
+    row = {"fetched_bytes": total, "files": len(chosen), "seconds": round(seconds, 1), "gb_per_s": rate}
+    return {**row, "huggingface_hub_single_stream": hub}
+
+
+def _hub_single_stream(url: str, rel: str, target: Path) -> dict | None:
+    """The same file through ``huggingface_hub``'s downloader (``http_get``: one stream, as the gated Hub
+    fallback fetches each file without ``hf_transfer``) from the same server: its rate here is an upper bound
+    of what it reaches over the network."""
+    try:
+        from huggingface_hub.file_download import http_get
+    except ImportError:
+        return None
+    path = target / (rel + ".hub")
+    begin = time.perf_counter()
+    with open(path, "wb") as file:
+        http_get(url.rstrip("/") + "/" + rel, file)
+    seconds = time.perf_counter() - begin
+    size = path.stat().st_size
+    path.unlink()
+    return {"file": rel, "bytes": size, "seconds": round(seconds, 1), "gb_per_s": round(size / GB / seconds, 2)}
 
 
 # -- orchestration ------------------------------------------------------------------------------

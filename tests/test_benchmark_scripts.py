@@ -146,6 +146,8 @@ def test_bench_cold_start_tiny(tmp_path):
         assert len(rows[phase]["first_request_encode_s"]) == 1
     assert len(rows["prepared"]["go_fast_request"]["chunk_s"]) == 2  # the same request with go_fast, after it
     assert rows["prepare"]["files"] > 10 and rows["fetch"]["fetched_bytes"] == rows["prepare"]["bytes"]
+    hub = rows["fetch"]["huggingface_hub_single_stream"]  # the largest fetched file again, one stream
+    assert hub["bytes"] == max(e["size"] for e in _manifest_files(tmp_path / "weights")) and hub["seconds"] >= 0
     assert rows["probe-host-register"]["alloc_conf"].startswith("pinned_use_cuda_host_register")
 
 
@@ -158,3 +160,7 @@ def test_bench_cold_start_extrapolates_the_conversion_on_a_small_disk(tmp_path):
     convert = json.loads((out / "convert.json").read_text())
     assert convert["returncode"] == 0 and convert["convert_s"] is None
     assert 0 < convert["partial_pt_bytes"] < convert["full_pt_bytes"] and convert["convert_s_extrapolated"] >= 0
+
+
+def _manifest_files(weights_dir):
+    return json.loads((weights_dir / "gamecraft-manifest.json").read_text())["files"].values()
