@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_speed import pass_inputs  # noqa: E402
 from benchmarks.go_fast_calls import call_suite, timed  # noqa: E402
-from gamecraft.model import PassInputs  # noqa: E402
 from gamecraft.model.attention import fa3_available  # noqa: E402
 from gamecraft.model.sage import sage_unavailable_reason  # noqa: E402
 from gamecraft.model.sage_reference import (  # noqa: E402
@@ -81,20 +81,8 @@ def pass_input(engine, size, frames: int, rows: int, model) -> dict:
 
 
 def run_pass(net, case: dict, backend: str) -> torch.Tensor:
-    text = case["text"]
     with torch.no_grad():
-        return net(
-            PassInputs(
-                x=case["x"],
-                t=case["t"],
-                text_states=text.states,
-                text_mask=text.mask,
-                text_states_2=text.pooled,
-                camera_tokens=case["tokens"],
-                text_lengths=text.lengths,
-                attention_backend=backend,
-            )
-        )
+        return net(pass_inputs(case, backend))
 
 
 def pass_suite(report: Report, args, engine, size, variants: dict, shapes: list, warm: set) -> None:

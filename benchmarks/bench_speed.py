@@ -98,18 +98,7 @@ def pass_cases(engine, size, args, model) -> list[dict]:
 
 def pass_inputs(case: dict, backend: str, **options) -> PassInputs:
     """The pass of a :func:`pass_cases` case with the attention kernel ``backend``."""
-    text = case["text"]
-    return PassInputs(
-        x=case["x"],
-        t=case["t"],
-        text_states=text.states,
-        text_mask=text.mask,
-        text_states_2=text.pooled,
-        camera_tokens=case["tokens"],
-        text_lengths=text.lengths,
-        attention_backend=backend,
-        **options,
-    )
+    return case["text"].pass_inputs(case["x"], case["t"], case["tokens"], attention_backend=backend, **options)
 
 
 def pass_suite(engine, size, args) -> list[dict]:

@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.model import PassInputs  # noqa: E402
 from gamecraft.serving.build import build_service  # noqa: E402
 from gamecraft.serving.config import ServingConfig  # noqa: E402
 from gamecraft.specs.geometry import LATENT_CHANNELS  # noqa: E402
@@ -76,17 +75,7 @@ def main() -> int:
 
         def run():
             with torch.no_grad():
-                model(
-                    PassInputs(
-                        x=x,
-                        t=t,
-                        text_states=text.states,
-                        text_mask=text.mask,
-                        text_states_2=text.pooled,
-                        camera_tokens=tokens,
-                        text_lengths=text.lengths,
-                    )
-                )
+                model(text.pass_inputs(x, t, tokens))
 
         run()
         eager = [timed(run) for _ in range(2)]

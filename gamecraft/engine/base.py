@@ -223,16 +223,7 @@ class Engine(abc.ABC):
             t = torch.full((shape.rows,), 1000.0, device=self.device)
             tokens = model.camera_tokens(cam, shape.frames)
 
-            inputs = PassInputs(
-                x=x,
-                t=t,
-                text_states=text.states,
-                text_mask=text.mask,
-                text_states_2=text.pooled,
-                camera_tokens=tokens,
-                text_lengths=text.lengths,
-                attention_backend=backend,
-            )
+            inputs = text.pass_inputs(x, t, tokens, attention_backend=backend)
 
             def run(model=model, inputs=inputs) -> None:
                 model(inputs)

@@ -55,6 +55,20 @@ class TextConditioning:
             self.states.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype), self.lengths
         )
 
+    def pass_inputs(self, x: torch.Tensor, t: torch.Tensor, camera_tokens: torch.Tensor, **options) -> PassInputs:
+        """One transformer pass of ``x`` [B, 33, T, h, w] at timesteps ``t`` [B] under these prompts;
+        ``options``: the rest of :class:`gamecraft.model.PassInputs` (rope, cache, attention_backend, …)."""
+        return PassInputs(
+            x=x,
+            t=t,
+            text_states=self.states,
+            text_mask=self.mask,
+            text_states_2=self.pooled,
+            camera_tokens=camera_tokens,
+            text_lengths=self.lengths,
+            **options,
+        )
+
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -140,15 +154,11 @@ def denoise_chunk(
         start = time.perf_counter()
         latents[:, :, :known] = history
         x = torch.cat([latents, cond_part], dim=1).expand(rows, -1, -1, -1, -1)
-        inputs = PassInputs(
-            x=x.to(dtype),
-            t=t.expand(rows).to(x.device),
-            text_states=text.states,
-            text_mask=text.mask,
-            text_states_2=text.pooled,
-            camera_tokens=camera_tokens,
+        inputs = text.pass_inputs(
+            x.to(dtype),
+            t.expand(rows).to(x.device),
+            camera_tokens,
             rope=rope,
-            text_lengths=text.lengths,
             use_cache=bool(cache_flags[i]),
             attention_backend=attention_backend,
         )
