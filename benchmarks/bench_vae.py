@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gamecraft.model.vae import GameCraftVae, build_model  # noqa: E402
+from gamecraft.model.vae import GameCraftVae  # noqa: E402
+from gamecraft.model.vae_config import build_model  # noqa: E402
 from gamecraft.testing.random_weights import PRODUCTION_VAE, _randomize_  # noqa: E402
 from gamecraft.testing.tiny_weights import TINY_VAE  # noqa: E402
 

@@ -82,3 +82,25 @@ def page(browser, url):
     yield page
     page.context.close()
     assert page.errors == [], page.errors
+
+
+@pytest.fixture
+def serve():
+    """Start the controller page's server (``gamecraft.ui.make_server``) for a backend: ``serve(backend)`` → its
+    base URL; every server started is shut down after the test."""
+    import threading
+
+    from gamecraft.ui import make_server
+
+    started = []
+
+    def start(backend):
+        httpd = make_server(backend, "127.0.0.1", 0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        started.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in started:
+        httpd.shutdown()
+        httpd.server_close()

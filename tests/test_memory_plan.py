@@ -186,7 +186,7 @@ def test_byte_costs_match_the_architectures():
 
     from gamecraft.model import GameCraftTransformer, TransformerConfig
     from gamecraft.model.fp8 import is_fp8_layer
-    from gamecraft.model.vae import build_model
+    from gamecraft.model.vae_config import build_model
     from gamecraft.testing.random_weights import CLIP_L_TEXT, LLAMA3_8B, PRODUCTION_VAE
 
     config = TransformerConfig.production()

@@ -13,18 +13,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from safetensors import safe_open
-from safetensors.numpy import save_file
-from ui_fakes import STEPS, FakeReplicate
 from ui_harness import (
     capture_inputs,
     downloads,
@@ -34,6 +30,7 @@ from ui_harness import (
     page_server,
     require_browser,
     rows,
+    run_curl,
     wait_done,
     watch,
 )
@@ -41,7 +38,7 @@ from ui_harness import (
 from gamecraft.media.preview import top_down_points
 from gamecraft.pipeline.actions import parse_actions
 from gamecraft.pipeline.camera import chunk_poses
-from gamecraft.ui import CogBackend, ReplicateBackend
+from gamecraft.ui import CogBackend
 from tools.cog_server import request_json, start_cog_server
 
 sync_api = require_browser()
@@ -208,17 +205,6 @@ def decoded(inputs: dict) -> dict:
     }
 
 
-def run_curl(command: str, cwd: Path, env=None, ok=True):
-    """Run ``command`` in bash from ``cwd``: the prediction's JSON (``ok``), else the finished process."""
-    done = subprocess.run(
-        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
-    if not ok:
-        return done
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_the_commands_it_shows_run(page, cog, tmp_path):
     page.keyboard.press("KeyW")
     page.keyboard.press("KeyD")
@@ -273,52 +259,6 @@ def test_the_commands_it_shows_run(page, cog, tmp_path):
         page.evaluate("window.gamecraft.buildInput()")
     )
     assert cog.wait_until_ready() == "READY"
-
-
-def test_the_replicate_command_runs_against_replicates_api(browser, tmp_path):
-    fake = FakeReplicate(STEPS)
-    try:
-        with page_server(ReplicateBackend("me/gamecraft", "tok-123", api=fake.url, poll_s=0.02)) as (address, _):
-            page = open_page(browser, address)
-            page.keyboard.press("KeyW")
-            expected = page.evaluate("window.gamecraft.buildInput()")
-            command = page.text_content("#command")
-            # the latest version (a pushed model is run by version), then polled: no 'Prefer: wait'
-            assert f"{fake.url}/predictions " in command and "$REPLICATE_API_TOKEN" in command
-            assert "Prefer" not in command
-            result = run_curl(command, tmp_path, {"REPLICATE_API_TOKEN": "tok-123"})
-            assert result["id"] == "r1" and result["status"] == "succeeded" and fake.polls == len(STEPS)
-            assert fake.created == {"version": "abc123", "input": expected}
-            # a state file of the real size (7.7 MB) goes through Replicate's files API, read by its name
-            state = tmp_path / "big-world.safetensors"
-            meta = {
-                "format": "gamecraft-world-state",
-                "format_version": 2,
-                "seed": 3,
-                "chunks_done": 1,
-                "actions": ["w 0.4"],
-            }
-            save_file(
-                {"last_latents": np.zeros((1, 16, 9, 88, 152), np.float32)},
-                str(state),
-                metadata={"gamecraft": json.dumps(meta)},
-            )
-            page.set_input_files("#file", str(state))
-            page.wait_for_function(
-                "document.querySelector('#drop-text').textContent === 'saved world: big-world.safetensors'"
-            )
-            page.keyboard.press("KeyD")
-            expected = page.evaluate("window.gamecraft.buildInput()")
-            result = run_curl(page.text_content("#command"), tmp_path, {"REPLICATE_API_TOKEN": "tok-123"})
-            assert result["status"] == "succeeded"
-            assert fake.files[0]["data"] == state.read_bytes() and fake.files[0]["filename"] == state.name
-            assert fake.created == {
-                "version": "abc123",
-                "input": {**expected, "continue_from": f"{fake.url}/files/f1"},
-            }
-            page.context.close()
-    finally:
-        fake.api.close()
 
 
 def test_errors_are_short_and_next_to_their_field(page, cog, artifacts):

@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.model.vae import GameCraftVae
+from gamecraft.model.vae_config import VaeConfig, build_model, load_state_dict_strict
 from gamecraft.parity import load_manifest, load_tensors, run_sections
 from gamecraft.weights import DEFAULT_LAYOUT
 from gamecraft.weights.vae import load_vae, read_official_checkpoint

@@ -180,3 +180,14 @@ def set_prompt(page, text):
     """Type ``text`` as the prompt and leave the field (Esc), as a player would."""
     page.fill("#prompt", text)
     page.keyboard.press("Escape")
+
+
+def run_curl(command: str, cwd: Path, env=None, ok=True):
+    """Run ``command`` in bash from ``cwd``: the prediction's JSON (``ok``), else the finished process."""
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+    if not ok:
+        return done
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -253,15 +253,9 @@ def _output_schema(info: Any) -> dict:
 
 # ----------------------------------------------------------------------------- document
 
-_JSON = "application/json"
-_VALIDATION_ERROR = {
-    "description": "Validation Error",
-    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
-}
-
-
-def _ok(schema: dict) -> dict:
-    return {"description": "Successful Response", "content": {_JSON: {"schema": schema}}}
+# The parts of the document that do not depend on the predictor (request/response envelopes, validation
+# errors, the root, health-check and cancel routes), as the Go generator of cog 0.23 writes them.
+FIXED_PARTS = Path(__file__).with_name("cog_openapi_fixed.json")
 
 
 def build_schema(root: Path, ref: str) -> dict:
@@ -273,111 +267,11 @@ def build_schema(root: Path, ref: str) -> dict:
     if streaming and info.output.kind.name not in ("ITERATOR", "CONCAT_ITERATOR"):
         raise ValueError("@streaming requires an Iterator[...] or ConcatenateIterator[...] output")
     input_schema, enums = _input_schemas(info, fn, explicit)
-    time_prop = {"type": "string", "format": "date-time"}
-    schemas = {
-        "Input": input_schema,
-        "Output": _output_schema(info),
-        **enums,
-        "PredictionRequest": {
-            "title": "PredictionRequest",
-            "type": "object",
-            "properties": {
-                "id": {"title": "Id", "type": "string"},
-                "input": {"$ref": "#/components/schemas/Input"},
-            },
-        },
-        "PredictionResponse": {
-            "title": "PredictionResponse",
-            "type": "object",
-            "properties": {
-                "input": {"$ref": "#/components/schemas/Input"},
-                "output": {"$ref": "#/components/schemas/Output"},
-                "id": {"title": "Id", "type": "string"},
-                "version": {"title": "Version", "type": "string"},
-                "created_at": {"title": "Created At", **time_prop},
-                "started_at": {"title": "Started At", **time_prop},
-                "completed_at": {"title": "Completed At", **time_prop},
-                "status": {"title": "Status", "type": "string"},
-                "error": {"title": "Error", "type": "string"},
-                "logs": {"title": "Logs", "type": "string"},
-                "metrics": {"title": "Metrics", "type": "object"},
-            },
-        },
-        "Status": {
-            "title": "Status",
-            "description": "An enumeration.",
-            "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
-            "type": "string",
-        },
-        "HTTPValidationError": {
-            "title": "HTTPValidationError",
-            "type": "object",
-            "properties": {
-                "detail": {
-                    "title": "Detail",
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/ValidationError"},
-                }
-            },
-        },
-        "ValidationError": {
-            "title": "ValidationError",
-            "required": ["loc", "msg", "type"],
-            "type": "object",
-            "properties": {
-                "loc": {
-                    "title": "Location",
-                    "type": "array",
-                    "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                },
-                "msg": {"title": "Message", "type": "string"},
-                "type": {"title": "Error Type", "type": "string"},
-            },
-        },
-    }
-    predict: dict[str, Any] = {
-        "summary": "Predict",
-        "description": "Run a single prediction on the model",
-        "operationId": "predict_predictions_post",
-        "requestBody": {"content": {_JSON: {"schema": {"$ref": "#/components/schemas/PredictionRequest"}}}},
-        "responses": {
-            "200": _ok({"$ref": "#/components/schemas/PredictionResponse"}),
-            "422": _VALIDATION_ERROR,
-        },
-    }
+    document = json.loads(FIXED_PARTS.read_text(encoding="utf-8"))
+    document["info"]["version"] = cog.__version__
+    document["components"]["schemas"].update({"Input": input_schema, "Output": _output_schema(info), **enums})
     if streaming:
-        predict["x-cog-streaming"] = True
-    cancel = {
-        "summary": "Cancel",
-        "operationId": "cancel_predictions__prediction_id__cancel_post",
-        "parameters": [
-            {
-                "required": True,
-                "schema": {"title": "Prediction Id", "type": "string"},
-                "name": "prediction_id",
-                "in": "path",
-            }
-        ],
-        "responses": {"200": _ok({}), "422": _VALIDATION_ERROR},
-    }
-    paths = {
-        "/": {"get": {"summary": "Root", "operationId": "root__get", "responses": {"200": _ok({})}}},
-        "/health-check": {
-            "get": {
-                "summary": "Healthcheck",
-                "operationId": "healthcheck_health_check_get",
-                "responses": {"200": _ok({})},
-            }
-        },
-        "/predictions": {"post": predict},
-        "/predictions/{prediction_id}/cancel": {"post": cancel},
-    }
-    document = {
-        "openapi": "3.0.2",
-        "info": {"title": "Cog", "version": cog.__version__},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
+        document["paths"]["/predictions"]["post"]["x-cog-streaming"] = True
     return _go_numbers(document)
 
 

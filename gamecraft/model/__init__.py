@@ -14,8 +14,8 @@ Public API (names are stable)::
 
 Sub-modules: ``attention`` (kernels, mask-free segment semantics), ``blocks``/``layers``/``refiner``/
 ``cameranet`` (the transformer's parts), ``compile`` (regional torch.compile), ``fp8`` (go_fast linears),
-``vae`` + ``vae_tiles`` (diffusers' HunyuanVideo VAE with the reference's tiling), ``text`` (LLaVA-Llama-3 +
-CLIP prompt encoding).
+``vae`` + ``vae_config`` + ``vae_tiles`` (diffusers' HunyuanVideo VAE with the reference's tiling),
+``text`` (LLaVA-Llama-3 + CLIP prompt encoding).
 """
 
 from .attention import ATTENTION_BACKENDS, AttentionBackend, text_lengths_from_mask

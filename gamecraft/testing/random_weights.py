@@ -22,7 +22,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, LlamaConf
 from gamecraft.engine import EngineConfig, GameCraftEngine
 from gamecraft.model import GameCraftTransformer, TransformerConfig, init_random_
 from gamecraft.model.text import TextEncoders
-from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model
+from gamecraft.model.vae import GameCraftVae
+from gamecraft.model.vae_config import VaeConfig, build_model
 from gamecraft.specs.workers import WorkerSpec
 from gamecraft.testing.tiny_weights import TINY_VAE, write_tiny_weights
 from gamecraft.weights import DEFAULT_LAYOUT

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from gamecraft.model.text import PROMPT_SUFFIX, PROMPT_TEMPLATE
-from gamecraft.model.vae import VaeConfig, build_model
+from gamecraft.model.vae_config import VaeConfig, build_model
 from gamecraft.weights import DEFAULT_LAYOUT, TRANSFORMER_CONFIG_FILE, WeightsLayout
 
 LLAMA3_PATTERN = (

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from gamecraft.model import TransformerConfig
-from gamecraft.model.vae import GameCraftVae, VaeConfig, build_model, load_state_dict_strict
+from gamecraft.model.vae import GameCraftVae
+from gamecraft.model.vae_config import VaeConfig, build_model, load_state_dict_strict
 from gamecraft.parity import Comparison, compare, load_manifest, load_tensors
 from gamecraft.pipeline.actions import single
 from gamecraft.pipeline.camera import chunk_poses
