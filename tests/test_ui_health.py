@@ -10,7 +10,16 @@ import subprocess
 import sys
 
 from ui_fakes import FakeUpstream, reply
-from ui_harness import open_page, page_server, require_browser, rows, set_prompt, start_contract_server, wait_done
+from ui_harness import (
+    confirm_new_world,
+    open_page,
+    page_server,
+    require_browser,
+    rows,
+    set_prompt,
+    start_contract_server,
+    wait_done,
+)
 
 from gamecraft.ui import CogBackend
 
@@ -33,10 +42,7 @@ def test_a_dead_worker_is_reported_at_once_and_the_world_is_kept(browser, tmp_pa
             set_prompt(page, "crash")
             page.keyboard.press("KeyD")
             page.click("#generate")  # a new world, refused by a worker that dies: world 1 stays
-            page.click("#confirm-replace")
-            # the new request has begun once the first one's "done" line is gone (it may fail at once), so
-            # wait_done cannot read the first request's line on a loaded machine
-            page.wait_for_function("!document.querySelector('#progress-text').textContent.startsWith('done')")
+            confirm_new_world(page)
             assert wait_done(page).startswith("failed")
             # the message and the badge are there when the request ends (no poll needed)
             text = page.text_content(".field-error[data-for=generate]")

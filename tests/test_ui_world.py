@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ui_harness import PHONE, capture_inputs, open_page, require_browser, rows, set_prompt, wait_done
+from ui_harness import PHONE, capture_inputs, confirm_new_world, open_page, require_browser, rows, set_prompt, wait_done
 
 sync_api = require_browser()  # the shared fixtures (browser, page, url, artifacts) are in conftest.py
 
@@ -19,11 +19,7 @@ def generate(page, confirm=None):
     """Click ▶ Generate; ``confirm`` answers the "start a new world?" question ("replace" or "keep")."""
     page.click("#generate")
     if confirm == "replace":
-        page.wait_for_selector("#confirm[open]")
-        # the page starts the request when the dialog's "close" event comes, a task after the click: wait for
-        # its POST, so that wait_done cannot read the previous request's last line as this one's
-        with page.expect_request(lambda r: r.url.endswith("/api/predictions") and r.method == "POST"):
-            page.click("#confirm-replace")
+        confirm_new_world(page)
     elif confirm == "keep":
         page.wait_for_selector("#confirm[open]")
         page.click("#confirm-keep")

@@ -118,6 +118,15 @@ def wait_done(page, timeout=TIMEOUT_MS):
     return page.text_content("#progress-text")
 
 
+def confirm_new_world(page):
+    """Answer "start a new world?" with Replace and return once the new request is posted. The page starts
+    it on the dialog's "close" event, a task after the click: without this wait, wait_done could read the
+    previous request's last line as this one's on a loaded machine."""
+    page.wait_for_selector("#confirm[open]")
+    with page.expect_request(lambda r: r.url.endswith("/api/predictions") and r.method == "POST"):
+        page.click("#confirm-replace")
+
+
 def downloads(page) -> list[str]:
     return page.locator("#history a").evaluate_all("as => as.map(a => a.download)")
 
