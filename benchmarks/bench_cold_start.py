@@ -24,11 +24,11 @@ start empty, as on a new machine. Phases (``--phases``, in this order; one JSON 
 The first request: distilled, 2 chunks (``["w", "d"]``) from the start image: first chunk (10 latent
 frames) and a later one (18), against the warm-up's pass times.
 
-GPU (one H100 80GB, 64 GiB disk; three commands of ≤ 10 min):
+GPU (one H100 80GB, 64 GiB disk): the chain took 17 minutes on 2026-12-07 (BENCHMARKS.md, "Cold start"); run
+it in the background where one command may run 10 minutes, or split it (the directory is kept between runs):
 
-    python benchmarks/bench_cold_start.py --dir /tmp/gc-cold --out $OUT/cold --phases generate,convert,probe
-    python benchmarks/bench_cold_start.py --dir /tmp/gc-cold --out $OUT/cold --phases cold
-    python benchmarks/bench_cold_start.py --dir /tmp/gc-cold --out $OUT/cold --phases prepare,prepared,fetch
+    python benchmarks/bench_cold_start.py --dir weights/cold27 --out $OUT/cold \
+        --phases generate,convert,cold,prepare,prepared,fetch --fetch-gb 6
 
     python benchmarks/bench_cold_start.py --tiny --dir /tmp/gc-cold-tiny --out /tmp/gc-cold-out   # CPU test
 """
