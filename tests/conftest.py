@@ -86,21 +86,16 @@ def page(browser, url):
 
 @pytest.fixture
 def serve():
-    """Start the controller page's server (``gamecraft.ui.make_server``) for a backend: ``serve(backend)`` → its
+    """Start the controller page's server (``ui_harness.page_server``) for a backend: ``serve(backend)`` → its
     base URL; every server started is shut down after the test."""
-    import threading
+    from contextlib import ExitStack
 
-    from gamecraft.ui import make_server
+    from ui_harness import page_server
 
-    started = []
+    with ExitStack() as started:
 
-    def start(backend):
-        httpd = make_server(backend, "127.0.0.1", 0)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        started.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}"
+        def start(backend):
+            address, _ = started.enter_context(page_server(backend))
+            return address.rstrip("/")
 
-    yield start
-    for httpd in started:
-        httpd.shutdown()
-        httpd.server_close()
+        yield start
